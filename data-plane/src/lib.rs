@@ -1,0 +1,1 @@
+//! Strata data-plane node.
