@@ -1,0 +1,5 @@
+//! Strata media units and the per-stream hub.
+
+pub mod media;
+
+pub use media::{Catalog, MediaPacket, TrackId, TrackInfo, TrackKind};

@@ -1,0 +1,1 @@
+//! Strata relay over QUIC.
