@@ -1,5 +1,6 @@
 //! Strata media units and the per-stream hub.
 
+pub mod hub;
 pub mod media;
 
 pub use media::{Catalog, MediaPacket, TrackId, TrackInfo, TrackKind};

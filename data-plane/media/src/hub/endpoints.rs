@@ -1,0 +1,212 @@
+//! [`Source`] and [`Sink`]: the two ends of a stream.
+
+use std::future::pending;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::gate::ResumeRule;
+use super::stream::{StreamHandle, StreamShared, lock};
+use crate::media::{Catalog, MediaPacket, TrackId};
+
+/// The one producer of a stream. Dropping it detaches it: sinks stay and get
+/// nothing until a new source attaches.
+pub struct Source {
+    shared: Arc<StreamShared>,
+    id: u64,
+    keyframe_rx: mpsc::Receiver<TrackId>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("stream", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Source {
+    pub(crate) fn new(
+        shared: Arc<StreamShared>,
+        id: u64,
+        keyframe_rx: mpsc::Receiver<TrackId>,
+    ) -> Self {
+        Source {
+            shared,
+            id,
+            keyframe_rx,
+        }
+    }
+
+    /// Hand a packet to every sink. Never blocks and never waits for a sink: a
+    /// sink whose queue is full skips to the next keyframe.
+    pub fn push(&self, pkt: MediaPacket) {
+        let mut guard = lock(&self.shared.inner);
+        let inner = &mut *guard;
+        if inner.source.as_ref().map(|s| s.id) != Some(self.id) {
+            return;
+        }
+        if pkt.keyframe {
+            inner.coalescer.on_keyframe(now(), pkt.track);
+        }
+        inner.gop.push(&inner.rule, &pkt);
+        let rule = inner.rule;
+        let before = inner.sinks.len();
+        inner.sinks.retain(|_, slot| slot.offer(&rule, &pkt));
+        if inner.sinks.len() != before {
+            self.shared.publish(inner);
+        }
+    }
+
+    /// The next keyframe request for the source to act on (a PLI to the
+    /// publisher, or a request to the upstream relay), coalesced per track.
+    /// Cancel-safe. Returns `None` only if the source was detached.
+    pub async fn keyframe_request(&mut self) -> Option<TrackId> {
+        loop {
+            let deadline = {
+                let mut inner = lock(&self.shared.inner);
+                if let Some(track) = inner.coalescer.poll(now()) {
+                    return Some(track);
+                }
+                inner.coalescer.next_deadline()
+            };
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                    None => pending().await,
+                }
+            };
+            tokio::select! {
+                request = self.keyframe_rx.recv() => {
+                    let track = request?;
+                    let mut inner = lock(&self.shared.inner);
+                    if let Some(track) = inner.coalescer.request(now(), track) {
+                        return Some(track);
+                    }
+                }
+                () = timer => {}
+            }
+        }
+    }
+
+    /// The publisher renegotiated, or the upstream announced a new catalog.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        let mut inner = lock(&self.shared.inner);
+        if inner.source.as_ref().map(|s| s.id) != Some(self.id) {
+            return;
+        }
+        let rule = ResumeRule::for_catalog(&catalog);
+        if rule != inner.rule {
+            inner.rule = rule;
+            inner.gop.clear();
+            for slot in inner.sinks.values_mut() {
+                slot.rewind();
+            }
+        }
+        inner.catalog = catalog;
+        self.shared.publish(&inner);
+    }
+
+    /// The stream this source feeds.
+    pub fn stream(&self) -> StreamHandle {
+        StreamHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared.update_and_release(|inner| {
+            if inner.source.as_ref().map(|s| s.id) == Some(id) {
+                inner.source = None;
+                inner.gop.clear();
+            }
+        });
+        tracing::debug!(stream = %self.shared.name, "source detached");
+    }
+}
+
+/// One consumer of a stream. Dropping it unsubscribes.
+pub struct Sink {
+    shared: Arc<StreamShared>,
+    id: u64,
+    rx: mpsc::Receiver<MediaPacket>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("stream", &self.shared.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    pub(crate) fn new(
+        shared: Arc<StreamShared>,
+        id: u64,
+        rx: mpsc::Receiver<MediaPacket>,
+        skipped: Arc<AtomicU64>,
+    ) -> Self {
+        Sink {
+            shared,
+            id,
+            rx,
+            skipped,
+        }
+    }
+
+    /// The next packet. The first one is a keyframe (or any packet of an
+    /// audio-only stream), and so is the first one after a skip. Waits across
+    /// source switches; `None` once the stream [closed](StreamHandle::close)
+    /// this sink. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<MediaPacket> {
+        self.rx.recv().await
+    }
+
+    /// A packet if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<MediaPacket> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Ask the source for a keyframe of `track` (coalesced with other sinks'
+    /// requests). Dropped silently while the stream has no source.
+    pub fn request_keyframe(&self, track: TrackId) {
+        let inner = lock(&self.shared.inner);
+        if let Some(source) = &inner.source {
+            // A full queue already holds requests enough to trigger one.
+            let _ = source.keyframe_tx.try_send(track);
+        }
+    }
+
+    /// How many times this sink fell behind and skipped to the next keyframe.
+    pub fn skipped_groups(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The stream this sink consumes.
+    pub fn stream(&self) -> StreamHandle {
+        StreamHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared.update_and_release(|inner| {
+            inner.sinks.remove(&id);
+        });
+    }
+}

@@ -1,0 +1,34 @@
+//! The per-stream hub: one source, many sinks.
+//!
+//! A node carries each stream once. Its packets come from one [`Source`] (the
+//! WHIP ingest, or the upstream relay subscription) and go to any number of
+//! [`Sink`]s (local WebRTC players, downstream relay subscriptions).
+//!
+//! The rules live in sans-IO cores, tested with simulated time:
+//! - [`SinkGate`]: a sink whose queue is full drops everything until the next
+//!   keyframe; the source and the other sinks never wait for it.
+//! - [`GopCache`]: a new sink first gets the current group from its keyframe.
+//! - [`KeyframeCoalescer`]: keyframe requests from sinks reach the source at
+//!   most once per track per interval.
+//!
+//! The async shell ([`Hub`], [`StreamHandle`], [`Source`], [`Sink`]) only adds
+//! locking, bounded channels (`try_send`, so [`Source::push`] never blocks)
+//! and a timer for pending keyframe requests.
+
+mod coalesce;
+mod config;
+mod endpoints;
+mod gate;
+mod gop;
+mod registry;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use coalesce::KeyframeCoalescer;
+pub use config::{HubConfig, HubError};
+pub use endpoints::{Sink, Source};
+pub use gate::{GateState, ResumeRule, SinkGate, Verdict};
+pub use gop::GopCache;
+pub use registry::Hub;
+pub use stream::{StreamHandle, StreamState};
