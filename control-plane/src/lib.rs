@@ -1,1 +1,21 @@
-//! Strata control plane.
+//! Strata control plane: the registry of live nodes and origin election,
+//! on etcd (or an in-memory dev store), served over gRPC.
+//!
+//! Only the control plane talks to etcd; nodes learn everything from its
+//! gRPC API. It is stateless apart from its read cache, so any number of
+//! replicas can serve one etcd cluster side by side.
+
+pub mod cache;
+pub mod config;
+pub mod election;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod kv;
+pub mod metrics;
+pub mod names;
+pub mod server;
+pub mod service;
+
+pub use config::{Config, StoreKind};
+pub use server::{run, run_with_store};

@@ -1,0 +1,336 @@
+//! A read cache of everything under the key prefix, kept current by a watch.
+//!
+//! Reads (resolve fast path, placement, listings, stream watches) are answered
+//! from here; writes go to the store, and correctness never depends on the
+//! cache being fresh: every claim is an etcd transaction, and a miss falls
+//! back to a store read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::keys::{
+    self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, SubscriberRecord,
+};
+use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
+
+/// A record with the revisions etcd keeps for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The decoded record.
+    pub value: T,
+    /// Revision at which the key was created.
+    pub create_revision: i64,
+    /// Revision of the last change.
+    pub mod_revision: i64,
+}
+
+impl<T> Versioned<T> {
+    /// The record's epoch: its key's last-modified revision. Origin records
+    /// are written only when claimed, so every claim (including one that
+    /// replaces a stale holder in place) gets a new, larger epoch.
+    pub fn epoch(&self) -> i64 {
+        self.mod_revision
+    }
+}
+
+/// Every record of one stream.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    /// The main origin, if live.
+    pub main: Option<Versioned<MainRecord>>,
+    /// Regional origins by region.
+    pub regions: BTreeMap<String, Versioned<RegionalRecord>>,
+    /// Subscribers by node id.
+    pub subscribers: BTreeMap<String, Versioned<SubscriberRecord>>,
+}
+
+impl StreamState {
+    fn is_empty(&self) -> bool {
+        self.main.is_none() && self.regions.is_empty() && self.subscribers.is_empty()
+    }
+}
+
+/// The cached view of the store.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Store revision the view reflects.
+    pub revision: i64,
+    /// Live nodes by id.
+    pub nodes: BTreeMap<String, Versioned<NodeRecord>>,
+    /// Latest load reports by node id.
+    pub loads: HashMap<String, LoadRecord>,
+    /// Streams by id.
+    pub streams: BTreeMap<String, StreamState>,
+}
+
+impl View {
+    fn apply_put(&mut self, k: &Keys, kv: &KeyValue) {
+        let Some(kind) = k.parse(&kv.key) else { return };
+        fn ver<T>(value: T, kv: &KeyValue) -> Versioned<T> {
+            Versioned {
+                value,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            }
+        }
+        match kind {
+            KeyKind::Node(n) => {
+                if let Some(r) = keys::decode::<NodeRecord>(&kv.value) {
+                    self.nodes.insert(n.to_owned(), ver(r, kv));
+                }
+            }
+            KeyKind::Load(n) => {
+                if let Some(r) = keys::decode::<LoadRecord>(&kv.value) {
+                    self.loads.insert(n.to_owned(), r);
+                }
+            }
+            KeyKind::Main(s) => {
+                if let Some(r) = keys::decode::<MainRecord>(&kv.value) {
+                    self.streams.entry(s.to_owned()).or_default().main = Some(ver(r, kv));
+                }
+            }
+            KeyKind::Regional(s, region) => {
+                if let Some(r) = keys::decode::<RegionalRecord>(&kv.value) {
+                    let st = self.streams.entry(s.to_owned()).or_default();
+                    st.regions.insert(region.to_owned(), ver(r, kv));
+                }
+            }
+            KeyKind::Subscriber(s, n) => {
+                if let Some(r) = keys::decode::<SubscriberRecord>(&kv.value) {
+                    let st = self.streams.entry(s.to_owned()).or_default();
+                    st.subscribers.insert(n.to_owned(), ver(r, kv));
+                }
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, k: &Keys, key: &str) -> Option<String> {
+        let kind = k.parse(key)?;
+        let stream = match kind {
+            KeyKind::Node(n) => {
+                self.nodes.remove(n);
+                return None;
+            }
+            KeyKind::Load(n) => {
+                self.loads.remove(n);
+                return None;
+            }
+            KeyKind::Main(s) => {
+                let st = self.streams.get_mut(s)?;
+                st.main = None;
+                s
+            }
+            KeyKind::Regional(s, r) => {
+                self.streams.get_mut(s)?.regions.remove(r);
+                s
+            }
+            KeyKind::Subscriber(s, n) => {
+                self.streams.get_mut(s)?.subscribers.remove(n);
+                s
+            }
+        };
+        let st = self.streams.get(stream)?;
+        if st.is_empty() {
+            self.streams.remove(stream);
+            None
+        } else if st.main.is_none() {
+            // Records of a stream whose main origin is gone: to be cleaned.
+            Some(stream.to_owned())
+        } else {
+            None
+        }
+    }
+
+    /// Streams that have records but no main origin (the main origin died or
+    /// unpublished while others still held records).
+    pub fn orphans(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.main.is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// The cache handle. Cloning shares it.
+#[derive(Clone)]
+pub struct Cache {
+    view: Arc<RwLock<View>>,
+    revision: watch::Receiver<i64>,
+    healthy: watch::Receiver<bool>,
+}
+
+impl Cache {
+    /// Reads the current view.
+    pub fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the cache is in sync with a reachable store.
+    pub fn is_healthy(&self) -> bool {
+        *self.healthy.borrow()
+    }
+
+    /// Changes whenever the cache applies new store revisions.
+    pub fn revisions(&self) -> watch::Receiver<i64> {
+        self.revision.clone()
+    }
+
+    /// Changes whenever the health flips.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.healthy.clone()
+    }
+
+    /// Waits until the view reflects at least this store revision (after a
+    /// write through this replica), or the timeout passes.
+    pub async fn wait_for(&self, revision: i64, timeout: Duration) {
+        let mut rx = self.revision.clone();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
+    }
+}
+
+/// Starts the cache: a task that loads the prefix, then follows a watch, and
+/// resyncs from scratch whenever the watch breaks. A second task probes the
+/// store so that an unreachable store is noticed even without traffic.
+pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
+    let view = Arc::new(RwLock::new(View::default()));
+    let (rev_tx, rev_rx) = watch::channel(0i64);
+    let (health_tx, health_rx) = watch::channel(false);
+    let health_tx = Arc::new(health_tx);
+    let watch_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let update_health = {
+        let (w, p, h) = (watch_ok.clone(), probe_ok.clone(), health_tx.clone());
+        move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let now = w.load(Relaxed) && p.load(Relaxed);
+            h.send_if_modified(|old| {
+                let changed = *old != now;
+                if changed {
+                    if now {
+                        info!("store reachable; serving");
+                    } else {
+                        warn!("store unreachable; answering UNAVAILABLE");
+                    }
+                }
+                *old = now;
+                changed
+            });
+        }
+    };
+    {
+        let (kv, view, update_health, watch_ok) = (
+            kv.clone(),
+            view.clone(),
+            update_health.clone(),
+            watch_ok.clone(),
+        );
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                if rev_tx.is_closed() {
+                    return;
+                }
+                match follow(&kv, &keys, &view, &rev_tx, &watch_ok, &update_health).await {
+                    Ok(()) => backoff = Duration::from_millis(50),
+                    Err(e) => debug!(error = %e, "cache sync failed"),
+                }
+                watch_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                update_health();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        });
+    }
+    {
+        let (update_health, health_rx) = (update_health.clone(), health_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let ok = kv.probe().await.is_ok();
+                probe_ok.store(ok, std::sync::atomic::Ordering::Relaxed);
+                update_health();
+                if health_rx.has_changed().is_err() {
+                    return;
+                }
+                tokio::time::sleep(probe_every).await;
+            }
+        });
+    }
+    Cache {
+        view,
+        revision: rev_rx,
+        healthy: health_rx,
+    }
+}
+
+fn write(view: &RwLock<View>) -> RwLockWriteGuard<'_, View> {
+    view.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One sync cycle: load, then follow the watch until it breaks.
+async fn follow(
+    kv: &Kv,
+    keys: &Keys,
+    view: &RwLock<View>,
+    rev_tx: &watch::Sender<i64>,
+    watch_ok: &std::sync::atomic::AtomicBool,
+    update_health: &impl Fn(),
+) -> Result<(), crate::kv::KvError> {
+    let (kvs, revision) = kv.range(keys.prefix()).await?;
+    let mut watch = kv.watch(keys.prefix(), revision + 1).await?;
+    let orphans = {
+        let mut fresh = View {
+            revision,
+            ..View::default()
+        };
+        for item in &kvs {
+            fresh.apply_put(keys, item);
+        }
+        let orphans = fresh.orphans();
+        *write(view) = fresh;
+        orphans
+    };
+    rev_tx.send_replace(revision);
+    watch_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    update_health();
+    debug!(revision, keys = kvs.len(), "cache loaded");
+    clean_orphans(kv, keys, orphans);
+    while let Some(batch) = watch.recv().await {
+        let batch = batch?;
+        let mut orphans = Vec::new();
+        {
+            let mut v = write(view);
+            for ev in &batch.events {
+                match ev {
+                    WatchEvent::Put(item) => v.apply_put(keys, item),
+                    WatchEvent::Delete { key, .. } => orphans.extend(v.apply_delete(keys, key)),
+                }
+            }
+            v.revision = v.revision.max(batch.revision);
+        }
+        rev_tx.send_replace(batch.revision);
+        clean_orphans(kv, keys, orphans);
+    }
+    Ok(())
+}
+
+/// Deletes every record of streams whose main origin is gone, guarded so that
+/// a stream published again in the meantime is left alone. Every replica may
+/// do this; it is idempotent.
+fn clean_orphans(kv: &Kv, keys: &Keys, streams: Vec<String>) {
+    for stream in streams {
+        let (kv, main, all) = (kv.clone(), keys.main(&stream), keys.stream(&stream));
+        tokio::spawn(async move {
+            let guard = vec![Compare::CreateRevision(main, 0)];
+            match kv.txn(guard, vec![Op::DeletePrefix(all)], Vec::new()).await {
+                Ok(o) if o.succeeded => info!(%stream, "stream ended; its records are removed"),
+                Ok(_) => {}
+                Err(e) => debug!(%stream, error = %e, "orphan cleanup failed; retried at resync"),
+            }
+        });
+    }
+}

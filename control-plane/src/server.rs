@@ -1,0 +1,131 @@
+//! Assembles and runs the control plane: store, cache, gRPC services with
+//! reflection and health, and the HTTP side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use strata_proto::v1;
+
+use crate::cache;
+use crate::config::{Config, StoreKind};
+use crate::keys::Keys;
+use crate::kv::{Kv, etcd::EtcdKv, memory::MemoryKv};
+use crate::metrics::Metrics;
+use crate::service::{DiagnosticsApi, NodeApi, PlacementApi, RoutingApi, ServiceConfig, State};
+
+/// gRPC services this server reports in `grpc.health.v1`.
+const SERVICES: [&str; 4] = [
+    "strata.v1.NodeService",
+    "strata.v1.RoutingService",
+    "strata.v1.PlacementService",
+    "strata.v1.DiagnosticsService",
+];
+
+/// Builds the store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Kv> {
+    Ok(match config.store {
+        StoreKind::Etcd => Kv::Etcd(Box::new(
+            EtcdKv::connect(&config.etcd_endpoints, config.etcd_timeout).await?,
+        )),
+        StoreKind::Memory => {
+            tracing::warn!("using the in-memory store: single replica only, NOT highly available");
+            Kv::Memory(MemoryKv::new())
+        }
+    })
+}
+
+/// Runs the control plane on an already bound gRPC listener until `shutdown`
+/// resolves. The store is opened from `config`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let kv = open_store(&config).await?;
+    run_with_store(config, kv, listener, shutdown).await
+}
+
+/// Like [`run`], over a store the caller opened (tests share one memory store
+/// between replicas this way).
+pub async fn run_with_store(
+    config: Config,
+    kv: Kv,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let keys = Keys::new(&config.prefix);
+    let probe_every =
+        (config.etcd_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let cache = cache::spawn(kv.clone(), keys.clone(), probe_every);
+    let metrics = Arc::new(Metrics::default());
+    let state = State::new(
+        kv,
+        keys,
+        cache.clone(),
+        ServiceConfig {
+            lease_ttl: config.lease_ttl,
+        },
+        metrics,
+    );
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    {
+        let mut health = cache.health();
+        tokio::spawn(async move {
+            loop {
+                let status = if *health.borrow_and_update() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                for s in SERVICES {
+                    reporter.set_service_status(s, status).await;
+                }
+                if health.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha =
+        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+
+    if let Some(addr) = config.http_listen {
+        let http = TcpListener::bind(addr).await?;
+        info!(addr = %http.local_addr()?, "HTTP listening");
+        tokio::spawn(crate::http::serve(http, state.clone()));
+    }
+
+    info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,
+        lease_ttl = ?config.lease_ttl, "control plane listening");
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(v1::node_service_server::NodeServiceServer::new(
+            NodeApi::new(state.clone()),
+        ))
+        .add_service(v1::routing_service_server::RoutingServiceServer::new(
+            RoutingApi::new(state.clone()),
+        ))
+        .add_service(v1::placement_service_server::PlacementServiceServer::new(
+            PlacementApi::new(state.clone()),
+        ))
+        .add_service(v1::diagnostics_service_server::DiagnosticsServiceServer::new(DiagnosticsApi))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Records to API messages.
+
+use strata_proto::v1;
+
+use crate::cache::{StreamState, Versioned};
+use crate::keys::{LoadRecord, MainRecord, NodeRecord, RegionalRecord};
+
+pub(crate) fn node_info(n: &NodeRecord) -> v1::NodeInfo {
+    v1::NodeInfo {
+        id: n.id.clone(),
+        region: n.region.clone(),
+        relay_addr: n.relay_addr.clone(),
+        http_url: n.http_url.clone(),
+        capacity: n.capacity,
+        version: n.version.clone(),
+    }
+}
+
+pub(crate) fn load(l: &LoadRecord) -> v1::Load {
+    v1::Load {
+        streams: l.streams,
+        players: l.players,
+        publishers: l.publishers,
+        egress_bps: l.egress_bps,
+        cpu: l.cpu,
+    }
+}
+
+pub(crate) fn node(n: &NodeRecord, l: Option<&LoadRecord>) -> v1::Node {
+    v1::Node {
+        info: Some(node_info(n)),
+        load: l.map(load),
+        draining: n.draining,
+        lease_id: n.lease,
+        registered_at_ms: n.registered_at_ms,
+    }
+}
+
+pub(crate) fn main_origin(stream: &str, m: &Versioned<MainRecord>) -> v1::MainOrigin {
+    v1::MainOrigin {
+        stream: stream.to_owned(),
+        node_id: m.value.node_id.clone(),
+        region: m.value.region.clone(),
+        relay_addr: m.value.relay_addr.clone(),
+        epoch: m.epoch(),
+        started_at_ms: m.value.started_at_ms,
+    }
+}
+
+pub(crate) fn regional(
+    stream: &str,
+    region: &str,
+    r: &Versioned<RegionalRecord>,
+) -> v1::RegionalOrigin {
+    v1::RegionalOrigin {
+        stream: stream.to_owned(),
+        region: region.to_owned(),
+        node_id: r.value.node_id.clone(),
+        relay_addr: r.value.relay_addr.clone(),
+        epoch: r.epoch(),
+        upstream_node_id: r.value.upstream_node_id.clone(),
+    }
+}
+
+pub(crate) fn tree(stream: &str, s: &StreamState) -> Option<v1::StreamTree> {
+    let main = s.main.as_ref()?;
+    Some(v1::StreamTree {
+        main: Some(main_origin(stream, main)),
+        regional: s
+            .regions
+            .iter()
+            .map(|(region, r)| regional(stream, region, r))
+            .collect(),
+        subscribers: {
+            let mut subs: Vec<v1::Subscriber> = s
+                .subscribers
+                .iter()
+                .map(|(node, sub)| v1::Subscriber {
+                    stream: stream.to_owned(),
+                    region: sub.value.region.clone(),
+                    node_id: node.clone(),
+                    upstream_node_id: sub.value.upstream_node_id.clone(),
+                })
+                .collect();
+            subs.sort_by(|a, b| (&a.region, &a.node_id).cmp(&(&b.region, &b.node_id)));
+            subs
+        },
+    })
+}

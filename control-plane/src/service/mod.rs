@@ -1,0 +1,148 @@
+//! The gRPC services, written once against [`crate::kv::Kv`] and the cache.
+
+mod convert;
+mod nodes;
+mod placement;
+mod routing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::v1;
+
+use crate::cache::{Cache, Versioned};
+use crate::error::{Error, Result};
+use crate::keys::{self, Keys, NodeRecord};
+use crate::kv::Kv;
+use crate::metrics::Metrics;
+use crate::names::{self, NameKind};
+
+pub use nodes::NodeApi;
+pub use placement::{PlacementApi, place};
+pub use routing::RoutingApi;
+
+/// Settings the services need.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Lease time to live granted to nodes.
+    pub lease_ttl: Duration,
+}
+
+/// Shared state of all services of one replica.
+#[derive(Clone)]
+pub struct State {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kv: Kv,
+    keys: Keys,
+    cache: Cache,
+    config: ServiceConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl State {
+    /// Builds the state over a store and its cache.
+    pub fn new(
+        kv: Kv,
+        keys: Keys,
+        cache: Cache,
+        config: ServiceConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kv,
+                keys,
+                cache,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    pub(crate) fn kv(&self) -> &Kv {
+        &self.inner.kv
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The read cache.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    pub(crate) fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// UNAVAILABLE unless the cache is in sync with a reachable store.
+    pub(crate) fn ensure_healthy(&self) -> Result<()> {
+        if self.cache().is_healthy() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "store (etcd) unreachable; retry shortly".into(),
+            ))
+        }
+    }
+
+    /// A registered node, from the cache or, on a miss (a registration
+    /// through another replica may not have reached this cache yet), the store.
+    pub(crate) async fn node(&self, id: &str) -> Result<Option<Versioned<NodeRecord>>> {
+        if let Some(n) = self.cache().read().nodes.get(id) {
+            return Ok(Some(n.clone()));
+        }
+        self.metrics().cache_misses.inc();
+        let Some(kv) = self.kv().get(&self.keys().node(id)).await? else {
+            return Ok(None);
+        };
+        Ok(
+            keys::decode::<NodeRecord>(&kv.value).map(|value| Versioned {
+                value,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            }),
+        )
+    }
+
+    /// The calling node, which must be registered (FAILED_PRECONDITION if not).
+    pub(crate) async fn caller(&self, id: &str) -> Result<NodeRecord> {
+        names::validate(NameKind::Node, id)?;
+        match self.node(id).await? {
+            Some(n) => Ok(n.value),
+            None => Err(Error::FailedPrecondition(format!(
+                "node {id:?} is not registered (or its lease expired); register first"
+            ))),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The no-op service used as the latency floor.
+#[derive(Clone, Default)]
+pub struct DiagnosticsApi;
+
+#[tonic::async_trait]
+impl v1::diagnostics_service_server::DiagnosticsService for DiagnosticsApi {
+    async fn ping(
+        &self,
+        _req: tonic::Request<v1::PingRequest>,
+    ) -> std::result::Result<tonic::Response<v1::PingResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::PingResponse {}))
+    }
+}

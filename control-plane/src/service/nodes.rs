@@ -1,0 +1,250 @@
+//! `strata.v1.NodeService`: register, keep alive, drain, deregister, list.
+
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use strata_proto::v1::{self, node_service_server::NodeService};
+
+use super::{State, convert, now_ms};
+use crate::error::{Error, Result};
+use crate::keys::{self, LoadRecord, NodeRecord};
+use crate::kv::KvError;
+use crate::names::{self, NameKind};
+
+/// The node lifecycle service.
+#[derive(Clone)]
+pub struct NodeApi {
+    state: State,
+}
+
+impl NodeApi {
+    /// Serves from this state.
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+}
+
+const MAX_FIELD: usize = 512;
+
+fn validate_info(info: &v1::NodeInfo) -> Result<()> {
+    names::validate(NameKind::Node, &info.id)?;
+    names::validate(NameKind::Region, &info.region)?;
+    let addr_ok = !info.relay_addr.is_empty()
+        && info.relay_addr.len() <= MAX_FIELD
+        && info
+            .relay_addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+    if !addr_ok {
+        return Err(Error::InvalidArgument(format!(
+            "invalid relay_addr {:?}: expected host:port with a non-zero port",
+            info.relay_addr.chars().take(64).collect::<String>()
+        )));
+    }
+    let url_ok = info.http_url.len() <= MAX_FIELD
+        && (info.http_url.starts_with("http://") || info.http_url.starts_with("https://"))
+        && info.http_url.len() > "https://".len()
+        && !info
+            .http_url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control());
+    if !url_ok {
+        return Err(Error::InvalidArgument(format!(
+            "invalid http_url {:?}: expected an http:// or https:// base URL",
+            info.http_url.chars().take(64).collect::<String>()
+        )));
+    }
+    if info.version.len() > MAX_FIELD {
+        return Err(Error::InvalidArgument(
+            "version is longer than 512 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl NodeApi {
+    async fn register(&self, req: v1::RegisterRequest) -> Result<v1::RegisterResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        let info = req
+            .node
+            .ok_or_else(|| Error::InvalidArgument("node is required".into()))?;
+        validate_info(&info)?;
+        if let Some(old) = s.node(&info.id).await? {
+            // A restarted node comes back without its streams: drop what the
+            // old registration held so nobody is sent to it for them.
+            warn!(node = %info.id, lease = old.value.lease, "node registered again; old lease revoked");
+            s.kv().revoke(old.value.lease).await?;
+        }
+        let ttl = s.config().lease_ttl;
+        let lease = s.kv().grant(ttl).await?;
+        let record = NodeRecord {
+            id: info.id.clone(),
+            region: info.region.clone(),
+            relay_addr: info.relay_addr,
+            http_url: info.http_url,
+            capacity: info.capacity,
+            version: info.version,
+            lease,
+            registered_at_ms: now_ms(),
+            draining: false,
+        };
+        let rev = s
+            .kv()
+            .put(&s.keys().node(&info.id), keys::encode(&record), lease)
+            .await?;
+        s.cache().wait_for(rev, ttl).await;
+        s.metrics().registrations.inc();
+        info!(node = %info.id, region = %info.region, lease, "node registered");
+        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        Ok(v1::RegisterResponse {
+            lease_id: lease,
+            ttl_ms,
+            keepalive_interval_ms: ttl_ms / 3,
+        })
+    }
+
+    async fn keep_alive(&self, req: v1::KeepAliveRequest) -> Result<v1::KeepAliveResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        let not_found = || {
+            Error::NotFound(format!(
+                "node {:?} has no live registration with lease {}; register again",
+                req.node_id, req.lease_id
+            ))
+        };
+        let node = s.node(&req.node_id).await?.ok_or_else(not_found)?;
+        if node.value.lease != req.lease_id {
+            return Err(not_found());
+        }
+        match s.kv().keep_alive(req.lease_id).await {
+            Ok(()) => {}
+            Err(KvError::LeaseNotFound(_)) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(l) = req.load {
+            let record = LoadRecord {
+                streams: l.streams,
+                players: l.players,
+                publishers: l.publishers,
+                egress_bps: l.egress_bps,
+                cpu: l.cpu,
+            };
+            let unchanged = s.cache().read().loads.get(&req.node_id) == Some(&record);
+            if !unchanged {
+                let key = s.keys().load(&req.node_id);
+                s.kv()
+                    .put(&key, keys::encode(&record), req.lease_id)
+                    .await?;
+            }
+        }
+        s.metrics().keepalives.inc();
+        let ttl_ms = u32::try_from(s.config().lease_ttl.as_millis()).unwrap_or(u32::MAX);
+        Ok(v1::KeepAliveResponse { ttl_ms })
+    }
+
+    async fn drain(&self, req: v1::DrainRequest) -> Result<v1::DrainResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        let node = s
+            .node(&req.node_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
+        if !node.value.draining {
+            let mut record = node.value;
+            record.draining = true;
+            let key = s.keys().node(&req.node_id);
+            let rev = s
+                .kv()
+                .put(&key, keys::encode(&record), record.lease)
+                .await?;
+            s.cache().wait_for(rev, s.config().lease_ttl).await;
+            info!(node = %req.node_id, "node draining");
+        }
+        Ok(v1::DrainResponse {})
+    }
+
+    async fn deregister(&self, req: v1::DeregisterRequest) -> Result<v1::DeregisterResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        let node = s
+            .node(&req.node_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
+        s.kv().revoke(node.value.lease).await?;
+        info!(node = %req.node_id, "node deregistered");
+        Ok(v1::DeregisterResponse {})
+    }
+
+    fn list(&self, req: v1::ListNodesRequest) -> Result<v1::ListNodesResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        if !req.region.is_empty() {
+            names::validate(NameKind::Region, &req.region)?;
+        }
+        let view = s.cache().read();
+        let mut nodes: Vec<v1::Node> = view
+            .nodes
+            .values()
+            .filter(|n| req.region.is_empty() || n.value.region == req.region)
+            .map(|n| convert::node(&n.value, view.loads.get(&n.value.id)))
+            .collect();
+        nodes.sort_by(|a, b| {
+            let key = |n: &v1::Node| n.info.as_ref().map(|i| (i.region.clone(), i.id.clone()));
+            key(a).cmp(&key(b))
+        });
+        Ok(v1::ListNodesResponse { nodes })
+    }
+
+    async fn get(&self, req: v1::GetNodeRequest) -> Result<v1::Node> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        let node = s
+            .node(&req.node_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
+        let load = s.cache().read().loads.get(&req.node_id).cloned();
+        Ok(convert::node(&node.value, load.as_ref()))
+    }
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(&self, r: Request<v1::RegisterRequest>) -> Reply<v1::RegisterResponse> {
+        Ok(Response::new(
+            NodeApi::register(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn keep_alive(&self, r: Request<v1::KeepAliveRequest>) -> Reply<v1::KeepAliveResponse> {
+        Ok(Response::new(
+            NodeApi::keep_alive(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn drain(&self, r: Request<v1::DrainRequest>) -> Reply<v1::DrainResponse> {
+        Ok(Response::new(NodeApi::drain(self, r.into_inner()).await?))
+    }
+
+    async fn deregister(&self, r: Request<v1::DeregisterRequest>) -> Reply<v1::DeregisterResponse> {
+        Ok(Response::new(
+            NodeApi::deregister(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn list_nodes(&self, r: Request<v1::ListNodesRequest>) -> Reply<v1::ListNodesResponse> {
+        Ok(Response::new(self.list(r.into_inner())?))
+    }
+
+    async fn get_node(&self, r: Request<v1::GetNodeRequest>) -> Reply<v1::Node> {
+        Ok(Response::new(self.get(r.into_inner()).await?))
+    }
+}
