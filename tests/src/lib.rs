@@ -1,1 +1,5 @@
 //! Strata integration harness.
+
+pub mod etcd;
+pub mod grpcurl;
+pub mod ports;

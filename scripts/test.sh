@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Strata's test command: the one the README names, and what CI runs (.ci/run).
+#
+#   1. scripts/setup.sh --browser       install what is missing (fast no-op otherwise)
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace -- --skip netns_
+#   5. the same tests filtered to netns_, inside a loopback-only network namespace
+#
+# Network-namespace convention
+#   A test that must not run on the machine's real network (WebRTC stacks, browsers: anything
+#   that might send mDNS or other packets off the machine) is named with the prefix `netns_`
+#   and starts with
+#       if !strata_tests::ports::require_netns("netns_my_test") { return; }
+#   which prints a notice and returns early unless STRATA_NETNS=1. Step 4 skips these tests;
+#   step 5 runs `cargo test ... -- netns_` (a substring filter, not --exact) under
+#   `unshare -n` with only `lo` up and STRATA_NETNS=1, so every packet stays on 127.0.0.1.
+#   Step 5 runs `--offline`: the namespace has no network, and step 4 built everything.
+#
+# Every step uses the default dev/test profile, so nothing is built twice. All steps run even
+# after a failure; the exit status is non-zero if any failed. The last line is a summary:
+# "summary: N passed, N failed" over all cargo test binaries.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ "${CI:-}" = true ]; then
+    # Clean one-off builds: incremental caches only cost time and disk.
+    export CARGO_INCREMENTAL=0 CARGO_TERM_COLOR=never
+fi
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+log="$(mktemp -t strata-test.XXXXXX)"
+trap 'rm -f "$log"' EXIT
+
+failed_steps=()
+step() {
+    local name="$1"
+    shift
+    echo "==> $name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        echo "==> $name: ok ($((SECONDS - start)) s)"
+    else
+        echo "==> $name: FAILED ($((SECONDS - start)) s)"
+        failed_steps+=("$name")
+    fi
+}
+
+# Runs cargo test, keeping its output for the summary.
+cargo_test() {
+    "$@" 2>&1 | tee -a "$log"
+}
+
+# Runs "$@" in a fresh network namespace that has only `lo`, up.
+in_netns() {
+    local unshare=(unshare -n)
+    # Without root, a user namespace grants what creating the network namespace needs.
+    [ "$(id -u)" -eq 0 ] || unshare=(unshare -r -n)
+    "${unshare[@]}" env STRATA_NETNS=1 sh -c 'ip link set lo up && exec "$@"' sh "$@"
+}
+
+step setup scripts/setup.sh --browser
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+    echo "test.sh: setup failed; nothing else can run"
+    exit 1
+fi
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step test cargo_test cargo test --workspace --no-fail-fast -- --skip netns_
+step netns-test cargo_test in_netns \
+    cargo test --workspace --offline --tests --no-fail-fast -- netns_
+
+read -r passed failed < <(awk '
+    /^test result:/ {
+        for (i = 2; i <= NF; i++) {
+            if ($i == "passed;") p += $(i - 1)
+            if ($i == "failed;") f += $(i - 1)
+        }
+    }
+    END { print p + 0, f + 0 }' "$log")
+
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+    echo "test.sh: FAILED steps: ${failed_steps[*]}"
+    echo "summary: $passed passed, $failed failed"
+    exit 1
+fi
+echo "test.sh: all steps passed"
+echo "summary: $passed passed, $failed failed"
