@@ -457,7 +457,9 @@ async fn wait_all_healthy(members: &mut [EtcdProcess]) -> Result<()> {
             if member.child.is_none() {
                 bail!("etcd {} is not running", member.name);
             }
-            *ok = member.is_healthy().await;
+            // Healthy, and still our process: if etcd exited after losing its port, another
+            // process may be answering on that port.
+            *ok = member.is_healthy().await && member.exit_status().is_none();
         }
         if healthy.iter().all(|&ok| ok) {
             return Ok(());
