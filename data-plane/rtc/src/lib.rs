@@ -1,1 +1,38 @@
-//! Strata WebRTC edge.
+//! Strata WebRTC edge: WHIP publishers in, WHEP players out, independent of HTTP and of the
+//! rest of the node.
+//!
+//! * [`RtcEngine`] owns the node's one UDP port (every peer connection shares it, see
+//!   [`mux`]) and accepts offers.
+//! * [`RtcEngine::accept_publisher`] turns a WHIP offer into a [`PublisherSession`]: the
+//!   negotiated [`Catalog`](strata_media::Catalog) and a stream of
+//!   [`MediaPacket`](strata_media::MediaPacket)s with keyframes detected.
+//! * [`RtcEngine::accept_player`] turns a WHEP offer into a [`PlayerSession`] that takes
+//!   packets of a stream and rewrites them for that player ([`RtpRewriter`]).
+//! * [`client`] has the other ends (a WHIP publisher and a WHEP player) for tests and tools;
+//!   [`fixture`] reads the recorded RTP clips under `tests/fixtures/`.
+//!
+//! Built on the `webrtc` 0.21 crate (async layer over the sans-IO `rtc` crate); mDNS is off
+//! everywhere and only configured addresses are announced.
+
+pub mod client;
+pub mod codec;
+mod config;
+mod engine;
+mod error;
+pub mod fixture;
+mod interceptor;
+pub mod mux;
+mod player;
+mod publisher;
+pub mod rewriter;
+mod sdp;
+mod session;
+
+pub use codec::Codec;
+pub use config::RtcConfig;
+pub use engine::RtcEngine;
+pub use error::RtcError;
+pub use player::{PlayerHandle, PlayerSession, PlayerStats, SendOutcome};
+pub use publisher::{PublisherHandle, PublisherSession, PublisherStats};
+pub use rewriter::{Rewritten, RtpRewriter};
+pub use session::SessionState;

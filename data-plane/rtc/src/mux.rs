@@ -1,0 +1,496 @@
+//! One UDP port for every peer connection of a node.
+//!
+//! The `webrtc` crate binds sockets per connection and has no ICE UDP mux, but it takes its
+//! sockets from a [`Runtime`]. Each engine connection gets a [`MuxRuntime`] whose
+//! `wrap_udp_socket` discards the socket the driver bound (on an ephemeral loopback port) and
+//! returns a [`MuxSocket`]: a view of the shared socket that receives only this connection's
+//! datagrams and sends from the shared port.
+//!
+//! Demultiplexing, as in Pion's `UDPMux`: a STUN Binding request names the recipient's ICE
+//! ufrag in its USERNAME (`"<our ufrag>:<their ufrag>"`), which maps the sender's address to
+//! the connection that registered the ufrag; every later datagram from that address (DTLS,
+//! SRTP, STUN responses) follows the address. A connection sending to an address claims it
+//! too, so answers to its own checks find their way back. Limitation: two connections cannot
+//! share one remote address and port.
+//!
+//! The answer SDP announces the shared port (see [`crate::sdp::rewrite_candidates`]); the ICE
+//! agent keeps believing in its ephemeral loopback candidate, which only names the socket.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, trace, warn};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
+};
+
+/// Datagrams queued per connection between the shared socket and its driver.
+const CONN_QUEUE: usize = 512;
+
+struct Datagram {
+    data: Bytes,
+    from: SocketAddr,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_ufrag: HashMap<String, Weak<ConnQueue>>,
+    by_addr: HashMap<SocketAddr, Weak<ConnQueue>>,
+}
+
+struct Shared {
+    socket: Arc<UdpSocket>,
+    routes: RwLock<Routes>,
+}
+
+struct ConnQueue {
+    tx: mpsc::Sender<Datagram>,
+    rx: Mutex<mpsc::Receiver<Datagram>>,
+}
+
+/// The shared UDP socket and its receive task.
+pub(crate) struct UdpMux {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpMux {
+    /// Binds the shared socket and starts demultiplexing.
+    pub(crate) async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let local_addr = socket.local_addr()?;
+        let shared = Arc::new(Shared {
+            socket,
+            routes: RwLock::new(Routes::default()),
+        });
+        let task = tokio::spawn(receive_loop(Arc::clone(&shared)));
+        Ok(Arc::new(UdpMux {
+            shared,
+            local_addr,
+            task,
+        }))
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A new connection's share of the socket.
+    pub(crate) fn new_conn(&self) -> Arc<MuxConn> {
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        Arc::new(MuxConn {
+            queue: Arc::new(ConnQueue {
+                tx,
+                rx: Mutex::new(rx),
+            }),
+            shared: Arc::downgrade(&self.shared),
+            socket: Arc::clone(&self.shared.socket),
+        })
+    }
+}
+
+impl Drop for UdpMux {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match shared.socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here; nothing is wrong with the socket.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                ) {
+                    warn!(error = %e, "shared UDP socket receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        let Some(queue) = shared.route(data, from) else {
+            trace!(%from, len = n, "dropping datagram for no known connection");
+            continue;
+        };
+        if queue
+            .tx
+            .try_send(Datagram {
+                data: Bytes::copy_from_slice(data),
+                from,
+            })
+            .is_err()
+        {
+            trace!(%from, "connection queue full or closed, dropping datagram");
+        }
+    }
+}
+
+impl Shared {
+    fn route(&self, data: &[u8], from: SocketAddr) -> Option<Arc<ConnQueue>> {
+        if let Some(ufrag) = stun_binding_request_ufrag(data) {
+            let routes = self.routes.read().ok()?;
+            if let Some(queue) = routes.by_ufrag.get(ufrag).and_then(Weak::upgrade) {
+                let known = routes
+                    .by_addr
+                    .get(&from)
+                    .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(&queue)));
+                drop(routes);
+                if !known && let Ok(mut routes) = self.routes.write() {
+                    routes.by_addr.insert(from, Arc::downgrade(&queue));
+                }
+                return Some(queue);
+            }
+        }
+        let routes = self.routes.read().ok()?;
+        routes.by_addr.get(&from).and_then(Weak::upgrade)
+    }
+}
+
+/// The local ufrag named by a STUN Binding request (RFC 8445 §7.2.2), if `data` is one.
+fn stun_binding_request_ufrag(data: &[u8]) -> Option<&str> {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+    const USERNAME: u16 = 0x0006;
+    if data.len() < 20 || data[0..2] != BINDING_REQUEST || data[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    let body_len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(20..20 + body_len)?;
+    let mut rest = body;
+    while rest.len() >= 4 {
+        let typ = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let value = rest.get(4..4 + len)?;
+        if typ == USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        let padded = 4 + len.div_ceil(4) * 4;
+        rest = rest.get(padded..)?;
+    }
+    None
+}
+
+/// One connection's share of the shared socket. Dropping it forgets its routes.
+pub(crate) struct MuxConn {
+    queue: Arc<ConnQueue>,
+    shared: Weak<Shared>,
+    socket: Arc<UdpSocket>,
+}
+
+impl MuxConn {
+    /// Routes STUN requests naming `ufrag` (our side's ICE ufrag) to this connection.
+    pub(crate) fn register_ufrag(&self, ufrag: &str) {
+        if let Some(shared) = self.shared.upgrade()
+            && let Ok(mut routes) = shared.routes.write()
+        {
+            routes
+                .by_ufrag
+                .insert(ufrag.to_owned(), Arc::downgrade(&self.queue));
+        }
+    }
+
+    fn claim_addr(&self, addr: SocketAddr) {
+        if let Some(shared) = self.shared.upgrade()
+            && let Ok(mut routes) = shared.routes.write()
+        {
+            routes.by_addr.insert(addr, Arc::downgrade(&self.queue));
+        }
+    }
+}
+
+impl Drop for MuxConn {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let Ok(mut routes) = shared.routes.write() else {
+            return;
+        };
+        let mine = Arc::downgrade(&self.queue);
+        // Also sweeps routes of connections that are gone without cleaning up.
+        routes
+            .by_ufrag
+            .retain(|_, w| !Weak::ptr_eq(w, &mine) && w.strong_count() > 0);
+        routes
+            .by_addr
+            .retain(|_, w| !Weak::ptr_eq(w, &mine) && w.strong_count() > 0);
+        debug!(
+            ufrags = routes.by_ufrag.len(),
+            addrs = routes.by_addr.len(),
+            "connection left the shared UDP socket"
+        );
+    }
+}
+
+/// The socket the WebRTC driver of one connection uses.
+struct MuxSocket {
+    conn: Arc<MuxConn>,
+    /// The address the driver bound and named its host candidate after.
+    local_addr: SocketAddr,
+    /// Destinations this socket already claimed, to keep the route table off the send path.
+    claimed: Mutex<HashSet<SocketAddr>>,
+}
+
+impl fmt::Debug for MuxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSocket")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        let dest = transmit.destination;
+        let newly_claimed = self
+            .claimed
+            .lock()
+            .map(|mut claimed| claimed.insert(dest))
+            .unwrap_or(false);
+        if newly_claimed {
+            self.conn.claim_addr(dest);
+        }
+        // max_gso_segments() is 1, so the driver never asks for segmentation.
+        self.conn
+            .socket
+            .poll_send_to(cx, transmit.contents, dest)
+            .map_ok(|_| transmit.contents.len())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let max = bufs.len().min(meta.len());
+        if max == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let Ok(mut rx) = self.conn.queue.rx.lock() else {
+            return Poll::Ready(Err(io::Error::other("connection queue poisoned")));
+        };
+        let first = match rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "shared UDP socket closed",
+                )));
+            }
+            Poll::Ready(Some(datagram)) => datagram,
+        };
+        fill(&mut bufs[0], &mut meta[0], first);
+        let mut n = 1;
+        while n < max {
+            match rx.try_recv() {
+                Ok(datagram) => {
+                    fill(&mut bufs[n], &mut meta[n], datagram);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+fn fill(buf: &mut IoSliceMut<'_>, meta: &mut RecvMeta, datagram: Datagram) {
+    let len = datagram.data.len().min(buf.len());
+    buf[..len].copy_from_slice(&datagram.data[..len]);
+    *meta = RecvMeta::default();
+    meta.addr = datagram.from;
+    meta.len = len;
+    meta.stride = len.max(1);
+}
+
+/// The runtime of one engine connection: Tokio, except that UDP sockets are views of the
+/// shared socket.
+pub(crate) struct MuxRuntime {
+    conn: Arc<MuxConn>,
+}
+
+impl MuxRuntime {
+    pub(crate) fn new(conn: Arc<MuxConn>) -> Self {
+        MuxRuntime { conn }
+    }
+}
+
+impl fmt::Debug for MuxRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxRuntime").finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Runtime for MuxRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        TokioRuntime.spawn(future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        // The driver's own socket only reserves a name for the host candidate; it is closed
+        // here and all traffic goes through the shared socket.
+        let local_addr = socket.local_addr()?;
+        drop(socket);
+        Ok(Arc::new(MuxSocket {
+            conn: Arc::clone(&self.conn),
+            local_addr,
+            claimed: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
+        let tokio: &'static TokioRuntime = &TokioRuntime;
+        tokio.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        let tokio: &'static TokioRuntime = &TokioRuntime;
+        tokio.resolve_host(host)
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        TokioRuntime.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        TokioRuntime.block_on(future)
+    }
+
+    fn yield_now(&self) -> BoxFuture<'static, ()> {
+        TokioRuntime.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "strata-mux"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut attr = Vec::new();
+        attr.extend_from_slice(&0x0006u16.to_be_bytes());
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username.as_bytes());
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        // A PRIORITY attribute first, to exercise the walk.
+        let mut body = vec![0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4];
+        body.extend_from_slice(&attr);
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    #[test]
+    fn finds_local_ufrag_in_binding_requests() {
+        let msg = binding_request("serverufrag:clientufrag");
+        assert_eq!(stun_binding_request_ufrag(&msg), Some("serverufrag"));
+        // A binding response (0x0101) is routed by address, not by name.
+        let mut response = msg.clone();
+        response[0] = 0x01;
+        response[1] = 0x01;
+        assert_eq!(stun_binding_request_ufrag(&response), None);
+        // Truncations never panic.
+        for len in 0..msg.len() {
+            let _ = stun_binding_request_ufrag(&msg[..len]);
+        }
+        assert_eq!(stun_binding_request_ufrag(b"\x16\xfe\xfd dtls"), None);
+    }
+
+    #[tokio::test]
+    async fn routes_by_ufrag_then_by_address() {
+        let mux = UdpMux::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let a = mux.new_conn();
+        let b = mux.new_conn();
+        a.register_ufrag("aaaa");
+        b.register_ufrag("bbbb");
+        let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer");
+        let peer_addr = peer.local_addr().expect("addr");
+        let recv = |conn: &Arc<MuxConn>| {
+            let queue = Arc::clone(&conn.queue);
+            async move {
+                let next = std::future::poll_fn(|cx| queue.rx.lock().expect("lock").poll_recv(cx));
+                tokio::time::timeout(Duration::from_secs(2), next)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|d| (d.data, d.from))
+            }
+        };
+        // Unknown sender, not STUN: dropped. Then a request for "bbbb" claims the address.
+        peer.send_to(b"nobody", mux.local_addr())
+            .await
+            .expect("send");
+        peer.send_to(&binding_request("bbbb:peer"), mux.local_addr())
+            .await
+            .expect("send");
+        peer.send_to(b"dtls", mux.local_addr()).await.expect("send");
+        let (first, from) = recv(&b).await.expect("stun for b");
+        assert_eq!(from, peer_addr);
+        assert!(stun_binding_request_ufrag(&first).is_some());
+        assert_eq!(
+            recv(&b).await.expect("dtls for b").0,
+            Bytes::from_static(b"dtls")
+        );
+        // Dropping b forgets its routes.
+        drop(b);
+        peer.send_to(b"late", mux.local_addr()).await.expect("send");
+        peer.send_to(&binding_request("aaaa:peer"), mux.local_addr())
+            .await
+            .expect("send");
+        let (stun, _) = recv(&a).await.expect("stun for a");
+        assert!(stun_binding_request_ufrag(&stun).is_some());
+    }
+}

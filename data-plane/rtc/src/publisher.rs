@@ -1,0 +1,394 @@
+//! WHIP ingest: a publisher's peer connection, turned into a [`Catalog`] and a stream of
+//! [`MediaPacket`]s.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::shared::marshal::Marshal;
+use strata_media::{Catalog, MediaPacket, TrackId, TrackInfo};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, info, instrument, trace};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{MediaEngine, RTCSessionDescription, Registry};
+
+use crate::codec::{Codec, codec_parameters};
+use crate::interceptor::with_keyframe_requests;
+use crate::session::{self, SessionCore, SessionState, wall_clock_us};
+use crate::{RtcEngine, RtcError, sdp};
+
+/// Counters of a publisher session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// RTP packets received and queued.
+    pub packets_received: u64,
+    /// Bytes of those packets.
+    pub bytes_received: u64,
+    /// Packets dropped because [`PublisherSession::recv`] fell behind.
+    pub packets_dropped: u64,
+    /// Keyframe requests (PLI) sent to the publisher.
+    pub keyframe_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+    plis: AtomicU64,
+}
+
+struct Ingest {
+    catalog: Catalog,
+    receivers: HashMap<RTCRtpReceiverId, TrackId>,
+    /// The remote track of each catalog track and its SSRC, once media flows.
+    remotes: Mutex<HashMap<TrackId, (Arc<dyn TrackRemote>, u32)>>,
+    packets: mpsc::Sender<MediaPacket>,
+    counters: Counters,
+}
+
+struct Inner {
+    core: SessionCore,
+    ingest: Arc<Ingest>,
+}
+
+/// Control of a publisher session; cheap to clone. The connection closes when the session and
+/// every handle are dropped.
+#[derive(Clone)]
+pub struct PublisherHandle {
+    inner: Arc<Inner>,
+}
+
+/// A WHIP publisher's session: the negotiated [`Catalog`] and the packets it sends.
+pub struct PublisherSession {
+    handle: PublisherHandle,
+    packets: mpsc::Receiver<MediaPacket>,
+}
+
+impl PublisherSession {
+    /// The tracks negotiated with the publisher: one per media section it sends, with the
+    /// codec and payload type it uses.
+    pub fn catalog(&self) -> &Catalog {
+        self.handle.catalog()
+    }
+
+    /// The next packet, or `None` once the session is closed and drained.
+    pub async fn recv(&mut self) -> Option<MediaPacket> {
+        tokio::select! {
+            biased;
+            packet = self.packets.recv() => packet,
+            () = self.handle.closed() => self.packets.try_recv().ok(),
+        }
+    }
+
+    /// A handle for control from other tasks (trickle ICE, keyframe requests, close).
+    pub fn handle(&self) -> PublisherHandle {
+        self.handle.clone()
+    }
+
+    /// Splits the session into its handle and its packet receiver. The receiver yields
+    /// `None` only once the connection is gone; select on [`PublisherHandle::closed`] too.
+    pub fn into_parts(self) -> (PublisherHandle, mpsc::Receiver<MediaPacket>) {
+        (self.handle, self.packets)
+    }
+
+    /// See [`PublisherHandle::request_keyframe`].
+    pub async fn request_keyframe(&self, track: TrackId) -> Result<(), RtcError> {
+        self.handle.request_keyframe(track).await
+    }
+
+    /// See [`PublisherHandle::add_remote_candidates`].
+    pub async fn add_remote_candidates(&self, sdpfrag: &str) -> Result<(), RtcError> {
+        self.handle.add_remote_candidates(sdpfrag).await
+    }
+
+    /// See [`PublisherHandle::closed`].
+    pub async fn closed(&self) {
+        self.handle.closed().await
+    }
+
+    /// See [`PublisherHandle::close`].
+    pub async fn close(&self) {
+        self.handle.close().await
+    }
+}
+
+impl PublisherHandle {
+    /// The negotiated tracks.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.ingest.catalog
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> SessionState {
+        self.inner.core.state()
+    }
+
+    /// Asks the publisher for a keyframe on `track` (RTCP PLI). Before the track's first
+    /// packet arrived there is nobody to ask yet: the first packets of a publisher are a
+    /// keyframe anyway, so this succeeds without sending anything.
+    pub async fn request_keyframe(&self, track: TrackId) -> Result<(), RtcError> {
+        let ingest = &self.inner.ingest;
+        if ingest.catalog.track(track).is_none() {
+            return Err(RtcError::UnknownTrack(track));
+        }
+        if self.state() == SessionState::Closed {
+            return Err(RtcError::Closed);
+        }
+        let remote = ingest
+            .remotes
+            .lock()
+            .ok()
+            .and_then(|remotes| remotes.get(&track).cloned());
+        let Some((remote, media_ssrc)) = remote else {
+            return Ok(());
+        };
+        remote
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await?;
+        ingest.counters.plis.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies trickled ICE candidates (WHIP `PATCH`, RFC 8840 `sdpfrag`).
+    pub async fn add_remote_candidates(&self, sdpfrag: &str) -> Result<(), RtcError> {
+        self.inner.core.add_remote_candidates(sdpfrag).await
+    }
+
+    /// Resolves once the connection has failed, timed out, or been closed by either side.
+    pub async fn closed(&self) {
+        self.inner.core.closed().await
+    }
+
+    /// A receiver of state changes.
+    pub fn state_changes(&self) -> watch::Receiver<SessionState> {
+        self.inner.core.status()
+    }
+
+    /// Closes the connection (WHIP `DELETE`) and waits until it is closed.
+    pub async fn close(&self) {
+        self.inner.core.close().await
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PublisherStats {
+        let c = &self.inner.ingest.counters;
+        PublisherStats {
+            packets_received: c.packets.load(Ordering::Relaxed),
+            bytes_received: c.bytes.load(Ordering::Relaxed),
+            packets_dropped: c.dropped.load(Ordering::Relaxed),
+            keyframe_requests: c.plis.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The catalog a publisher's offer implies: one track per media section it sends, in the
+/// first supported codec it lists.
+fn catalog_of(offer: &sdp::ParsedOffer) -> Result<(Catalog, Vec<Option<String>>), RtcError> {
+    let sending: Vec<_> = offer
+        .media_sections()
+        .filter(|s| s.direction.offerer_sends())
+        .collect();
+    if sending.is_empty() {
+        return Err(RtcError::NoMedia);
+    }
+    let mut catalog = Catalog::default();
+    let mut mids = Vec::new();
+    for (section, codec) in sending
+        .iter()
+        .filter_map(|s| s.codecs.first().map(|c| (s, c)))
+    {
+        let id = TrackId::try_from(catalog.tracks.len())
+            .map_err(|_| RtcError::InvalidSdp("too many media sections".into()))?;
+        catalog.tracks.push(TrackInfo {
+            id,
+            kind: codec.codec.kind(),
+            mime: codec.codec.mime().to_owned(),
+            clock_rate: codec.codec.clock_rate(),
+            channels: codec.channels,
+            fmtp: codec.fmtp.clone(),
+            payload_type: codec.payload_type,
+        });
+        mids.push(section.mid.clone());
+    }
+    if catalog.tracks.is_empty() {
+        return Err(RtcError::NoUsableCodec);
+    }
+    Ok((catalog, mids))
+}
+
+#[instrument(name = "rtc.publisher", skip_all)]
+pub(crate) async fn accept(
+    engine: &RtcEngine,
+    offer_sdp: &str,
+) -> Result<(PublisherSession, String), RtcError> {
+    let (max_bytes, max_lines) = engine.sdp_limits();
+    let offer = sdp::parse_offer(offer_sdp, max_bytes, max_lines)?;
+    let (catalog, mids) = catalog_of(&offer)?;
+
+    // Only the chosen codecs: negotiation cannot pick anything else.
+    let mut media_engine = MediaEngine::default();
+    for track in &catalog.tracks {
+        let codec = Codec::from_mime(&track.mime).ok_or(RtcError::NoUsableCodec)?;
+        media_engine.register_codec(
+            codec_parameters(codec, track.payload_type, track.channels, &track.fmtp),
+            codec_kind(track.kind),
+        )?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let registry = with_keyframe_requests(registry);
+
+    let mut built = engine.new_pc(media_engine, registry, true).await?;
+    let pc = Arc::clone(&built.pc);
+    let description = RTCSessionDescription::offer(offer_sdp.to_owned())
+        .map_err(|e| RtcError::InvalidSdp(e.to_string()))?;
+    if let Err(e) = pc.set_remote_description(description).await {
+        let _ = pc.close().await;
+        return Err(RtcError::OfferRejected(e.to_string()));
+    }
+    let answer = match session::answer(
+        &pc,
+        &mut built.events.gathered,
+        &built.conn,
+        engine.candidates(),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+
+    let mut receivers = HashMap::new();
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(mid)) = transceiver.mid().await else {
+            continue;
+        };
+        if let Some(index) = mids.iter().position(|m| m.as_deref() == Some(mid.as_str())) {
+            receivers.insert(
+                RTCRtpReceiverId::from(transceiver.id()),
+                catalog.tracks[index].id,
+            );
+        }
+    }
+
+    let (packets_tx, packets) = mpsc::channel(engine.config().queue_packets.max(1));
+    let ingest = Arc::new(Ingest {
+        catalog,
+        receivers,
+        remotes: Mutex::new(HashMap::new()),
+        packets: packets_tx,
+        counters: Counters::default(),
+    });
+    if let Some(mut tracks) = built.events.tracks.take() {
+        let ingest = Arc::downgrade(&ingest);
+        tokio::spawn(
+            async move {
+                while let Some(track) = tracks.recv().await {
+                    let Some(ingest) = ingest.upgrade() else {
+                        break;
+                    };
+                    tokio::spawn(read_track(track, ingest).in_current_span());
+                }
+            }
+            .in_current_span(),
+        );
+    }
+    let core = SessionCore::start(
+        pc,
+        built.events.state,
+        engine.timeouts(),
+        offer.ice_ufrag.clone(),
+        engine.sdp_limits(),
+        Some(built.conn),
+    );
+    info!(tracks = ?ingest.catalog.tracks.iter().map(|t| &t.mime).collect::<Vec<_>>(), "publisher accepted");
+    let handle = PublisherHandle {
+        inner: Arc::new(Inner { core, ingest }),
+    };
+    Ok((PublisherSession { handle, packets }, answer))
+}
+
+pub(crate) fn codec_kind(
+    kind: strata_media::TrackKind,
+) -> rtc::rtp_transceiver::rtp_sender::RtpCodecKind {
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+    match kind {
+        strata_media::TrackKind::Audio => RtpCodecKind::Audio,
+        strata_media::TrackKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// Turns one remote track's RTP into [`MediaPacket`]s.
+async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
+    let mut current: Option<(TrackId, Codec)> = None;
+    // Timestamp of the last keyframe start: only the first packet of a keyframe is flagged
+    // (an SPS packet and the IDR slice after it share one timestamp).
+    let mut last_keyframe_ts: Option<u32> = None;
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnOpen(init) => {
+                let id = ingest.receivers.get(&init.receiver_id).copied();
+                let info = id.and_then(|id| ingest.catalog.track(id));
+                let Some(info) = info else {
+                    debug!(ssrc = init.ssrc, "remote track matches no catalog track");
+                    continue;
+                };
+                let Some(codec) = Codec::from_mime(&info.mime) else {
+                    continue;
+                };
+                current = Some((info.id, codec));
+                if let Ok(mut remotes) = ingest.remotes.lock() {
+                    remotes.insert(info.id, (Arc::clone(&track), init.ssrc));
+                }
+                debug!(track = info.id, ssrc = init.ssrc, mime = %info.mime, "media flowing");
+            }
+            TrackRemoteEvent::OnRtpPacket(mut packet) => {
+                let Some((id, codec)) = current else {
+                    continue;
+                };
+                if packet.payload.is_empty() {
+                    continue; // padding only (bandwidth probing)
+                }
+                let mut keyframe = codec.is_keyframe(&packet.payload);
+                if keyframe {
+                    let ts = packet.header.timestamp;
+                    keyframe = last_keyframe_ts != Some(ts);
+                    last_keyframe_ts = Some(ts);
+                }
+                packet.header.padding = false;
+                let Ok(rtp) = packet.marshal() else {
+                    continue;
+                };
+                let len = rtp.len() as u64;
+                let media = MediaPacket {
+                    track: id,
+                    keyframe,
+                    ingest_us: wall_clock_us(),
+                    rtp: rtp.freeze(),
+                };
+                match ingest.packets.try_send(media) {
+                    Ok(()) => {
+                        ingest.counters.packets.fetch_add(1, Ordering::Relaxed);
+                        ingest.counters.bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        ingest.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        trace!(track = id, "ingest queue full, dropping packet");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+}
