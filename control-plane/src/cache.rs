@@ -236,7 +236,14 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
                     return;
                 }
                 match follow(&kv, &keys, &view, &rev_tx, &watch_ok, &update_health).await {
-                    Ok(()) => backoff = Duration::from_millis(50),
+                    // An established watch broke: resync at once. Health is
+                    // only lost if the resync itself fails, so a blip of
+                    // the watch connection is not an outage.
+                    Ok(()) => {
+                        debug!("cache watch ended; resyncing");
+                        backoff = Duration::from_millis(50);
+                        continue;
+                    }
                     Err(e) => debug!(error = %e, "cache sync failed"),
                 }
                 watch_ok.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -247,15 +254,17 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
         });
     }
     {
-        let (update_health, health_rx) = (update_health.clone(), health_rx.clone());
+        // Ends once the server and the sync task have let go of the view.
+        let alive = Arc::downgrade(&view);
         tokio::spawn(async move {
-            loop {
-                let ok = kv.probe().await.is_ok();
+            while alive.strong_count() > 0 {
+                let result = kv.probe().await;
+                if let Err(e) = &result {
+                    debug!(error = %e, "store probe failed");
+                }
+                let ok = result.is_ok();
                 probe_ok.store(ok, std::sync::atomic::Ordering::Relaxed);
                 update_health();
-                if health_rx.has_changed().is_err() {
-                    return;
-                }
                 tokio::time::sleep(probe_every).await;
             }
         });
@@ -299,8 +308,20 @@ async fn follow(
     update_health();
     debug!(revision, keys = kvs.len(), "cache loaded");
     clean_orphans(kv, keys, orphans);
-    while let Some(batch) = watch.recv().await {
-        let batch = batch?;
+    loop {
+        // Stop with the server: every cache handle (the receivers) is gone.
+        let batch = tokio::select! {
+            b = watch.recv() => b,
+            _ = rev_tx.closed() => return Ok(()),
+        };
+        let batch = match batch {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                debug!(error = %e, "cache watch broke");
+                break;
+            }
+            None => break,
+        };
         let mut orphans = Vec::new();
         {
             let mut v = write(view);

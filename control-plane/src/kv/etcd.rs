@@ -24,8 +24,7 @@ impl EtcdKv {
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, KvError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(1), timeout);
+            .with_timeout(timeout);
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(map_err)?;
@@ -65,11 +64,11 @@ impl EtcdKv {
         }
     }
 
-    pub(super) async fn revoke(&self, lease: i64) -> Result<(), KvError> {
+    pub(super) async fn revoke(&self, lease: i64) -> Result<i64, KvError> {
         let mut c = self.client.clone();
         match self.bounded(c.lease_revoke(lease)).await {
-            Ok(_) => Ok(()),
-            Err(KvError::LeaseNotFound(_)) => Ok(()),
+            Ok(r) => Ok(r.header().map(|h| h.revision()).unwrap_or(0)),
+            Err(KvError::LeaseNotFound(_)) => Ok(0),
             Err(e) => Err(e),
         }
     }

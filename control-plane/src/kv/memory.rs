@@ -95,10 +95,10 @@ impl MemoryKv {
         Ok(())
     }
 
-    pub(super) async fn revoke(&self, lease: i64) -> Result<(), KvError> {
+    pub(super) async fn revoke(&self, lease: i64) -> Result<i64, KvError> {
         let mut st = self.lock();
         st.revoke(lease);
-        Ok(())
+        Ok(st.revision)
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {

@@ -140,8 +140,9 @@ impl Kv {
         dispatch!(self, kv => kv.keep_alive(lease).await)
     }
 
-    /// Revokes a lease, deleting every key bound to it.
-    pub async fn revoke(&self, lease: i64) -> Result<(), KvError> {
+    /// Revokes a lease, deleting every key bound to it; returns the store
+    /// revision after the deletion.
+    pub async fn revoke(&self, lease: i64) -> Result<i64, KvError> {
         dispatch!(self, kv => kv.revoke(lease).await)
     }
 

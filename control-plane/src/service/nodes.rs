@@ -176,7 +176,8 @@ impl NodeApi {
             .node(&req.node_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
-        s.kv().revoke(node.value.lease).await?;
+        let rev = s.kv().revoke(node.value.lease).await?;
+        s.cache().wait_for(rev, s.config().lease_ttl).await;
         info!(node = %req.node_id, "node deregistered");
         Ok(v1::DeregisterResponse {})
     }
