@@ -1,1 +1,34 @@
-//! Strata relay over QUIC.
+//! Strata relay: media between nodes over QUIC.
+//!
+//! - [`framing`]: the wire format (documented there), with a decoder that
+//!   never panics on hostile bytes.
+//! - [`groups`]: sans-IO group planning (sender) and filtering (receiver).
+//! - [`RelayServer`] serves streams of a [`strata_media::hub::Hub`] to
+//!   downstream nodes; [`RelayClient`] subscribes to upstream nodes, one
+//!   pooled connection per upstream.
+//! - [`certs`] makes and loads the cluster CA and node certificates;
+//!   [`RelayTls`] chooses mutual TLS (the default) or an explicit insecure mode.
+//! - [`RelayStats`]: counters and per-hop latency for the node's metrics.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+pub mod certs;
+mod client;
+mod config;
+mod error;
+pub mod framing;
+pub mod groups;
+mod io;
+mod server;
+mod stats;
+mod tls;
+
+pub use auth::{AllowAll, Authorizer, Refusal, SubscribeRequest};
+pub use client::{RelayClient, Subscription, SubscriptionEvent};
+pub use config::RelayConfig;
+pub use error::RelayError;
+pub use framing::SubscribeErrorCode;
+pub use server::RelayServer;
+pub use stats::{LATENCY_BUCKETS_US, LatencyHistogram, PeerStats, RelayStats};
+pub use tls::{ALPN, RelayTls};

@@ -1,0 +1,115 @@
+//! Reading group streams and routing their frames to subscriptions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Incoming, Routes, group_buffer, lock};
+use crate::error::RelayError;
+use crate::framing::{FrameError, MAX_FRAME, decode_frame, decode_group_header};
+use crate::io::{codes, wall_clock_us};
+use crate::stats::{PeerStats, RelayStats, add};
+
+/// Accept group streams until the connection ends.
+pub(crate) async fn accept_groups(
+    conn: quinn::Connection,
+    routes: Routes,
+    stats: Arc<RelayStats>,
+    peer: Arc<PeerStats>,
+) {
+    loop {
+        match conn.accept_uni().await {
+            Ok(recv) => {
+                tokio::spawn(read_group(
+                    recv,
+                    routes.clone(),
+                    stats.clone(),
+                    peer.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream connection ended");
+                // Subscriptions notice through their control streams.
+                return;
+            }
+        }
+    }
+}
+
+async fn read_group(
+    mut recv: quinn::RecvStream,
+    routes: Routes,
+    stats: Arc<RelayStats>,
+    peer: Arc<PeerStats>,
+) {
+    let mut buf = group_buffer();
+    let header = loop {
+        match decode_group_header(&mut buf) {
+            Ok(Some(header)) => break header,
+            Ok(None) => {}
+            Err(e) => return protocol_error(&mut recv, &stats, &e),
+        }
+        match recv.read_chunk(MAX_FRAME, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) | Err(_) => return,
+        }
+    };
+    let sequence = header.sequence;
+    let Some(tx) = lock(&routes).get(&header.subscription).cloned() else {
+        // Unsubscribed meanwhile (or never subscribed): not interested.
+        let _ = recv.stop(quinn::VarInt::from_u32(codes::UNWANTED));
+        return;
+    };
+    let complete = match pump(&mut recv, &mut buf, sequence, &tx, &stats, &peer).await {
+        Ok(complete) => complete,
+        Err(RelayError::Protocol(e)) => {
+            protocol_error(&mut recv, &stats, &e);
+            false
+        }
+        Err(_) => false,
+    };
+    if !complete {
+        add(&stats.groups_skipped, 1);
+    }
+    let _ = tx.send(Incoming::GroupEnd { sequence, complete }).await;
+}
+
+/// Forward frames until the group ends: `Ok(true)` if it was finished cleanly.
+async fn pump(
+    recv: &mut quinn::RecvStream,
+    buf: &mut bytes::BytesMut,
+    sequence: u64,
+    tx: &mpsc::Sender<Incoming>,
+    stats: &RelayStats,
+    peer: &PeerStats,
+) -> Result<bool, RelayError> {
+    loop {
+        while let Some(frame) = decode_frame(buf)? {
+            add(&peer.packets_in, 1);
+            add(
+                &peer.bytes_in,
+                (crate::framing::FRAME_HEADER_LEN + frame.rtp.len()) as u64,
+            );
+            let latency = wall_clock_us().saturating_sub(frame.send_us);
+            stats.hop_latency.record(Duration::from_micros(latency));
+            if tx.send(Incoming::Frame { sequence, frame }).await.is_err() {
+                let _ = recv.stop(quinn::VarInt::from_u32(codes::UNWANTED));
+                return Ok(false);
+            }
+        }
+        match recv.read_chunk(MAX_FRAME, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) if buf.is_empty() => return Ok(true),
+            Ok(None) => return Err(FrameError::UnexpectedEnd(buf.len()).into()),
+            Err(quinn::ReadError::Reset(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn protocol_error(recv: &mut quinn::RecvStream, stats: &RelayStats, e: &FrameError) {
+    tracing::warn!(error = %e, "invalid group stream from upstream; stopping it");
+    add(&stats.protocol_errors, 1);
+    let _ = recv.stop(quinn::VarInt::from_u32(codes::PROTOCOL));
+}

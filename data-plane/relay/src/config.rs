@@ -1,0 +1,78 @@
+//! Relay tuning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+use crate::error::RelayError;
+
+/// Tuning shared by [`RelayServer`](crate::RelayServer) and
+/// [`RelayClient`](crate::RelayClient). The defaults notice a dead peer in
+/// well under a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// A connection silent for this long is dead.
+    pub idle_timeout: Duration,
+    /// Deadline for a handshake, and for the first request/response on a new stream.
+    pub handshake_timeout: Duration,
+    /// Subscriptions one connection may hold at once (server side).
+    pub max_subscriptions_per_connection: u32,
+    /// Group streams a client accepts at once per connection.
+    pub max_incoming_groups: u32,
+    /// A group not delivered this long after it was superseded is reset, and
+    /// a write blocked this long abandons its group.
+    pub group_latency_bound: Duration,
+    /// Superseded groups still in flight before the oldest is reset.
+    pub max_backlog_groups: usize,
+    /// Group length for streams without video.
+    pub audio_group_duration: Duration,
+    /// How long a stream may lack a source before downstreams are told it ended.
+    pub source_grace: Duration,
+    /// Per-subscription queue of received packets (client side).
+    pub subscription_queue: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            keep_alive: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(600),
+            handshake_timeout: Duration::from_secs(2),
+            max_subscriptions_per_connection: 256,
+            max_incoming_groups: 512,
+            group_latency_bound: Duration::from_secs(1),
+            max_backlog_groups: 1,
+            audio_group_duration: Duration::from_secs(1),
+            source_grace: Duration::from_secs(2),
+            subscription_queue: 1024,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// QUIC transport parameters for one side.
+    pub(crate) fn transport(&self, server: bool) -> Result<Arc<TransportConfig>, RelayError> {
+        let mut t = TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive));
+        t.max_idle_timeout(Some(
+            IdleTimeout::try_from(self.idle_timeout)
+                .map_err(|e| RelayError::Config(format!("idle_timeout: {e}")))?,
+        ));
+        if server {
+            // Downstreams open one control stream per subscription, nothing else.
+            // A little headroom so that one subscription too many is refused with a
+            // reason instead of waiting for stream credit.
+            t.max_concurrent_bidi_streams(VarInt::from_u32(
+                self.max_subscriptions_per_connection.saturating_add(4),
+            ));
+            t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        } else {
+            t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+            t.max_concurrent_uni_streams(VarInt::from_u32(self.max_incoming_groups));
+        }
+        Ok(Arc::new(t))
+    }
+}

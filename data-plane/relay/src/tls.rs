@@ -1,0 +1,174 @@
+//! TLS for the relay: mutual TLS against the cluster CA, or an explicit
+//! insecure mode for experiments.
+
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::RootCertStore;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+
+use crate::certs::{NodeCredentials, node_id_of};
+use crate::error::RelayError;
+
+/// The relay's ALPN protocol id; connections negotiating anything else are closed.
+pub const ALPN: &[u8] = b"strata-relay/1";
+
+/// How a node authenticates itself and its peers.
+#[derive(Debug, Clone)]
+pub enum RelayTls {
+    /// Present `chain` and require every peer to present a certificate signed
+    /// by the cluster CA (both directions).
+    Mutual(NodeCredentials),
+    /// Self-signed server certificate, no client certificate, no verification
+    /// of anything. Only for experiments; logs a warning when used.
+    Insecure {
+        /// Name put in the self-signed certificate.
+        node_id: String,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> RelayError {
+    RelayError::Tls(e.to_string())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, RelayError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).map_err(tls_err)?;
+    Ok(Arc::new(roots))
+}
+
+/// The rustls + quinn server side.
+pub(crate) fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?;
+    let mut config = match tls {
+        RelayTls::Mutual(creds) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(&creds.ca)?, provider)
+                .build()
+                .map_err(tls_err)?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(creds.chain.clone(), creds.key.clone_key())
+                .map_err(tls_err)?
+        }
+        RelayTls::Insecure { node_id } => {
+            tracing::warn!(
+                node_id,
+                "relay server in INSECURE mode: peers are not authenticated"
+            );
+            let certified =
+                rcgen::generate_simple_self_signed(vec![node_id.clone()]).map_err(tls_err)?;
+            let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+            builder
+                .with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key)
+                .map_err(tls_err)?
+        }
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(
+        QuicServerConfig::try_from(config).map_err(tls_err)?,
+    ))
+}
+
+/// The rustls + quinn client side.
+pub(crate) fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?;
+    let mut config = match tls {
+        RelayTls::Mutual(creds) => builder
+            .with_root_certificates(roots(&creds.ca)?)
+            .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+            .map_err(tls_err)?,
+        RelayTls::Insecure { node_id } => {
+            tracing::warn!(
+                node_id,
+                "relay client in INSECURE mode: upstreams are not verified"
+            );
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(
+        QuicClientConfig::try_from(config).map_err(tls_err)?,
+    ))
+}
+
+/// The node id in the peer's certificate, if it presented one.
+pub(crate) fn peer_node_id(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    node_id_of(chain.first()?)
+}
+
+/// True when the connection negotiated [`ALPN`].
+pub(crate) fn negotiated_alpn(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .is_some_and(|p| p == ALPN)
+}
+
+/// Accepts any server certificate (signatures are still checked, so the
+/// handshake itself is sound). Insecure mode only.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

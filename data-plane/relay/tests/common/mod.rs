@@ -1,0 +1,114 @@
+//! Harness: nodes on 127.0.0.1 port 0, certificates from a fresh CA.
+
+#![allow(dead_code, clippy::unwrap_used)] // test harness: failing fast is the point
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_media::hub::{Hub, HubConfig};
+use strata_media::{Catalog, MediaPacket, TrackInfo, TrackKind};
+use strata_relay::certs::{DevCa, NodeCredentials};
+use strata_relay::{Authorizer, RelayClient, RelayConfig, RelayServer, RelayStats, RelayTls};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const AUDIO: u8 = 0;
+pub const VIDEO: u8 = 1;
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+pub fn udp() -> std::net::UdpSocket {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+pub fn creds(ca: &DevCa, node: &str) -> NodeCredentials {
+    ca.issue(node, &["127.0.0.1".parse().unwrap()]).unwrap()
+}
+
+pub fn catalog() -> Catalog {
+    Catalog {
+        tracks: vec![
+            TrackInfo {
+                id: AUDIO,
+                kind: TrackKind::Audio,
+                mime: "audio/opus".into(),
+                clock_rate: 48000,
+                channels: 2,
+                fmtp: String::new(),
+                payload_type: 111,
+            },
+            TrackInfo {
+                id: VIDEO,
+                kind: TrackKind::Video,
+                mime: "video/VP8".into(),
+                clock_rate: 90000,
+                channels: 0,
+                fmtp: String::new(),
+                payload_type: 96,
+            },
+        ],
+    }
+}
+
+pub fn pkt(track: u8, keyframe: bool, seq: u64) -> MediaPacket {
+    let mut rtp = vec![0x80u8; 200];
+    rtp[..8].copy_from_slice(&seq.to_be_bytes());
+    MediaPacket {
+        track,
+        keyframe,
+        ingest_us: seq,
+        rtp: Bytes::from(rtp),
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    pub stats: Arc<RelayStats>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn start(tls: &RelayTls, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        let hub = Hub::new(HubConfig::default());
+        let stats = RelayStats::new();
+        let mut server = RelayServer::new(
+            udp(),
+            tls,
+            RelayConfig::default(),
+            hub.clone(),
+            stats.clone(),
+        )
+        .unwrap();
+        if let Some(a) = authorizer {
+            server = server.with_authorizer(a);
+        }
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Upstream {
+            addr,
+            hub,
+            stats,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(DEADLINE, &mut self.task).await;
+    }
+}
+
+pub fn client(tls: &RelayTls) -> (RelayClient, Arc<RelayStats>) {
+    let stats = RelayStats::new();
+    let client = RelayClient::new(udp(), tls, RelayConfig::default(), stats.clone()).unwrap();
+    (client, stats)
+}
