@@ -135,6 +135,47 @@ async fn refusals_carry_code_and_reason_and_see_the_peer() {
 }
 
 #[tokio::test]
+async fn subscriptions_per_connection_are_bounded() {
+    let ca = DevCa::generate().unwrap();
+    let cfg = strata_relay::RelayConfig {
+        max_subscriptions_per_connection: 2,
+        ..Default::default()
+    };
+    let up = Upstream::start_with(&RelayTls::Mutual(creds(&ca, "node-a")), None, cfg);
+    let _source = up.hub.attach_source("cam", catalog()).unwrap();
+    let (client, _) = client(&RelayTls::Mutual(creds(&ca, "node-b")));
+    let first = client.subscribe(up.addr, "node-a", "cam", 1).await.unwrap();
+    let _second = client.subscribe(up.addr, "node-a", "cam", 1).await.unwrap();
+    match client.subscribe(up.addr, "node-a", "cam", 1).await {
+        Err(RelayError::Refused { code, .. }) => {
+            assert_eq!(code, SubscribeErrorCode::TooManySubscriptions)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Unsubscribing frees a slot.
+    drop(first);
+    let mut sinks = up.hub.get("cam").unwrap().watch_sink_count();
+    timeout(DEADLINE, sinks.wait_for(|n| *n == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let third = timeout(DEADLINE, async {
+        loop {
+            // The slot frees when the upstream's session task has finished.
+            match client.subscribe(up.addr, "node-a", "cam", 1).await {
+                Ok(sub) => break sub,
+                Err(RelayError::Refused { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop(third);
+    up.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_without_a_ca_signed_certificate_is_refused() {
     let ca = DevCa::generate().unwrap();
     let up = Upstream::start(&RelayTls::Mutual(creds(&ca, "node-a")), None);

@@ -72,16 +72,17 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(tls: &RelayTls, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        Self::start_with(tls, authorizer, RelayConfig::default())
+    }
+
+    pub fn start_with(
+        tls: &RelayTls,
+        authorizer: Option<Arc<dyn Authorizer>>,
+        cfg: RelayConfig,
+    ) -> Self {
         let hub = Hub::new(HubConfig::default());
         let stats = RelayStats::new();
-        let mut server = RelayServer::new(
-            udp(),
-            tls,
-            RelayConfig::default(),
-            hub.clone(),
-            stats.clone(),
-        )
-        .unwrap();
+        let mut server = RelayServer::new(udp(), tls, cfg, hub.clone(), stats.clone()).unwrap();
         if let Some(a) = authorizer {
             server = server.with_authorizer(a);
         }
