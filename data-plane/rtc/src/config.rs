@@ -41,7 +41,7 @@ impl Default for RtcConfig {
             max_sdp_bytes: 64 * 1024,
             max_sdp_lines: 2000,
             connect_timeout: Duration::from_secs(15),
-            disconnect_grace: Duration::from_secs(5),
+            disconnect_grace: Duration::from_secs(3),
             queue_packets: 1024,
         }
     }

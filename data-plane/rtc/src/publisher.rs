@@ -41,11 +41,14 @@ struct Counters {
     plis: AtomicU64,
 }
 
+/// The remote track carrying a catalog track, and its SSRC (the target of keyframe requests).
+type Remote = (Arc<dyn TrackRemote>, u32);
+
 struct Ingest {
     catalog: Catalog,
     receivers: HashMap<RTCRtpReceiverId, TrackId>,
     /// The remote track of each catalog track and its SSRC, once media flows.
-    remotes: Mutex<HashMap<TrackId, (Arc<dyn TrackRemote>, u32)>>,
+    remotes: Mutex<HashMap<TrackId, Remote>>,
     packets: mpsc::Sender<MediaPacket>,
     counters: Counters,
 }
@@ -329,13 +332,22 @@ pub(crate) fn codec_kind(
 
 /// Turns one remote track's RTP into [`MediaPacket`]s.
 async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
-    let mut current: Option<(TrackId, Codec)> = None;
+    let mut current: Option<(TrackId, Codec, u32)> = None;
     // Timestamp of the last keyframe start: only the first packet of a keyframe is flagged
     // (an SPS packet and the IDR slice after it share one timestamp).
     let mut last_keyframe_ts: Option<u32> = None;
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnOpen(init) => {
+                if current.is_some() {
+                    // Another simulcast layer of the same track: the first one to arrive is
+                    // the one ingested.
+                    debug!(
+                        ssrc = init.ssrc,
+                        "ignoring an additional RTP stream of a track"
+                    );
+                    continue;
+                }
                 let id = ingest.receivers.get(&init.receiver_id).copied();
                 let info = id.and_then(|id| ingest.catalog.track(id));
                 let Some(info) = info else {
@@ -345,18 +357,18 @@ async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
                 let Some(codec) = Codec::from_mime(&info.mime) else {
                     continue;
                 };
-                current = Some((info.id, codec));
+                current = Some((info.id, codec, init.ssrc));
                 if let Ok(mut remotes) = ingest.remotes.lock() {
                     remotes.insert(info.id, (Arc::clone(&track), init.ssrc));
                 }
                 debug!(track = info.id, ssrc = init.ssrc, mime = %info.mime, "media flowing");
             }
             TrackRemoteEvent::OnRtpPacket(mut packet) => {
-                let Some((id, codec)) = current else {
+                let Some((id, codec, ssrc)) = current else {
                     continue;
                 };
-                if packet.payload.is_empty() {
-                    continue; // padding only (bandwidth probing)
+                if packet.header.ssrc != ssrc || packet.payload.is_empty() {
+                    continue; // another layer, or padding only (bandwidth probing)
                 }
                 let mut keyframe = codec.is_keyframe(&packet.payload);
                 if keyframe {

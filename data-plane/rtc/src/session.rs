@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, debug};
@@ -19,6 +20,9 @@ use crate::sdp;
 
 /// How long answering waits for the ICE agent to gather its (host-only) candidates.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a connected session checks whether the peer closed DTLS (the `webrtc` crate
+/// keeps the connection state "connected" after a close_notify).
+const DTLS_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +197,8 @@ async fn lifecycle(
     timeouts: Timeouts,
 ) {
     let started = Instant::now();
+    let mut dtls_check = tokio::time::interval(DTLS_CHECK_INTERVAL);
+    dtls_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connected_once = false;
     let mut disconnected_since: Option<Instant> = None;
     let reason = loop {
@@ -223,6 +229,11 @@ async fn lifecycle(
                 }
             }
             _ = shutdown.changed() => break "closed locally",
+            _ = dtls_check.tick(), if connected_once => {
+                if dtls_closed(&pc).await {
+                    break "closed by peer";
+                }
+            }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 break if connected_once { "disconnected too long" } else { "connect timeout" };
             }
@@ -233,6 +244,25 @@ async fn lifecycle(
     if let Err(e) = pc.close().await {
         debug!(error = %e, "closing peer connection failed");
     }
+}
+
+/// Whether the peer closed the DTLS transport (close_notify).
+async fn dtls_closed(pc: &Arc<dyn PeerConnection>) -> bool {
+    for transceiver in pc.get_transceivers().await {
+        let mut transport = None;
+        if let Ok(Some(sender)) = transceiver.sender().await {
+            transport = sender.transport().await.ok().flatten();
+        }
+        if transport.is_none()
+            && let Ok(Some(receiver)) = transceiver.receiver().await
+        {
+            transport = receiver.transport().await.ok().flatten();
+        }
+        if let Some(transport) = transport {
+            return matches!(transport.state().await, Ok(RTCDtlsTransportState::Closed));
+        }
+    }
+    false
 }
 
 /// Answers a remote offer that is already set: creates and applies the answer, registers the

@@ -1,0 +1,291 @@
+//! Real WebRTC on loopback: client publisher → engine → engine player session → client player.
+//! Run with `data-plane/rtc/run-netns-tests.sh` (see `common::in_netns`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{STEP, in_netns};
+use strata_media::{Catalog, MediaPacket, TrackKind};
+use strata_rtc::client::{ClientCodec, ClientConfig, Player, PlayerOptions, Publisher};
+use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
+use strata_rtc::{
+    PlayerHandle, PublisherHandle, PublisherSession, RtcConfig, RtcEngine, SessionState,
+};
+use tokio::time::timeout;
+
+async fn engine() -> RtcEngine {
+    let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
+    assert_eq!(engine.local_addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    engine
+}
+
+/// A client publisher connected to `engine`, and the engine's session for it.
+async fn publish(engine: &RtcEngine, clip: &Clip) -> (Arc<Publisher>, PublisherSession) {
+    let publisher = Publisher::new(clip.tracks(), &ClientConfig::default())
+        .await
+        .expect("publisher");
+    let offer = publisher.offer().await.expect("offer");
+    let (session, answer) = engine.accept_publisher(&offer).await.expect("accept");
+    let port = engine.local_addr().port();
+    assert!(
+        answer.contains(&format!("127.0.0.1 {port} typ host")),
+        "answer announces the shared port:\n{answer}"
+    );
+    assert_eq!(
+        answer.matches("typ host").count(),
+        answer.matches("m=").count()
+    );
+    publisher.set_answer(&answer).await.expect("answer");
+    publisher.connected(STEP).await.expect("publisher connects");
+    (Arc::new(publisher), session)
+}
+
+/// Sends the clip once, at its pace, in the background.
+fn pace(publisher: Arc<Publisher>, clip: Arc<Clip>, loops: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pacer = ClipPacer::new(clip, Some(loops));
+        while let Some(packet) = pacer.next().await {
+            if publisher
+                .send_packet(packet.track, &packet.rtp)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+async fn play(
+    engine: &RtcEngine,
+    catalog: &Catalog,
+    options: PlayerOptions,
+) -> (Player, strata_rtc::PlayerSession) {
+    let player = Player::new(&options, &ClientConfig::default())
+        .await
+        .expect("player");
+    let offer = player.offer().await.expect("offer");
+    let (session, answer) = engine
+        .accept_player(&offer, catalog)
+        .await
+        .expect("accept player");
+    player.set_answer(&answer).await.expect("answer");
+    player.connected(STEP).await.expect("player connects");
+    (player, session)
+}
+
+/// Forwards ingest packets to players, and player keyframe requests to the publisher: the
+/// smallest possible hub.
+fn forward(
+    mut ingest: PublisherSession,
+    players: Vec<strata_rtc::PlayerSession>,
+) -> (
+    PublisherHandle,
+    Vec<PlayerHandle>,
+    tokio::task::JoinHandle<Vec<MediaPacket>>,
+) {
+    let publisher = ingest.handle();
+    let mut handles = Vec::new();
+    for player in players {
+        let (handle, mut requests) = player.into_parts();
+        handles.push(handle);
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            while let Some(track) = requests.recv().await {
+                let _ = publisher.request_keyframe(track).await;
+            }
+        });
+    }
+    let sinks = handles.clone();
+    let task = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while let Some(packet) = ingest.recv().await {
+            for sink in &sinks {
+                sink.send(&packet);
+            }
+            received.push(packet);
+        }
+        received
+    });
+    (publisher, handles, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_play_over_one_port() {
+    if !in_netns("publish_and_play_over_one_port") {
+        return;
+    }
+    let engine = engine().await;
+    let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
+    let (publisher, ingest) = publish(&engine, &clip).await;
+
+    // The catalog is what the publisher offered: VP8 on 96, Opus on 111, one track each.
+    let catalog = ingest.catalog().clone();
+    assert_eq!(catalog.tracks.len(), 2, "{catalog:?}");
+    let video = catalog.video().cloned().expect("video track");
+    assert_eq!((video.mime.as_str(), video.payload_type), ("video/VP8", 96));
+    let audio = catalog
+        .tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio)
+        .cloned()
+        .expect("audio track");
+    assert_eq!(
+        (audio.mime.as_str(), audio.payload_type),
+        ("audio/opus", 111)
+    );
+
+    // Two players on the same port, numbering VP8 and Opus differently from the publisher.
+    let (mut player_a, session_a) = play(
+        &engine,
+        &catalog,
+        PlayerOptions {
+            codecs: vec![ClientCodec::vp8(120), ClientCodec::opus(109)],
+        },
+    )
+    .await;
+    let (mut player_b, session_b) = play(&engine, &catalog, PlayerOptions::default()).await;
+    assert_eq!(session_a.handle().payload_type(video.id), Some(120));
+    assert_eq!(session_a.handle().payload_type(audio.id), Some(109));
+    assert_eq!(session_b.handle().payload_type(video.id), Some(96));
+
+    let (publisher_handle, players, hub) = forward(ingest, vec![session_a, session_b]);
+    let sender = pace(Arc::clone(&publisher), Arc::clone(&clip), 1);
+
+    // Each player gets video starting with a keyframe, with continuous sequence numbers and its
+    // own payload types, and audio.
+    for (player, video_pt, audio_pt) in [(&mut player_a, 120, 109), (&mut player_b, 96, 111)] {
+        let mut packets: HashMap<TrackKind, Vec<_>> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while tokio::time::Instant::now() < deadline {
+            let Ok(Some(packet)) = tokio::time::timeout_at(deadline, player.recv()).await else {
+                break;
+            };
+            packets.entry(packet.kind).or_default().push(packet);
+        }
+        let video = packets.get(&TrackKind::Video).expect("video received");
+        assert!(video.len() > 100, "{} video packets", video.len());
+        assert!(video[0].is_keyframe(), "video starts with a keyframe");
+        assert!(video.iter().all(|p| p.payload_type == video_pt));
+        assert!(video.iter().all(|p| p.ssrc == video[0].ssrc));
+        for w in video.windows(2) {
+            assert_eq!(
+                w[1].sequence_number,
+                w[0].sequence_number.wrapping_add(1),
+                "continuous video sequence numbers"
+            );
+        }
+        let audio = packets.get(&TrackKind::Audio).expect("audio received");
+        assert!(audio.len() > 50, "{} audio packets", audio.len());
+        assert!(audio.iter().all(|p| p.payload_type == audio_pt));
+    }
+
+    // A PLI from a player reaches its session, and through the hub, the publisher.
+    let before = players[0].stats().keyframe_requests;
+    player_a
+        .request_keyframe(TrackKind::Video)
+        .await
+        .expect("send PLI");
+    timeout(STEP, async {
+        while players[0].stats().keyframe_requests == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("keyframe request surfaces");
+    let requested = timeout(STEP, publisher.keyframe_request())
+        .await
+        .expect("publisher gets a PLI");
+    assert_eq!(requested, Some(video.id));
+    assert!(publisher_handle.stats().keyframe_requests >= 1);
+
+    let stats = players[0].stats();
+    assert!(
+        stats.packets_sent > 100 && stats.bytes_sent > 50_000,
+        "{stats:?}"
+    );
+
+    // The ingest saw keyframes exactly where the clip has them, the first packet included.
+    sender.await.expect("sender");
+    publisher.close().await;
+    let received = timeout(STEP, hub).await.expect("ingest ends").expect("hub");
+    let first_video = received
+        .iter()
+        .find(|p| p.track == video.id)
+        .expect("video ingested");
+    assert!(
+        first_video.keyframe,
+        "first ingested video packet is a keyframe"
+    );
+    let keyframes = received
+        .iter()
+        .filter(|p| p.track == video.id && p.keyframe)
+        .count();
+    assert_eq!(keyframes, 6, "one keyframe per second of clip");
+    assert!(
+        received
+            .iter()
+            .filter(|p| p.track == audio.id)
+            .all(|p| !p.keyframe)
+    );
+    assert!(received.iter().all(|p| p.ingest_us > 1_600_000_000_000_000));
+
+    // The publisher left: its session is closed, and so are the players once closed.
+    assert_eq!(publisher_handle.state(), SessionState::Closed);
+    for player in &players {
+        player.close().await;
+        assert_eq!(player.state(), SessionState::Closed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_publish_and_play() {
+    if !in_netns("h264_publish_and_play") {
+        return;
+    }
+    let engine = engine().await;
+    let clip = Arc::new(Clip::load(fixture_path("clip-h264.strm")).expect("fixture"));
+    let (publisher, ingest) = publish(&engine, &clip).await;
+    let catalog = ingest.catalog().clone();
+    let video = catalog.video().cloned().expect("video");
+    assert_eq!(video.mime, "video/H264");
+
+    // A player offering only VP8 cannot play it: 415-ish, no panic.
+    let vp8_only = Player::new(
+        &PlayerOptions {
+            codecs: vec![ClientCodec::vp8(96)],
+        },
+        &ClientConfig::default(),
+    )
+    .await
+    .expect("player");
+    let offer = vp8_only.offer().await.expect("offer");
+    match engine.accept_player(&offer, &catalog).await {
+        Err(e) => assert!(e.is_unsupported_media(), "{e}"),
+        Ok(_) => panic!("a VP8-only player was accepted for an H.264 stream"),
+    }
+
+    let (mut player, session) = play(
+        &engine,
+        &catalog,
+        PlayerOptions {
+            codecs: vec![ClientCodec::h264(125)],
+        },
+    )
+    .await;
+    assert_eq!(session.handle().payload_type(video.id), Some(125));
+    let (_publisher_handle, _players, _hub) = forward(ingest, vec![session]);
+    let _sender = pace(Arc::clone(&publisher), clip, 1);
+    let first = timeout(STEP, player.recv())
+        .await
+        .expect("video arrives")
+        .expect("packet");
+    assert_eq!(first.kind, TrackKind::Video);
+    assert!(first.is_keyframe(), "H.264 starts with SPS/IDR");
+    assert_eq!(first.payload_type, 125);
+    publisher.close().await;
+}
