@@ -39,10 +39,32 @@ pub(crate) struct EnginePc {
 }
 
 impl RtcEngine {
-    /// Binds the shared UDP socket and starts serving it.
+    /// Binds the shared UDP socket (`config.udp_bind`) and starts serving it.
     pub async fn bind(config: RtcConfig) -> Result<RtcEngine, RtcError> {
         let announced = config.announced_ips()?;
         let mux = UdpMux::bind(config.udp_bind).await?;
+        RtcEngine::start(config, announced, mux)
+    }
+
+    /// Serves an already bound UDP socket (for harnesses that bind first); `config.udp_bind`
+    /// is replaced by the socket's address. Must be called within a Tokio runtime.
+    pub fn with_socket(
+        config: RtcConfig,
+        socket: std::net::UdpSocket,
+    ) -> Result<RtcEngine, RtcError> {
+        let mut config = config;
+        config.udp_bind = socket.local_addr()?;
+        let announced = config.announced_ips()?;
+        socket.set_nonblocking(true)?;
+        let mux = UdpMux::from_socket(tokio::net::UdpSocket::from_std(socket)?)?;
+        RtcEngine::start(config, announced, mux)
+    }
+
+    fn start(
+        config: RtcConfig,
+        announced: Vec<IpAddr>,
+        mux: Arc<UdpMux>,
+    ) -> Result<RtcEngine, RtcError> {
         let port = mux.local_addr().port();
         let candidates = announced
             .into_iter()

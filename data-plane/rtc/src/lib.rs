@@ -1,8 +1,8 @@
 //! Strata WebRTC edge: WHIP publishers in, WHEP players out, independent of HTTP and of the
 //! rest of the node.
 //!
-//! * [`RtcEngine`] owns the node's one UDP port (every peer connection shares it, see
-//!   [`mux`]) and accepts offers.
+//! * [`RtcEngine`] owns the node's one UDP port (every peer connection shares it: ICE is
+//!   demultiplexed by STUN username, then by remote address) and accepts offers.
 //! * [`RtcEngine::accept_publisher`] turns a WHIP offer into a [`PublisherSession`]: the
 //!   negotiated [`Catalog`](strata_media::Catalog) and a stream of
 //!   [`MediaPacket`](strata_media::MediaPacket)s with keyframes detected.
@@ -21,7 +21,7 @@ mod engine;
 mod error;
 pub mod fixture;
 mod interceptor;
-pub mod mux;
+mod mux;
 mod player;
 mod publisher;
 pub mod rewriter;

@@ -289,3 +289,68 @@ async fn h264_publish_and_play() {
     assert_eq!(first.payload_type, 125);
     publisher.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_players_share_one_port() {
+    if !in_netns("many_players_share_one_port") {
+        return;
+    }
+    const PLAYERS: usize = 8;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    let engine = RtcEngine::with_socket(
+        RtcConfig {
+            announce_ips: vec![],
+            ..RtcConfig::default()
+        },
+        socket,
+    )
+    .expect("engine");
+    assert_eq!(engine.local_addr().port(), port);
+    let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
+    let (publisher, ingest) = publish(&engine, &clip).await;
+    let catalog = ingest.catalog().clone();
+    let mut clients = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..PLAYERS {
+        // Alternate payload type numbering between players.
+        let options = PlayerOptions {
+            codecs: vec![
+                ClientCodec::vp8(96 + (i as u8 % 2) * 24),
+                ClientCodec::opus(111),
+            ],
+        };
+        let (client, session) = play(&engine, &catalog, options).await;
+        clients.push(client);
+        sessions.push(session);
+    }
+    let (_publisher_handle, handles, _hub) = forward(ingest, sessions);
+    let _sender = pace(Arc::clone(&publisher), clip, 1);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut video = Vec::new();
+        timeout(STEP, async {
+            while video.len() < 60 {
+                match client.recv().await {
+                    Some(p) if p.kind == TrackKind::Video => video.push(p),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await
+        .expect("video keeps coming");
+        assert!(video[0].is_keyframe(), "player {i} starts with a keyframe");
+        let pt = 96 + (i as u8 % 2) * 24;
+        assert!(video.iter().all(|p| p.payload_type == pt), "player {i}");
+        for w in video.windows(2) {
+            assert_eq!(w[1].sequence_number, w[0].sequence_number.wrapping_add(1));
+        }
+    }
+    for handle in &handles {
+        assert_eq!(handle.state(), SessionState::Connected);
+    }
+    publisher.close().await;
+    for handle in &handles {
+        handle.close().await;
+    }
+}
