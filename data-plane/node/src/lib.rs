@@ -1,1 +1,19 @@
-//! Strata data-plane node.
+//! Strata data-plane node: WHIP ingest, QUIC relay between nodes, WHEP
+//! playback, following the control plane's origin answers.
+//!
+//! The node never talks to etcd: everything it knows about the cluster comes
+//! from the control plane's gRPC API.
+
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod pages;
+pub mod pull;
+pub mod sessions;
+pub mod state;
+
+pub use config::NodeConfig;
+pub use node::{Listeners, run};

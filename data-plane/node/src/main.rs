@@ -1,1 +1,60 @@
-fn main() {}
+//! `strata-node`: one Strata data-plane node.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Parser;
+use strata_node::config::{Cli, Command};
+use strata_relay::certs::{DevCa, NodeCredentials};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CertsInit { dir }) => certs_init(&dir),
+        Some(Command::CertsIssue { dir, node_id, ip }) => certs_issue(&dir, &node_id, &ip),
+        None => {
+            let cfg = cli.run.with_file()?;
+            tracing::info!(config = ?cfg, "starting");
+            let listeners = strata_node::Listeners::bind(&cfg).await?;
+            strata_node::run(cfg, listeners, shutdown_signal()).await
+        }
+    }
+}
+
+fn certs_init(dir: &Path) -> anyhow::Result<()> {
+    let ca = DevCa::generate()?;
+    ca.write(dir)
+        .with_context(|| format!("writing the CA to {}", dir.display()))?;
+    println!("cluster CA written to {}", dir.display());
+    Ok(())
+}
+
+fn certs_issue(dir: &Path, node_id: &str, ips: &[std::net::IpAddr]) -> anyhow::Result<()> {
+    let ca = DevCa::load(dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
+    let creds: NodeCredentials = ca.issue(node_id, ips)?;
+    creds.write(dir)?;
+    println!("certificate of {node_id} written to {}", dir.display());
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C: drain and stop.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("signal received; draining");
+}

@@ -1,0 +1,249 @@
+//! `strata-node` configuration: flags, `STRATA_*` environment variables and a
+//! TOML file underneath (flags and environment win over the file).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// `strata-node`: run a node, or manage cluster certificates.
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata-node",
+    version,
+    about = "Strata data-plane node",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; without a subcommand the node runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Node settings (when running).
+    #[command(flatten)]
+    pub run: NodeConfig,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a cluster CA (ca.pem, ca.key) in a directory.
+    CertsInit {
+        /// Directory to write to.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA in `--dir`, written there as
+    /// `NODE_ID.pem` and `NODE_ID.key`.
+    CertsIssue {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node id (the certificate's DNS name).
+        #[arg(long)]
+        node_id: String,
+        /// IP addresses to include, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<IpAddr>,
+    },
+}
+
+/// Everything a running node needs.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// TOML file with any of these settings (flags and environment win).
+    #[arg(long, env = "STRATA_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Node id, unique in the cluster: [A-Za-z0-9._~-]{1,128}.
+    #[arg(long, env = "STRATA_NODE_ID", default_value = "")]
+    pub id: String,
+
+    /// Region of the node.
+    #[arg(long, env = "STRATA_REGION", default_value = "")]
+    pub region: String,
+
+    /// HTTP listen address (WHIP, WHEP, pages, metrics).
+    #[arg(long, env = "STRATA_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Public base URL players and publishers use; default http://<http_listen>.
+    #[arg(long, env = "STRATA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// UDP address of the QUIC relay server.
+    #[arg(long, env = "STRATA_RELAY_LISTEN", default_value = "127.0.0.1:4433")]
+    pub relay_listen: SocketAddr,
+
+    /// host:port other nodes dial for the relay; default the relay listen
+    /// address with the first announce IP.
+    #[arg(long, env = "STRATA_RELAY_ADVERTISE")]
+    pub relay_advertise: Option<String>,
+
+    /// UDP address shared by every WebRTC session of the node.
+    #[arg(long, env = "STRATA_RTC_LISTEN", default_value = "127.0.0.1:8443")]
+    pub rtc_listen: SocketAddr,
+
+    /// Addresses announced as ICE host candidates, comma separated.
+    #[arg(
+        long,
+        env = "STRATA_ANNOUNCE_IPS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1"
+    )]
+    pub announce_ips: Vec<IpAddr>,
+
+    /// Control-plane gRPC endpoints, comma separated; any live one is used.
+    #[arg(
+        long,
+        env = "STRATA_CONTROL_PLANE",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub control_plane: Vec<String>,
+
+    /// Most players (WHEP sessions) the node accepts.
+    #[arg(long, env = "STRATA_CAPACITY", default_value_t = 500)]
+    pub capacity: u32,
+
+    /// Most publishers (WHIP sessions) the node accepts.
+    #[arg(long, env = "STRATA_MAX_PUBLISHERS", default_value_t = 100)]
+    pub max_publishers: u32,
+
+    /// How long a stream with no players left is kept before its upstream
+    /// subscription and regional claim are released.
+    #[arg(long, env = "STRATA_LINGER", default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub linger: Duration,
+
+    /// How long players wait for a stream whose source went away before they
+    /// are disconnected.
+    #[arg(long, env = "STRATA_ORPHAN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub orphan_grace: Duration,
+
+    /// Most time a graceful stop (SIGTERM) takes.
+    #[arg(long, env = "STRATA_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub drain_timeout: Duration,
+
+    /// Directory with `ca.pem`, `<id>.pem` and `<id>.key` (made by
+    /// `strata-node certs-init` and `certs-issue`).
+    #[arg(long, env = "STRATA_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+
+    /// Run the relay without TLS authentication (experiments only).
+    #[arg(long, env = "STRATA_INSECURE_RELAY")]
+    #[serde(default)]
+    pub insecure_relay: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let cli = Cli::parse_from(["strata-node"]);
+        cli.run
+    }
+}
+
+impl NodeConfig {
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The first announce IP (or loopback).
+    pub fn primary_ip(&self) -> IpAddr {
+        self.announce_ips
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Merges a TOML file under the values given on the command line or in
+    /// the environment.
+    pub fn with_file(self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let file: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+        // Validate the file's keys and types against the struct.
+        let _: NodeConfig = toml::Value::Table(file.clone())
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut args = vec!["strata-node".to_owned()];
+        for (k, v) in file {
+            let flag = format!("--{}", k.replace('_', "-"));
+            let env = format!("STRATA_{}", k.to_uppercase());
+            let explicit =
+                std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+            if explicit || std::env::var_os(env).is_some() {
+                continue;
+            }
+            match v {
+                toml::Value::Boolean(true) => args.push(flag),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => args.extend([flag, s]),
+                toml::Value::Array(a) => {
+                    let items: Vec<String> = a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect();
+                    args.extend([flag, items.join(",")]);
+                }
+                other => args.extend([flag, other.to_string()]),
+            }
+        }
+        args.extend(std::env::args().skip(1));
+        let cli = Cli::try_parse_from(args)?;
+        Ok(cli.run)
+    }
+}
+
+/// Parses "250ms", "3s", "1m" or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,281 @@
+//! The node's client of the control plane: every endpoint in one balanced
+//! channel (any live replica answers), bounded request times, registration
+//! and the keep-alive loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use strata_proto::v1;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+/// Deadline of one control-plane request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Failures talking to the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// An endpoint URL is malformed.
+    #[error("invalid control-plane endpoint {0:?}: {1}")]
+    Endpoint(String, String),
+    /// No endpoint was given.
+    #[error("no control-plane endpoint configured")]
+    NoEndpoint,
+    /// The control plane answered with an error status.
+    #[error("control plane: {0}")]
+    Status(#[from] tonic::Status),
+}
+
+impl ControlError {
+    /// The gRPC code, `Unavailable` for transport failures.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ControlError::Status(s) => s.code(),
+            _ => tonic::Code::Unavailable,
+        }
+    }
+}
+
+/// A cheap-to-clone client of every control-plane service.
+#[derive(Clone)]
+pub struct ControlClient {
+    nodes: v1::node_service_client::NodeServiceClient<Channel>,
+    routing: v1::routing_service_client::RoutingServiceClient<Channel>,
+    placement: v1::placement_service_client::PlacementServiceClient<Channel>,
+}
+
+impl ControlClient {
+    /// A client over these endpoints (lazy: none needs to be up yet).
+    pub fn new(endpoints: &[String]) -> Result<Self, ControlError> {
+        if endpoints.is_empty() {
+            return Err(ControlError::NoEndpoint);
+        }
+        let mut eps = Vec::new();
+        for e in endpoints {
+            let ep = Endpoint::from_shared(e.clone())
+                .map_err(|err| ControlError::Endpoint(e.clone(), err.to_string()))?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(REQUEST_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2))
+                .keep_alive_while_idle(true);
+            eps.push(ep);
+        }
+        let ch = Channel::balance_list(eps.into_iter());
+        Ok(Self {
+            nodes: v1::node_service_client::NodeServiceClient::new(ch.clone()),
+            routing: v1::routing_service_client::RoutingServiceClient::new(ch.clone()),
+            placement: v1::placement_service_client::PlacementServiceClient::new(ch),
+        })
+    }
+
+    /// The routing service.
+    pub fn routing(&self) -> v1::routing_service_client::RoutingServiceClient<Channel> {
+        self.routing.clone()
+    }
+
+    /// Registers the node.
+    pub async fn register(&self, info: v1::NodeInfo) -> Result<v1::RegisterResponse, ControlError> {
+        let req = v1::RegisterRequest { node: Some(info) };
+        Ok(self.nodes.clone().register(req).await?.into_inner())
+    }
+
+    /// Renews the lease with a load report.
+    pub async fn keep_alive(
+        &self,
+        id: &str,
+        lease: i64,
+        load: v1::Load,
+    ) -> Result<(), ControlError> {
+        let req = v1::KeepAliveRequest {
+            node_id: id.into(),
+            lease_id: lease,
+            load: Some(load),
+        };
+        self.nodes.clone().keep_alive(req).await?;
+        Ok(())
+    }
+
+    /// Marks the node draining.
+    pub async fn drain(&self, id: &str) -> Result<(), ControlError> {
+        self.nodes
+            .clone()
+            .drain(v1::DrainRequest { node_id: id.into() })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the node and every record it holds.
+    pub async fn deregister(&self, id: &str) -> Result<(), ControlError> {
+        self.nodes
+            .clone()
+            .deregister(v1::DeregisterRequest { node_id: id.into() })
+            .await?;
+        Ok(())
+    }
+
+    /// Live nodes.
+    pub async fn list_nodes(&self) -> Result<Vec<v1::Node>, ControlError> {
+        let r = self
+            .nodes
+            .clone()
+            .list_nodes(v1::ListNodesRequest::default())
+            .await?;
+        Ok(r.into_inner().nodes)
+    }
+
+    /// Claims the main origin of a stream.
+    pub async fn publish(&self, stream: &str, node: &str) -> Result<v1::MainOrigin, ControlError> {
+        let req = v1::PublishRequest {
+            stream: stream.into(),
+            node_id: node.into(),
+        };
+        let r = self.routing.clone().publish(req).await?.into_inner();
+        r.origin
+            .ok_or_else(|| tonic::Status::internal("publish answer without origin").into())
+    }
+
+    /// Ends a stream this node ingests.
+    pub async fn unpublish(&self, stream: &str, node: &str) -> Result<(), ControlError> {
+        let req = v1::UnpublishRequest {
+            stream: stream.into(),
+            node_id: node.into(),
+        };
+        self.routing.clone().unpublish(req).await?;
+        Ok(())
+    }
+
+    /// Where to pull a stream from.
+    pub async fn resolve(
+        &self,
+        stream: &str,
+        region: &str,
+        node: &str,
+        unreachable: Option<v1::Upstream>,
+    ) -> Result<v1::ResolveResponse, ControlError> {
+        let req = v1::ResolveRequest {
+            stream: stream.into(),
+            region: region.into(),
+            node_id: node.into(),
+            unreachable,
+        };
+        Ok(self.routing.clone().resolve(req).await?.into_inner())
+    }
+
+    /// Drops this node's claims on a stream.
+    pub async fn release(&self, stream: &str, node: &str) -> Result<(), ControlError> {
+        let req = v1::ReleaseRequest {
+            stream: stream.into(),
+            node_id: node.into(),
+        };
+        self.routing.clone().release(req).await?;
+        Ok(())
+    }
+
+    /// Another node for a client this node turns away.
+    pub async fn place(
+        &self,
+        region: &str,
+        stream: &str,
+        purpose: v1::Purpose,
+        exclude: &str,
+    ) -> Result<v1::PlaceResponse, ControlError> {
+        let req = v1::PlaceRequest {
+            region: region.into(),
+            stream: stream.into(),
+            purpose: purpose as i32,
+            exclude_node_id: exclude.into(),
+        };
+        Ok(self.placement.clone().place(req).await?.into_inner())
+    }
+}
+
+/// The node's registration: its lease, renewed in the background, and a
+/// counter that moves whenever the node had to register again (its records
+/// were lost, so it must claim its streams again).
+#[derive(Clone)]
+pub struct Registration {
+    lease: Arc<AtomicI64>,
+    generation: watch::Receiver<u64>,
+}
+
+impl Registration {
+    /// The current lease id.
+    pub fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    /// Changes each time the node registers again.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+}
+
+/// Registers (retrying until it works or `give_up` passes) and spawns the
+/// keep-alive loop, which reports `load()` and registers again when the lease
+/// was lost.
+pub async fn register_and_keep_alive(
+    client: ControlClient,
+    info: v1::NodeInfo,
+    give_up: Duration,
+    load: impl Fn() -> v1::Load + Send + Sync + 'static,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Registration> {
+    let deadline = tokio::time::Instant::now() + give_up;
+    let mut backoff = Duration::from_millis(100);
+    let first = loop {
+        match client.register(info.clone()).await {
+            Ok(r) => break r,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(error = %e, "registration failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "could not register with the control plane: {e}"
+                ));
+            }
+        }
+    };
+    info!(node = %info.id, lease = first.lease_id, ttl_ms = first.ttl_ms, "registered");
+    let lease = Arc::new(AtomicI64::new(first.lease_id));
+    let (gen_tx, gen_rx) = watch::channel(0u64);
+    let reg = Registration {
+        lease: lease.clone(),
+        generation: gen_rx,
+    };
+    let interval = Duration::from_millis(u64::from(first.keepalive_interval_ms.max(100)));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let current = lease.load(Ordering::Relaxed);
+            match client.keep_alive(&info.id, current, load()).await {
+                Ok(()) => {}
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    warn!(node = %info.id, "lease lost; registering again");
+                    match client.register(info.clone()).await {
+                        Ok(r) => {
+                            lease.store(r.lease_id, Ordering::Relaxed);
+                            gen_tx.send_modify(|g| *g += 1);
+                            info!(node = %info.id, lease = r.lease_id, "registered again");
+                        }
+                        Err(e) => warn!(error = %e, "registering again failed"),
+                    }
+                }
+                Err(e) => warn!(error = %e, "keep-alive failed; keeping last routing"),
+            }
+        }
+    });
+    Ok(reg)
+}

@@ -1,0 +1,92 @@
+//! HTTP-facing errors of the node, mapped to status codes in one place.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::control::ControlError;
+
+/// Why a WHIP/WHEP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad SDP, bad stream name, bad sdpfrag (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such stream or session (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The stream is already published elsewhere (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` did not match the session's ETag (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The body is too large (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Wrong `Content-Type` (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Unsupported codecs or features in an otherwise valid offer (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Over capacity or dependencies down; retry later (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An unexpected failure (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Maps a control-plane failure.
+    pub fn from_control(e: ControlError) -> Self {
+        match e.code() {
+            tonic::Code::AlreadyExists => ApiError::Conflict(e.to_string()),
+            tonic::Code::NotFound => ApiError::NotFound(e.to_string()),
+            tonic::Code::InvalidArgument => ApiError::BadRequest(e.to_string()),
+            _ => ApiError::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Maps a WebRTC negotiation failure.
+    pub fn from_rtc(e: strata_rtc::RtcError) -> Self {
+        if matches!(
+            e,
+            strata_rtc::RtcError::SdpTooLarge { .. } | strata_rtc::RtcError::SdpTooManyLines { .. }
+        ) {
+            ApiError::TooLarge(e.to_string())
+        } else if e.is_unsupported_media() {
+            ApiError::Unprocessable(e.to_string())
+        } else if e.is_bad_request() {
+            ApiError::BadRequest(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (status, format!("{self}\n")).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        resp
+    }
+}

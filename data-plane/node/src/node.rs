@@ -1,0 +1,360 @@
+//! Assembles and runs one node: relay server and client, WebRTC engine,
+//! control-plane registration, HTTP API; and the graceful drain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strata_media::hub::{Hub, HubConfig};
+use strata_proto::v1;
+use strata_relay::{
+    Refusal, RelayClient, RelayConfig, RelayServer, RelayStats, RelayTls, SubscribeErrorCode,
+    SubscribeRequest, certs::NodeCredentials,
+};
+use strata_rtc::{RtcConfig, RtcEngine};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::control::{self, ControlClient};
+use crate::state::{NodeState, SessionKind};
+
+/// The sockets a node serves on, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    /// HTTP (WHIP, WHEP, pages, metrics).
+    pub http: TcpListener,
+    /// UDP socket of the QUIC relay server.
+    pub relay: std::net::UdpSocket,
+}
+
+impl Listeners {
+    /// Binds the addresses of the configuration.
+    pub async fn bind(cfg: &NodeConfig) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(cfg.http_listen)
+            .await
+            .with_context(|| format!("binding HTTP {}", cfg.http_listen))?;
+        let relay = std::net::UdpSocket::bind(cfg.relay_listen)
+            .with_context(|| format!("binding relay {}", cfg.relay_listen))?;
+        Ok(Self { http, relay })
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+fn relay_tls(cfg: &NodeConfig) -> anyhow::Result<RelayTls> {
+    if cfg.insecure_relay {
+        warn!("relay runs WITHOUT authentication (--insecure-relay): experiments only");
+        return Ok(RelayTls::Insecure {
+            node_id: cfg.id.clone(),
+        });
+    }
+    let dir = cfg.certs_dir.as_ref().context(
+        "--certs-dir is required (or --insecure-relay): create one with `strata-node certs-init` and `certs-issue`",
+    )?;
+    let creds = NodeCredentials::load(dir, &cfg.id)
+        .with_context(|| format!("loading certificates of {} from {}", cfg.id, dir.display()))?;
+    Ok(RelayTls::Mutual(creds))
+}
+
+/// Measures egress bit/s and CPU between load reports.
+struct LoadMeter {
+    last: Mutex<(Instant, u64, f64)>,
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+impl LoadMeter {
+    fn report(&self, state: &NodeState) -> v1::Load {
+        let bytes = state.counters.player_bytes_out.load(Ordering::Relaxed)
+            + state
+                .relay_stats
+                .peers()
+                .iter()
+                .map(|(_, p)| p.bytes_out.load(Ordering::Relaxed))
+                .sum::<u64>();
+        let cpu_now = cpu_seconds();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = last.0.elapsed().as_secs_f64().max(1e-3);
+        let egress_bps = ((bytes.saturating_sub(last.1)) as f64 * 8.0 / dt) as u64;
+        let cpu = ((cpu_now - last.2).max(0.0) / dt) as f32;
+        *last = (Instant::now(), bytes, cpu_now);
+        v1::Load {
+            streams: state.hub.streams().len() as u32,
+            players: state.session_count(SessionKind::Player) as u32,
+            publishers: state.session_count(SessionKind::Publisher) as u32,
+            egress_bps,
+            cpu,
+        }
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then drains: the node stops
+/// taking sessions, hands its regional origins over (other nodes take over
+/// before it leaves), deregisters and returns, within `drain_timeout`.
+pub async fn run(
+    cfg: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        valid_name(&cfg.id),
+        "invalid --id {:?}: use 1-128 of A-Z a-z 0-9 . _ ~ -",
+        cfg.id
+    );
+    anyhow::ensure!(
+        valid_name(&cfg.region),
+        "invalid --region {:?}: use 1-128 of A-Z a-z 0-9 . _ ~ -",
+        cfg.region
+    );
+    let tls = relay_tls(&cfg)?;
+    let hub = Hub::new(HubConfig::default());
+    let relay_stats = RelayStats::new();
+    let relay_cfg = RelayConfig::default();
+
+    // The authorizer consults the node state, which exists only after
+    // registration; until then nothing is served.
+    let me: Arc<OnceLock<Weak<NodeState>>> = Arc::new(OnceLock::new());
+    let authorizer = {
+        let me = me.clone();
+        move |req: &SubscribeRequest<'_>| -> Result<(), Refusal> {
+            let Some(state) = me.get().and_then(Weak::upgrade) else {
+                return Err(Refusal {
+                    code: SubscribeErrorCode::NotFound,
+                    reason: "node starting".into(),
+                });
+            };
+            match state.origin_epoch(req.stream) {
+                Some(e) if u64::try_from(e).ok() == Some(req.epoch) => Ok(()),
+                Some(e) => Err(Refusal {
+                    code: SubscribeErrorCode::StaleEpoch,
+                    reason: format!(
+                        "this node's origin record of {:?} has epoch {e}, not {}",
+                        req.stream, req.epoch
+                    ),
+                }),
+                None => Err(Refusal {
+                    code: SubscribeErrorCode::NotFound,
+                    reason: format!("this node is not an origin of {:?}", req.stream),
+                }),
+            }
+        }
+    };
+    let relay_server = RelayServer::new(
+        listeners.relay,
+        &tls,
+        relay_cfg.clone(),
+        hub.clone(),
+        relay_stats.clone(),
+    )?
+    .with_authorizer(Arc::new(authorizer));
+    let relay_port = relay_server.local_addr()?.port();
+    let client_bind = SocketAddr::new(cfg.relay_listen.ip(), 0);
+    let relay_client = RelayClient::new(
+        std::net::UdpSocket::bind(client_bind)?,
+        &tls,
+        relay_cfg,
+        relay_stats.clone(),
+    )?;
+    let rtc = RtcEngine::bind(RtcConfig {
+        udp_bind: cfg.rtc_listen,
+        announce_ips: cfg.announce_ips.clone(),
+        ..RtcConfig::default()
+    })
+    .await?;
+    let control = ControlClient::new(&cfg.control_plane)?;
+
+    let http_addr = listeners.http.local_addr()?;
+    let public_url = match &cfg.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{http_addr}"),
+    };
+    let relay_addr = cfg.relay_advertise.clone().unwrap_or_else(|| {
+        let ip = if cfg.relay_listen.ip().is_unspecified() {
+            cfg.primary_ip()
+        } else {
+            cfg.relay_listen.ip()
+        };
+        SocketAddr::new(ip, relay_port).to_string()
+    });
+    let info = v1::NodeInfo {
+        id: cfg.id.clone(),
+        region: cfg.region.clone(),
+        relay_addr: relay_addr.clone(),
+        http_url: public_url.clone(),
+        capacity: cfg.capacity,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let meter = Arc::new(LoadMeter {
+        last: Mutex::new((Instant::now(), 0, cpu_seconds())),
+    });
+    let load = {
+        let (me, meter) = (me.clone(), meter.clone());
+        move || match me.get().and_then(Weak::upgrade) {
+            Some(state) => meter.report(&state),
+            None => v1::Load::default(),
+        }
+    };
+    let registration = control::register_and_keep_alive(
+        control.clone(),
+        info,
+        Duration::from_secs(30),
+        load,
+        stop_rx.clone(),
+    )
+    .await?;
+    let mut cfg = cfg;
+    cfg.public_url = Some(public_url.clone());
+    let state = NodeState::new(
+        cfg,
+        hub,
+        rtc,
+        relay_client,
+        relay_stats,
+        control,
+        registration,
+    );
+    let _ = me.set(Arc::downgrade(&state));
+    info!(
+        node = %state.id(), region = %state.region(), http = %public_url, relay = %relay_addr,
+        rtc = %state.rtc.local_addr(), "node ready"
+    );
+
+    let (relay_stop_tx, relay_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = tokio::spawn(relay_server.run(async move {
+        let _ = relay_stop_rx.await;
+    }));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = crate::http::router(state.clone());
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
+            let _ = http_stop_rx.await;
+        });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "HTTP server failed");
+        }
+    });
+    tokio::spawn(refresh_peer_regions(state.clone(), stop_rx.clone()));
+    tokio::spawn(reclaim_after_reregistration(state.clone(), stop_rx.clone()));
+
+    shutdown.await;
+    drain(&state).await;
+    let _ = stop_tx.send(true);
+    state.stop_all_sessions();
+    if let Err(e) = state.control.deregister(state.id()).await {
+        warn!(error = %e, "deregister failed; the lease will expire");
+    }
+    let _ = http_stop_tx.send(());
+    let _ = relay_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), relay_task).await;
+    state.relay.close();
+    info!(node = %state.id(), "node stopped");
+    Ok(())
+}
+
+/// Takes no new sessions, gives up regional origins so that the nodes
+/// pulling from this one move to a new regional origin while this node still
+/// serves them, then waits (bounded) until they have moved.
+async fn drain(state: &Arc<NodeState>) {
+    let started = Instant::now();
+    state.draining.store(true, Ordering::Relaxed);
+    info!(node = %state.id(), "draining");
+    if let Err(e) = state.control.drain(state.id()).await {
+        warn!(error = %e, "could not mark the node draining");
+    }
+    let regional: Vec<String> = state
+        .origin_streams()
+        .into_iter()
+        .filter(|s| !state.has_publisher(s))
+        .collect();
+    for stream in &regional {
+        if let Err(e) = state.control.release(stream, state.id()).await {
+            warn!(%stream, error = %e, "could not hand over the regional origin");
+        }
+    }
+    // Downstream nodes hold hub sinks of their own; wait for them to leave.
+    let deadline = started + state.cfg.drain_timeout;
+    while Instant::now() < deadline {
+        let downstream: usize = regional
+            .iter()
+            .filter_map(|s| state.hub.get(s))
+            .map(|h| {
+                h.sink_count()
+                    .saturating_sub(local_players(state, h.name()))
+            })
+            .sum();
+        if downstream == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(node = %state.id(), took = ?started.elapsed(), handed_over = regional.len(), "drained");
+}
+
+fn local_players(state: &NodeState, stream: &str) -> usize {
+    state.players_of(stream)
+}
+
+/// Keeps the node-id → region map for per-region metrics.
+async fn refresh_peer_regions(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Ok(nodes) = state.control.list_nodes().await {
+            let map: HashMap<String, String> = nodes
+                .into_iter()
+                .filter_map(|n| n.info.map(|i| (i.id, i.region)))
+                .collect();
+            state.set_peer_regions(map);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// After the node had to register again (its lease was lost, e.g. during a
+/// long control-plane outage), claims the streams it ingests again.
+async fn reclaim_after_reregistration(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let mut generations = state.registration.generations();
+    loop {
+        tokio::select! {
+            r = generations.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        for stream in state.published_streams() {
+            match state.control.publish(&stream, state.id()).await {
+                Ok(o) => {
+                    state.set_origin_epoch(&stream, o.epoch);
+                    info!(%stream, epoch = o.epoch, "stream claimed again after re-registration");
+                }
+                Err(e) => warn!(%stream, error = %e, "could not claim the stream again"),
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! WHIP ingest and WHEP playback sessions: what happens between an accepted
+//! offer and the end of the session.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use strata_media::hub::StreamHandle;
+use strata_rtc::{PlayerSession, PublisherSession, SendOutcome, SessionState};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::ApiError;
+use crate::pull::{self, PullStatus};
+use crate::state::{NodeState, SessionEntry, SessionKind};
+
+/// How long a WHEP request waits for an upstream subscription to deliver the
+/// stream's catalog.
+const PULL_WAIT: Duration = Duration::from_secs(8);
+
+/// A created session: its id (the last part of `Location`), ETag and answer.
+pub struct Created {
+    /// Session id.
+    pub id: String,
+    /// ETag of the session's ICE state.
+    pub etag: String,
+    /// The SDP answer.
+    pub answer: String,
+}
+
+/// Accepts a WHIP offer for `stream`: claims the main origin, negotiates,
+/// and feeds the hub until the publisher leaves.
+pub async fn publish(
+    state: &Arc<NodeState>,
+    stream: &str,
+    offer: &str,
+) -> Result<Created, ApiError> {
+    if state.has_publisher(stream) {
+        return Err(ApiError::Conflict(format!(
+            "stream {stream:?} is already published on this node"
+        )));
+    }
+    let origin = state
+        .control
+        .publish(stream, state.id())
+        .await
+        .map_err(ApiError::from_control)?;
+    let (session, answer) = match state.rtc.accept_publisher(offer).await {
+        Ok(x) => x,
+        Err(e) => {
+            // Give the claim back: nothing will be published.
+            let _ = state.control.unpublish(stream, state.id()).await;
+            return Err(ApiError::from_rtc(e));
+        }
+    };
+    let source = match state.hub.attach_source(stream, session.catalog().clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            session.close().await;
+            let _ = state.control.unpublish(stream, state.id()).await;
+            return Err(ApiError::Conflict(e.to_string()));
+        }
+    };
+    state.set_origin_epoch(stream, origin.epoch);
+    let id = state.new_session_id();
+    let etag = format!("\"{id}-1\"");
+    let (stop_tx, stop_rx) = oneshot::channel();
+    state.add_session(
+        id.clone(),
+        SessionEntry {
+            kind: SessionKind::Publisher,
+            stream: stream.to_owned(),
+            etag: etag.clone(),
+            candidates: Arc::new(session.handle()),
+            stop: Some(stop_tx),
+        },
+    );
+    state
+        .counters
+        .publishers_total
+        .fetch_add(1, Ordering::Relaxed);
+    info!(stream, session = %id, epoch = origin.epoch, catalog = ?session.catalog(), "publisher connected");
+    let span = info_span!("ingest", stream, session = %id);
+    tokio::spawn(
+        ingest(
+            state.clone(),
+            stream.to_owned(),
+            id.clone(),
+            session,
+            source,
+            stop_rx,
+        )
+        .instrument(span),
+    );
+    Ok(Created { id, etag, answer })
+}
+
+async fn ingest(
+    state: Arc<NodeState>,
+    stream: String,
+    id: String,
+    session: PublisherSession,
+    mut source: strata_media::hub::Source,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let (handle, mut packets) = session.into_parts();
+    loop {
+        tokio::select! {
+            p = packets.recv() => match p {
+                Some(p) => {
+                    state.counters.publisher_bytes_in.fetch_add(p.rtp.len() as u64, Ordering::Relaxed);
+                    source.push(p);
+                }
+                None => break,
+            },
+            kf = source.keyframe_request() => {
+                if let Some(track) = kf
+                    && let Err(e) = handle.request_keyframe(track).await
+                {
+                    debug!(error = %e, "keyframe request to publisher failed");
+                }
+            }
+            () = handle.closed() => break,
+            _ = &mut stop => break,
+        }
+    }
+    handle.close().await;
+    drop(source);
+    state.remove_session(&id);
+    // The stream ends with its publisher. (A publisher that comes back
+    // publishes again; players that stay attached resume.)
+    state.clear_origin_epoch(&stream);
+    if let Err(e) = state.control.unpublish(&stream, state.id()).await {
+        warn!(error = %e, "unpublish failed; the lease will clean up");
+    }
+    info!("publisher left; stream unpublished");
+    let grace = state.cfg.orphan_grace;
+    // Local players wait up to the grace period for a publisher to return.
+    if let Some(s) = state.hub.get(&stream) {
+        tokio::spawn(close_if_still_orphaned(state.clone(), s, grace).in_current_span());
+    }
+}
+
+async fn close_if_still_orphaned(state: Arc<NodeState>, stream: StreamHandle, grace: Duration) {
+    let mut st = stream.watch_state();
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        if st.borrow().has_source {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, st.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if !state.has_publisher(stream.name()) && state.puller(stream.name()).is_none() {
+        info!(
+            stream = stream.name(),
+            "no source came back; closing players"
+        );
+        stream.close();
+    }
+}
+
+/// Accepts a WHEP offer for `stream`: serves it from the local hub, pulling
+/// it from upstream first when this node does not carry it yet.
+pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<Created, ApiError> {
+    let handle = match state.hub.get(stream).filter(|s| s.has_source()) {
+        Some(h) => h,
+        None => wait_for_pull(state, stream).await?,
+    };
+    let catalog = handle.catalog();
+    let (session, answer) = state
+        .rtc
+        .accept_player(offer, &catalog)
+        .await
+        .map_err(ApiError::from_rtc)?;
+    let sink = handle.subscribe();
+    let id = state.new_session_id();
+    let etag = format!("\"{id}-1\"");
+    let (stop_tx, stop_rx) = oneshot::channel();
+    state.add_session(
+        id.clone(),
+        SessionEntry {
+            kind: SessionKind::Player,
+            stream: stream.to_owned(),
+            etag: etag.clone(),
+            candidates: Arc::new(session.handle()),
+            stop: Some(stop_tx),
+        },
+    );
+    state.counters.players_total.fetch_add(1, Ordering::Relaxed);
+    debug!(stream, session = %id, "player connected");
+    let span = info_span!("play", stream, session = %id);
+    tokio::spawn(egress(state.clone(), id.clone(), session, sink, stop_rx).instrument(span));
+    Ok(Created { id, etag, answer })
+}
+
+async fn wait_for_pull(state: &Arc<NodeState>, stream: &str) -> Result<StreamHandle, ApiError> {
+    let mut status = pull::ensure(state, stream);
+    let ready = tokio::time::timeout(PULL_WAIT, async {
+        loop {
+            let now = status.borrow_and_update().clone();
+            match now {
+                PullStatus::Ready(_) => return Ok(()),
+                PullStatus::NotLive => {
+                    return Err(ApiError::NotFound(format!("stream {stream:?} is not live")));
+                }
+                PullStatus::Failed(why) => return Err(ApiError::Unavailable(why)),
+                PullStatus::Starting => {}
+            }
+            if status.changed().await.is_err() {
+                return Err(ApiError::Unavailable("the stream's puller stopped".into()));
+            }
+        }
+    })
+    .await;
+    match ready {
+        Ok(Ok(())) => state
+            .hub
+            .get(stream)
+            .ok_or_else(|| ApiError::Unavailable("stream vanished while joining".into())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "stream {stream:?} could not be pulled from upstream within {PULL_WAIT:?}"
+        ))),
+    }
+}
+
+async fn egress(
+    state: Arc<NodeState>,
+    id: String,
+    session: PlayerSession,
+    mut sink: strata_media::hub::Sink,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let (handle, mut keyframes) = session.into_parts();
+    // Let the sink queue up (from the cached keyframe on) until media can
+    // flow, so the player starts on that keyframe instead of the next one.
+    let mut st = handle.state_changes();
+    let connected = tokio::select! {
+        r = st.wait_for(|s| *s != SessionState::Connecting) => {
+            r.map(|s| *s == SessionState::Connected).unwrap_or(false)
+        }
+        _ = &mut stop => false,
+    };
+    if !connected {
+        handle.close().await;
+        state.remove_session(&id);
+        return;
+    }
+    loop {
+        tokio::select! {
+            p = sink.recv() => match p {
+                Some(p) => {
+                    let len = p.rtp.len() as u64;
+                    if let SendOutcome::Queued = handle.send(&p) {
+                        state.counters.player_bytes_out.fetch_add(len, Ordering::Relaxed);
+                    }
+                }
+                None => break,
+            },
+            kf = keyframes.recv() => {
+                if let Some(track) = kf {
+                    state.counters.player_keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    sink.request_keyframe(track);
+                }
+            }
+            () = handle.closed() => break,
+            _ = &mut stop => break,
+        }
+    }
+    handle.close().await;
+    state.remove_session(&id);
+    debug!("player left");
+}

@@ -1,0 +1,296 @@
+//! What one node knows at run time, shared by the HTTP handlers, the ingest
+//! and play sessions, and the upstream pullers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use strata_media::hub::Hub;
+use strata_relay::{RelayClient, RelayStats};
+use strata_rtc::RtcEngine;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::NodeConfig;
+use crate::control::{ControlClient, Registration};
+use crate::pull::PullStatus;
+
+/// Counters of the node's own (non-relay) work.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// WHIP sessions accepted.
+    pub publishers_total: AtomicU64,
+    /// WHEP sessions accepted.
+    pub players_total: AtomicU64,
+    /// WHIP/WHEP requests refused, by any reason.
+    pub refused_total: AtomicU64,
+    /// Requests redirected to another node.
+    pub redirects_total: AtomicU64,
+    /// Keyframe requests received from players.
+    pub player_keyframe_requests: AtomicU64,
+    /// RTP bytes sent to players.
+    pub player_bytes_out: AtomicU64,
+    /// RTP bytes received from publishers.
+    pub publisher_bytes_in: AtomicU64,
+}
+
+/// Kind of an HTTP-created session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A WHIP publisher.
+    Publisher,
+    /// A WHEP player.
+    Player,
+}
+
+/// A WHIP or WHEP session, addressable by its `Location`.
+pub struct SessionEntry {
+    /// Publisher or player.
+    pub kind: SessionKind,
+    /// The stream.
+    pub stream: String,
+    /// Current ETag (changes with each ICE change).
+    pub etag: String,
+    /// Adds trickled candidates.
+    pub candidates: Arc<dyn CandidateSink>,
+    /// Ends the session (DELETE).
+    pub stop: Option<oneshot::Sender<()>>,
+}
+
+/// Something that takes trickled ICE candidates (an `sdpfrag`).
+#[tonic::async_trait]
+pub trait CandidateSink: Send + Sync {
+    /// Adds the candidates of an `application/trickle-ice-sdpfrag` body.
+    async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError>;
+}
+
+#[tonic::async_trait]
+impl CandidateSink for strata_rtc::PublisherHandle {
+    async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
+        self.add_remote_candidates(sdpfrag).await
+    }
+}
+
+#[tonic::async_trait]
+impl CandidateSink for strata_rtc::PlayerHandle {
+    async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
+        self.add_remote_candidates(sdpfrag).await
+    }
+}
+
+/// A running upstream puller of one stream.
+pub struct PullerEntry {
+    /// Its status: waiting, ready with a catalog, not live, failed.
+    pub status: watch::Receiver<PullStatus>,
+}
+
+/// The node's shared state.
+pub struct NodeState {
+    /// Configuration.
+    pub cfg: NodeConfig,
+    /// Streams carried by this node.
+    pub hub: Hub,
+    /// WebRTC edge.
+    pub rtc: RtcEngine,
+    /// Subscribes to upstream nodes.
+    pub relay: RelayClient,
+    /// Relay counters (both directions).
+    pub relay_stats: Arc<RelayStats>,
+    /// Control-plane client.
+    pub control: ControlClient,
+    /// The node's lease.
+    pub registration: Registration,
+    /// Node counters.
+    pub counters: NodeCounters,
+    /// True once the node drains: new sessions are turned away.
+    pub draining: AtomicBool,
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+    pullers: Mutex<HashMap<String, PullerEntry>>,
+    /// Epoch of each origin record this node holds (main or regional), by
+    /// stream: relay subscriptions must name it.
+    origin_epochs: Mutex<HashMap<String, i64>>,
+    /// Region of each known node, for per-region metrics.
+    peer_regions: Mutex<HashMap<String, String>>,
+    next_session: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeState {
+    /// Assembles the state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: NodeConfig,
+        hub: Hub,
+        rtc: RtcEngine,
+        relay: RelayClient,
+        relay_stats: Arc<RelayStats>,
+        control: ControlClient,
+        registration: Registration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            hub,
+            rtc,
+            relay,
+            relay_stats,
+            control,
+            registration,
+            counters: NodeCounters::default(),
+            draining: AtomicBool::new(false),
+            sessions: Mutex::new(HashMap::new()),
+            pullers: Mutex::new(HashMap::new()),
+            origin_epochs: Mutex::new(HashMap::new()),
+            peer_regions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    /// The node id.
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    /// The node's region.
+    pub fn region(&self) -> &str {
+        &self.cfg.region
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A new unguessable session id.
+    pub fn new_session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{n:x}{:016x}", rand::random::<u64>())
+    }
+
+    /// Registers a session.
+    pub fn add_session(&self, id: String, entry: SessionEntry) {
+        lock(&self.sessions).insert(id, entry);
+    }
+
+    /// Removes a session, returning it.
+    pub fn remove_session(&self, id: &str) -> Option<SessionEntry> {
+        lock(&self.sessions).remove(id)
+    }
+
+    /// Runs `f` on a session.
+    pub fn with_session<R>(&self, id: &str, f: impl FnOnce(&mut SessionEntry) -> R) -> Option<R> {
+        lock(&self.sessions).get_mut(id).map(f)
+    }
+
+    /// Sessions of a kind.
+    pub fn session_count(&self, kind: SessionKind) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == kind)
+            .count()
+    }
+
+    /// Stops every session (on shutdown).
+    pub fn stop_all_sessions(&self) {
+        for (_, mut s) in lock(&self.sessions).drain() {
+            if let Some(stop) = s.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+
+    /// Whether a publisher of this stream is connected here.
+    pub fn has_publisher(&self, stream: &str) -> bool {
+        lock(&self.sessions)
+            .values()
+            .any(|s| s.kind == SessionKind::Publisher && s.stream == stream)
+    }
+
+    /// Players of one stream on this node.
+    pub fn players_of(&self, stream: &str) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == SessionKind::Player && s.stream == stream)
+            .count()
+    }
+
+    /// Streams whose publisher is connected here.
+    pub fn published_streams(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == SessionKind::Publisher)
+            .map(|s| s.stream.clone())
+            .collect();
+        v.dedup();
+        v
+    }
+
+    /// Records the epoch of an origin record this node holds.
+    pub fn set_origin_epoch(&self, stream: &str, epoch: i64) {
+        lock(&self.origin_epochs).insert(stream.to_owned(), epoch);
+    }
+
+    /// Forgets an origin record.
+    pub fn clear_origin_epoch(&self, stream: &str) {
+        lock(&self.origin_epochs).remove(stream);
+    }
+
+    /// The epoch of this node's origin record of a stream.
+    pub fn origin_epoch(&self, stream: &str) -> Option<i64> {
+        lock(&self.origin_epochs).get(stream).copied()
+    }
+
+    /// Streams this node is an origin of.
+    pub fn origin_streams(&self) -> Vec<String> {
+        lock(&self.origin_epochs).keys().cloned().collect()
+    }
+
+    /// The puller of a stream, if one runs.
+    pub fn puller(&self, stream: &str) -> Option<watch::Receiver<PullStatus>> {
+        lock(&self.pullers).get(stream).map(|p| p.status.clone())
+    }
+
+    /// Installs a puller unless one runs; returns the running one's status.
+    pub fn insert_puller_with(
+        &self,
+        stream: &str,
+        start: impl FnOnce() -> watch::Receiver<PullStatus>,
+    ) -> watch::Receiver<PullStatus> {
+        let mut p = lock(&self.pullers);
+        if let Some(existing) = p.get(stream) {
+            return existing.status.clone();
+        }
+        let status = start();
+        p.insert(
+            stream.to_owned(),
+            PullerEntry {
+                status: status.clone(),
+            },
+        );
+        status
+    }
+
+    /// Removes a stream's puller entry.
+    pub fn remove_puller(&self, stream: &str) {
+        lock(&self.pullers).remove(stream);
+    }
+
+    /// Number of running pullers.
+    pub fn puller_count(&self) -> usize {
+        lock(&self.pullers).len()
+    }
+
+    /// Records the regions of known nodes.
+    pub fn set_peer_regions(&self, regions: HashMap<String, String>) {
+        *lock(&self.peer_regions) = regions;
+    }
+
+    /// The region of a peer node, if known.
+    pub fn peer_region(&self, node: &str) -> String {
+        lock(&self.peer_regions)
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
