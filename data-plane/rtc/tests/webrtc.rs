@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{STEP, in_netns};
 use strata_media::{Catalog, MediaPacket, TrackKind};
 use strata_rtc::client::{ClientCodec, ClientConfig, Player, PlayerOptions, Publisher};
-use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
+use strata_rtc::fixture::{Clip, fixture_path};
 use strata_rtc::{
     PlayerHandle, PublisherHandle, PublisherSession, RtcConfig, RtcEngine, SessionState,
 };
@@ -39,24 +39,21 @@ async fn publish(engine: &RtcEngine, clip: &Clip) -> (Arc<Publisher>, PublisherS
         answer.matches("typ host").count(),
         answer.matches("m=").count()
     );
+    assert_eq!(
+        answer.matches("a=recvonly").count(),
+        clip.tracks().len(),
+        "{answer}"
+    );
+    assert!(!answer.contains(".local"), "no mDNS candidates");
     publisher.set_answer(&answer).await.expect("answer");
     publisher.connected(STEP).await.expect("publisher connects");
     (Arc::new(publisher), session)
 }
 
-/// Sends the clip once, at its pace, in the background.
+/// Sends the clip at its pace, in the background.
 fn pace(publisher: Arc<Publisher>, clip: Arc<Clip>, loops: u32) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut pacer = ClipPacer::new(clip, Some(loops));
-        while let Some(packet) = pacer.next().await {
-            if publisher
-                .send_packet(packet.track, &packet.rtp)
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        let _ = publisher.send_clip(clip, Some(loops)).await;
     })
 }
 
@@ -73,6 +70,12 @@ async fn play(
         .accept_player(&offer, catalog)
         .await
         .expect("accept player");
+    assert_eq!(
+        answer.matches("a=sendonly").count(),
+        session.handle().tracks().len(),
+        "{answer}"
+    );
+    assert!(!answer.contains("a=sendrecv"), "{answer}");
     player.set_answer(&answer).await.expect("answer");
     player.connected(STEP).await.expect("player connects");
     (player, session)

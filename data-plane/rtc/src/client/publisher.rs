@@ -19,6 +19,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 use super::{ClientConfig, ClientPc, exchange_with};
 use crate::codec::{Codec, codec_parameters};
+use crate::fixture::{Clip, ClipPacer};
 use crate::interceptor::{is_keyframe_request, with_keyframe_requests};
 use crate::publisher::codec_kind;
 use crate::{RtcError, SessionState};
@@ -207,6 +208,21 @@ impl Publisher {
         packet.header.extensions_padding = 0;
         packet.header.padding = false;
         t.local.write_rtp(packet).await?;
+        Ok(())
+    }
+
+    /// Sends a recorded clip at its original pace, `loops` times (`None`: until the connection
+    /// closes), starting now. Waits for the connection first. Clip tracks map to publisher
+    /// tracks by id, so build the publisher from [`Clip::tracks`].
+    pub async fn send_clip(&self, clip: Arc<Clip>, loops: Option<u32>) -> Result<(), RtcError> {
+        self.connected(Duration::from_secs(30)).await?;
+        let mut pacer = ClipPacer::new(clip, loops);
+        while let Some(packet) = pacer.next().await {
+            match self.send_packet(packet.track, &packet.rtp).await {
+                Ok(()) | Err(RtcError::UnknownTrack(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
