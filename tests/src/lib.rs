@@ -1,6 +1,10 @@
 //! Strata integration harness.
 
+pub mod bench;
+pub mod cluster;
 pub mod control;
 pub mod etcd;
 pub mod grpcurl;
+pub mod http;
+pub mod media;
 pub mod ports;

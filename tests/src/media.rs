@@ -1,0 +1,243 @@
+//! Test publishers and players over real WHIP/WHEP and WebRTC (the `webrtc`
+//! crate's stack, the same one the node uses, as an independent endpoint).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use strata_media::TrackKind;
+use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher};
+use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::http;
+
+/// The committed VP8 + Opus test clip.
+pub fn vp8_clip() -> Result<Arc<Clip>> {
+    Ok(Arc::new(
+        Clip::load(fixture_path("clip-vp8.strm")).context("loading the VP8 fixture")?,
+    ))
+}
+
+/// A publisher looping a clip into a node over WHIP.
+pub struct TestPublisher {
+    /// Absolute URL of the WHIP session.
+    pub session_url: String,
+    /// Node that served the publish.
+    pub node: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TestPublisher {
+    /// Publishes `clip` (looped forever) to `base_url/whip/stream`.
+    pub async fn start(base_url: &str, stream: &str, clip: Arc<Clip>) -> Result<TestPublisher> {
+        let publisher = Publisher::new(clip.tracks(), &ClientConfig::default()).await?;
+        let url = format!("{base_url}/whip/{stream}");
+        let offer = publisher.offer().await?;
+        let resp = http::post_sdp(&url, &offer).await?;
+        if resp.status != 201 {
+            bail!("WHIP POST {url}: {} {}", resp.status, resp.text());
+        }
+        publisher.set_answer(&resp.text()).await?;
+        let location = resp.header("location").context("no Location")?.to_owned();
+        let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
+        publisher.connected(Duration::from_secs(15)).await?;
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pacer = ClipPacer::new(clip, None);
+            loop {
+                tokio::select! {
+                    p = pacer.next() => match p {
+                        Some(p) => {
+                            if publisher.send_packet(p.track, &p.rtp).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+            publisher.close().await;
+        });
+        let (authority, _) = http::split_url(&url)?;
+        Ok(TestPublisher {
+            session_url: format!("http://{authority}{location}"),
+            node,
+            stop,
+            task,
+        })
+    }
+
+    /// Ends the publish with a WHIP DELETE.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let resp = http::request("DELETE", &self.session_url, &[], &[]).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        anyhow::ensure!(resp.status == 200, "DELETE: {}", resp.status);
+        Ok(())
+    }
+
+    /// Stops sending without telling the node (as if the publisher vanished).
+    pub async fn vanish(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// What a test player has received so far.
+#[derive(Debug, Clone, Default)]
+pub struct PlayStats {
+    /// Video packets received.
+    pub video_packets: u64,
+    /// Audio packets received.
+    pub audio_packets: u64,
+    /// Whether the first video packet started a keyframe.
+    pub first_video_is_keyframe: Option<bool>,
+    /// Video keyframes received.
+    pub keyframes: u64,
+    /// Sequence-number discontinuities (per SSRC), i.e. what the player sees as loss.
+    pub seq_gaps: u64,
+    /// SSRC changes within one kind.
+    pub ssrc_changes: u64,
+    /// When the first video packet arrived.
+    pub first_video: Option<Instant>,
+    /// When the last video packet arrived.
+    pub last_video: Option<Instant>,
+    /// Longest gap between two video packets.
+    pub longest_video_gap: Duration,
+    /// RTP payload bytes received.
+    pub bytes: u64,
+}
+
+/// A player receiving a stream over WHEP.
+pub struct TestPlayer {
+    /// Absolute URL of the WHEP session.
+    pub session_url: String,
+    /// The node that served the player.
+    pub node: String,
+    /// When the WHEP POST was sent.
+    pub requested_at: Instant,
+    stats: Arc<Mutex<PlayStats>>,
+    task: JoinHandle<()>,
+}
+
+impl TestPlayer {
+    /// Plays `base_url/whep/stream`.
+    pub async fn start(base_url: &str, stream: &str) -> Result<TestPlayer> {
+        let requested_at = Instant::now();
+        let player = Player::new(&PlayerOptions::default(), &ClientConfig::default()).await?;
+        let url = format!("{base_url}/whep/{stream}");
+        let offer = player.offer().await?;
+        let resp = http::post_sdp(&url, &offer).await?;
+        if resp.status != 201 {
+            bail!("WHEP POST {url}: {} {}", resp.status, resp.text());
+        }
+        player.set_answer(&resp.text()).await?;
+        let location = resp.header("location").context("no Location")?.to_owned();
+        let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
+        let stats = Arc::new(Mutex::new(PlayStats::default()));
+        let s = stats.clone();
+        let task = tokio::spawn(async move {
+            let mut player = player;
+            let mut last_seq: HashMap<TrackKind, (u32, u16)> = HashMap::new();
+            while let Some(p) = player.recv().await {
+                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                st.bytes += p.payload.len() as u64;
+                if let Some((ssrc, seq)) = last_seq.get(&p.kind) {
+                    if *ssrc != p.ssrc {
+                        st.ssrc_changes += 1;
+                    } else if p.sequence_number != seq.wrapping_add(1) {
+                        st.seq_gaps += 1;
+                    }
+                }
+                last_seq.insert(p.kind, (p.ssrc, p.sequence_number));
+                match p.kind {
+                    TrackKind::Video => {
+                        st.video_packets += 1;
+                        if st.first_video_is_keyframe.is_none() {
+                            st.first_video_is_keyframe = Some(p.is_keyframe());
+                            st.first_video = Some(p.arrival);
+                        }
+                        if p.is_keyframe() {
+                            st.keyframes += 1;
+                        }
+                        if let Some(last) = st.last_video {
+                            let gap = p.arrival.saturating_duration_since(last);
+                            st.longest_video_gap = st.longest_video_gap.max(gap);
+                        }
+                        st.last_video = Some(p.arrival);
+                    }
+                    TrackKind::Audio => st.audio_packets += 1,
+                }
+            }
+        });
+        let (authority, _) = http::split_url(&url)?;
+        let session_url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{authority}{location}")
+        };
+        Ok(TestPlayer {
+            session_url,
+            node,
+            requested_at,
+            stats,
+            task,
+        })
+    }
+
+    /// A snapshot of the stats.
+    pub fn stats(&self) -> PlayStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resets the longest-gap measure (e.g. after warm-up).
+    pub fn reset_gap(&self) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .longest_video_gap = Duration::ZERO;
+    }
+
+    /// Waits until `cond` holds on the stats, or fails after `within`.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&PlayStats) -> bool,
+    ) -> Result<PlayStats> {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.stats();
+            if cond(&st) {
+                return Ok(st);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "player on {}: timed out waiting for {what}; stats {st:?}",
+                    self.node
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Ends the session with a WHEP DELETE.
+    pub async fn stop(self) -> Result<()> {
+        let resp = http::request("DELETE", &self.session_url, &[], &[]).await;
+        self.task.abort();
+        let resp = resp?;
+        anyhow::ensure!(resp.status == 200, "DELETE: {}", resp.status);
+        Ok(())
+    }
+}
+
+impl Drop for TestPlayer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
