@@ -77,9 +77,13 @@ pub async fn run_with_store(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // The reporter starts at SERVING; nothing is served until the cache has
     // synced with the store.
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     for s in SERVICES {
-        reporter.set_service_status(s, ServingStatus::NotServing).await;
+        reporter
+            .set_service_status(s, ServingStatus::NotServing)
+            .await;
     }
     {
         let mut health = cache.health();

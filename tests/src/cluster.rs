@@ -177,8 +177,11 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
+/// Pairs of names, e.g. (region, node).
+pub type Pairs = Vec<(String, String)>;
+
 /// Regional origins of a tree as (region, node), subscribers as (node, upstream).
-pub fn topology(tree: &v1::StreamTree) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn topology(tree: &v1::StreamTree) -> (Pairs, Pairs) {
     let regional = tree
         .regional
         .iter()

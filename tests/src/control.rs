@@ -48,10 +48,12 @@ impl ControlPlane {
     pub async fn start(store: &Store, lease_ttl: Duration) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let mut config = Config::default();
-        config.listen = addr;
-        config.lease_ttl = lease_ttl;
-        config.etcd_timeout = Duration::from_millis(1000);
+        let mut config = Config {
+            listen: addr,
+            lease_ttl,
+            etcd_timeout: Duration::from_millis(1000),
+            ..Config::default()
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;

@@ -1,6 +1,8 @@
 //! The control plane's behaviour suite. Every scenario runs twice: against a
 //! real etcd (started on free loopback ports) and against the in-memory store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -101,7 +103,11 @@ fn keep_alive(mut c: Clients, leases: Vec<(String, i64)>) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         loop {
             for (n, l) in &leases {
-                let req = v1::KeepAliveRequest { node_id: n.clone(), lease_id: *l, load: None };
+                let req = v1::KeepAliveRequest {
+                    node_id: n.clone(),
+                    lease_id: *l,
+                    load: None,
+                };
                 let _ = c.nodes.keep_alive(req).await;
             }
             tokio::time::sleep(TTL / 4).await;
@@ -381,7 +387,10 @@ async fn resolve_builds_the_tree(mut e: Env) {
 }
 
 async fn contention_elects_one_regional_origin(mut e: Env) {
-    let mut leases = vec![("main".to_owned(), e.c.register("main", "eu").await.unwrap().lease_id)];
+    let mut leases = vec![(
+        "main".to_owned(),
+        e.c.register("main", "eu").await.unwrap().lease_id,
+    )];
     let nodes: Vec<String> = (0..20).map(|i| format!("us-{i}")).collect();
     for n in &nodes {
         leases.push((n.clone(), e.c.register(n, "us").await.unwrap().lease_id));

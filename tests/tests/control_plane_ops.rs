@@ -1,6 +1,8 @@
 //! The control plane as operators and failures see it: etcd going away and
 //! coming back, and grpcurl against reflection and health.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use strata_proto::v1;
@@ -12,14 +14,18 @@ use tonic::Code;
 async fn etcd_outage_is_unavailable_then_recovers_without_restart() {
     let (mut etcd, store) = Store::etcd().await.unwrap();
     // A TTL longer than the outage, so the node's lease survives it.
-    let cp = ControlPlane::start(&store, Duration::from_secs(10)).await.unwrap();
+    let cp = ControlPlane::start(&store, Duration::from_secs(10))
+        .await
+        .unwrap();
     let mut c = cp.clients().await.unwrap();
     c.register("o", "eu").await.unwrap();
     c.register("u", "us").await.unwrap();
     c.publish("before", "o").await.unwrap();
 
     etcd.kill().unwrap();
-    cp.wait_health(ServingStatus::NotServing, Duration::from_secs(5)).await.unwrap();
+    cp.wait_health(ServingStatus::NotServing, Duration::from_secs(5))
+        .await
+        .unwrap();
     let err = c.publish("during", "o").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
     let err = c.resolve("before", "us", "u").await.unwrap_err();
@@ -28,20 +34,33 @@ async fn etcd_outage_is_unavailable_then_recovers_without_restart() {
     c.diag.ping(v1::PingRequest {}).await.unwrap();
 
     etcd.restart().await.unwrap();
-    cp.wait_health(ServingStatus::Serving, Duration::from_secs(10)).await.unwrap();
+    cp.wait_health(ServingStatus::Serving, Duration::from_secs(10))
+        .await
+        .unwrap();
     // Same process, same channel: state from before the outage is intact.
     let r = c.resolve("before", "us", "u").await.unwrap();
     assert_eq!(r.role, v1::Role::RegionalOrigin as i32);
     c.publish("after", "o").await.unwrap();
-    let list = c.routing.list_streams(v1::ListStreamsRequest {}).await.unwrap().into_inner();
-    let ids: Vec<String> = list.streams.iter().map(|s| s.main.clone().unwrap().stream).collect();
+    let list = c
+        .routing
+        .list_streams(v1::ListStreamsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = list
+        .streams
+        .iter()
+        .map(|s| s.main.clone().unwrap().stream)
+        .collect();
     assert_eq!(ids, ["after", "before"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls() {
     let store = Store::memory();
-    let cp = ControlPlane::start(&store, Duration::from_secs(3)).await.unwrap();
+    let cp = ControlPlane::start(&store, Duration::from_secs(3))
+        .await
+        .unwrap();
     let addr = cp.addr().to_string();
     let list = grpcurl_ok(&["-plaintext", &addr, "list"]).await.unwrap();
     for svc in [
@@ -51,7 +70,10 @@ async fn grpcurl_lists_describes_and_calls() {
         "strata.v1.PlacementService",
         "strata.v1.DiagnosticsService",
     ] {
-        assert!(list.lines().any(|l| l.trim() == svc), "{svc} missing from:\n{list}");
+        assert!(
+            list.lines().any(|l| l.trim() == svc),
+            "{svc} missing from:\n{list}"
+        );
     }
     let desc = grpcurl_ok(&["-plaintext", &addr, "describe", "strata.v1.RoutingService"])
         .await
@@ -63,23 +85,51 @@ async fn grpcurl_lists_describes_and_calls() {
         .unwrap();
     assert!(msg.contains("unreachable"), "{msg}");
 
-    let health = grpcurl_ok(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]).await.unwrap();
+    let health = grpcurl_ok(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])
+        .await
+        .unwrap();
     assert!(health.contains("SERVING"), "{health}");
 
     let node = r#"{"node":{"id":"eu-1","region":"eu","relayAddr":"127.0.0.1:4433","httpUrl":"http://127.0.0.1:8080"}}"#;
-    grpcurl_ok(&["-plaintext", "-d", node, &addr, "strata.v1.NodeService/Register"]).await.unwrap();
+    grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        node,
+        &addr,
+        "strata.v1.NodeService/Register",
+    ])
+    .await
+    .unwrap();
     let publish = r#"{"stream":"cam1","nodeId":"eu-1"}"#;
-    grpcurl_ok(&["-plaintext", "-d", publish, &addr, "strata.v1.RoutingService/Publish"])
-        .await
-        .unwrap();
+    grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        publish,
+        &addr,
+        "strata.v1.RoutingService/Publish",
+    ])
+    .await
+    .unwrap();
     let resolve = r#"{"stream":"cam1","region":"eu","nodeId":"eu-1"}"#;
-    let out = grpcurl_ok(&["-plaintext", "-d", resolve, &addr, "strata.v1.RoutingService/Resolve"])
-        .await
-        .unwrap();
+    let out = grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        resolve,
+        &addr,
+        "strata.v1.RoutingService/Resolve",
+    ])
+    .await
+    .unwrap();
     assert!(out.contains("ROLE_MAIN_ORIGIN"), "{out}");
     let bad = r#"{"stream":"../etc","region":"eu","nodeId":"eu-1"}"#;
-    let err = grpcurl_ok(&["-plaintext", "-d", bad, &addr, "strata.v1.RoutingService/Resolve"])
-        .await
-        .unwrap_err();
+    let err = grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        bad,
+        &addr,
+        "strata.v1.RoutingService/Resolve",
+    ])
+    .await
+    .unwrap_err();
     assert!(format!("{err:#}").contains("InvalidArgument"), "{err:#}");
 }

@@ -1,6 +1,8 @@
 //! Tests of the harness itself: real etcd processes and clusters, free ports, grpcurl and the
 //! network-namespace guard.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;

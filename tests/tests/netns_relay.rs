@@ -3,6 +3,8 @@
 //! mutual TLS between nodes. Runs inside a loopback-only network namespace
 //! (scripts/test.sh), like every test that opens WebRTC connections.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use strata_tests::cluster::{Cluster, topology};
