@@ -38,8 +38,8 @@ fn pcmu_only() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_offers_are_bad_requests() {
-    if !in_netns("malformed_offers_are_bad_requests") {
+async fn netns_malformed_offers_are_bad_requests() {
+    if !in_netns("netns_malformed_offers_are_bad_requests") {
         return;
     }
     let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
@@ -125,8 +125,8 @@ async fn malformed_offers_are_bad_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trickle_candidates() {
-    if !in_netns("trickle_candidates") {
+async fn netns_trickle_candidates() {
+    if !in_netns("netns_trickle_candidates") {
         return;
     }
     let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
@@ -166,8 +166,8 @@ async fn trickle_candidates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unanswered_session_times_out() {
-    if !in_netns("unanswered_session_times_out") {
+async fn netns_unanswered_session_times_out() {
+    if !in_netns("netns_unanswered_session_times_out") {
         return;
     }
     let engine = RtcEngine::bind(RtcConfig {

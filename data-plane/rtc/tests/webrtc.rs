@@ -118,8 +118,8 @@ fn forward(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_and_play_over_one_port() {
-    if !in_netns("publish_and_play_over_one_port") {
+async fn netns_publish_and_play_over_one_port() {
+    if !in_netns("netns_publish_and_play_over_one_port") {
         return;
     }
     let engine = engine().await;
@@ -246,8 +246,8 @@ async fn publish_and_play_over_one_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h264_publish_and_play() {
-    if !in_netns("h264_publish_and_play") {
+async fn netns_h264_publish_and_play() {
+    if !in_netns("netns_h264_publish_and_play") {
         return;
     }
     let engine = engine().await;
@@ -294,8 +294,8 @@ async fn h264_publish_and_play() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_players_share_one_port() {
-    if !in_netns("many_players_share_one_port") {
+async fn netns_many_players_share_one_port() {
+    if !in_netns("netns_many_players_share_one_port") {
         return;
     }
     const PLAYERS: usize = 8;
