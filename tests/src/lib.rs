@@ -8,3 +8,4 @@ pub mod grpcurl;
 pub mod http;
 pub mod media;
 pub mod ports;
+pub mod procs;
