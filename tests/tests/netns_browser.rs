@@ -1,0 +1,199 @@
+//! A real browser against a real cluster: headless Chromium (Debian's, driven by
+//! `tests/browser/drive.mjs` through playwright-core) publishes its fake camera with the node's
+//! `/publish` page on r1-a and plays it back with the `/play` page on r2-b; it also plays a
+//! stream the test publishes from the committed fixture. Runs inside a loopback-only network
+//! namespace (scripts/test.sh). Needs `scripts/setup.sh --browser`; fails, not skips, without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use strata_tests::cluster::{Cluster, topology};
+use strata_tests::media::{TestPlayer, TestPublisher, vp8_clip};
+use strata_tests::ports::require_netns;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const SETUP_HINT: &str = "run scripts/setup.sh --browser";
+/// How long the driver may take for everything (its own per-page deadline is 40 s).
+const DRIVER_DEADLINE: Duration = Duration::from_secs(180);
+
+fn init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `node`, the driver script, and the checks that the browser tooling is installed.
+fn browser_tools() -> (PathBuf, PathBuf) {
+    let node =
+        find_on_path("node").unwrap_or_else(|| panic!("`node` is not on PATH; {SETUP_HINT}"));
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing; {SETUP_HINT}"
+    );
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "playwright-core is not installed in {}; {SETUP_HINT}",
+        dir.display()
+    );
+    let driver = dir.join("drive.mjs");
+    assert!(driver.is_file(), "{} is missing", driver.display());
+    (node, driver)
+}
+
+/// A number from the driver's JSON.
+fn num(v: &Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("driver result has no number at {path}: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn netns_browser_publishes_and_plays_across_regions() {
+    if !require_netns("netns_browser_publishes_and_plays_across_regions") {
+        return;
+    }
+    init();
+    let (node, driver) = browser_tools();
+
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let r1a = cluster.node("r1-a", "r1").await.unwrap();
+    let r2a = cluster.node("r2-a", "r2").await.unwrap();
+    let r2b = cluster.node("r2-b", "r2").await.unwrap();
+
+    let fixture = TestPublisher::start(&r1a.http, "fixture", vp8_clip().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fixture.node, "r1-a");
+
+    let mut child = Command::new(&node)
+        .arg(&driver)
+        .args(["--publish", &format!("{}/publish/browsercam", r1a.http)])
+        .args(["--play", &format!("{}/play/browsercam", r2b.http)])
+        .args(["--fixture", &format!("{}/play/fixture", r2a.http)])
+        .args(["--fixture-size", "640x360", "--frames", "30"])
+        .args(["--timeout-ms", "40000", "--hold"])
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} {}: {e}", node.display(), driver.display()));
+
+    // The driver prints one JSON line, then (with --hold) keeps the sessions open until its
+    // stdin closes.
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(DRIVER_DEADLINE, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.trim_start().starts_with('{') {
+                return Some(l);
+            }
+            eprintln!("driver stdout: {l}");
+        }
+        None
+    })
+    .await
+    .expect("the browser driver printed no result in time");
+    let Some(line) = line else {
+        let status = child.wait().await.unwrap();
+        panic!("the browser driver exited ({status}) without a result");
+    };
+    let res: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("driver result is not JSON ({e}): {line}"));
+    eprintln!("browser result: {res}");
+    if res["ok"] != Value::Bool(true) {
+        let status = child.wait().await.unwrap();
+        panic!(
+            "browser check failed ({status}): {}\nfull result: {res}",
+            res["error"].as_str().unwrap_or("?")
+        );
+    }
+
+    // Camera: published on r1-a, decoded on r2-b at the resolution sent.
+    assert_eq!(res["publish"]["node"], "r1-a", "{res}");
+    assert_eq!(res["play"]["node"], "r2-b", "{res}");
+    assert!(num(&res, "/play/framesDecoded") > 30.0, "{res}");
+    let (w, h) = (num(&res, "/play/width"), num(&res, "/play/height"));
+    assert!(w > 0.0 && h > 0.0, "{res}");
+    assert_eq!(
+        (w, h),
+        (
+            num(&res, "/play/expectedWidth"),
+            num(&res, "/play/expectedHeight")
+        ),
+        "{res}"
+    );
+    assert!(num(&res, "/play/firstFrameMs") > 0.0, "{res}");
+    // Fixture: 640x360 VP8 (tests/fixtures/README.md), played on r2-a.
+    assert_eq!(res["fixture"]["node"], "r2-a", "{res}");
+    assert!(num(&res, "/fixture/framesDecoded") > 30.0, "{res}");
+    assert_eq!(
+        (num(&res, "/fixture/width"), num(&res, "/fixture/height")),
+        (640.0, 360.0),
+        "{res}"
+    );
+    assert!(num(&res, "/fixture/firstFrameMs") > 0.0, "{res}");
+
+    // While the browser still publishes: a second viewer of the camera in r2, on the other
+    // node, must come from the same regional origin: one copy crosses into r2.
+    let viewer = TestPlayer::start(&r2a.http, "browsercam").await.unwrap();
+    viewer
+        .wait_for(Duration::from_secs(15), "camera video on r2-a", |s| {
+            s.video_packets >= 100
+        })
+        .await
+        .unwrap();
+    let tree = cluster.tree("browsercam").await.unwrap();
+    assert_eq!(tree.main.as_ref().unwrap().node_id, "r1-a", "{tree:?}");
+    let (regional, subs) = topology(&tree);
+    let r2: Vec<_> = regional.iter().filter(|(r, _)| r == "r2").collect();
+    assert_eq!(
+        r2.len(),
+        1,
+        "region r2 must have one regional origin: {tree:?}"
+    );
+    assert_eq!(regional.len(), 1, "{tree:?}");
+    let origin = r2[0].1.clone();
+    let other = if origin == "r2-a" { "r2-b" } else { "r2-a" };
+    assert!(
+        subs.contains(&(other.to_owned(), origin.clone())),
+        "{other} must pull from the regional origin {origin}: {tree:?}"
+    );
+    viewer.stop().await.unwrap();
+
+    // Release the driver: it closes the browser (the pages DELETE their sessions) and exits.
+    drop(child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the browser driver did not exit after stdin closed")
+        .unwrap();
+    assert!(status.success(), "driver exit status {status}");
+
+    fixture.stop().await.unwrap();
+    for n in [r1a, r2a, r2b] {
+        n.stop().await.unwrap();
+    }
+}
