@@ -6,6 +6,7 @@ use std::time::Duration;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::error::RelayError;
+use crate::groups::OrderLimits;
 
 /// Tuning shared by [`RelayServer`](crate::RelayServer) and
 /// [`RelayClient`](crate::RelayClient). The defaults notice a dead peer in
@@ -33,6 +34,16 @@ pub struct RelayConfig {
     pub source_grace: Duration,
     /// Per-subscription queue of received packets (client side).
     pub subscription_queue: usize,
+    /// Receiver: frames of a newer group wait at most this long (from its
+    /// first frame) for the group before it to end; then the older group's
+    /// rest is skipped. Covers a group's tail arriving after the next group's
+    /// start on another QUIC stream.
+    pub group_order_window: Duration,
+    /// Receiver: frames of newer groups held back at most, per subscription;
+    /// beyond it the older group's rest is skipped.
+    pub group_order_max_frames: usize,
+    /// Receiver: RTP bytes of newer groups held back at most, per subscription.
+    pub group_order_max_bytes: usize,
 }
 
 impl Default for RelayConfig {
@@ -48,11 +59,23 @@ impl Default for RelayConfig {
             audio_group_duration: Duration::from_secs(1),
             source_grace: Duration::from_secs(2),
             subscription_queue: 1024,
+            group_order_window: Duration::from_millis(150),
+            group_order_max_frames: 1024,
+            group_order_max_bytes: 1 << 20,
         }
     }
 }
 
 impl RelayConfig {
+    /// The receiver's group-ordering bounds.
+    pub(crate) fn order_limits(&self) -> OrderLimits {
+        OrderLimits {
+            window: self.group_order_window,
+            max_frames: self.group_order_max_frames,
+            max_bytes: self.group_order_max_bytes,
+        }
+    }
+
     /// QUIC transport parameters for one side.
     pub(crate) fn transport(&self, server: bool) -> Result<Arc<TransportConfig>, RelayError> {
         let mut t = TransportConfig::default();

@@ -69,6 +69,14 @@ pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Sleep until `at`; never wakes for `None` (a disabled `select!` timer).
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Application error codes used when closing streams and connections.
 pub(crate) mod codes {
     /// Normal end (unsubscribe, shutdown).

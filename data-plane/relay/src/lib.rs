@@ -2,7 +2,8 @@
 //!
 //! - [`framing`]: the wire format (documented there), with a decoder that
 //!   never panics on hostile bytes.
-//! - [`groups`]: sans-IO group planning (sender) and filtering (receiver).
+//! - [`groups`]: sans-IO group planning (sender) and in-order group delivery
+//!   (receiver).
 //! - [`RelayServer`] serves streams of a [`strata_media::hub::Hub`] to
 //!   downstream nodes; [`RelayClient`] subscribes to upstream nodes, one
 //!   pooled connection per upstream.

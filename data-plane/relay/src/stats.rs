@@ -77,8 +77,12 @@ pub struct RelayStats {
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
     /// Group streams reset because they fell too far behind.
     pub group_resets: AtomicU64,
-    /// Groups the receiver skipped (reset, or superseded before complete).
+    /// Groups the receiver did not deliver to their end: reset by the
+    /// upstream, or given up on because a newer group waited too long.
     pub groups_skipped: AtomicU64,
+    /// Frames the receiver dropped because their group was older than the
+    /// one being delivered (or already given up on).
+    pub late_frames: AtomicU64,
     /// Keyframe requests received from downstreams.
     pub keyframe_requests_in: AtomicU64,
     /// Keyframe requests sent upstream.

@@ -178,8 +178,8 @@ impl RelayClient {
             stream.to_owned(),
             catalog,
             rx,
-            ctrl,
-            send,
+            (ctrl, send),
+            cfg.order_limits(),
             self.inner.stats.clone(),
         ))
     }

@@ -69,9 +69,7 @@ async fn read_group(
         }
         Err(_) => false,
     };
-    if !complete {
-        add(&stats.groups_skipped, 1);
-    }
+    // The subscription decides whether an unfinished group counts as skipped.
     let _ = tx.send(Incoming::GroupEnd { sequence, complete }).await;
 }
 

@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 
 use super::{Incoming, Upstream, lock};
 use crate::error::RelayError;
-use crate::framing::ControlMessage;
-use crate::groups::GroupFilter;
-use crate::io::{ControlReader, codes, write_control};
+use crate::framing::{ControlMessage, Frame};
+use crate::groups::{GroupOrder, OrderLimits};
+use crate::io::{ControlReader, codes, now, sleep_until, write_control};
 use crate::stats::{RelayStats, add};
 
 /// Unregisters the subscription from its connection when dropped.
@@ -48,7 +48,9 @@ pub struct Subscription {
     events: mpsc::Receiver<Incoming>,
     ctrl: ControlReader,
     keyframes: mpsc::Sender<TrackId>,
-    filter: GroupFilter,
+    order: GroupOrder<Frame>,
+    /// `order`'s counters already added to `stats`: (skipped, late frames).
+    reported: (u64, u64),
     stats: Arc<RelayStats>,
     done: bool,
 }
@@ -69,8 +71,8 @@ impl Subscription {
         stream: String,
         catalog: Catalog,
         events: mpsc::Receiver<Incoming>,
-        ctrl: ControlReader,
-        send: quinn::SendStream,
+        (ctrl, send): (ControlReader, quinn::SendStream),
+        limits: OrderLimits,
         stats: Arc<RelayStats>,
     ) -> Self {
         let (keyframes, requests) = mpsc::channel(16);
@@ -82,7 +84,8 @@ impl Subscription {
             events,
             ctrl,
             keyframes,
-            filter: GroupFilter::default(),
+            order: GroupOrder::new(limits),
+            reported: (0, 0),
             stats,
             done: false,
         }
@@ -103,9 +106,10 @@ impl Subscription {
         &self.route.upstream.peer
     }
 
-    /// Groups skipped so far (reset by the upstream, or superseded unfinished).
+    /// Groups not delivered to their end so far: reset by the upstream, or
+    /// given up on because a newer group waited too long for them.
     pub fn skipped_groups(&self) -> u64 {
-        self.filter.skipped()
+        self.order.skipped()
     }
 
     /// Ask the upstream for a keyframe of `track`. Never blocks; requests
@@ -118,29 +122,53 @@ impl Subscription {
 
     /// The next event; `None` after a terminal one ([`SubscriptionEvent::Ended`]
     /// or [`SubscriptionEvent::Lost`]). Cancel-safe.
+    ///
+    /// Packets come group by group, in group order (see
+    /// [`GroupOrder`](crate::groups::GroupOrder)). While frames of a newer
+    /// group are held back, this keeps reading what the connection's group
+    /// readers hand over, so they never wait on the held group.
     pub async fn recv(&mut self) -> Option<SubscriptionEvent> {
         if self.done {
             return None;
         }
         loop {
+            let released = self.order.poll(now());
+            self.report();
+            if let Some(frame) = released {
+                return Some(SubscriptionEvent::Packet(frame.into_packet()));
+            }
+            let give_up_at = self
+                .order
+                .next_deadline()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 msg = self.ctrl.next() => return Some(self.on_control(msg)),
                 incoming = self.events.recv() => match incoming {
                     Some(Incoming::Frame { sequence, frame }) => {
-                        if self.filter.on_frame(sequence) {
-                            return Some(SubscriptionEvent::Packet(frame.into_packet()));
-                        }
+                        let bytes = frame.rtp.len();
+                        self.order.on_frame(now(), sequence, frame, bytes);
                     }
                     Some(Incoming::GroupEnd { sequence, complete }) => {
-                        self.filter.on_group_end(sequence, complete);
+                        self.order.on_group_end(now(), sequence, complete);
                     }
                     None => {
                         self.done = true;
                         return Some(SubscriptionEvent::Lost(RelayError::ControlClosed));
                     }
                 },
+                () = sleep_until(give_up_at), if give_up_at.is_some() => {}
             }
+        }
+    }
+
+    /// Add what the group order counted since last time to the node's counters.
+    fn report(&mut self) {
+        let now = (self.order.skipped(), self.order.late_frames());
+        if now != self.reported {
+            add(&self.stats.groups_skipped, now.0 - self.reported.0);
+            add(&self.stats.late_frames, now.1 - self.reported.1);
+            self.reported = now;
         }
     }
 

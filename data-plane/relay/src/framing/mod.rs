@@ -40,7 +40,10 @@
 //! `send_us` is the sender's wall clock (µs since the Unix epoch) when the
 //! frame was written, so the receiver can measure the hop's latency. A group
 //! stream may be reset by the sender when it is too late to be useful; the
-//! receiver then skips to the next group.
+//! receiver then skips to the next group. Group streams are independent, so
+//! a group's first frames may arrive before the previous group's last ones;
+//! the receiver still plays groups in sequence order, holding newer ones
+//! back for a bounded time ([`crate::groups::GroupOrder`]).
 
 mod control;
 mod group;

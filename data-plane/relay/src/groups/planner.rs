@@ -1,5 +1,4 @@
-//! Group planning, sans IO: when the sender starts a new group and which
-//! superseded groups it gives up on, and which groups the receiver plays.
+//! Sender side: when a new group starts and which superseded groups to give up on.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -125,45 +124,6 @@ impl GroupPlanner {
     }
 }
 
-/// Receiver-side: play the newest group; frames of older groups arriving
-/// late are dropped, since the newer group restarts at a keyframe.
-#[derive(Debug, Clone, Default)]
-pub struct GroupFilter {
-    current: Option<u64>,
-    current_complete: bool,
-    skipped: u64,
-}
-
-impl GroupFilter {
-    /// A frame of group `sequence` arrived: true when it should be played.
-    pub fn on_frame(&mut self, sequence: u64) -> bool {
-        match self.current {
-            Some(cur) if sequence == cur => true,
-            Some(cur) if sequence < cur => false,
-            cur => {
-                if cur.is_some() && !self.current_complete {
-                    self.skipped += 1;
-                }
-                self.current = Some(sequence);
-                self.current_complete = false;
-                true
-            }
-        }
-    }
-
-    /// Group `sequence` ended: `complete` when it was finished, false when reset.
-    pub fn on_group_end(&mut self, sequence: u64, complete: bool) {
-        if self.current == Some(sequence) {
-            self.current_complete = complete;
-        }
-    }
-
-    /// Groups left before their end (reset, or superseded).
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,21 +221,5 @@ mod tests {
             None,
             "abandoned is not backlog"
         );
-    }
-
-    #[test]
-    fn filter_plays_newest_group() {
-        let mut f = GroupFilter::default();
-        assert!(f.on_frame(0));
-        assert!(f.on_frame(0));
-        f.on_group_end(0, true);
-        assert!(f.on_frame(1));
-        assert_eq!(f.skipped(), 0);
-        assert!(f.on_frame(2), "1 never finished");
-        assert_eq!(f.skipped(), 1);
-        assert!(!f.on_frame(1), "late frame of an old group");
-        f.on_group_end(2, false); // reset
-        assert!(f.on_frame(3));
-        assert_eq!(f.skipped(), 2);
     }
 }

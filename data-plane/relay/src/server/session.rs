@@ -13,7 +13,7 @@ use super::sender::GroupSender;
 use crate::auth::SubscribeRequest;
 use crate::error::RelayError;
 use crate::framing::{ControlMessage, SubscribeErrorCode};
-use crate::io::{ControlReader, codes, write_control};
+use crate::io::{ControlReader, codes, sleep_until, write_control};
 use crate::stats::add;
 
 pub(crate) struct Session {
@@ -213,12 +213,5 @@ impl Session {
         };
         groups.close();
         result
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

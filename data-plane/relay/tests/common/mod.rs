@@ -109,7 +109,11 @@ impl Upstream {
 }
 
 pub fn client(tls: &RelayTls) -> (RelayClient, Arc<RelayStats>) {
+    client_with(tls, RelayConfig::default())
+}
+
+pub fn client_with(tls: &RelayTls, cfg: RelayConfig) -> (RelayClient, Arc<RelayStats>) {
     let stats = RelayStats::new();
-    let client = RelayClient::new(udp(), tls, RelayConfig::default(), stats.clone()).unwrap();
+    let client = RelayClient::new(udp(), tls, cfg, stats.clone()).unwrap();
     (client, stats)
 }
