@@ -15,6 +15,8 @@ const MAX_RESPONSE: usize = 4 << 20;
 /// A response.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The URL that answered (after a redirect, the target).
+    pub url: String,
     /// Status code.
     pub status: u16,
     /// Headers, lower-case names.
@@ -92,7 +94,9 @@ async fn request_inner(
             bail!("response over {MAX_RESPONSE} bytes");
         }
     }
-    parse(&buf)
+    let mut resp = parse(&buf)?;
+    resp.url = url.to_owned();
+    Ok(resp)
 }
 
 fn parse(buf: &[u8]) -> Result<Response> {
@@ -127,6 +131,7 @@ fn parse(buf: &[u8]) -> Result<Response> {
         body.truncate(len);
     }
     Ok(Response {
+        url: String::new(),
         status,
         headers,
         body,

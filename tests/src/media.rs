@@ -27,6 +27,8 @@ pub struct TestPublisher {
     pub session_url: String,
     /// Node that served the publish.
     pub node: String,
+    /// Keyframe requests (PLI/FIR) the node sent to this publisher.
+    pub keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -46,6 +48,19 @@ impl TestPublisher {
         let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
         publisher.connected(Duration::from_secs(15)).await?;
         let (stop, mut stop_rx) = watch::channel(false);
+        let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let kf = keyframe_requests.clone();
+        let publisher = Arc::new(publisher);
+        // Counted in a task of its own: a `select!` over both would cancel the
+        // pacer's pending sleep and lose the packet it had already taken.
+        let counter = {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                while publisher.keyframe_request().await.is_some() {
+                    kf.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
         let task = tokio::spawn(async move {
             let mut pacer = ClipPacer::new(clip, None);
             loop {
@@ -61,12 +76,14 @@ impl TestPublisher {
                     _ = stop_rx.changed() => break,
                 }
             }
+            counter.abort();
             publisher.close().await;
         });
-        let (authority, _) = http::split_url(&url)?;
+        let (authority, _) = http::split_url(&resp.url)?;
         Ok(TestPublisher {
             session_url: format!("http://{authority}{location}"),
             node,
+            keyframe_requests,
             stop,
             task,
         })
@@ -111,6 +128,8 @@ pub struct PlayStats {
     pub longest_video_gap: Duration,
     /// RTP payload bytes received.
     pub bytes: u64,
+    /// The first few discontinuities: (kind, previous sequence number, this one, packet index).
+    pub gap_log: Vec<(TrackKind, u16, u16, u64)>,
 }
 
 /// A player receiving a stream over WHEP.
@@ -122,6 +141,7 @@ pub struct TestPlayer {
     /// When the WHEP POST was sent.
     pub requested_at: Instant,
     stats: Arc<Mutex<PlayStats>>,
+    keyframes: tokio::sync::mpsc::Sender<()>,
     task: JoinHandle<()>,
 }
 
@@ -141,10 +161,19 @@ impl TestPlayer {
         let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
         let stats = Arc::new(Mutex::new(PlayStats::default()));
         let s = stats.clone();
+        let (keyframes, mut kf_rx) = tokio::sync::mpsc::channel::<()>(8);
         let task = tokio::spawn(async move {
             let mut player = player;
             let mut last_seq: HashMap<TrackKind, (u32, u16)> = HashMap::new();
-            while let Some(p) = player.recv().await {
+            loop {
+                let p = tokio::select! {
+                    p = player.recv() => p,
+                    Some(()) = kf_rx.recv() => {
+                        let _ = player.request_keyframe(TrackKind::Video).await;
+                        continue;
+                    }
+                };
+                let Some(p) = p else { break };
                 let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
                 st.bytes += p.payload.len() as u64;
                 if let Some((ssrc, seq)) = last_seq.get(&p.kind) {
@@ -152,6 +181,10 @@ impl TestPlayer {
                         st.ssrc_changes += 1;
                     } else if p.sequence_number != seq.wrapping_add(1) {
                         st.seq_gaps += 1;
+                        if st.gap_log.len() < 8 {
+                            let n = st.video_packets + st.audio_packets;
+                            st.gap_log.push((p.kind, *seq, p.sequence_number, n));
+                        }
                     }
                 }
                 last_seq.insert(p.kind, (p.ssrc, p.sequence_number));
@@ -175,7 +208,7 @@ impl TestPlayer {
                 }
             }
         });
-        let (authority, _) = http::split_url(&url)?;
+        let (authority, _) = http::split_url(&resp.url)?;
         let session_url = if location.starts_with("http") {
             location
         } else {
@@ -186,8 +219,14 @@ impl TestPlayer {
             node,
             requested_at,
             stats,
+            keyframes,
             task,
         })
+    }
+
+    /// Sends a PLI for the video track, as a decoder that lost a frame would.
+    pub async fn request_keyframe(&self) {
+        let _ = self.keyframes.send(()).await;
     }
 
     /// A snapshot of the stats.

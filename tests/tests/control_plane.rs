@@ -77,6 +77,7 @@ both_stores!(
     watch_reports_topology_changes,
     placement_picks_least_loaded,
     release_drops_regional_claim,
+    draining_node_never_becomes_origin,
 );
 
 /// Polls `f` until it returns `Some`, or panics after `within`.
@@ -887,4 +888,23 @@ async fn release_drops_regional_claim(mut e: Env) {
     assert_eq!(tree.regional.len(), 1);
     assert_eq!(tree.regional[0].node_id, "b");
     assert!(tree.subscribers.is_empty(), "{:?}", tree.subscribers);
+}
+
+async fn draining_node_never_becomes_origin(mut e: Env) {
+    for (n, r) in [("o", "eu"), ("d", "us"), ("b", "us")] {
+        e.c.register(n, r).await.unwrap();
+    }
+    e.c.publish("s", "o").await.unwrap();
+    e.c.nodes
+        .drain(v1::DrainRequest {
+            node_id: "d".into(),
+        })
+        .await
+        .unwrap();
+    let r = e.c.resolve("s", "us", "d").await.unwrap();
+    assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "o"));
+    let r = e.c.resolve("s", "us", "b").await.unwrap();
+    assert_eq!(role(&r), v1::Role::RegionalOrigin);
+    let r = e.c.resolve("s", "us", "d").await.unwrap();
+    assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "b"));
 }

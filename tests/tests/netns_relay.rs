@@ -88,6 +88,31 @@ async fn netns_publish_in_a_play_everywhere() {
         "a1 sent to rb nodes other than {rb_origin}:\n{m}"
     );
 
+    // A picture-loss report from a player two hops away reaches the
+    // publisher as a PLI (coalesced at each hop, so a burst yields few).
+    let before = publisher
+        .keyframe_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..10 {
+        players[3].request_keyframe().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let n = publisher
+            .keyframe_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if n > before || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(after > before, "no PLI reached the publisher");
+    assert!(
+        after - before <= 4,
+        "PLIs were not coalesced: {}",
+        after - before
+    );
+
     for p in players {
         p.stop().await.unwrap();
     }
@@ -201,4 +226,40 @@ async fn netns_http_bad_input_gets_status_codes() {
     // Nothing crashed.
     assert_eq!(http::get(&url(&a1, "/healthz")).await.unwrap().status, 200);
     assert_eq!(http::get(&url(&a2, "/healthz")).await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn netns_full_node_redirects_to_another() {
+    if !require_netns("netns_full_node_redirects_to_another") {
+        return;
+    }
+    init();
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let a1 = cluster.node("a1", "ra").await.unwrap();
+    let mut cfg = cluster.node_config("a2", "ra");
+    cfg.capacity = 1;
+    let a2 = cluster.node_with(cfg).await.unwrap();
+    let publisher = TestPublisher::start(&a1.http, "s", vp8_clip().unwrap())
+        .await
+        .unwrap();
+    let first = TestPlayer::start(&a2.http, "s").await.unwrap();
+    assert_eq!(first.node, "a2");
+    // a2 is full: its answer is a 307 to the node placement picks.
+    let second = TestPlayer::start(&a2.http, "s").await.unwrap();
+    assert_eq!(second.node, "a1");
+    for p in [&first, &second] {
+        let st = p
+            .wait_for(Duration::from_secs(15), "media", |s| s.video_packets >= 100)
+            .await
+            .unwrap();
+        assert_eq!(st.first_video_is_keyframe, Some(true));
+    }
+    let m = a2.metrics().await.unwrap();
+    assert_eq!(
+        strata_tests::http::metric_sum(&m, "strata_node_redirects_total", &[]),
+        1.0
+    );
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+    publisher.stop().await.unwrap();
 }

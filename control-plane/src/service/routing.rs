@@ -224,6 +224,14 @@ impl RoutingApi {
                     };
                     return Ok(answer(v1::Role::Edge, Some(up), r.epoch()));
                 }
+                Decision::Claim { .. } if node.draining => {
+                    // A draining node must not become an origin (it is about to
+                    // leave): it pulls from the main origin directly until then.
+                    self.ensure_subscriber(stream, &node, &m.value.node_id)
+                        .await?;
+                    let up = upstream_main(m);
+                    return Ok(answer(v1::Role::Edge, Some(up), m.epoch()));
+                }
                 Decision::Claim { replace } => {
                     let (won, m2, r2) = self.claim(stream, region, &node, m, replace).await?;
                     if won {
