@@ -336,6 +336,10 @@ async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
     // Timestamp of the last keyframe start: only the first packet of a keyframe is flagged
     // (an SPS packet and the IDR slice after it share one timestamp).
     let mut last_keyframe_ts: Option<u32> = None;
+    // Padding-only packets (bandwidth probes) are dropped; later packets are
+    // renumbered so the dropped ones leave no hole that players would report
+    // as loss and NACK in vain.
+    let mut padding_dropped: u16 = 0;
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnOpen(init) => {
@@ -367,9 +371,15 @@ async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
                 let Some((id, codec, ssrc)) = current else {
                     continue;
                 };
-                if packet.header.ssrc != ssrc || packet.payload.is_empty() {
-                    continue; // another layer, or padding only (bandwidth probing)
+                if packet.header.ssrc != ssrc {
+                    continue; // another layer
                 }
+                if packet.payload.is_empty() {
+                    padding_dropped = padding_dropped.wrapping_add(1);
+                    continue;
+                }
+                packet.header.sequence_number =
+                    packet.header.sequence_number.wrapping_sub(padding_dropped);
                 let mut keyframe = codec.is_keyframe(&packet.payload);
                 if keyframe {
                     let ts = packet.header.timestamp;
