@@ -155,6 +155,11 @@ pub struct ProcOptions {
     /// Keep the temp directory (logs, certificates) when the cluster is dropped. It is kept
     /// anyway when the thread is panicking or `STRATA_KEEP_TEST_LOGS=1`.
     pub keep_dir: bool,
+    /// Relay address per region, as (region, IP): the nodes of a listed region bind their
+    /// relay server and client on this loopback address instead of 127.0.0.1, so that a test
+    /// can cut regions apart by address inside its network namespace (all of 127.0.0.0/8 is
+    /// on `lo`). HTTP and WebRTC stay on 127.0.0.1.
+    pub relay_ips: Vec<(String, Ipv4Addr)>,
 }
 
 impl Default for ProcOptions {
@@ -169,6 +174,7 @@ impl Default for ProcOptions {
             control_args: Vec::new(),
             node_args: Vec::new(),
             keep_dir: false,
+            relay_ips: Vec::new(),
         }
     }
 }
@@ -500,6 +506,7 @@ pub struct NodeProc {
     id: String,
     region: String,
     http_port: u16,
+    relay_ip: Ipv4Addr,
     relay_port: u16,
     rtc_port: u16,
     control_plane: Vec<String>,
@@ -517,7 +524,7 @@ pub struct NodeEntry {
     pub pid: Option<u32>,
     /// `http://127.0.0.1:PORT`.
     pub http: String,
-    /// `127.0.0.1:PORT` (QUIC, UDP).
+    /// `IP:PORT` (QUIC, UDP): 127.0.0.1 unless [`ProcOptions::relay_ips`] says otherwise.
     pub relay: String,
 }
 
@@ -537,9 +544,10 @@ impl NodeProc {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    /// The relay's `127.0.0.1:PORT` (QUIC over UDP).
+    /// The relay's `IP:PORT` (QUIC over UDP); the IP is 127.0.0.1 unless
+    /// [`ProcOptions::relay_ips`] names one for the node's region.
     pub fn relay_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.relay_port)
+        format!("{}:{}", self.relay_ip, self.relay_port)
     }
 
     /// The WebRTC `127.0.0.1:PORT` (UDP).
@@ -698,6 +706,7 @@ pub struct ProcCluster {
     ports: Ports,
     rust_log: String,
     node_args: Vec<String>,
+    relay_ips: Vec<(String, Ipv4Addr)>,
     dir: PathBuf,
     certs_dir: PathBuf,
     ca: DevCa,
@@ -733,11 +742,23 @@ impl ProcCluster {
             ports: opts.port_base.map_or(Ports::Free, Ports::From),
             rust_log,
             node_args: opts.node_args.clone(),
+            relay_ips: opts.relay_ips.clone(),
             dir,
             certs_dir,
             ca,
             keep_dir: opts.keep_dir,
         };
+        match cluster.start_parts(&opts).await {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                // The error quotes log tails; keep the whole logs for a closer look.
+                cluster.keep_dir = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_parts(&mut self, opts: &ProcOptions) -> Result<()> {
         let use_etcd = match &opts.store {
             StoreMode::Etcd => true,
             StoreMode::EtcdOrMemory => etcd_installed(),
@@ -745,11 +766,11 @@ impl ProcCluster {
         };
         if use_etcd {
             let etcd = EtcdProcess::start().await?;
-            cluster.store = StoreInUse::Etcd(vec![etcd.endpoint()]);
-            cluster.etcd = Some(etcd);
+            self.store = StoreInUse::Etcd(vec![etcd.endpoint()]);
+            self.etcd = Some(etcd);
         } else if let StoreMode::External(endpoints) = &opts.store {
             ensure!(!endpoints.is_empty(), "no etcd endpoints given");
-            cluster.store = StoreInUse::Etcd(endpoints.clone());
+            self.store = StoreInUse::Etcd(endpoints.clone());
         } else {
             ensure!(
                 opts.control_planes == 1,
@@ -759,10 +780,9 @@ impl ProcCluster {
             tracing::warn!("control plane on the memory store: single replica, not durable");
         }
         for i in 0..opts.control_planes {
-            cluster.start_control_plane(i, &opts).await?;
+            self.start_control_plane(i, opts).await?;
         }
-        cluster.add_nodes(&opts.nodes).await?;
-        Ok(cluster)
+        self.add_nodes(&opts.nodes).await
     }
 
     async fn start_control_plane(&mut self, i: usize, opts: &ProcOptions) -> Result<()> {
@@ -827,7 +847,7 @@ impl ProcCluster {
                 self.node(id).is_none() && !pending.iter().any(|n: &NodeProc| n.id == *id),
                 "node {id} already exists"
             );
-            let ips = [Ipv4Addr::LOCALHOST.into()];
+            let ips = [Ipv4Addr::LOCALHOST.into(), self.relay_ip(region).into()];
             self.ca.issue(id, &ips)?.write(&self.certs_dir)?;
             let mut node = self.node_proc(id, region)?;
             node.proc.spawn()?;
@@ -889,8 +909,17 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// The relay IP of the nodes of `region`.
+    fn relay_ip(&self, region: &str) -> Ipv4Addr {
+        self.relay_ips
+            .iter()
+            .find(|(r, _)| r == region)
+            .map_or(Ipv4Addr::LOCALHOST, |(_, ip)| *ip)
+    }
+
     /// A node process (not spawned) on new ports.
     fn node_proc(&mut self, id: &str, region: &str) -> Result<NodeProc> {
+        let relay_ip = self.relay_ip(region);
         let http_port = self.ports.tcp()?;
         let relay_port = self.ports.udp()?;
         let rtc_port = self.ports.udp()?;
@@ -903,7 +932,7 @@ impl ProcCluster {
             "--http-listen".to_owned(),
             format!("127.0.0.1:{http_port}"),
             "--relay-listen".to_owned(),
-            format!("127.0.0.1:{relay_port}"),
+            format!("{relay_ip}:{relay_port}"),
             "--rtc-listen".to_owned(),
             format!("127.0.0.1:{rtc_port}"),
             "--announce-ips".to_owned(),
@@ -925,6 +954,7 @@ impl ProcCluster {
             id: id.to_owned(),
             region: region.to_owned(),
             http_port,
+            relay_ip,
             relay_port,
             rtc_port,
             control_plane,

@@ -7,7 +7,7 @@
 //! control plane and etcd, in that order. Run it with `scripts/dev.sh`, which builds first.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -96,6 +96,7 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,webrtc=error,rtc=error,rtc_ice=error".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -137,8 +138,12 @@ async fn run(args: Args) -> Result<()> {
         keep_dir: true,
         ..ProcOptions::default()
     };
+    let store_name = match opts.store {
+        StoreMode::Memory => "the memory store",
+        _ => "etcd",
+    };
     println!(
-        "starting etcd, a control plane and {} nodes…",
+        "started {store_name}; starting a control plane and {} nodes…",
         opts.nodes.len()
     );
     let started = tokio::select! {
@@ -153,34 +158,32 @@ async fn run(args: Args) -> Result<()> {
         return Ok(());
     };
 
-    let publisher = if args.no_publisher {
-        None
-    } else {
-        let first = cluster
-            .nodes()
-            .iter()
-            .find(|n| n.region() == "eu")
-            .or_else(|| cluster.nodes().first())
-            .context("no node")?;
-        let http = first.http_url();
-        let clip = vp8_clip()?;
-        let publisher = timeout(
-            Duration::from_secs(30),
-            TestPublisher::start(&http, STREAM, clip),
-        )
-        .await
-        .context("the test publisher did not connect within 30 s")?
-        .with_context(|| format!("publishing {STREAM} to {http}"))?;
-        Some(publisher)
-    };
-
-    let json = write_json(&args, &cluster, publisher.is_some())?;
-    print_summary(&cluster, etcd_holder.as_ref(), publisher.is_some(), &json);
-
-    watch(&mut cluster, &mut stop).await;
+    // Any failure from here on still stops the cluster in order.
+    let mut publisher = None;
+    let mut result = Ok(());
+    if !args.no_publisher {
+        tokio::select! {
+            r = start_publisher(&cluster) => match r {
+                Ok(p) => publisher = Some(p),
+                Err(e) => result = Err(e),
+            },
+            () = stop.recv() => {}
+        }
+    }
+    if result.is_ok() && (args.no_publisher || publisher.is_some()) {
+        match write_json(&args, &cluster, publisher.is_some()) {
+            Ok(json) => {
+                print_summary(&cluster, etcd_holder.as_ref(), publisher.is_some(), &json);
+                watch(&mut cluster, &mut stop).await;
+            }
+            Err(e) => result = Err(e),
+        }
+    }
+    if let Err(e) = &result {
+        eprintln!("strata-dev: {e:#}");
+    }
 
     println!("stopping…");
-    let mut result = Ok(());
     if let Some(p) = publisher
         && let Err(e) = timeout(Duration::from_secs(5), p.stop())
             .await
@@ -190,13 +193,13 @@ async fn run(args: Args) -> Result<()> {
     }
     if let Err(e) = cluster.stop().await {
         eprintln!("{e:#}");
-        result = Err(e);
+        result = result.and(Err(e));
     }
     if let Some(holder) = etcd_holder
         && let Err(e) = holder.stop().await
     {
         eprintln!("{e:#}");
-        result = Err(e);
+        result = result.and(Err(e));
     }
     // Dropping the cluster removes its directory unless told otherwise, and says so.
     cluster.set_keep_dir(args.keep_logs || result.is_err());
@@ -205,6 +208,25 @@ async fn run(args: Args) -> Result<()> {
         println!("stopped; no process left");
     }
     result
+}
+
+/// Publishes the fixture clip, looped, as `demo` into the first `eu` node (or the first node).
+async fn start_publisher(cluster: &ProcCluster) -> Result<TestPublisher> {
+    let first = cluster
+        .nodes()
+        .iter()
+        .find(|n| n.region() == "eu")
+        .or_else(|| cluster.nodes().first())
+        .context("no node")?;
+    let http = first.http_url();
+    let clip = vp8_clip()?;
+    timeout(
+        Duration::from_secs(30),
+        TestPublisher::start(&http, STREAM, clip),
+    )
+    .await
+    .context("the test publisher did not connect within 30 s")?
+    .with_context(|| format!("publishing {STREAM} to {http}"))
 }
 
 fn validate(args: &Args) -> Result<()> {
