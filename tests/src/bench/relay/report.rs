@@ -1,0 +1,125 @@
+//! The markdown report.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::latency::{LatencyResult, PACKET_BYTES, PERIOD};
+use super::throughput::Throughput;
+
+/// p99 per hop must stay under this at the largest stream count.
+const P99_TARGET: Duration = Duration::from_millis(1);
+/// Relay throughput must reach this fraction of raw quinn.
+const THROUGHPUT_TARGET: f64 = 0.7;
+
+/// "87 µs", "1.93 ms", "12.4 ms", "–".
+fn latency(d: Option<Duration>) -> String {
+    let Some(d) = d else {
+        return "–".into();
+    };
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 10_000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.1} ms", us / 1000.0)
+    }
+}
+
+fn mbit_per_stream() -> f64 {
+    PACKET_BYTES as f64 * 8.0 / PERIOD.as_secs_f64() / 1e6
+}
+
+/// The report: latency table, throughput table, targets.
+pub fn render(
+    machine: &str,
+    lat: &[LatencyResult],
+    raw: &Throughput,
+    others: &[Throughput],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {machine}\n");
+    let _ = writeln!(
+        out,
+        "### Hop latency: N streams × {:.1} Mbit/s ({PACKET_BYTES}-byte packets, a group per ~1 s)\n",
+        mbit_per_stream()
+    );
+    let _ = writeln!(
+        out,
+        "| streams | delivered pkt/s | wire p50 | wire p99 | wire p99.9 | wire max \
+         | e2e p50 | e2e p99 | e2e max | CPU (cores) | lost | groups skipped |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in lat {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} of {} | {} |",
+            r.streams,
+            r.delivered_rate,
+            latency(r.wire.percentile(0.5)),
+            latency(r.wire.percentile(0.99)),
+            latency(r.wire.percentile(0.999)),
+            latency(Some(r.wire.max())),
+            latency(r.end_to_end.percentile(0.5)),
+            latency(r.end_to_end.percentile(0.99)),
+            latency(Some(r.end_to_end.max())),
+            r.cores,
+            r.lost,
+            r.sent,
+            r.groups_skipped,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nwire: frame `send_us` (origin, just before the QUIC write) → decoded at the edge. \
+         e2e: hub push at the origin → `Subscription::recv` at the edge.\n"
+    );
+
+    let _ = writeln!(out, "### Throughput\n");
+    let _ = writeln!(
+        out,
+        "| path | MB/s | CPU (cores) | MB per CPU-second | × raw MB/s | × raw MB per CPU-s |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for t in std::iter::once(raw).chain(others) {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            t.label,
+            t.mb_per_s(),
+            t.cores(),
+            t.mb_per_cpu_s(),
+            t.mb_per_s() / raw.mb_per_s(),
+            t.mb_per_cpu_s() / raw.mb_per_cpu_s(),
+        );
+    }
+
+    let _ = writeln!(out, "\n### Targets\n");
+    if let Some(r) = lat.iter().max_by_key(|r| r.streams) {
+        let p99 = r.wire.percentile(0.99);
+        let met = p99.is_some_and(|p| p < P99_TARGET);
+        let _ = writeln!(
+            out,
+            "- p99 per hop < 1 ms at {} streams: wire p99 {} → {}; e2e p99 {}",
+            r.streams,
+            latency(p99),
+            verdict(met),
+            latency(r.end_to_end.percentile(0.99)),
+        );
+    }
+    if let Some(one) = others.first() {
+        let ratio = one.mb_per_s() / raw.mb_per_s();
+        let per_core = one.mb_per_cpu_s() / raw.mb_per_cpu_s();
+        let _ = writeln!(
+            out,
+            "- ≥ {THROUGHPUT_TARGET}× raw quinn: {} at {ratio:.2}× MB/s ({per_core:.2}× per CPU-second) → {}",
+            one.label,
+            verdict(ratio >= THROUGHPUT_TARGET),
+        );
+    }
+    out
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}

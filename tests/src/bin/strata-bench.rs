@@ -1,0 +1,39 @@
+//! `strata-bench`: Strata's benchmarks, one subcommand each, run on loopback.
+//!
+//! ```text
+//! cargo build --release -p strata-control
+//! cargo run --release -p strata-tests --bin strata-bench -- control
+//! ```
+
+use clap::{Parser, Subcommand};
+use strata_tests::bench::control::ControlArgs;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata-bench",
+    version,
+    about = "Strata benchmarks (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Control plane: ping floor, cached resolve, claim (etcd txn) and the raw etcd txn.
+    Control(ControlArgs),
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr and stay quiet by default: stdout carries the report.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Control(args) => strata_tests::bench::control::run(args).await,
+    }
+}
