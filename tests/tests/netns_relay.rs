@@ -116,6 +116,19 @@ async fn netns_publish_in_a_play_everywhere() {
     for p in players {
         p.stop().await.unwrap();
     }
+    // With no players left, every node lets go after `linger` (2 s here):
+    // the regional origin and the subscribers disappear from the tree.
+    let started = std::time::Instant::now();
+    loop {
+        let tree = cluster.tree("cam").await.unwrap();
+        let (regional, subs) = topology(&tree);
+        if regional.is_empty() && subs.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "still held after linger: {tree:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("released {:?} after the last player left", started.elapsed());
     publisher.stop().await.unwrap();
     for n in [a1, a2, b1, b2] {
         n.stop().await.unwrap();
