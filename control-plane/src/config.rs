@@ -20,7 +20,14 @@ pub enum StoreKind {
 
 /// The control plane's settings.
 #[derive(Debug, Clone, Parser, Serialize, Deserialize)]
-#[command(name = "strata-control", version, about = "Strata control plane")]
+#[command(
+    name = "strata-control",
+    version,
+    about = "Strata control plane",
+    after_help = "Without a subcommand, runs the server. The subcommands are operator tools \
+                  that talk to a running control plane over gRPC.",
+    args_conflicts_with_subcommands = true
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// TOML file with any of these settings (flags and environment win).
@@ -35,6 +42,11 @@ pub struct Config {
     /// HTTP listen address (metrics; front door and dashboard).
     #[arg(long, env = "STRATA_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+
+    /// Region the HTTP front door sends WHIP/WHEP clients to when the request
+    /// has no `region` query parameter (e.g. this replica's own region).
+    #[arg(long, env = "STRATA_DEFAULT_REGION", value_parser = parse_region)]
+    pub default_region: Option<String>,
 
     /// Store backing the registry.
     #[arg(long, env = "STRATA_STORE", value_enum, default_value = "etcd")]
@@ -62,6 +74,17 @@ pub struct Config {
     #[arg(long, env = "STRATA_ETCD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
     pub etcd_timeout: Duration,
+
+    /// An operator command; without one, the server runs.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<crate::cli::Command>,
+}
+
+/// Checks a region name given on the command line.
+fn parse_region(s: &str) -> Result<String, String> {
+    crate::names::validate(crate::names::NameKind::Region, s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
 }
 
 impl Default for Config {
@@ -110,6 +133,10 @@ impl Config {
     /// Flags and environment over the TOML file named by `--config`.
     pub fn load() -> anyhow::Result<Self> {
         let cli = Config::parse();
+        // Operator commands do not read the server's file.
+        if cli.command.is_some() {
+            return Ok(cli);
+        }
         let Some(path) = cli.config.clone() else {
             return Ok(cli);
         };

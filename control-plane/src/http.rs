@@ -1,65 +1,413 @@
-//! The control plane's HTTP side: `/healthz` and `/metrics`.
+//! The control plane's HTTP side, served when `--http-listen` is set.
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | POST | `/whip/{stream}?region=R` | front door: `307` to the node placement picks for a publisher |
+//! | POST | `/whep/{stream}?region=R` | front door: `307` to a node for a player, preferring one that carries the stream |
+//! | OPTIONS | `/whip/{stream}`, `/whep/{stream}` | CORS preflight |
+//! | GET | `/`, `/dashboard` | the live dashboard (self-contained HTML) |
+//! | GET | `/api/v1/topology` | regions, nodes with load, streams with their trees (JSON, see [`crate::dashboard::model`]) |
+//! | GET | `/healthz` | `200` when the store is reachable and the cache in sync, else `503` |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! Front-door answers: `307` with `Location: <node http_url>/whip|whep/{stream}` (a 307
+//! keeps the method and body, so WHIP/WHEP clients post their offer to the node);
+//! `400` for a bad or missing stream name or region; `503` with `Retry-After` when no
+//! node of the region can take the session, or while the store is unreachable.
+//! `region` may be left out when the replica runs with `--default-region`.
+
+use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::State as AxState;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_proto::v1;
 use tokio::net::TcpListener;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::service::State;
+use crate::dashboard::{self, Topology};
+use crate::error::Error;
+use crate::service::{self, State, convert};
+
+/// Settings of the HTTP side.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Region used by the front door when a request names none.
+    pub default_region: Option<String>,
+}
+
+#[derive(Clone)]
+struct Http {
+    state: State,
+    options: HttpOptions,
+}
 
 /// Serves HTTP on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, state: State) {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    if let Err(e) = axum::serve(listener, app).await {
+pub async fn serve(listener: TcpListener, state: State, options: HttpOptions) {
+    if let Err(e) = axum::serve(listener, router(state, options)).await {
         warn!(error = %e, "HTTP server stopped");
     }
 }
 
-async fn healthz(AxState(state): AxState<State>) -> impl IntoResponse {
-    if state.cache().is_healthy() {
+/// The HTTP routes of one replica.
+pub fn router(state: State, options: HttpOptions) -> Router {
+    Router::new()
+        .route("/", get(dashboard_page))
+        .route("/dashboard", get(dashboard_page))
+        .route("/api/v1/topology", get(topology))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/whip/{stream}", post(whip).options(preflight))
+        .route("/whep/{stream}", post(whep).options(preflight))
+        .route("/whip", post(no_stream).options(preflight))
+        .route("/whip/", post(no_stream).options(preflight))
+        .route("/whep", post(no_stream).options(preflight))
+        .route("/whep/", post(no_stream).options(preflight))
+        .with_state(Http { state, options })
+}
+
+/// CORS headers, the same as a node's, so browsers can follow the redirect.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, X-Strata-Node, Retry-After"),
+    );
+}
+
+/// The one mapping from control-plane errors to HTTP answers (the gRPC one is
+/// in [`crate::error`]). Every answer carries CORS headers; `503` carries
+/// `Retry-After`.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Error::InvalidArgument(_) | Error::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) => StatusCode::CONFLICT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut resp = (status, format!("{self}\n")).into_response();
+        let h = resp.headers_mut();
+        cors(h);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        resp
+    }
+}
+
+async fn preflight() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    resp
+}
+
+/// WHIP or WHEP.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
+
+    fn purpose(self) -> v1::Purpose {
+        match self {
+            Kind::Whip => v1::Purpose::Publish,
+            Kind::Whep => v1::Purpose::Play,
+        }
+    }
+}
+
+type RegionQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+type StreamPath = Result<Path<String>, PathRejection>;
+
+async fn whip(http: AxState<Http>, stream: StreamPath, query: RegionQuery) -> Response {
+    front_door(Kind::Whip, &http, stream, query)
+}
+
+async fn whep(http: AxState<Http>, stream: StreamPath, query: RegionQuery) -> Response {
+    front_door(Kind::Whep, &http, stream, query)
+}
+
+async fn no_stream(AxState(http): AxState<Http>) -> Response {
+    refused(
+        &http.state,
+        Error::InvalidArgument(
+            "the URL names no stream: POST /whip/{stream} or /whep/{stream}".into(),
+        ),
+    )
+}
+
+fn refused(state: &State, e: Error) -> Response {
+    let fd = &state.metrics().front_door;
+    match e {
+        Error::Unavailable(_) => fd.unavailable.inc(),
+        _ => fd.bad_requests.inc(),
+    }
+    debug!(error = %e, "front door refused a request");
+    e.into_response()
+}
+
+/// Sends a WHIP publisher or WHEP player to the node placement picks.
+#[tracing::instrument(skip_all, fields(kind = kind.path()))]
+fn front_door(kind: Kind, http: &Http, stream: StreamPath, query: RegionQuery) -> Response {
+    let state = &http.state;
+    let stream = match stream {
+        Ok(Path(s)) => s,
+        Err(e) => {
+            return refused(
+                state,
+                Error::InvalidArgument(format!("bad stream in the URL: {e}")),
+            );
+        }
+    };
+    let stream = stream.as_str();
+    let placed = (|| {
+        let Query(params) =
+            query.map_err(|e| Error::InvalidArgument(format!("malformed query string: {e}")))?;
+        let region = match (params.get("region"), &http.options.default_region) {
+            (Some(r), _) => r.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "the region query parameter is required, e.g. ?region=eu".into(),
+                ));
+            }
+        };
+        // Bad names are told apart from an outage even while the store is down.
+        crate::names::validate(crate::names::NameKind::Stream, stream)?;
+        crate::names::validate(crate::names::NameKind::Region, &region)?;
+        state.ensure_healthy()?;
+        let view = state.cache().read();
+        service::place(
+            &view,
+            &v1::PlaceRequest {
+                region,
+                stream: stream.to_owned(),
+                purpose: kind.purpose() as i32,
+                exclude_node_id: String::new(),
+            },
+        )
+    })();
+    let placed = match placed {
+        Ok(p) => p,
+        Err(e) => return refused(state, e),
+    };
+    let Some(node) = placed.node else {
+        return refused(state, Error::Internal("placement returned no node".into()));
+    };
+    let to = format!(
+        "{}/{}/{stream}",
+        node.http_url.trim_end_matches('/'),
+        kind.path()
+    );
+    let Ok(location) = HeaderValue::from_str(&to) else {
+        return refused(
+            state,
+            Error::Internal(format!("node {:?} has an unusable URL", node.id)),
+        );
+    };
+    let fd = &state.metrics().front_door;
+    match kind {
+        Kind::Whip => fd.whip_redirects.inc(),
+        Kind::Whep => fd.whep_redirects.inc(),
+    }
+    if placed.carries_stream {
+        fd.whep_redirects_carrier.inc();
+    }
+    debug!(%stream, node = %node.id, carries = placed.carries_stream, "redirected");
+    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let h = resp.headers_mut();
+    cors(h);
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&node.id) {
+        h.insert("x-strata-node", v);
+    }
+    resp
+}
+
+/// The topology document from this replica's cache, in one consistent read.
+pub fn topology_of(state: &State) -> Topology {
+    let healthy = state.cache().is_healthy();
+    let view = state.cache().read();
+    let nodes: Vec<v1::Node> = view
+        .nodes
+        .values()
+        .map(|n| convert::node(&n.value, view.loads.get(&n.value.id)))
+        .collect();
+    let streams: Vec<v1::StreamTree> = view
+        .streams
+        .iter()
+        .filter_map(|(id, st)| convert::tree(id, st))
+        .collect();
+    Topology::build(&nodes, &streams, view.revision, healthy, service::now_ms())
+}
+
+async fn topology(AxState(http): AxState<Http>) -> Response {
+    let doc = topology_of(&http.state);
+    let mut resp = axum::Json(doc).into_response();
+    let h = resp.headers_mut();
+    cors(h);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn dashboard_page() -> Response {
+    let mut resp = dashboard::PAGE.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+async fn healthz(AxState(http): AxState<Http>) -> impl IntoResponse {
+    if http.state.cache().is_healthy() {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
     }
 }
 
-async fn metrics(AxState(state): AxState<State>) -> impl IntoResponse {
+async fn metrics(AxState(http): AxState<Http>) -> impl IntoResponse {
+    let state = &http.state;
+    let healthy = state.cache().is_healthy();
     let gauges = {
         let view = state.cache().read();
-        let mut per_region = std::collections::BTreeMap::<String, f64>::new();
-        for n in view.nodes.values() {
-            *per_region.entry(n.value.region.clone()).or_default() += 1.0;
+        #[derive(Default)]
+        struct Region {
+            nodes: f64,
+            draining: f64,
+            players: f64,
+            publishers: f64,
+            egress: f64,
         }
+        let mut regions = std::collections::BTreeMap::<String, Region>::new();
+        for n in view.nodes.values() {
+            let r = regions.entry(n.value.region.clone()).or_default();
+            r.nodes += 1.0;
+            if n.value.draining {
+                r.draining += 1.0;
+            }
+            if let Some(l) = view.loads.get(&n.value.id) {
+                r.players += f64::from(l.players);
+                r.publishers += f64::from(l.publishers);
+                r.egress += l.egress_bps as f64;
+            }
+        }
+        let per_region = |f: fn(&Region) -> f64| -> Vec<(String, f64)> {
+            regions
+                .iter()
+                .map(|(name, r)| (format!("{{region=\"{name}\"}}"), f(r)))
+                .collect()
+        };
+        let live = view.streams.values().filter(|s| s.main.is_some());
+        let (mut streams, mut regional, mut subscribers) = (0.0, 0.0, 0.0);
+        for s in live {
+            streams += 1.0;
+            regional += s.regions.len() as f64;
+            subscribers += s.subscribers.len() as f64;
+        }
+        let one = |v: f64| vec![(String::new(), v)];
         vec![
             (
                 "strata_control_nodes",
                 "Live nodes per region",
-                per_region
-                    .into_iter()
-                    .map(|(r, n)| (format!("{{region=\"{r}\"}}"), n))
-                    .collect(),
+                per_region(|r| r.nodes),
             ),
             (
-                "strata_control_streams",
-                "Live streams",
-                vec![(
-                    String::new(),
-                    view.streams.values().filter(|s| s.main.is_some()).count() as f64,
-                )],
+                "strata_control_nodes_draining",
+                "Draining nodes per region",
+                per_region(|r| r.draining),
+            ),
+            (
+                "strata_control_players",
+                "Players per region, from the nodes' load reports",
+                per_region(|r| r.players),
+            ),
+            (
+                "strata_control_publishers",
+                "Publishers per region, from the nodes' load reports",
+                per_region(|r| r.publishers),
+            ),
+            (
+                "strata_control_egress_bits_per_second",
+                "Egress per region, from the nodes' load reports",
+                per_region(|r| r.egress),
+            ),
+            ("strata_control_streams", "Live streams", one(streams)),
+            (
+                "strata_control_regional_origins",
+                "Regional origin records of live streams",
+                one(regional),
+            ),
+            (
+                "strata_control_subscribers",
+                "Subscriber records (nodes pulling a stream without being an origin)",
+                one(subscribers),
+            ),
+            (
+                "strata_control_cache_revision",
+                "Store revision the cache reflects",
+                one(view.revision as f64),
             ),
             (
                 "strata_control_store_healthy",
                 "1 when the store is reachable and the cache in sync",
-                vec![(
-                    String::new(),
-                    if state.cache().is_healthy() { 1.0 } else { 0.0 },
-                )],
+                one(if healthy { 1.0 } else { 0.0 }),
             ),
         ]
     };

@@ -6,7 +6,9 @@
 //! replicas can serve one etcd cluster side by side.
 
 pub mod cache;
+pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod election;
 pub mod error;
 pub mod http;

@@ -116,7 +116,10 @@ pub async fn run_with_store(
     if let Some(addr) = config.http_listen {
         let http = TcpListener::bind(addr).await?;
         info!(addr = %http.local_addr()?, "HTTP listening");
-        tokio::spawn(crate::http::serve(http, state.clone()));
+        let options = crate::http::HttpOptions {
+            default_region: config.default_region.clone(),
+        };
+        tokio::spawn(crate::http::serve(http, state.clone(), options));
     }
 
     info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,

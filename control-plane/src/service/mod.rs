@@ -1,6 +1,6 @@
 //! The gRPC services, written once against [`crate::kv::Kv`] and the cache.
 
-mod convert;
+pub(crate) mod convert;
 mod nodes;
 mod placement;
 mod routing;
@@ -14,7 +14,7 @@ use crate::cache::{Cache, Versioned};
 use crate::error::{Error, Result};
 use crate::keys::{self, Keys, NodeRecord};
 use crate::kv::Kv;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TimedKv};
 use crate::names::{self, NameKind};
 
 pub use nodes::NodeApi;
@@ -62,8 +62,9 @@ impl State {
         }
     }
 
-    pub(crate) fn kv(&self) -> &Kv {
-        &self.inner.kv
+    /// The store; every call through it is timed into the metrics.
+    pub(crate) fn kv(&self) -> TimedKv<'_> {
+        TimedKv::new(&self.inner.kv, &self.inner.metrics.store)
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -98,6 +99,7 @@ impl State {
     /// through another replica may not have reached this cache yet), the store.
     pub(crate) async fn node(&self, id: &str) -> Result<Option<Versioned<NodeRecord>>> {
         if let Some(n) = self.cache().read().nodes.get(id) {
+            self.metrics().cache_hits.inc();
             return Ok(Some(n.clone()));
         }
         self.metrics().cache_misses.inc();

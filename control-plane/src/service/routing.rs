@@ -148,7 +148,9 @@ impl RoutingApi {
                 st.and_then(|st| st.regions.get(region).cloned()),
             )
         };
-        if main.is_none() {
+        if main.is_some() {
+            s.metrics().cache_hits.inc();
+        } else {
             // A publish through another replica may not have reached this
             // cache yet: a miss is confirmed by the store.
             s.metrics().cache_misses.inc();
