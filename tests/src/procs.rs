@@ -942,6 +942,20 @@ impl ProcCluster {
             "--certs-dir".to_owned(),
             self.certs_dir.display().to_string(),
         ];
+        // A dev cluster takes anyone (explicitly: the binary's default is
+        // `--auth required`) and puts no rate limit on 127.0.0.1, the address of
+        // every local client; `node_args` may say otherwise.
+        let given = |flag: &str| {
+            self.node_args
+                .iter()
+                .any(|a| a.split('=').next() == Some(flag))
+        };
+        if !given("--auth") {
+            args.extend(["--auth".to_owned(), "open".to_owned()]);
+        }
+        if !given("--post-rate-per-ip") {
+            args.extend(["--post-rate-per-ip".to_owned(), "0".to_owned()]);
+        }
         args.extend(self.node_args.iter().cloned());
         let proc = Proc::new(
             &format!("node-{id}"),

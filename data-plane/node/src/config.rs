@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-/// `strata-node`: run a node, or manage cluster certificates.
+use crate::auth::{Action, AuthMode, SecretString};
+
+/// `strata-node`: run a node, manage cluster certificates, or mint tokens.
 #[derive(Debug, Parser)]
 #[command(
     name = "strata-node",
@@ -46,6 +48,25 @@ pub enum Command {
         /// IP addresses to include, comma separated.
         #[arg(long, value_delimiter = ',')]
         ip: Vec<IpAddr>,
+    },
+    /// Print a publish or play token (a JWT signed with HS256).
+    Token {
+        /// File (or directory) of `kid=base64secret` entries, as given to
+        /// the nodes' `--token-keys`.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The key to sign with.
+        #[arg(long)]
+        kid: String,
+        /// The stream, or a prefix ending in `*` (`*` alone: every stream).
+        #[arg(long)]
+        stream: String,
+        /// What the token allows.
+        #[arg(long, value_enum)]
+        action: Action,
+        /// How long the token is valid (e.g. 90s, 15m, 1h; at most 24h).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
     },
 }
 
@@ -139,6 +160,52 @@ pub struct NodeConfig {
     #[arg(long, env = "STRATA_INSECURE_RELAY")]
     #[serde(default)]
     pub insecure_relay: bool,
+
+    /// Whether WHIP and WHEP need a token: `required` (needs token keys) or
+    /// `open` (anyone may publish and play: local development only).
+    #[arg(long, env = "STRATA_AUTH", value_enum, default_value = "required")]
+    pub auth: AuthMode,
+
+    /// File, or directory of files, with token keys: `kid=base64secret`
+    /// entries, one per line (several at once, so keys can be rotated).
+    #[arg(long, env = "STRATA_TOKEN_KEYS_FILE")]
+    pub token_keys: Option<PathBuf>,
+
+    /// Token key entries (`kid=base64secret`, comma or whitespace separated)
+    /// taken from the `STRATA_TOKEN_KEYS` environment variable at start; no
+    /// flag, so that secrets stay off command lines. Never printed.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub token_key_entries: Option<SecretString>,
+
+    /// WHIP/WHEP POSTs one client address may make per second (0: no limit).
+    /// IPv6 clients are counted per /64.
+    #[arg(long, env = "STRATA_POST_RATE_PER_IP", default_value_t = 10.0)]
+    pub post_rate_per_ip: f64,
+
+    /// Burst of WHIP/WHEP POSTs one client address may make above the rate.
+    #[arg(long, env = "STRATA_POST_BURST_PER_IP", default_value_t = 40)]
+    pub post_burst_per_ip: u32,
+
+    /// Client addresses the rate limit remembers (least recently seen go first).
+    #[arg(long, env = "STRATA_RATE_LIMIT_CLIENTS", default_value_t = 65536)]
+    pub rate_limit_clients: usize,
+
+    /// Time a client has to send a request's headers; slower connections
+    /// (slow-loris) and idle keep-alive connections are closed.
+    #[arg(long, env = "STRATA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub http_header_timeout: Duration,
+
+    /// Most time one HTTP request may take, body upload and answer included
+    /// (then 503 with Retry-After).
+    #[arg(long, env = "STRATA_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub http_request_timeout: Duration,
+
+    /// Most concurrent HTTP connections; more are closed at once.
+    #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
 }
 
 impl Default for NodeConfig {
@@ -213,7 +280,7 @@ impl NodeConfig {
     }
 }
 
-/// Parses "250ms", "3s", "1m" or a plain number of seconds.
+/// Parses "250ms", "3s", "1m", "1h" or a plain number of seconds (at most a day).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -225,7 +292,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
     };
     if !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));

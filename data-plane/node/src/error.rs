@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{AuthError, TokenError};
 use crate::control::ControlError;
 
 /// Why a WHIP/WHEP request failed.
@@ -17,6 +18,15 @@ pub enum ApiError {
     /// The stream is already published elsewhere (409).
     #[error("{0}")]
     Conflict(String),
+    /// No token, or a bad or expired one (401, with `WWW-Authenticate`).
+    #[error("{0}")]
+    Unauthorized(TokenError),
+    /// A valid token for another stream or action (403).
+    #[error("{0}")]
+    Forbidden(crate::auth::Denied),
+    /// The client made too many requests; retry after the given time (429).
+    #[error("too many requests from this address; retry in {} s", .0.as_secs().max(1))]
+    TooManyRequests(std::time::Duration),
     /// `If-Match` did not match the session's ETag (412).
     #[error("{0}")]
     PreconditionFailed(String),
@@ -38,6 +48,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Maps an authorization failure.
+    pub fn from_auth(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized(t) => ApiError::Unauthorized(t),
+            AuthError::Forbidden(d) => ApiError::Forbidden(d),
+        }
+    }
+
     /// Maps a control-plane failure.
     pub fn from_control(e: ControlError) -> Self {
         match e.code() {
@@ -69,6 +87,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -83,9 +104,38 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut resp = (status, format!("{self}\n")).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        let h = resp.headers_mut();
+        match &self {
+            ApiError::Unavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            ApiError::TooManyRequests(wait) => {
+                // Whole seconds, rounded up: a client retrying then passes.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            // RFC 6750 §3: the challenge, with the error code once a token was sent.
+            ApiError::Unauthorized(TokenError::Missing) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"strata\""),
+                );
+            }
+            ApiError::Unauthorized(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"strata\", error=\"invalid_token\""),
+                );
+            }
+            ApiError::Forbidden(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"strata\", error=\"insufficient_scope\"",
+                    ),
+                );
+            }
+            _ => {}
         }
         resp
     }

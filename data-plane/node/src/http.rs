@@ -10,19 +10,31 @@
 //! | OPTIONS | any of the above | CORS preflight, `Accept-Post: application/sdp` |
 //! | GET | `/play/{stream}`, `/publish/{stream}` | built-in pages |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+//!
+//! With `--auth required`, WHIP and WHEP POSTs need a token
+//! ([`crate::auth`]) in `Authorization: Bearer …` (or a `token` query
+//! parameter): none or a bad one → 401 with `WWW-Authenticate: Bearer`, one for
+//! another stream or action → 403. PATCH and DELETE need no token: the session
+//! URL is the capability (128 random bits, handed only to the creator).
+//! WHIP/WHEP POSTs are rate-limited per client address (429 + `Retry-After`).
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_proto::v1;
 use tracing::debug;
 
+use crate::auth::{self, Action};
 use crate::error::ApiError;
 use crate::sessions::{self, Created};
 use crate::state::{NodeState, SessionKind};
@@ -52,7 +64,96 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.cfg.http_request_timeout,
+            request_timeout,
+        ))
         .with_state(state)
+}
+
+/// Bounds a whole request, body upload included. Session creation runs in a
+/// task of its own (see [`whip_post`]), so a request cut off here never
+/// leaves a half-made session or a dangling origin claim behind.
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            let mut resp = ApiError::Unavailable(format!("the request took longer than {limit:?}"))
+                .into_response();
+            cors(resp.headers_mut());
+            resp
+        }
+    }
+}
+
+/// A WHIP/WHEP POST the client's rate limit allows (429 otherwise). Runs
+/// before the body is read.
+struct Admitted;
+
+impl FromRequestParts<Arc<NodeState>> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, Response> {
+        let remote = crate::limits::remote_of(&parts.extensions);
+        match state.admit(remote.ip()) {
+            Ok(()) => Ok(Admitted),
+            Err(wait) => Err(failed(state, ApiError::TooManyRequests(wait))),
+        }
+    }
+}
+
+/// The action a route needs a token for.
+trait Needs: Send + Sync + 'static {
+    const ACTION: Action;
+}
+
+struct PublishAction;
+impl Needs for PublishAction {
+    const ACTION: Action = Action::Publish;
+}
+
+struct PlayAction;
+impl Needs for PlayAction {
+    const ACTION: Action = Action::Play;
+}
+
+/// A request whose token allows `A` on the stream of its path (or any
+/// request in `--auth open`). Runs before the body is read. Keeps the token
+/// to pass it on when the request is redirected to another node.
+struct Authorized<A> {
+    token: Option<String>,
+    _action: PhantomData<A>,
+}
+
+impl<A: Needs> FromRequestParts<Arc<NodeState>> for Authorized<A> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, Response> {
+        let Ok(Path(stream)) = Path::<String>::from_request_parts(parts, state).await else {
+            return Err(failed(state, ApiError::BadRequest("bad path".into())));
+        };
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = auth::bearer(authorization, parts.uri.query());
+        match state
+            .auth
+            .check(token, &stream, A::ACTION, auth::unix_now())
+        {
+            Ok(()) => Ok(Authorized {
+                token: token.map(str::to_owned),
+                _action: PhantomData,
+            }),
+            Err(e) => Err(failed(state, ApiError::from_auth(e))),
+        }
+    }
 }
 
 fn cors(headers: &mut HeaderMap) {
@@ -94,15 +195,20 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
-fn check_stream(stream: &str) -> Result<(), ApiError> {
-    let ok = !stream.is_empty()
+/// Whether a stream name is `[A-Za-z0-9._~-]{1,128}` and not `.` or `..`
+/// (the control plane's rule, `strata_control::names::validate`).
+pub fn valid_stream_name(stream: &str) -> bool {
+    !stream.is_empty()
         && stream.len() <= 128
         && stream
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
         && stream != "."
-        && stream != "..";
-    if ok {
+        && stream != ".."
+}
+
+fn check_stream(stream: &str) -> Result<(), ApiError> {
+    if valid_stream_name(stream) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(
@@ -167,6 +273,7 @@ async fn redirect_or_refuse(
     stream: &str,
     purpose: v1::Purpose,
     why: &str,
+    token: Option<&str>,
 ) -> Response {
     match state
         .control
@@ -179,7 +286,14 @@ async fn redirect_or_refuse(
                     .counters
                     .redirects_total
                     .fetch_add(1, Ordering::Relaxed);
-                let to = format!("{}/{kind}/{stream}", n.http_url.trim_end_matches('/'));
+                let mut to = format!("{}/{kind}/{stream}", n.http_url.trim_end_matches('/'));
+                // Browsers drop `Authorization` on a cross-origin redirect; the
+                // next node takes the token from the query instead. (Tokens are
+                // base64url and dots: nothing to escape.)
+                if let Some(t) = token.filter(|t| t.bytes().all(is_token_char)) {
+                    to.push_str("?token=");
+                    to.push_str(t);
+                }
                 let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
                 cors(resp.headers_mut());
                 if let Ok(v) = HeaderValue::from_str(&to) {
@@ -193,8 +307,14 @@ async fn redirect_or_refuse(
     }
 }
 
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
 async fn whip_post(
     State(state): State<Arc<NodeState>>,
+    _admitted: Admitted,
+    authorized: Authorized<PublishAction>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -210,16 +330,27 @@ async fn whip_post(
         } else {
             "node draining"
         };
-        return redirect_or_refuse(&state, "whip", &stream, v1::Purpose::Publish, why).await;
+        let token = authorized.token.as_deref();
+        return redirect_or_refuse(&state, "whip", &stream, v1::Purpose::Publish, why, token).await;
     }
-    match sessions::publish(&state, &stream, &offer).await {
-        Ok(c) => created(&state, "whip", &stream, c),
-        Err(e) => failed(&state, e),
+    // In a task of its own: if the client goes away or the request times
+    // out, the claim and negotiation still finish (or are given back)
+    // instead of being cancelled half-way.
+    let task = {
+        let (state, stream) = (state.clone(), stream.clone());
+        tokio::spawn(async move { sessions::publish(&state, &stream, &offer).await })
+    };
+    match task.await {
+        Ok(Ok(c)) => created(&state, "whip", &stream, c),
+        Ok(Err(e)) => failed(&state, e),
+        Err(e) => failed(&state, ApiError::Internal(e.to_string())),
     }
 }
 
 async fn whep_post(
     State(state): State<Arc<NodeState>>,
+    _admitted: Admitted,
+    authorized: Authorized<PlayAction>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -236,11 +367,18 @@ async fn whep_post(
         } else {
             "node draining"
         };
-        return redirect_or_refuse(&state, "whep", &stream, v1::Purpose::Play, why).await;
+        let token = authorized.token.as_deref();
+        return redirect_or_refuse(&state, "whep", &stream, v1::Purpose::Play, why, token).await;
     }
-    match sessions::play(&state, &stream, &offer).await {
-        Ok(c) => created(&state, "whep", &stream, c),
-        Err(e) => failed(&state, e),
+    // See whip_post: not cancelled with the request.
+    let task = {
+        let (state, stream) = (state.clone(), stream.clone());
+        tokio::spawn(async move { sessions::play(&state, &stream, &offer).await })
+    };
+    match task.await {
+        Ok(Ok(c)) => created(&state, "whep", &stream, c),
+        Ok(Err(e)) => failed(&state, e),
+        Err(e) => failed(&state, ApiError::Internal(e.to_string())),
     }
 }
 

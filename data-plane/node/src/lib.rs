@@ -4,10 +4,12 @@
 //! The node never talks to etcd: everything it knows about the cluster comes
 //! from the control plane's gRPC API.
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod pages;

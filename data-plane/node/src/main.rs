@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Parser;
+use strata_node::auth::{Action, Claims, SecretString, TokenKeys, unix_now};
 use strata_node::config::{Cli, Command};
 use strata_relay::certs::{DevCa, NodeCredentials};
 use tracing_subscriber::EnvFilter;
@@ -17,8 +18,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CertsInit { dir }) => certs_init(&dir),
         Some(Command::CertsIssue { dir, node_id, ip }) => certs_issue(&dir, &node_id, &ip),
+        Some(Command::Token {
+            key_file,
+            kid,
+            stream,
+            action,
+            ttl,
+        }) => token(&key_file, &kid, &stream, action, ttl),
         None => {
-            let cfg = cli.run.with_file()?;
+            let mut cfg = cli.run.with_file()?;
+            // Secrets come from the environment only, never from a flag.
+            cfg.token_key_entries = std::env::var("STRATA_TOKEN_KEYS").ok().map(SecretString);
             tracing::info!(config = ?cfg, "starting");
             let listeners = strata_node::Listeners::bind(&cfg).await?;
             strata_node::run(cfg, listeners, shutdown_signal()).await
@@ -39,6 +49,35 @@ fn certs_issue(dir: &Path, node_id: &str, ips: &[std::net::IpAddr]) -> anyhow::R
     let creds: NodeCredentials = ca.issue(node_id, ips)?;
     creds.write(dir)?;
     println!("certificate of {node_id} written to {}", dir.display());
+    Ok(())
+}
+
+fn token(
+    key_file: &Path,
+    kid: &str,
+    stream: &str,
+    action: Action,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut keys = TokenKeys::new();
+    keys.add_path(key_file)?;
+    let now = unix_now();
+    let claims = Claims {
+        sub: stream.to_owned(),
+        act: action,
+        exp: now + ttl.as_secs().max(1),
+        nbf: None,
+        iat: Some(now),
+    };
+    anyhow::ensure!(
+        strata_node::http::valid_stream_name(stream.strip_suffix('*').unwrap_or(stream))
+            || stream == "*",
+        "--stream must be a stream name or a prefix ending in *"
+    );
+    let token = keys
+        .mint(kid, &claims)
+        .with_context(|| format!("no key {kid:?} in {}", key_file.display()))?;
+    println!("{token}");
     Ok(())
 }
 

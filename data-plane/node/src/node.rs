@@ -19,8 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::auth::{Auth, AuthMode, TokenKeys};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlClient};
+use crate::limits::HttpLimits;
 use crate::state::{NodeState, SessionKind};
 
 /// The sockets a node serves on, bound by the caller (port 0 in tests).
@@ -63,6 +65,42 @@ fn relay_tls(cfg: &NodeConfig) -> anyhow::Result<RelayTls> {
     let creds = NodeCredentials::load(dir, &cfg.id)
         .with_context(|| format!("loading certificates of {} from {}", cfg.id, dir.display()))?;
     Ok(RelayTls::Mutual(creds))
+}
+
+/// The token policy of the configuration: keys from `--token-keys` and
+/// `STRATA_TOKEN_KEYS`; `required` without keys is a configuration error.
+pub fn load_auth(cfg: &NodeConfig) -> anyhow::Result<Auth> {
+    let mut keys = TokenKeys::new();
+    if let Some(path) = &cfg.token_keys {
+        keys.add_path(path)?;
+    }
+    if let Some(entries) = &cfg.token_key_entries {
+        keys.add_entries(&entries.0)
+            .context("in STRATA_TOKEN_KEYS")?;
+    }
+    match cfg.auth {
+        AuthMode::Required => {
+            anyhow::ensure!(
+                !keys.is_empty(),
+                "--auth required needs token keys (--token-keys FILE|DIR or STRATA_TOKEN_KEYS); \
+                 pass --auth open only for local development"
+            );
+            info!(kids = ?keys.kids().collect::<Vec<_>>(), "publish and play need a token");
+        }
+        AuthMode::Open => {
+            warn!(
+                "!!! --auth open: ANYONE CAN PUBLISH AND PLAY ANY STREAM ON THIS NODE. \
+                 Local development only; use --auth required with --token-keys in production !!!"
+            );
+            if !keys.is_empty() {
+                warn!("token keys are configured but ignored with --auth open");
+            }
+        }
+    }
+    Ok(Auth {
+        mode: cfg.auth,
+        keys,
+    })
 }
 
 /// Measures egress bit/s and CPU between load reports.
@@ -131,6 +169,7 @@ pub async fn run(
         "invalid --region {:?}: use 1-128 of A-Z a-z 0-9 . _ ~ -",
         cfg.region
     );
+    let auth = load_auth(&cfg)?;
     let tls = relay_tls(&cfg)?;
     let hub = Hub::new(HubConfig::default());
     let relay_stats = RelayStats::new();
@@ -238,6 +277,7 @@ pub async fn run(
         relay_stats,
         control,
         registration,
+        auth,
     );
     let _ = me.set(Arc::downgrade(&state));
     info!(
@@ -251,14 +291,19 @@ pub async fn run(
     }));
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = crate::http::router(state.clone());
-    let http_task = tokio::spawn(async move {
-        let serve = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
+    let http_limits = HttpLimits {
+        header_timeout: state.cfg.http_header_timeout,
+        max_connections: state.cfg.http_max_connections,
+    };
+    let http_task = tokio::spawn(crate::limits::serve(
+        listeners.http,
+        app,
+        http_limits,
+        async move {
             let _ = http_stop_rx.await;
-        });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "HTTP server failed");
-        }
-    });
+        },
+        Duration::from_secs(2),
+    ));
     tokio::spawn(refresh_peer_regions(state.clone(), stop_rx.clone()));
     tokio::spawn(reclaim_after_reregistration(state.clone(), stop_rx.clone()));
 

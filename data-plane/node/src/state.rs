@@ -10,8 +10,10 @@ use strata_relay::{RelayClient, RelayStats};
 use strata_rtc::RtcEngine;
 use tokio::sync::{oneshot, watch};
 
+use crate::auth::Auth;
 use crate::config::NodeConfig;
 use crate::control::{ControlClient, Registration};
+use crate::limits::RateLimiter;
 use crate::pull::PullStatus;
 
 /// Counters of the node's own (non-relay) work.
@@ -103,6 +105,10 @@ pub struct NodeState {
     pub counters: NodeCounters,
     /// True once the node drains: new sessions are turned away.
     pub draining: AtomicBool,
+    /// Who may publish and play.
+    pub auth: Auth,
+    /// WHIP/WHEP POSTs per client address.
+    pub limiter: Mutex<RateLimiter>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     pullers: Mutex<HashMap<String, PullerEntry>>,
     /// Epoch of each origin record this node holds (main or regional), by
@@ -128,7 +134,13 @@ impl NodeState {
         relay_stats: Arc<RelayStats>,
         control: ControlClient,
         registration: Registration,
+        auth: Auth,
     ) -> Arc<Self> {
+        let limiter = RateLimiter::new(
+            cfg.post_rate_per_ip,
+            cfg.post_burst_per_ip,
+            cfg.rate_limit_clients,
+        );
         Arc::new(Self {
             cfg,
             hub,
@@ -139,6 +151,8 @@ impl NodeState {
             registration,
             counters: NodeCounters::default(),
             draining: AtomicBool::new(false),
+            auth,
+            limiter: Mutex::new(limiter),
             sessions: Mutex::new(HashMap::new()),
             pullers: Mutex::new(HashMap::new()),
             origin_epochs: Mutex::new(HashMap::new()),
@@ -162,10 +176,17 @@ impl NodeState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// A new unguessable session id.
+    /// A new unguessable session id: the session URL is the capability to
+    /// PATCH and DELETE the session, so it carries 128 random bits.
     pub fn new_session_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{n:x}{:016x}", rand::random::<u64>())
+        format!("{n:x}{:032x}", rand::random::<u128>())
+    }
+
+    /// Takes one WHIP/WHEP POST of a client address from the rate limit;
+    /// `Err(wait)` when over it.
+    pub fn admit(&self, ip: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        lock(&self.limiter).check(ip, std::time::Instant::now())
     }
 
     /// Registers a session.

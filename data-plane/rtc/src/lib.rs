@@ -14,6 +14,7 @@
 //! Built on the `webrtc` 0.21 crate (async layer over the sans-IO `rtc` crate); mDNS is off
 //! everywhere and only configured addresses are announced.
 
+pub mod check;
 pub mod client;
 pub mod codec;
 mod config;

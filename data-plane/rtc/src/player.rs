@@ -252,7 +252,7 @@ impl PlayerHandle {
 }
 
 /// Catalog tracks matched to the player's offer, in offer order.
-fn assign<'a>(
+pub(crate) fn assign<'a>(
     offer: &'a sdp::ParsedOffer,
     catalog: &'a Catalog,
 ) -> Result<Vec<(&'a TrackInfo, Codec, &'a OfferedCodec)>, RtcError> {

@@ -193,7 +193,9 @@ impl PublisherHandle {
 
 /// The catalog a publisher's offer implies: one track per media section it sends, in the
 /// first supported codec it lists.
-fn catalog_of(offer: &sdp::ParsedOffer) -> Result<(Catalog, Vec<Option<String>>), RtcError> {
+pub(crate) fn catalog_of(
+    offer: &sdp::ParsedOffer,
+) -> Result<(Catalog, Vec<Option<String>>), RtcError> {
     let sending: Vec<_> = offer
         .media_sections()
         .filter(|s| s.direction.offerer_sends())

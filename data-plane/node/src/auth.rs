@@ -1,0 +1,736 @@
+//! Publish and play tokens: JWTs (RFC 7519) signed with HS256, verified
+//! locally against keys from the node's configuration.
+//!
+//! A token names a stream (or a prefix ending in `*`), an action and an expiry:
+//!
+//! ```text
+//! header  {"alg":"HS256","typ":"JWT","kid":"k1"}
+//! claims  {"sub":"cam-*","act":"play","exp":1767225600,"nbf":1767222000}
+//! ```
+//!
+//! Everything here is a pure function of its inputs (the current time is an
+//! argument), so the parser is fuzzed (`fuzz/fuzz_targets/token.rs`) and unit-tested
+//! without a server. Secrets and tokens are never logged: [`TokenKeys`] and
+//! [`SecretString`] print redacted, and no error message carries token text.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+/// Longest token accepted (bytes); real ones are a few hundred.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Shortest HS256 secret accepted (bytes), per RFC 7518 §3.2.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+/// Longest key id.
+const MAX_KID_LEN: usize = 64;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// WHIP: send a stream.
+    Publish,
+    /// WHEP: receive a stream.
+    Play,
+}
+
+impl Action {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Play => "play",
+        }
+    }
+}
+
+/// Whether WHIP and WHEP need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone may publish and play (local development only; logged loudly).
+    Open,
+    /// Every WHIP/WHEP POST needs a valid token for its stream and action.
+    Required,
+}
+
+/// A token that cannot be trusted: answered with 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header and no `token` query parameter.
+    #[error("a token is required")]
+    Missing,
+    /// Longer than [`MAX_TOKEN_LEN`].
+    #[error("the token is too long")]
+    TooLong,
+    /// Not three base64url parts of JSON objects with the required fields.
+    #[error("the token is malformed: {0}")]
+    Malformed(&'static str),
+    /// `alg` is not `HS256` (`none` included).
+    #[error("the token's algorithm is not supported (use HS256)")]
+    UnsupportedAlgorithm,
+    /// The header has no `kid`, or names a key this node does not have.
+    #[error("the token's key id is unknown")]
+    UnknownKey,
+    /// The signature does not verify with the named key.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is still in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+}
+
+/// A valid token that does not cover the request: answered with 403.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// `sub` does not match the stream.
+    #[error("the token does not cover this stream")]
+    WrongStream,
+    /// `act` is not the request's action.
+    #[error("the token does not allow {0}")]
+    WrongAction(&'static str),
+}
+
+/// A failure to load keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file or directory could not be read.
+    #[error("reading token keys from {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An entry is not `kid=base64secret` (the secret is never shown).
+    #[error("token key entry {index} {why}")]
+    BadEntry {
+        /// 1-based position among the entries.
+        index: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Two entries have the same key id.
+    #[error("token key id {0:?} appears twice")]
+    Duplicate(String),
+}
+
+/// The verified claims of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// A stream name, or a prefix ending in `*`.
+    pub sub: String,
+    /// The allowed action.
+    pub action: Action,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Grant {
+    /// Whether this grant allows `action` on `stream`.
+    pub fn allows(&self, stream: &str, action: Action) -> Result<(), Denied> {
+        if !subject_matches(&self.sub, stream) {
+            return Err(Denied::WrongStream);
+        }
+        if self.action != action {
+            return Err(Denied::WrongAction(action.as_str()));
+        }
+        Ok(())
+    }
+}
+
+/// `sub` is the stream itself, or a prefix ending in `*` (`*` alone: every stream).
+pub fn subject_matches(sub: &str, stream: &str) -> bool {
+    match sub.strip_suffix('*') {
+        Some(prefix) => stream.starts_with(prefix),
+        None => sub == stream,
+    }
+}
+
+/// A secret string that never prints (config fields holding key entries).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// HS256 keys by key id.
+#[derive(Clone, Default)]
+pub struct TokenKeys {
+    keys: BTreeMap<String, hmac::Key>,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= MAX_KID_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// Decodes a secret: standard or URL-safe base64, padded or not.
+fn decode_secret(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    STANDARD
+        .decode(s)
+        .ok()
+        .or_else(|| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .ok()
+        })
+}
+
+impl TokenKeys {
+    /// No keys.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True without keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Key ids, for the start-up log.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Adds one key.
+    pub fn insert(&mut self, kid: &str, secret: &[u8]) -> Result<(), KeyError> {
+        if !valid_kid(kid) {
+            return Err(KeyError::BadEntry {
+                index: self.keys.len() + 1,
+                why: "has an invalid key id (1-64 of A-Z a-z 0-9 . _ ~ -)",
+            });
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(KeyError::BadEntry {
+                index: self.keys.len() + 1,
+                why: "has a secret shorter than 32 bytes",
+            });
+        }
+        if self.keys.contains_key(kid) {
+            return Err(KeyError::Duplicate(kid.to_owned()));
+        }
+        self.keys
+            .insert(kid.to_owned(), hmac::Key::new(hmac::HMAC_SHA256, secret));
+        Ok(())
+    }
+
+    /// Adds `kid=base64secret` entries separated by commas, whitespace or
+    /// newlines; `#` starts a comment line.
+    pub fn add_entries(&mut self, text: &str) -> Result<(), KeyError> {
+        let entries = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+            .filter(|e| !e.is_empty());
+        for entry in entries {
+            let index = self.keys.len() + 1;
+            let Some((kid, secret)) = entry.split_once('=') else {
+                return Err(KeyError::BadEntry {
+                    index,
+                    why: "is not kid=base64secret",
+                });
+            };
+            let secret = decode_secret(secret).ok_or(KeyError::BadEntry {
+                index,
+                why: "has a secret that is not base64",
+            })?;
+            self.insert(kid.trim(), &secret)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the entries of a file, or of every regular file in a directory
+    /// (sorted by name; names starting with `.` are skipped).
+    pub fn add_path(&mut self, path: &Path) -> Result<(), KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .map_err(io)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'))
+                })
+                .collect();
+            files.sort();
+            for f in files {
+                self.add_path(&f)?;
+            }
+            Ok(())
+        } else {
+            let text = std::fs::read_to_string(path).map_err(io)?;
+            self.add_entries(&text)
+        }
+    }
+
+    /// Verifies a token at `now` (seconds since the epoch) and returns its grant.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Grant, TokenError> {
+        verify(self, token, now)
+    }
+
+    /// Mints a token (the `strata-node token` command and tests).
+    pub fn mint(&self, kid: &str, claims: &Claims) -> Option<String> {
+        let header = serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid});
+        let claims = serde_json::to_vec(claims).ok()?;
+        self.sign_parts(kid, header.to_string().as_bytes(), &claims)
+    }
+
+    /// Signs arbitrary header and claims bytes with key `kid` (tests and the
+    /// fuzz target use it to reach the claim checks with hostile JSON).
+    pub fn sign_parts(&self, kid: &str, header: &[u8], claims: &[u8]) -> Option<String> {
+        let key = self.keys.get(kid)?;
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let tag = hmac::sign(key, signing_input.as_bytes());
+        Some(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        ))
+    }
+}
+
+/// The claims a token carries (serialized by [`TokenKeys::mint`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Claims {
+    /// Stream or prefix ending in `*`.
+    pub sub: String,
+    /// `publish` or `play`.
+    pub act: Action,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Not before, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    act: Option<String>,
+    #[serde(default)]
+    exp: Option<serde_json::Number>,
+    #[serde(default)]
+    nbf: Option<serde_json::Number>,
+}
+
+/// A NumericDate (RFC 7519 §2): seconds, possibly fractional, never negative.
+fn numeric_date(n: &serde_json::Number) -> Option<u64> {
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && (0.0..1e15).contains(&f)).then_some(f as u64)
+}
+
+fn valid_subject(sub: &str) -> bool {
+    let name = sub.strip_suffix('*').unwrap_or(sub);
+    (name.is_empty() && sub == "*")
+        || (!name.is_empty()
+            && sub.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')))
+}
+
+/// Verifies `token` against `keys` at `now` (seconds since the epoch).
+///
+/// Checks, in order: size, shape, header (`alg` HS256, no `crit`, known
+/// `kid`), the signature (constant time, `ring::hmac::verify`), and only then
+/// the claims: `exp` required, `nbf` optional, `sub` a stream name or a prefix
+/// ending in `*`, `act` `publish` or `play`.
+pub fn verify(keys: &TokenKeys, token: &str, now: u64) -> Result<Grant, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(head), Some(body), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed("not three dot-separated parts"));
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(head)
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&header_json)
+        .map_err(|_| TokenError::Malformed("header is not a JSON object with alg"))?;
+    if header.alg != "HS256" {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    if header.crit.is_some() {
+        return Err(TokenError::Malformed("critical header parameters"));
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.keys.get(kid))
+        .ok_or(TokenError::UnknownKey)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    let signing_input = &token[..head.len() + 1 + body.len()];
+    hmac::verify(key, signing_input.as_bytes(), &signature)
+        .map_err(|_| TokenError::BadSignature)?;
+
+    let claims_json = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
+    let claims: RawClaims = serde_json::from_slice(&claims_json)
+        .map_err(|_| TokenError::Malformed("claims are not a JSON object"))?;
+    let exp = claims
+        .exp
+        .as_ref()
+        .ok_or(TokenError::Malformed("no exp claim"))
+        .and_then(|n| numeric_date(n).ok_or(TokenError::Malformed("exp is not a NumericDate")))?;
+    if now >= exp.saturating_add(LEEWAY_SECS) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = &claims.nbf {
+        let nbf = numeric_date(nbf).ok_or(TokenError::Malformed("nbf is not a NumericDate"))?;
+        if now.saturating_add(LEEWAY_SECS) < nbf {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    let sub = claims
+        .sub
+        .filter(|s| valid_subject(s))
+        .ok_or(TokenError::Malformed(
+            "sub must be a stream name or a prefix ending in *",
+        ))?;
+    let action = match claims.act.as_deref() {
+        Some("publish") => Action::Publish,
+        Some("play") => Action::Play,
+        _ => return Err(TokenError::Malformed("act must be publish or play")),
+    };
+    Ok(Grant { sub, action, exp })
+}
+
+/// The bearer token of a request: the `Authorization: Bearer` header, else a
+/// `token` query parameter (the built-in pages pass it on that way).
+pub fn bearer<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
+    if let Some(v) = authorization {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim())
+            .filter(|t| !t.is_empty());
+    }
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}
+
+/// A URI (path and query) with the value of any `token` parameter replaced,
+/// for logs.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((path, query)) = uri.split_once('?') else {
+        return uri.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+/// Why a WHIP/WHEP request was not authorized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token, or one that cannot be trusted (401).
+    #[error(transparent)]
+    Unauthorized(#[from] TokenError),
+    /// A valid token for another stream or action (403).
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
+}
+
+/// The node's token policy: the mode and the verification keys.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// `open` or `required`.
+    pub mode: AuthMode,
+    /// Keys by id.
+    pub keys: TokenKeys,
+}
+
+impl Auth {
+    /// Everyone may publish and play.
+    pub fn open() -> Self {
+        Self {
+            mode: AuthMode::Open,
+            keys: TokenKeys::new(),
+        }
+    }
+
+    /// Whether `token` (from [`bearer`]) allows `action` on `stream` at `now`.
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        action: Action,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        if self.mode == AuthMode::Open {
+            return Ok(());
+        }
+        let token = token.ok_or(TokenError::Missing)?;
+        let grant = self.keys.verify(token, now)?;
+        grant.allows(stream, action)?;
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch on the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn keys() -> TokenKeys {
+        let mut k = TokenKeys::new();
+        k.insert("k1", SECRET).expect("key");
+        k
+    }
+
+    fn claims(sub: &str, act: Action, exp: u64) -> Claims {
+        Claims {
+            sub: sub.into(),
+            act,
+            exp,
+            nbf: None,
+            iat: None,
+        }
+    }
+
+    fn sign_raw(header: &str, body: &str) -> String {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(body)
+        );
+        let tag = hmac::sign(&key, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    #[test]
+    fn round_trip_and_scope() {
+        let k = keys();
+        let t = k
+            .mint("k1", &claims("cam-*", Action::Play, 1000))
+            .expect("mint");
+        let g = k.verify(&t, 900).expect("valid");
+        assert_eq!(g.sub, "cam-*");
+        assert!(g.allows("cam-1", Action::Play).is_ok());
+        assert_eq!(g.allows("dog", Action::Play), Err(Denied::WrongStream));
+        assert_eq!(
+            g.allows("cam-1", Action::Publish),
+            Err(Denied::WrongAction("publish"))
+        );
+        let exact = k
+            .mint("k1", &claims("cam", Action::Publish, 1000))
+            .expect("mint");
+        let g = k.verify(&exact, 900).expect("valid");
+        assert!(g.allows("cam", Action::Publish).is_ok());
+        assert_eq!(g.allows("cam2", Action::Publish), Err(Denied::WrongStream));
+        let all = k
+            .mint("k1", &claims("*", Action::Play, 1000))
+            .expect("mint");
+        assert!(
+            k.verify(&all, 0)
+                .expect("valid")
+                .allows("x", Action::Play)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn time_bounds() {
+        let k = keys();
+        let t = k
+            .mint("k1", &claims("s", Action::Play, 1000))
+            .expect("mint");
+        assert!(k.verify(&t, 1000 + LEEWAY_SECS - 1).is_ok());
+        assert_eq!(k.verify(&t, 1000 + LEEWAY_SECS), Err(TokenError::Expired));
+        let mut c = claims("s", Action::Play, 5000);
+        c.nbf = Some(2000);
+        let t = k.mint("k1", &c).expect("mint");
+        assert_eq!(k.verify(&t, 1000), Err(TokenError::NotYetValid));
+        assert!(k.verify(&t, 2000).is_ok());
+        let no_exp = sign_raw(
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            r#"{"sub":"s","act":"play"}"#,
+        );
+        assert!(matches!(
+            k.verify(&no_exp, 0),
+            Err(TokenError::Malformed(_))
+        ));
+        let float_exp = sign_raw(
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            r#"{"sub":"s","act":"play","exp":1000.5}"#,
+        );
+        assert!(k.verify(&float_exp, 10).is_ok());
+    }
+
+    #[test]
+    fn hostile_tokens() {
+        let k = keys();
+        let good = k
+            .mint("k1", &claims("s", Action::Play, 1000))
+            .expect("mint");
+        // Tampered claims keep the old signature.
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"sub":"*","act":"publish","exp":99999}"#);
+        parts[1] = &forged;
+        assert_eq!(k.verify(&parts.join("."), 0), Err(TokenError::BadSignature));
+        // alg none, unsigned.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"sub":"s","act":"play","exp":99999}"#)
+        );
+        assert_eq!(k.verify(&none, 0), Err(TokenError::UnsupportedAlgorithm));
+        // Unknown and missing kid.
+        let other = sign_raw(
+            r#"{"alg":"HS256","kid":"k9"}"#,
+            r#"{"sub":"s","act":"play","exp":9}"#,
+        );
+        assert_eq!(k.verify(&other, 0), Err(TokenError::UnknownKey));
+        let nokid = sign_raw(r#"{"alg":"HS256"}"#, r#"{"sub":"s","act":"play","exp":9}"#);
+        assert_eq!(k.verify(&nokid, 0), Err(TokenError::UnknownKey));
+        // Path tricks and bad actions in claims.
+        for body in [
+            r#"{"sub":"../x","act":"play","exp":9}"#,
+            r#"{"sub":"a/b","act":"play","exp":9}"#,
+            r#"{"sub":"","act":"play","exp":9}"#,
+            r#"{"sub":"**","act":"play","exp":9}"#,
+            r#"{"sub":"s","act":"admin","exp":9}"#,
+            r#"{"sub":"s","act":"play","exp":-1}"#,
+            r#"{"sub":"s","act":"play","exp":"9"}"#,
+        ] {
+            let t = sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, body);
+            assert!(
+                matches!(k.verify(&t, 0), Err(TokenError::Malformed(_))),
+                "{body}"
+            );
+        }
+        for junk in [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "a.b.c.d",
+            &"A".repeat(5000),
+            "é.é.é",
+        ] {
+            assert!(k.verify(junk, 0).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn loads_and_redacts_keys() {
+        let mut k = TokenKeys::new();
+        let secret = STANDARD.encode(SECRET);
+        k.add_entries(&format!(
+            "# rotation\nold={secret}\nnew={secret}, x={secret}"
+        ))
+        .expect("entries");
+        assert_eq!(k.len(), 3);
+        let shown = format!("{k:?}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(matches!(
+            TokenKeys::new().add_entries("k=c2hvcnQ="),
+            Err(KeyError::BadEntry { .. })
+        ));
+        assert!(matches!(
+            TokenKeys::new().add_entries(&format!("a={secret} a={secret}")),
+            Err(KeyError::Duplicate(_))
+        ));
+        let e = TokenKeys::new()
+            .add_entries("k=!!!notbase64!!!")
+            .expect_err("bad");
+        assert!(!e.to_string().contains("notbase64"));
+        assert_eq!(format!("{:?}", SecretString("s3cret".into())), "<redacted>");
+    }
+
+    #[test]
+    fn bearer_and_redaction() {
+        assert_eq!(bearer(Some("Bearer abc"), None), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc "), Some("token=x")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc"), Some("token=x")), None);
+        assert_eq!(bearer(None, Some("a=1&token=xyz")), Some("xyz"));
+        assert_eq!(bearer(None, Some("token=")), None);
+        assert_eq!(
+            redact_uri("/play/s?x=1&token=secret"),
+            "/play/s?x=1&token=REDACTED"
+        );
+        assert_eq!(redact_uri("/play/s"), "/play/s");
+    }
+}
