@@ -35,9 +35,19 @@ impl Store {
     }
 }
 
+/// Extras for [`ControlPlane::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve the HTTP side (front door, dashboard, `/metrics`) on a free loopback port.
+    pub http: bool,
+    /// The front door's `--default-region`.
+    pub default_region: Option<String>,
+}
+
 /// One control-plane replica running in this process.
 pub struct ControlPlane {
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -46,10 +56,24 @@ impl ControlPlane {
     /// Starts a replica over `store` with this lease TTL and waits until it
     /// serves (its health reports SERVING).
     pub async fn start(store: &Store, lease_ttl: Duration) -> Result<Self> {
+        Self::start_with(store, lease_ttl, Options::default()).await
+    }
+
+    /// Like [`ControlPlane::start`], with the HTTP side and other extras.
+    pub async fn start_with(store: &Store, lease_ttl: Duration, options: Options) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let http = match options.http {
+            true => Some(SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                crate::ports::free_tcp_port()?,
+            ))),
+            false => None,
+        };
         let mut config = Config {
             listen: addr,
+            http_listen: http,
+            default_region: options.default_region,
             lease_ttl,
             etcd_timeout: Duration::from_millis(1000),
             ..Config::default()
@@ -78,6 +102,7 @@ impl ControlPlane {
         };
         let cp = Self {
             addr,
+            http,
             shutdown: Some(tx),
             task,
         };
@@ -93,6 +118,11 @@ impl ControlPlane {
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR` of the HTTP side, when started with [`Options::http`].
+    pub fn http_url(&self) -> Option<String> {
+        self.http.map(|a| format!("http://{a}"))
     }
 
     /// A channel to this replica.
