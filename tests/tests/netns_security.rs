@@ -1,0 +1,465 @@
+//! The node's hostile-input and credential cases: token modes (401, 403, expiry, keys),
+//! the per-address rate limit (429), slow-loris clients, tokens kept out of logs, and a
+//! real publish and play with tokens. Tests named `netns_…` open WebRTC sessions and run
+//! in the loopback-only namespace (scripts/test.sh); the others speak plain HTTP on
+//! 127.0.0.1 and run anywhere. See docs/security.md for the whole matrix.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_node::NodeConfig;
+use strata_node::auth::{Action, AuthMode, Claims, SecretString, TokenKeys, unix_now};
+use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher};
+use strata_tests::cluster::Cluster;
+use strata_tests::http;
+use strata_tests::media::vp8_clip;
+use strata_tests::ports::require_netns;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Two keys, as a node under key rotation has them.
+const SECRET_1: &[u8] = b"strata-test-secret-one-0123456789";
+const SECRET_2: &[u8] = b"strata-test-secret-two-0123456789";
+
+fn b64(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    // Standard base64 without a dependency: the test keys are fixed.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                let _ = s.write_char(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn key_entries() -> String {
+    format!("old={} new={}", b64(SECRET_1), b64(SECRET_2))
+}
+
+fn keys() -> TokenKeys {
+    let mut k = TokenKeys::new();
+    k.add_entries(&key_entries()).unwrap();
+    k
+}
+
+fn token(kid: &str, sub: &str, act: Action, exp: u64) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        act,
+        exp,
+        nbf: None,
+        iat: None,
+    };
+    keys().mint(kid, &claims).unwrap()
+}
+
+fn valid(sub: &str, act: Action) -> String {
+    token("new", sub, act, unix_now() + 600)
+}
+
+fn secured(cluster: &Cluster, id: &str, region: &str) -> NodeConfig {
+    let mut cfg = cluster.node_config(id, region);
+    cfg.auth = AuthMode::Required;
+    cfg.token_key_entries = Some(SecretString(key_entries()));
+    cfg
+}
+
+async fn post(url: &str, token: Option<&str>, body: &str) -> http::Response {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/sdp")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    http::request("POST", url, &headers, body.as_bytes())
+        .await
+        .unwrap()
+}
+
+const NOT_SDP: &str = "v=0\r\nthis is not an offer\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_gate_whip_and_whep() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let node = cluster
+        .node_with(secured(&cluster, "s1", "r"))
+        .await
+        .unwrap();
+    let whip = format!("{}/whip/cam-1", node.http);
+    let whep = format!("{}/whep/cam-1", node.http);
+
+    // No token: 401 with the bare challenge.
+    let r = post(&whip, None, NOT_SDP).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"strata\"")
+    );
+    // Not a JWT, a forged signature, an unknown key, alg none, expired: 401 invalid_token.
+    let good = valid("cam-*", Action::Publish);
+    let mut forged = good.clone();
+    forged.pop();
+    forged.push(if good.ends_with('A') { 'B' } else { 'A' });
+    let mut other = TokenKeys::new();
+    other
+        .insert("new", b"another-secret-another-secret-0123")
+        .unwrap();
+    let wrong_key = other
+        .mint(
+            "new",
+            &Claims {
+                sub: "cam-1".into(),
+                act: Action::Publish,
+                exp: unix_now() + 600,
+                nbf: None,
+                iat: None,
+            },
+        )
+        .unwrap();
+    let none = "eyJhbGciOiJub25lIiwia2lkIjoibmV3In0.eyJzdWIiOiIqIiwiYWN0IjoicHVibGlzaCIsImV4cCI6OTk5OTk5OTk5OX0.";
+    let expired = token("new", "cam-1", Action::Publish, unix_now() - 600);
+    let unknown_kid = {
+        let mut k = TokenKeys::new();
+        k.insert("gone", SECRET_1).unwrap();
+        k.mint(
+            "gone",
+            &Claims {
+                sub: "cam-1".into(),
+                act: Action::Publish,
+                exp: unix_now() + 600,
+                nbf: None,
+                iat: None,
+            },
+        )
+        .unwrap()
+    };
+    for (what, t) in [
+        ("garbage", "not-a-token"),
+        ("forged", forged.as_str()),
+        ("wrong key", wrong_key.as_str()),
+        ("alg none", none),
+        ("expired", expired.as_str()),
+        ("unknown kid", unknown_kid.as_str()),
+    ] {
+        let r = post(&whip, Some(t), NOT_SDP).await;
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.contains("invalid_token")),
+            "{what}: {:?}",
+            r.headers
+        );
+        assert!(!r.text().contains(t), "{what}: the answer echoes the token");
+    }
+    // Valid tokens for another stream or another action: 403.
+    for (what, t) in [
+        ("other stream", valid("dog", Action::Publish)),
+        ("other prefix", valid("cam-2*", Action::Publish)),
+        ("play token on WHIP", valid("cam-1", Action::Play)),
+    ] {
+        let r = post(&whip, Some(&t), NOT_SDP).await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.contains("insufficient_scope"))
+        );
+    }
+    let r = post(&whep, Some(&valid("cam-1", Action::Publish)), NOT_SDP).await;
+    assert_eq!(r.status, 403, "publish token on WHEP: {}", r.text());
+
+    // A valid token gets past the gate to the offer checks: both keys of the rotation work.
+    let r = post(&whip, Some(&good), NOT_SDP).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let old = token("old", "cam-1", Action::Publish, unix_now() + 600);
+    assert_eq!(post(&whip, Some(&old), NOT_SDP).await.status, 400);
+    // The built-in pages' way: `?token=` (here on a stream that is not live: 404).
+    let url = format!("{whep}?token={}", valid("*", Action::Play));
+    let r = post(&url, None, NOT_SDP).await;
+    assert_ne!(r.status, 401, "{}", r.text());
+    assert_ne!(r.status, 403, "{}", r.text());
+
+    // Pages, health and metrics need no token; preflight neither.
+    assert_eq!(
+        http::get(&format!("{}/play/cam-1", node.http))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        http::request("OPTIONS", &whip, &[], &[])
+            .await
+            .unwrap()
+            .status,
+        204
+    );
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_without_keys_refuses_to_start() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let mut cfg = cluster.node_config("nokeys", "r");
+    cfg.auth = AuthMode::Required;
+    let err = cluster.node_with(cfg).await.err().expect("must not start");
+    assert!(format!("{err:#}").contains("exited"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let mut cfg = cluster.node_config("rl", "r");
+    // Two requests, then one per 100 s: the third is over whatever the timing.
+    cfg.post_rate_per_ip = 0.01;
+    cfg.post_burst_per_ip = 2;
+    let node = cluster.node_with(cfg).await.unwrap();
+    let url = format!("{}/whep/x", node.http);
+    let wrong_type = [("Content-Type", "text/plain")];
+    for _ in 0..2 {
+        let r = http::request("POST", &url, &wrong_type, b"x")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 415);
+    }
+    let r = http::request("POST", &url, &wrong_type, b"x")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=100).contains(&retry), "Retry-After {retry}");
+    // WHIP shares the budget; other routes are not limited.
+    let r = http::request("POST", &format!("{}/whip/x", node.http), &wrong_type, b"x")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429);
+    let m = http::get(&format!("{}/metrics", node.http)).await.unwrap();
+    assert_eq!(m.status, 200);
+    node.stop().await.unwrap();
+}
+
+/// Reads until the server closes the connection; returns when, and what it sent.
+async fn until_closed(s: &mut TcpStream, within: Duration) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((start + within).into(), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (start.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_clients_are_closed_at_the_header_timeout() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let mut cfg = cluster.node_config("sl", "r");
+    cfg.http_header_timeout = Duration::from_millis(500);
+    let node = cluster.node_with(cfg).await.unwrap();
+    let (authority, _) = http::split_url(&node.http).unwrap();
+
+    // A client that sends its headers a byte at a time, forever.
+    let mut slow = TcpStream::connect(&authority).await.unwrap();
+    slow.write_all(b"POST /whip/x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickle = {
+        let (mut rd, mut wr) = slow.into_split();
+        let writer = tokio::spawn(async move {
+            for _ in 0..100 {
+                if wr.write_all(b"X").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let start = Instant::now();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break start.elapsed(),
+                Ok(Ok(_)) => continue,
+                Err(_) => panic!("slow-loris connection still open after 5 s"),
+            }
+        };
+        writer.abort();
+        closed
+    };
+    assert!(trickle < Duration::from_secs(3), "closed after {trickle:?}");
+
+    // A client that connects and sends nothing.
+    let mut idle = TcpStream::connect(&authority).await.unwrap();
+    let (after, _) = until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        after < Duration::from_secs(3),
+        "idle closed after {after:?}"
+    );
+
+    // Normal clients are served meanwhile.
+    let r = http::get(&format!("{}/healthz", node.http)).await.unwrap();
+    assert_eq!(r.status, 200);
+    node.stop().await.unwrap();
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tokens_and_keys_never_appear_in_logs() {
+    // One thread: every task of the cluster logs into this subscriber, at TRACE.
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let node = cluster
+        .node_with(secured(&cluster, "log", "r"))
+        .await
+        .unwrap();
+    let good = valid("cam", Action::Publish);
+    let expired = token("new", "cam", Action::Publish, unix_now() - 600);
+    let other = valid("dog", Action::Publish);
+    for t in [&good, &expired, &other] {
+        let _ = post(&format!("{}/whip/cam", node.http), Some(t), NOT_SDP).await;
+        let _ = post(&format!("{}/whep/cam?token={t}", node.http), None, NOT_SDP).await;
+    }
+    node.stop().await.unwrap();
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("request refused"),
+        "the capture saw nothing: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    for (what, secret) in [
+        ("valid token", good.as_str()),
+        ("expired token", expired.as_str()),
+        ("token for another stream", other.as_str()),
+        ("key", b64(SECRET_1).as_str()),
+        ("key", b64(SECRET_2).as_str()),
+    ] {
+        // The signature part alone is enough to leak a token.
+        let tail = secret.rsplit('.').next().unwrap_or(secret);
+        assert!(!logs.contains(tail), "{what} appears in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_carries_the_token_to_the_next_node() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let mut full = secured(&cluster, "full", "r");
+    full.max_publishers = 0;
+    let full = cluster.node_with(full).await.unwrap();
+    let spare = cluster
+        .node_with(secured(&cluster, "spare", "r"))
+        .await
+        .unwrap();
+    let t = valid("cam", Action::Publish);
+    let r = post(&format!("{}/whip/cam", full.http), Some(&t), NOT_SDP).await;
+    assert_eq!(r.status, 307, "{}", r.text());
+    let loc = r.header("location").unwrap().to_owned();
+    assert!(
+        loc.starts_with(&format!("{}/whip/cam?token=", spare.http)),
+        "{loc}"
+    );
+    // A browser drops Authorization on a cross-origin redirect: the query carries it.
+    let r = post(&loc, None, NOT_SDP).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    spare.stop().await.unwrap();
+    full.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn netns_publish_and_play_with_tokens() {
+    if !require_netns("netns_publish_and_play_with_tokens") {
+        return;
+    }
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let node = cluster
+        .node_with(secured(&cluster, "t1", "r"))
+        .await
+        .unwrap();
+    let clip = vp8_clip().unwrap();
+
+    let publisher = Publisher::new(clip.tracks(), &ClientConfig::default())
+        .await
+        .unwrap();
+    let offer = publisher.offer().await.unwrap();
+    let whip = format!("{}/whip/cam-1", node.http);
+    assert_eq!(post(&whip, None, &offer).await.status, 401);
+    let r = post(&whip, Some(&valid("cam-1", Action::Publish)), &offer).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    publisher.set_answer(&r.text()).await.unwrap();
+    publisher.connected(Duration::from_secs(15)).await.unwrap();
+    let session = format!("{}{}", node.http, r.header("location").unwrap());
+    let sender = {
+        let clip = clip.clone();
+        let publisher = Arc::new(publisher);
+        let p = publisher.clone();
+        (
+            publisher,
+            tokio::spawn(async move { p.send_clip(clip, None).await }),
+        )
+    };
+
+    // A prefix play token.
+    let player = Player::new(&PlayerOptions::default(), &ClientConfig::default())
+        .await
+        .unwrap();
+    let offer = player.offer().await.unwrap();
+    let whep = format!("{}/whep/cam-1", node.http);
+    let r = post(&whep, Some(&valid("cam-1", Action::Publish)), &offer).await;
+    assert_eq!(r.status, 403);
+    let r = post(&whep, Some(&valid("cam-*", Action::Play)), &offer).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    player.set_answer(&r.text()).await.unwrap();
+    player.connected(Duration::from_secs(15)).await.unwrap();
+
+    // The session URL is the capability: a guessed one is 404, the real one needs no token.
+    let guessed = format!("{}/whip/cam-1/1{}", node.http, "0".repeat(32));
+    let r = http::request("DELETE", &guessed, &[], &[]).await.unwrap();
+    assert_eq!(r.status, 404);
+    let r = http::request("DELETE", &session, &[], &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    sender.1.abort();
+    sender.0.close().await;
+    player.close().await;
+    node.stop().await.unwrap();
+}
