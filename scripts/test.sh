@@ -6,6 +6,7 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace -- --skip netns_
 #   5. the same tests filtered to netns_, inside a loopback-only network namespace
+#   6. scripts/check-deploy.sh          offline checks of deploy/ and docs/operations.md
 #
 # Network-namespace convention
 #   A test that must not run on the machine's real network (WebRTC stacks, browsers: anything
@@ -70,6 +71,7 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test cargo_test cargo test --workspace --no-fail-fast -- --skip netns_
 step netns-test cargo_test in_netns \
     cargo test --workspace --offline --tests --no-fail-fast -- netns_
+step deploy scripts/check-deploy.sh
 
 read -r passed failed < <(awk '
     /^test result:/ {
