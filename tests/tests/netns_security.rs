@@ -189,6 +189,24 @@ async fn tokens_gate_whip_and_whep() {
     assert_ne!(r.status, 401, "{}", r.text());
     assert_ne!(r.status, 403, "{}", r.text());
 
+    // Path tricks get past a wildcard token only to meet the name check: 400.
+    let any = valid("*", Action::Publish);
+    for path in [
+        "/whip/..",
+        "/whip/%2e%2e",
+        "/whip/a%2Fb",
+        "/whip/a%00b",
+        "/whip/caf%C3%A9",
+    ] {
+        let r = post(&format!("{}{path}", node.http), Some(&any), NOT_SDP).await;
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{path}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
     // Pages, health and metrics need no token; preflight neither.
     assert_eq!(
         http::get(&format!("{}/play/cam-1", node.http))
@@ -462,4 +480,30 @@ async fn netns_publish_and_play_with_tokens() {
     sender.0.close().await;
     player.close().await;
     node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_grpc_message_is_refused() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let mut nodes = cluster.clients.nodes.clone();
+    // Over tonic's 4 MiB decoding limit: refused before any handler runs.
+    let huge = "x".repeat(5 << 20);
+    let r = nodes
+        .get_node(strata_proto::v1::GetNodeRequest { node_id: huge })
+        .await
+        .expect_err("must be refused");
+    assert!(
+        matches!(
+            r.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal
+        ),
+        "{r:?}"
+    );
+    // Just under the limit is still only a bad name.
+    let big = "x".repeat(1 << 20);
+    let r = nodes
+        .get_node(strata_proto::v1::GetNodeRequest { node_id: big })
+        .await
+        .expect_err("bad name");
+    assert_eq!(r.code(), tonic::Code::InvalidArgument, "{r:?}");
 }
