@@ -14,7 +14,10 @@
 //! keeps the method and body, so WHIP/WHEP clients post their offer to the node);
 //! `400` for a bad or missing stream name or region; `503` with `Retry-After` when no
 //! node of the region can take the session, or while the store is unreachable.
-//! `region` may be left out when the replica runs with `--default-region`.
+//! `region` may be left out when the replica runs with `--default-region`. The control plane
+//! does not check access tokens (nodes do); a token the client sent (`Authorization: Bearer`
+//! or `?token=`) is carried to the node as `?token=` in the `Location`, since browsers drop
+//! `Authorization` on a cross-origin redirect.
 
 use std::collections::HashMap;
 
@@ -155,12 +158,40 @@ type RegionQuery = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 type StreamPath = Result<Path<String>, PathRejection>;
 
-async fn whip(http: AxState<Http>, stream: StreamPath, query: RegionQuery) -> Response {
-    front_door(Kind::Whip, &http, stream, query)
+async fn whip(
+    http: AxState<Http>,
+    stream: StreamPath,
+    query: RegionQuery,
+    headers: HeaderMap,
+) -> Response {
+    front_door(Kind::Whip, &http, stream, query, &headers)
 }
 
-async fn whep(http: AxState<Http>, stream: StreamPath, query: RegionQuery) -> Response {
-    front_door(Kind::Whep, &http, stream, query)
+async fn whep(
+    http: AxState<Http>,
+    stream: StreamPath,
+    query: RegionQuery,
+    headers: HeaderMap,
+) -> Response {
+    front_door(Kind::Whep, &http, stream, query, &headers)
+}
+
+/// The client's access token (`Authorization: Bearer …`, else `?token=`), when it is
+/// made of token characters (base64url and dots) and so can travel in a URL as is.
+fn token<'a>(headers: &'a HeaderMap, params: &'a HashMap<String, String>) -> Option<&'a str> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    from_header
+        .or_else(|| params.get("token").map(String::as_str))
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
 }
 
 async fn no_stream(AxState(http): AxState<Http>) -> Response {
@@ -184,7 +215,13 @@ fn refused(state: &State, e: Error) -> Response {
 
 /// Sends a WHIP publisher or WHEP player to the node placement picks.
 #[tracing::instrument(skip_all, fields(kind = kind.path()))]
-fn front_door(kind: Kind, http: &Http, stream: StreamPath, query: RegionQuery) -> Response {
+fn front_door(
+    kind: Kind,
+    http: &Http,
+    stream: StreamPath,
+    query: RegionQuery,
+    headers: &HeaderMap,
+) -> Response {
     let state = &http.state;
     let stream = match stream {
         Ok(Path(s)) => s,
@@ -196,9 +233,16 @@ fn front_door(kind: Kind, http: &Http, stream: StreamPath, query: RegionQuery) -
         }
     };
     let stream = stream.as_str();
+    let params = match query {
+        Ok(Query(p)) => p,
+        Err(e) => {
+            return refused(
+                state,
+                Error::InvalidArgument(format!("malformed query string: {e}")),
+            );
+        }
+    };
     let placed = (|| {
-        let Query(params) =
-            query.map_err(|e| Error::InvalidArgument(format!("malformed query string: {e}")))?;
         let region = match (params.get("region"), &http.options.default_region) {
             (Some(r), _) => r.clone(),
             (None, Some(d)) => d.clone(),
@@ -230,11 +274,17 @@ fn front_door(kind: Kind, http: &Http, stream: StreamPath, query: RegionQuery) -
     let Some(node) = placed.node else {
         return refused(state, Error::Internal("placement returned no node".into()));
     };
-    let to = format!(
+    let mut to = format!(
         "{}/{}/{stream}",
         node.http_url.trim_end_matches('/'),
         kind.path()
     );
+    // Browsers drop `Authorization` on a cross-origin redirect: the node takes the
+    // token from the query instead (as a node's own redirect does).
+    if let Some(t) = token(headers, &params) {
+        to.push_str("?token=");
+        to.push_str(t);
+    }
     let Ok(location) = HeaderValue::from_str(&to) else {
         return refused(
             state,

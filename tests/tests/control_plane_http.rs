@@ -337,6 +337,49 @@ async fn front_door_uses_the_default_region() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_door_carries_the_token_to_the_node() {
+    let mut e = Env::new(Options::default()).await;
+    e.node("eu-1", "eu", load(0, 0, 0, 0.0)).await;
+    e.loads_visible(1).await;
+    let post = |path: &str, auth: Option<&str>| {
+        let url = format!("{}{path}", e.http);
+        let auth = auth.map(|t| format!("Bearer {t}"));
+        async move {
+            let mut headers = vec![("Content-Type", "application/sdp")];
+            if let Some(a) = &auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            http::request("POST", &url, &headers, SDP.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    let base = "http://127.0.0.1:8080/eu-1";
+    // Browsers drop Authorization on a cross-origin redirect: it travels in the query.
+    let r = post("/whep/cam?region=eu", Some("eyJh.eyJz-_x.c2ln")).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{base}/whep/cam?token=eyJh.eyJz-_x.c2ln").as_str())
+    );
+    let r = post("/whip/cam?token=abc.def&region=eu", None).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{base}/whip/cam?token=abc.def").as_str())
+    );
+    // The header wins; a value that is not made of token characters is not passed on.
+    let r = post("/whip/cam?token=query&region=eu", Some("header")).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{base}/whip/cam?token=header").as_str())
+    );
+    let r = post("/whip/cam?token=a%26region%3Dus&region=eu", None).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{base}/whip/cam").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn front_door_is_unavailable_while_the_store_is_down() {
     let (etcd, store) = Store::etcd()
         .await
