@@ -507,3 +507,81 @@ async fn oversized_grpc_message_is_refused() {
         .expect_err("bad name");
     assert_eq!(r.code(), tonic::Code::InvalidArgument, "{r:?}");
 }
+
+/// Subscribes with `client` until the refusal satisfies `done` (deadline 10 s).
+async fn refusal_until(
+    client: &strata_relay::RelayClient,
+    addr: std::net::SocketAddr,
+    done: impl Fn(strata_relay::SubscribeErrorCode, &str) -> bool,
+) -> (strata_relay::SubscribeErrorCode, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.subscribe(addr, "up", "nothing", 1).await {
+            Err(strata_relay::RelayError::Refused { code, reason }) => {
+                if done(code, &reason) {
+                    return (code, reason);
+                }
+                assert!(Instant::now() < deadline, "last refusal: {code:?} {reason}");
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_refuses_peers_that_are_not_registered_nodes() {
+    use strata_relay::{RelayClient, RelayConfig, RelayStats, RelayTls, SubscribeErrorCode};
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let cfg = cluster.node_config("up", "r");
+    let certs = cfg.certs_dir.clone().unwrap();
+    let up = cluster.node_with(cfg).await.unwrap();
+    let mut c = cluster.clients.clone();
+    let info = c
+        .nodes
+        .get_node(strata_proto::v1::GetNodeRequest {
+            node_id: "up".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    let addr: std::net::SocketAddr = info.relay_addr.parse().unwrap();
+    let ca = strata_relay::certs::DevCa::load(&certs).unwrap();
+    let client_for = |id: &str| {
+        let creds = ca.issue(id, &["127.0.0.1".parse().unwrap()]).unwrap();
+        RelayClient::new(
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            &RelayTls::Mutual(creds),
+            RelayConfig::default(),
+            RelayStats::new(),
+        )
+        .unwrap()
+    };
+
+    // A certificate of the cluster CA, but no registration: refused, first as retryable
+    // while the node refreshes its registry view, then for good.
+    let rogue = client_for("rogue");
+    let (code, reason) = refusal_until(&rogue, addr, |code, _| {
+        code == SubscribeErrorCode::NotAuthorized
+    })
+    .await;
+    assert_eq!(code, SubscribeErrorCode::NotAuthorized);
+    assert!(
+        reason.contains("\"rogue\" is not a registered node"),
+        "{reason}"
+    );
+
+    // Once registered, the same kind of certificate gets past the peer check to the
+    // stream check ("not an origin").
+    c.register("legit", "r").await.unwrap();
+    let legit = client_for("legit");
+    let (code, reason) = refusal_until(&legit, addr, |_, reason| {
+        !reason.contains("not a registered node")
+    })
+    .await;
+    assert_eq!(code, SubscribeErrorCode::NotFound, "{reason}");
+    assert!(reason.contains("not an origin"), "{reason}");
+    up.stop().await.unwrap();
+}

@@ -23,7 +23,11 @@ use crate::auth::{Auth, AuthMode, TokenKeys};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlClient};
 use crate::limits::HttpLimits;
-use crate::state::{NodeState, SessionKind};
+use crate::state::{NodeState, PeerVerdict, SessionKind};
+
+/// A relay peer missing from the registry view triggers a refresh of the
+/// view, at most this often.
+const PEER_REFRESH_ON_MISS: Duration = Duration::from_secs(1);
 
 /// The sockets a node serves on, bound by the caller (port 0 in tests).
 pub struct Listeners {
@@ -180,6 +184,7 @@ pub async fn run(
     let me: Arc<OnceLock<Weak<NodeState>>> = Arc::new(OnceLock::new());
     let authorizer = {
         let me = me.clone();
+        let insecure = cfg.insecure_relay;
         move |req: &SubscribeRequest<'_>| -> Result<(), Refusal> {
             let Some(state) = me.get().and_then(Weak::upgrade) else {
                 return Err(Refusal {
@@ -187,6 +192,41 @@ pub async fn run(
                     reason: "node starting".into(),
                 });
             };
+            // A CA-signed certificate is not enough: the peer must be a node
+            // the control plane has registered (a stolen or stale certificate
+            // of a node that left is refused).
+            match req
+                .peer
+                .map(|p| (p, state.check_peer(p, PEER_REFRESH_ON_MISS)))
+            {
+                Some((_, PeerVerdict::Registered)) => {}
+                // Maybe registered since the view was fetched: retryable
+                // (`NotFound` keeps the peer's puller retrying rather than
+                // reporting this node unreachable) while the view refreshes.
+                Some((peer, PeerVerdict::NotYet)) => {
+                    return Err(Refusal {
+                        code: SubscribeErrorCode::NotFound,
+                        reason: format!(
+                            "peer {peer:?} is not a registered node in this node's view; \
+                             refreshing the view, retry"
+                        ),
+                    });
+                }
+                Some((peer, PeerVerdict::NotRegistered)) => {
+                    return Err(Refusal {
+                        code: SubscribeErrorCode::NotAuthorized,
+                        reason: format!("peer {peer:?} is not a registered node"),
+                    });
+                }
+                // Insecure mode authenticates nobody: there is no identity to check.
+                None if insecure => {}
+                None => {
+                    return Err(Refusal {
+                        code: SubscribeErrorCode::NotAuthorized,
+                        reason: "the peer's certificate names no node".into(),
+                    });
+                }
+            }
             match state.origin_epoch(req.stream) {
                 Some(e) if u64::try_from(e).ok() == Some(req.epoch) => Ok(()),
                 Some(e) => Err(Refusal {
@@ -279,6 +319,10 @@ pub async fn run(
         registration,
         auth,
     );
+    // The registry view before the relay serves anyone (then every 2 s).
+    if let Ok(nodes) = state.control.list_nodes().await {
+        state.set_peer_regions(registry_view(nodes));
+    }
     let _ = me.set(Arc::downgrade(&state));
     info!(
         node = %state.id(), region = %state.region(), http = %public_url, relay = %relay_addr,
@@ -366,18 +410,25 @@ fn local_players(state: &NodeState, stream: &str) -> usize {
     state.players_of(stream)
 }
 
-/// Keeps the node-id → region map for per-region metrics.
+fn registry_view(nodes: Vec<v1::Node>) -> HashMap<String, String> {
+    nodes
+        .into_iter()
+        .filter_map(|n| n.info.map(|i| (i.id, i.region)))
+        .collect()
+}
+
+/// Keeps the registry view (node id → region): per-region metrics, and the
+/// relay's check that a peer is a registered node. Every 2 s, and at once
+/// when the relay meets a peer it does not know. A failed `ListNodes` keeps
+/// the last view, so a control-plane outage does not cut the relay.
 async fn refresh_peer_regions(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
     loop {
         if let Ok(nodes) = state.control.list_nodes().await {
-            let map: HashMap<String, String> = nodes
-                .into_iter()
-                .filter_map(|n| n.info.map(|i| (i.id, i.region)))
-                .collect();
-            state.set_peer_regions(map);
+            state.set_peer_regions(registry_view(nodes));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = state.peer_refresh.notified() => {}
             _ = stop.changed() => return,
         }
     }

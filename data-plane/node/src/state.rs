@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use strata_media::hub::Hub;
 use strata_relay::{RelayClient, RelayStats};
@@ -114,9 +115,89 @@ pub struct NodeState {
     /// Epoch of each origin record this node holds (main or regional), by
     /// stream: relay subscriptions must name it.
     origin_epochs: Mutex<HashMap<String, i64>>,
-    /// Region of each known node, for per-region metrics.
-    peer_regions: Mutex<HashMap<String, String>>,
+    /// The node's registry view (from `ListNodes`): per-region metrics, and
+    /// who may subscribe over the relay.
+    registry: Mutex<RegistryView>,
+    /// Wakes the registry refresh early (a relay peer missing from the view).
+    pub peer_refresh: tokio::sync::Notify,
     next_session: AtomicU64,
+}
+
+/// What the relay authorizer makes of a peer (see [`RegistryView::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// A registered node.
+    Registered,
+    /// Not in the view yet; the view may predate the peer's registration.
+    /// Refused as retryable while the view is refreshed.
+    NotYet,
+    /// Still missing from a view fetched after the peer was first refused.
+    NotRegistered,
+}
+
+/// Registered nodes (id → region) as last listed, and the relay peers that
+/// were missing from it. Sans-IO: time is an argument.
+#[derive(Debug, Default)]
+pub struct RegistryView {
+    nodes: HashMap<String, String>,
+    fetched_at: Option<Instant>,
+    first_miss: HashMap<String, Instant>,
+    last_refresh_request: Option<Instant>,
+}
+
+/// Peers remembered as missing (only holders of a CA certificate get here).
+const MAX_MISSES: usize = 1024;
+
+impl RegistryView {
+    /// Replaces the view with a listing fetched at `now`.
+    pub fn set(&mut self, nodes: HashMap<String, String>, now: Instant) {
+        self.nodes = nodes;
+        self.fetched_at = Some(now);
+        let nodes = &self.nodes;
+        self.first_miss.retain(|p, _| !nodes.contains_key(p));
+    }
+
+    /// Whether `peer` may use the relay at `now`, and whether to refresh the
+    /// view now (at most once per `refresh_every`).
+    ///
+    /// A peer missing from the view is first refused as [`PeerVerdict::NotYet`]
+    /// (it may have registered after the view was fetched: a retryable
+    /// refusal keeps its puller from reporting this node unreachable); once a
+    /// view fetched after that first refusal still lacks it, it is
+    /// [`PeerVerdict::NotRegistered`].
+    pub fn check(
+        &mut self,
+        peer: &str,
+        now: Instant,
+        refresh_every: Duration,
+    ) -> (PeerVerdict, bool) {
+        if self.nodes.contains_key(peer) {
+            return (PeerVerdict::Registered, false);
+        }
+        let refresh = self
+            .last_refresh_request
+            .is_none_or(|t| now.saturating_duration_since(t) >= refresh_every);
+        if refresh {
+            self.last_refresh_request = Some(now);
+        }
+        let verdict = match (self.first_miss.get(peer), self.fetched_at) {
+            (Some(&missed), Some(fetched)) if fetched > missed => PeerVerdict::NotRegistered,
+            (Some(_), _) => PeerVerdict::NotYet,
+            (None, _) => {
+                if self.first_miss.len() >= MAX_MISSES {
+                    self.first_miss.clear();
+                }
+                self.first_miss.insert(peer.to_owned(), now);
+                PeerVerdict::NotYet
+            }
+        };
+        (verdict, refresh)
+    }
+
+    /// The region of a node, if listed.
+    pub fn region(&self, node: &str) -> Option<&str> {
+        self.nodes.get(node).map(String::as_str)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,7 +237,8 @@ impl NodeState {
             sessions: Mutex::new(HashMap::new()),
             pullers: Mutex::new(HashMap::new()),
             origin_epochs: Mutex::new(HashMap::new()),
-            peer_regions: Mutex::new(HashMap::new()),
+            registry: Mutex::new(RegistryView::default()),
+            peer_refresh: tokio::sync::Notify::new(),
             next_session: AtomicU64::new(1),
         })
     }
@@ -302,16 +384,89 @@ impl NodeState {
         lock(&self.pullers).len()
     }
 
-    /// Records the regions of known nodes.
+    /// Records the registered nodes and their regions.
     pub fn set_peer_regions(&self, regions: HashMap<String, String>) {
-        *lock(&self.peer_regions) = regions;
+        lock(&self.registry).set(regions, Instant::now());
+    }
+
+    /// Whether relay peer `node` is a registered node; a miss wakes the
+    /// registry refresh (at most once per `refresh_every`).
+    pub fn check_peer(&self, node: &str, refresh_every: Duration) -> PeerVerdict {
+        let (verdict, refresh) = lock(&self.registry).check(node, Instant::now(), refresh_every);
+        if refresh {
+            self.peer_refresh.notify_one();
+        }
+        verdict
     }
 
     /// The region of a peer node, if known.
     pub fn peer_region(&self, node: &str) -> String {
-        lock(&self.peer_regions)
-            .get(node)
-            .cloned()
-            .unwrap_or_else(|| "unknown".into())
+        lock(&self.registry)
+            .region(node)
+            .unwrap_or("unknown")
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(nodes: &[&str], at: Instant) -> RegistryView {
+        let mut v = RegistryView::default();
+        v.set(
+            nodes
+                .iter()
+                .map(|n| ((*n).to_owned(), "r".to_owned()))
+                .collect(),
+            at,
+        );
+        v
+    }
+
+    #[test]
+    fn a_peer_missing_from_the_view_is_refused_for_good_only_after_a_refresh() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut v = view(&["a"], t0);
+        assert_eq!(v.check("a", t0, s), (PeerVerdict::Registered, false));
+        // Registered after the view was fetched: retryable, and a refresh is due.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(v.check("b", t1, s), (PeerVerdict::NotYet, true));
+        // Still the old view: still retryable; no second refresh within a second.
+        assert_eq!(
+            v.check("b", t1 + Duration::from_millis(10), s),
+            (PeerVerdict::NotYet, false)
+        );
+        // The refresh lists it.
+        v.set(
+            [("a", "r"), ("b", "r")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .into(),
+            t1 + s,
+        );
+        assert_eq!(v.check("b", t1 + s, s).0, PeerVerdict::Registered);
+        // A peer that a newer view still lacks is not registered.
+        let t2 = t1 + 2 * s;
+        assert_eq!(v.check("rogue", t2, s), (PeerVerdict::NotYet, true));
+        v.set(v.nodes.clone(), t2 + Duration::from_millis(50));
+        assert_eq!(
+            v.check("rogue", t2 + Duration::from_millis(60), s).0,
+            PeerVerdict::NotRegistered
+        );
+        assert_eq!(
+            v.check("rogue", t2 + 2 * s, s),
+            (PeerVerdict::NotRegistered, true)
+        );
+    }
+
+    #[test]
+    fn misses_stay_bounded() {
+        let t0 = Instant::now();
+        let mut v = view(&[], t0);
+        for i in 0..5000 {
+            let _ = v.check(&format!("p{i}"), t0, Duration::from_secs(1));
+        }
+        assert!(v.first_miss.len() <= MAX_MISSES);
     }
 }
