@@ -75,6 +75,33 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub etcd_timeout: Duration,
 
+    /// PEM certificate (chain) the gRPC server presents; with `--tls-key`
+    /// and `--client-ca`, gRPC is served over TLS and nodes authenticate
+    /// with client certificates.
+    #[arg(long, env = "STRATA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "STRATA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA whose client certificates identify nodes (the cluster CA,
+    /// `ca.pem` of `strata-node certs-init`); a certificate's DNS name is the
+    /// node id.
+    #[arg(long, env = "STRATA_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+
+    /// File of operator tokens, `name=token` lines: an operator calls with
+    /// `authorization: Bearer <token>`.
+    #[arg(long, env = "STRATA_OPERATOR_TOKENS")]
+    pub operator_tokens: Option<PathBuf>,
+
+    /// Serve gRPC without TLS and without authentication (local development
+    /// only; logged loudly). For now also what happens without `--tls-cert`.
+    #[arg(long, env = "STRATA_PLAINTEXT")]
+    #[serde(default)]
+    pub plaintext: bool,
+
     /// An operator command; without one, the server runs.
     #[command(subcommand)]
     #[serde(skip)]
@@ -85,6 +112,26 @@ pub struct Config {
 fn parse_region(s: &str) -> Result<String, String> {
     crate::names::validate(crate::names::NameKind::Region, s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
+}
+
+impl Config {
+    /// Checks the transport flags: the three TLS files go together and
+    /// exclude `--plaintext`. With neither, the server runs in plaintext and
+    /// says so loudly (the nodes' control client has no TLS yet; see
+    /// docs/security.md).
+    pub fn check_transport(&self) -> anyhow::Result<()> {
+        let tls = [&self.tls_cert, &self.tls_key, &self.client_ca];
+        let given = tls.iter().filter(|p| p.is_some()).count();
+        anyhow::ensure!(
+            given == 0 || given == 3,
+            "--tls-cert, --tls-key and --client-ca go together"
+        );
+        anyhow::ensure!(
+            !(given == 3 && self.plaintext),
+            "--plaintext and --tls-cert exclude each other"
+        );
+        Ok(())
+    }
 }
 
 impl Default for Config {

@@ -5,6 +5,7 @@
 //! gRPC API. It is stateless apart from its read cache, so any number of
 //! replicas can serve one etcd cluster side by side.
 
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::info;
 
 use strata_proto::v1;
 
+use crate::auth::{OperatorTokens, Policy};
 use crate::cache;
 use crate::config::{Config, StoreKind};
 use crate::keys::Keys;
@@ -26,6 +27,51 @@ const SERVICES: [&str; 4] = [
     "strata.v1.PlacementService",
     "strata.v1.DiagnosticsService",
 ];
+
+/// Who may call what (see [`crate::auth`]). Without TLS the server runs in
+/// plaintext development mode: no authentication, logged loudly.
+fn policy(config: &Config) -> anyhow::Result<Policy> {
+    let operators = match &config.operator_tokens {
+        Some(path) => OperatorTokens::load(path)?,
+        None => OperatorTokens::default(),
+    };
+    let plaintext = config.tls_cert.is_none();
+    if plaintext {
+        tracing::warn!(
+            "!!! gRPC in PLAINTEXT without authentication: anyone who reaches this port can \
+             register nodes, claim streams and drain the cluster. Local development only; use \
+             --tls-cert, --tls-key and --client-ca in production !!!"
+        );
+    } else {
+        info!(operators = ?operators, "gRPC over TLS: nodes by client certificate, operators by token");
+    }
+    Ok(Policy {
+        plaintext,
+        operators,
+    })
+}
+
+/// The TLS settings, when `--tls-cert` is given.
+fn server_tls(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert, &config.tls_key, &config.client_ca)
+    else {
+        anyhow::ensure!(
+            config.tls_cert.is_none(),
+            "--tls-cert needs --tls-key and --client-ca"
+        );
+        return Ok(None);
+    };
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+    };
+    Ok(Some(
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(cert)?, read(key)?))
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            // Operators come with a token instead of a certificate.
+            .client_auth_optional(true),
+    ))
+}
 
 /// Builds the store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Kv> {
@@ -124,20 +170,38 @@ pub async fn run_with_store(
 
     info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,
         lease_ttl = ?config.lease_ttl, "control plane listening");
-    Server::builder()
+    let policy = Arc::new(policy(&config)?);
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls(&config)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let intercept = || policy.clone().interceptor();
+    builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::node_service_server::NodeServiceServer::new(
+        .add_service(v1::node_service_server::NodeServiceServer::with_interceptor(
             NodeApi::new(state.clone()),
+            intercept(),
         ))
-        .add_service(v1::routing_service_server::RoutingServiceServer::new(
-            RoutingApi::new(state.clone()),
-        ))
-        .add_service(v1::placement_service_server::PlacementServiceServer::new(
-            PlacementApi::new(state.clone()),
-        ))
-        .add_service(v1::diagnostics_service_server::DiagnosticsServiceServer::new(DiagnosticsApi))
+        .add_service(
+            v1::routing_service_server::RoutingServiceServer::with_interceptor(
+                RoutingApi::new(state.clone()),
+                intercept(),
+            ),
+        )
+        .add_service(
+            v1::placement_service_server::PlacementServiceServer::with_interceptor(
+                PlacementApi::new(state.clone()),
+                intercept(),
+            ),
+        )
+        .add_service(
+            v1::diagnostics_service_server::DiagnosticsServiceServer::with_interceptor(
+                DiagnosticsApi,
+                intercept(),
+            ),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

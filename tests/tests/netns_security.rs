@@ -585,3 +585,185 @@ async fn relay_refuses_peers_that_are_not_registered_nodes() {
     assert!(reason.contains("not an origin"), "{reason}");
     up.stop().await.unwrap();
 }
+
+/// A gRPC channel to `addr` over TLS trusting `dir/ca.pem`, presenting `dir/{id}.pem` when
+/// `id` is given.
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    id: Option<&str>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("cp");
+    if let Some(id) = id {
+        let cert = std::fs::read(dir.join(format!("{id}.pem"))).unwrap();
+        let key = std::fs::read(dir.join(format!("{id}.key"))).unwrap();
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_over_tls_knows_nodes_and_operators() {
+    use strata_proto::v1;
+    use strata_proto::v1::node_service_client::NodeServiceClient;
+    use strata_proto::v1::routing_service_client::RoutingServiceClient;
+    use tonic::Code;
+
+    let dir = std::env::temp_dir().join(format!("strata-cp-tls-{}", std::process::id()));
+    let ca = strata_relay::certs::DevCa::generate().unwrap();
+    ca.write(&dir).unwrap();
+    let localhost = ["127.0.0.1".parse().unwrap()];
+    for id in ["cp", "n1"] {
+        ca.issue(id, &localhost).unwrap().write(&dir).unwrap();
+    }
+    let ops = dir.join("operators");
+    std::fs::write(&ops, "alice=alice-token-0123456789\n").unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = strata_control::Config {
+        listen: addr,
+        store: strata_control::StoreKind::Memory,
+        tls_cert: Some(dir.join("cp.pem")),
+        tls_key: Some(dir.join("cp.key")),
+        client_ca: Some(dir.join("ca.pem")),
+        operator_tokens: Some(ops),
+        ..strata_control::Config::default()
+    };
+    config.check_transport().unwrap();
+    let kv = strata_control::kv::Kv::Memory(strata_control::kv::memory::MemoryKv::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(strata_control::run_with_store(
+        config,
+        kv,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let node_ch = tls_channel(addr, &dir, Some("n1")).await.unwrap();
+    let mut node = NodeServiceClient::new(node_ch.clone());
+    let info = |id: &str| v1::NodeInfo {
+        id: id.into(),
+        region: "r".into(),
+        relay_addr: "127.0.0.1:4433".into(),
+        http_url: format!("http://127.0.0.1:8080/{id}"),
+        capacity: 1,
+        version: "test".into(),
+    };
+    // The node registers as itself once the replica serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = node
+            .register(v1::RegisterRequest {
+                node: Some(info("n1")),
+            })
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("register as itself: {e:?}"),
+        }
+    }
+    // Not as another node, and not an operator's RPC.
+    let e = node
+        .register(v1::RegisterRequest {
+            node: Some(info("n2")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = node
+        .drain(v1::DrainRequest {
+            node_id: "n2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut node_routing = RoutingServiceClient::new(node_ch);
+    let e = node_routing
+        .list_streams(v1::ListStreamsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // What a node needs to read is allowed.
+    node.list_nodes(v1::ListNodesRequest::default())
+        .await
+        .unwrap();
+
+    // No certificate and no token: unauthenticated.
+    let anon_ch = tls_channel(addr, &dir, None).await.unwrap();
+    let e = NodeServiceClient::new(anon_ch.clone())
+        .list_nodes(v1::ListNodesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // An operator token: operator RPCs, and drain of any node, but never a node's own RPCs.
+    let with_token = |token: &'static str| {
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            Ok(req)
+        }
+    };
+    let mut op_routing = RoutingServiceClient::with_interceptor(
+        anon_ch.clone(),
+        with_token("alice-token-0123456789"),
+    );
+    op_routing
+        .list_streams(v1::ListStreamsRequest {})
+        .await
+        .unwrap();
+    let mut op_nodes =
+        NodeServiceClient::with_interceptor(anon_ch.clone(), with_token("alice-token-0123456789"));
+    op_nodes
+        .drain(v1::DrainRequest {
+            node_id: "n1".into(),
+        })
+        .await
+        .unwrap();
+    let e = op_nodes
+        .register(v1::RegisterRequest {
+            node: Some(info("n3")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut bad =
+        NodeServiceClient::with_interceptor(anon_ch, with_token("mallory-token-0123456789"));
+    let e = bad
+        .list_nodes(v1::ListNodesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(!e.message().contains("mallory"), "{e:?}");
+
+    // A plaintext client gets nothing.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        assert!(
+            NodeServiceClient::new(ch)
+                .list_nodes(v1::ListNodesRequest::default())
+                .await
+                .is_err()
+        );
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

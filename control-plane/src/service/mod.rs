@@ -143,8 +143,9 @@ pub struct DiagnosticsApi;
 impl v1::diagnostics_service_server::DiagnosticsService for DiagnosticsApi {
     async fn ping(
         &self,
-        _req: tonic::Request<v1::PingRequest>,
+        req: tonic::Request<v1::PingRequest>,
     ) -> std::result::Result<tonic::Response<v1::PingResponse>, tonic::Status> {
+        crate::auth::require(&req, crate::auth::Need::Member)?;
         Ok(tonic::Response::new(v1::PingResponse {}))
     }
 }

@@ -215,37 +215,47 @@ impl NodeApi {
     }
 }
 
+use crate::auth::{self, Need};
+
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
     async fn register(&self, r: Request<v1::RegisterRequest>) -> Reply<v1::RegisterResponse> {
+        let id = r.get_ref().node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+        auth::require(&r, Need::NodeItself(id))?;
         Ok(Response::new(
             NodeApi::register(self, r.into_inner()).await?,
         ))
     }
 
     async fn keep_alive(&self, r: Request<v1::KeepAliveRequest>) -> Reply<v1::KeepAliveResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
         Ok(Response::new(
             NodeApi::keep_alive(self, r.into_inner()).await?,
         ))
     }
 
     async fn drain(&self, r: Request<v1::DrainRequest>) -> Reply<v1::DrainResponse> {
+        auth::require(&r, Need::NodeItselfOrOperator(&r.get_ref().node_id))?;
         Ok(Response::new(NodeApi::drain(self, r.into_inner()).await?))
     }
 
     async fn deregister(&self, r: Request<v1::DeregisterRequest>) -> Reply<v1::DeregisterResponse> {
+        auth::require(&r, Need::NodeItselfOrOperator(&r.get_ref().node_id))?;
         Ok(Response::new(
             NodeApi::deregister(self, r.into_inner()).await?,
         ))
     }
 
     async fn list_nodes(&self, r: Request<v1::ListNodesRequest>) -> Reply<v1::ListNodesResponse> {
+        // Nodes list the registry too: it is who may use their relay.
+        auth::require(&r, Need::Member)?;
         Ok(Response::new(self.list(r.into_inner())?))
     }
 
     async fn get_node(&self, r: Request<v1::GetNodeRequest>) -> Reply<v1::Node> {
+        auth::require(&r, Need::Member)?;
         Ok(Response::new(self.get(r.into_inner()).await?))
     }
 }

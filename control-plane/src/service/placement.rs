@@ -98,6 +98,8 @@ impl PlacementService for PlacementApi {
         &self,
         r: Request<v1::PlaceRequest>,
     ) -> std::result::Result<Response<v1::PlaceResponse>, Status> {
+        // Nodes place too: a full or draining node redirects its clients.
+        crate::auth::require(&r, crate::auth::Need::Member)?;
         self.state.ensure_healthy()?;
         let req = r.into_inner();
         let view = self.state.cache().read();

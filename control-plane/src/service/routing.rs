@@ -391,6 +391,8 @@ impl RoutingApi {
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
+use crate::auth::{self, Need};
+
 /// The server stream of `WatchStream`.
 pub type TopologyStream =
     Pin<Box<dyn Stream<Item = std::result::Result<v1::StreamTopology, Status>> + Send>>;
@@ -398,24 +400,28 @@ pub type TopologyStream =
 #[tonic::async_trait]
 impl RoutingService for RoutingApi {
     async fn publish(&self, r: Request<v1::PublishRequest>) -> Reply<v1::PublishResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
         Ok(Response::new(
             RoutingApi::publish(self, r.into_inner()).await?,
         ))
     }
 
     async fn unpublish(&self, r: Request<v1::UnpublishRequest>) -> Reply<v1::UnpublishResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
         Ok(Response::new(
             RoutingApi::unpublish(self, r.into_inner()).await?,
         ))
     }
 
     async fn resolve(&self, r: Request<v1::ResolveRequest>) -> Reply<v1::ResolveResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
         Ok(Response::new(
             RoutingApi::resolve(self, r.into_inner()).await?,
         ))
     }
 
     async fn release(&self, r: Request<v1::ReleaseRequest>) -> Reply<v1::ReleaseResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
         Ok(Response::new(
             RoutingApi::release(self, r.into_inner()).await?,
         ))
@@ -424,6 +430,7 @@ impl RoutingService for RoutingApi {
     type WatchStreamStream = TopologyStream;
 
     async fn watch_stream(&self, r: Request<v1::WatchStreamRequest>) -> Reply<TopologyStream> {
+        auth::require(&r, Need::Member)?;
         let req = r.into_inner();
         self.state.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream).map_err(Error::from)?;
@@ -460,8 +467,9 @@ impl RoutingService for RoutingApi {
 
     async fn list_streams(
         &self,
-        _r: Request<v1::ListStreamsRequest>,
+        r: Request<v1::ListStreamsRequest>,
     ) -> Reply<v1::ListStreamsResponse> {
+        auth::require(&r, Need::Operator)?;
         self.state.ensure_healthy()?;
         let view = self.state.cache().read();
         let streams = view
@@ -473,6 +481,7 @@ impl RoutingService for RoutingApi {
     }
 
     async fn get_stream(&self, r: Request<v1::GetStreamRequest>) -> Reply<v1::StreamTree> {
+        auth::require(&r, Need::Operator)?;
         let req = r.into_inner();
         self.state.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream).map_err(Error::from)?;

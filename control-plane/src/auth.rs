@@ -1,0 +1,299 @@
+//! Who is calling the control plane, and what they may do.
+//!
+//! - **Nodes** authenticate with mutual TLS: a client certificate of the
+//!   cluster CA (`--client-ca`) whose DNS name is the node id. A node may act
+//!   only as itself (Register, KeepAlive, Publish, Unpublish, Resolve, Release,
+//!   Drain and Deregister of itself); it may also read what a node needs
+//!   (ListNodes, GetNode, WatchStream, Place, Ping).
+//! - **Operators** authenticate with `authorization: Bearer <token>`, tokens
+//!   from `--operator-tokens` (`name=token` lines); they may call everything
+//!   but the node-only RPCs (they may Drain and Deregister any node).
+//! - **Plaintext mode** (`--plaintext`, local development only) authenticates
+//!   nobody and allows everything; it is logged loudly at start.
+//!
+//! The interceptor ([`Policy::intercept`]) decides the [`Caller`] once per
+//! request and puts it in the request extensions; each RPC then checks it
+//! with [`require`]. Tokens are compared as SHA-256 digests, over every
+//! entry without an early exit, and never logged.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ring::digest;
+use tonic::{Request, Status};
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A node, by the DNS name of its client certificate.
+    Node(String),
+    /// An operator, by the name of its token.
+    Operator(String),
+    /// Plaintext development mode: anyone, allowed everything.
+    Dev,
+}
+
+/// What an RPC needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need<'a> {
+    /// The node named in the request itself.
+    NodeItself(&'a str),
+    /// The node named in the request, or an operator.
+    NodeItselfOrOperator(&'a str),
+    /// Any node or operator.
+    Member,
+    /// An operator.
+    Operator,
+}
+
+/// A failure to load operator tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// The token file could not be read.
+    #[error("reading operator tokens from {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line is not `name=token` with a token of at least 16 characters (the
+    /// token is never shown).
+    #[error("operator token line {0} is not name=token (token of 16 characters or more)")]
+    BadLine(usize),
+}
+
+/// Operator tokens by name, kept as SHA-256 digests.
+#[derive(Clone, Default)]
+pub struct OperatorTokens {
+    entries: Vec<(String, digest::Digest)>,
+}
+
+impl std::fmt::Debug for OperatorTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OperatorTokens")
+            .field("names", &names)
+            .finish()
+    }
+}
+
+impl OperatorTokens {
+    /// Parses `name=token` lines; blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Result<Self, AuthConfigError> {
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, token) = line
+                .split_once('=')
+                .map(|(n, t)| (n.trim(), t.trim()))
+                .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
+                .ok_or(AuthConfigError::BadLine(i + 1))?;
+            entries.push((
+                name.to_owned(),
+                digest::digest(&digest::SHA256, token.as_bytes()),
+            ));
+        }
+        Ok(Self { entries })
+    }
+
+    /// Reads a token file.
+    pub fn load(path: &Path) -> Result<Self, AuthConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True without tokens.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The operator a token belongs to. Looks at every entry and compares
+    /// digests without an early exit, so timing tells nothing about tokens.
+    pub fn find(&self, token: &str) -> Option<&str> {
+        let presented = digest::digest(&digest::SHA256, token.as_bytes());
+        let mut found = None;
+        for (name, d) in &self.entries {
+            let diff = d
+                .as_ref()
+                .iter()
+                .zip(presented.as_ref())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// How the server authenticates callers.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Plaintext development mode: everyone is [`Caller::Dev`].
+    pub plaintext: bool,
+    /// Operator tokens.
+    pub operators: OperatorTokens,
+}
+
+/// The node id in a DER certificate: its first DNS subject alternative name.
+pub fn node_id_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+        _ => None,
+    })
+}
+
+impl Policy {
+    /// Decides the caller of a request (before any RPC code runs): a valid
+    /// operator token, else a client certificate, else UNAUTHENTICATED.
+    pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        if self.plaintext {
+            return Ok(Caller::Dev);
+        }
+        if let Some(v) = req.metadata().get("authorization") {
+            let token = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| Status::unauthenticated("authorization must be Bearer <token>"))?;
+            return match self.operators.find(token) {
+                Some(name) => Ok(Caller::Operator(name.to_owned())),
+                None => Err(Status::unauthenticated("invalid operator token")),
+            };
+        }
+        let node = req
+            .peer_certs()
+            .and_then(|chain| chain.first().and_then(|c| node_id_of(c.as_ref())));
+        match node {
+            Some(id) => Ok(Caller::Node(id)),
+            None => Err(Status::unauthenticated(
+                "a node client certificate of the cluster CA or an operator token is required",
+            )),
+        }
+    }
+
+    /// A tonic interceptor putting the [`Caller`] in the request extensions.
+    pub fn interceptor(
+        self: Arc<Self>,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static
+    {
+        move |mut req: Request<()>| {
+            let caller = self.caller(&req)?;
+            req.extensions_mut().insert(caller);
+            Ok(req)
+        }
+    }
+}
+
+/// Whether `caller` satisfies `need` (pure; see [`require`]).
+pub fn allows(caller: &Caller, need: Need<'_>) -> Result<(), Status> {
+    let denied = |why: String| Err(Status::permission_denied(why));
+    match (caller, need) {
+        (Caller::Dev, _) => Ok(()),
+        (Caller::Node(me), Need::NodeItself(id) | Need::NodeItselfOrOperator(id)) => {
+            if me == id {
+                Ok(())
+            } else {
+                denied(format!("node {me:?} may act only as itself, not as {id:?}"))
+            }
+        }
+        (Caller::Operator(_), Need::NodeItself(_)) => {
+            denied("only the node itself may call this".to_owned())
+        }
+        (Caller::Operator(_), _) => Ok(()),
+        (Caller::Node(_), Need::Member) => Ok(()),
+        (Caller::Node(me), Need::Operator) => {
+            denied(format!("node {me:?} is not an operator"))
+        }
+    }
+}
+
+/// Checks the caller the interceptor found against what the RPC needs. A
+/// request that did not pass the interceptor (no caller) is refused.
+pub fn require<T>(req: &Request<T>, need: Need<'_>) -> Result<(), Status> {
+    match req.extensions().get::<Caller>() {
+        Some(caller) => allows(caller, need),
+        None => Err(Status::unauthenticated("no authenticated caller")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_act_only_as_themselves() {
+        let n = Caller::Node("eu-1".into());
+        assert!(allows(&n, Need::NodeItself("eu-1")).is_ok());
+        assert!(allows(&n, Need::NodeItself("eu-2")).is_err());
+        assert!(allows(&n, Need::NodeItselfOrOperator("eu-2")).is_err());
+        assert!(allows(&n, Need::Member).is_ok());
+        assert!(allows(&n, Need::Operator).is_err());
+        let o = Caller::Operator("alice".into());
+        assert!(allows(&o, Need::NodeItself("eu-1")).is_err());
+        assert!(allows(&o, Need::NodeItselfOrOperator("eu-1")).is_ok());
+        assert!(allows(&o, Need::Operator).is_ok());
+        assert!(allows(&Caller::Dev, Need::NodeItself("x")).is_ok());
+    }
+
+    #[test]
+    fn operator_tokens() {
+        let t = OperatorTokens::parse("# ops\nalice=0123456789abcdef\n\nbob = fedcba9876543210xyz\n")
+            .expect("parse");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.find("0123456789abcdef"), Some("alice"));
+        assert_eq!(t.find("fedcba9876543210xyz"), Some("bob"));
+        assert_eq!(t.find("0123456789abcdeF"), None);
+        assert_eq!(t.find(""), None);
+        assert!(!format!("{t:?}").contains("0123"));
+        assert!(matches!(
+            OperatorTokens::parse("alice=short"),
+            Err(AuthConfigError::BadLine(1))
+        ));
+        let e = OperatorTokens::parse("x\nnoequals-secret-secret").expect_err("bad");
+        assert!(!e.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn requests_without_credentials_are_refused() {
+        let p = Policy {
+            plaintext: false,
+            operators: OperatorTokens::parse("alice=0123456789abcdef").expect("parse"),
+        };
+        let req = Request::new(());
+        assert_eq!(
+            p.caller(&req).expect_err("anonymous").code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut req = Request::new(());
+        req.metadata_mut().insert(
+            "authorization",
+            "Bearer 0123456789abcdef".parse().expect("ascii"),
+        );
+        assert_eq!(
+            p.caller(&req).expect("operator"),
+            Caller::Operator("alice".into())
+        );
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer nope".parse().expect("ascii"));
+        assert!(p.caller(&req).is_err());
+        // No caller in the extensions: refused.
+        assert!(require(&Request::new(()), Need::Member).is_err());
+    }
+}
