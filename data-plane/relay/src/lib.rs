@@ -31,5 +31,9 @@ pub use config::RelayConfig;
 pub use error::RelayError;
 pub use framing::SubscribeErrorCode;
 pub use server::RelayServer;
-pub use stats::{LATENCY_BUCKETS_US, LatencyHistogram, PeerStats, RelayStats};
-pub use tls::{ALPN, RelayTls};
+pub use stats::{HopSample, LATENCY_BUCKETS_US, LatencyHistogram, PeerStats, RelayStats};
+pub use tls::{ALPN, RelayTls, quic_client_config, quic_server_config};
+
+/// The quinn the relay is built on (its types appear in [`RelayError`] and
+/// [`quic_server_config`]).
+pub use quinn;

@@ -71,6 +71,29 @@ impl LatencyHistogram {
     }
 }
 
+/// One received frame's clocks, for a [`RelayStats::with_hop_observer`] hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopSample {
+    /// The sender's wall clock when it wrote the frame (µs since the Unix epoch).
+    pub send_us: u64,
+    /// The receiver's wall clock when it decoded the frame.
+    pub recv_us: u64,
+    /// When the packet entered the cluster.
+    pub ingest_us: u64,
+}
+
+type HopObserver = Box<dyn Fn(HopSample) + Send + Sync>;
+
+/// An optional per-frame hook; `None` costs one branch per frame.
+#[derive(Default)]
+struct ObserverSlot(Option<HopObserver>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
 /// All relay counters of a node (server and client sides).
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -95,12 +118,33 @@ pub struct RelayStats {
     pub protocol_errors: AtomicU64,
     /// Per-hop latency of received frames.
     pub hop_latency: LatencyHistogram,
+    hop_observer: ObserverSlot,
 }
 
 impl RelayStats {
     /// A fresh set of counters.
     pub fn new() -> Arc<Self> {
         Arc::new(RelayStats::default())
+    }
+
+    /// Fresh counters that also hand every received frame's clocks to
+    /// `observer`, for measurements finer than [`hop_latency`](Self::hop_latency)'s
+    /// buckets (the relay benchmark). It runs on the receive path of every
+    /// frame, on the group reader's task: keep it short and non-blocking.
+    pub fn with_hop_observer(observer: impl Fn(HopSample) + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(RelayStats {
+            hop_observer: ObserverSlot(Some(Box::new(observer))),
+            ..RelayStats::default()
+        })
+    }
+
+    /// Record a received frame's latency (and hand it to the observer, if any).
+    pub(crate) fn on_hop(&self, sample: HopSample) {
+        let latency = sample.recv_us.saturating_sub(sample.send_us);
+        self.hop_latency.record(Duration::from_micros(latency));
+        if let Some(observer) = &self.hop_observer.0 {
+            observer(sample);
+        }
     }
 
     /// Counters for one peer, created on first use.
@@ -123,6 +167,24 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_observer_sees_every_frame() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let stats = RelayStats::with_hop_observer(move |s| {
+            sink.lock().unwrap_or_else(PoisonError::into_inner).push(s)
+        });
+        let sample = HopSample {
+            send_us: 1_000,
+            recv_us: 1_250,
+            ingest_us: 900,
+        };
+        stats.on_hop(sample);
+        assert_eq!(*seen.lock().unwrap(), [sample]);
+        assert_eq!(stats.hop_latency.sum_us(), 250);
+        RelayStats::default().on_hop(sample); // no observer: only the histogram
+    }
 
     #[test]
     fn histogram_buckets() {

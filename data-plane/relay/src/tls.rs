@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
 use crate::certs::{NodeCredentials, node_id_of};
+use crate::config::RelayConfig;
 use crate::error::RelayError;
 
 /// The relay's ALPN protocol id; connections negotiating anything else are closed.
@@ -45,7 +46,7 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, RelayError>
 }
 
 /// The rustls + quinn server side.
-pub(crate) fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
+fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -81,7 +82,7 @@ pub(crate) fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, Rel
 }
 
 /// The rustls + quinn client side.
-pub(crate) fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
+fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -106,6 +107,29 @@ pub(crate) fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, Rel
     Ok(Arc::new(
         QuicClientConfig::try_from(config).map_err(tls_err)?,
     ))
+}
+
+/// The QUIC server configuration a [`RelayServer`](crate::RelayServer) uses:
+/// TLS per `tls`, ALPN [`ALPN`], transport per `cfg`. Public for tools that
+/// measure raw quinn beside the relay under the same settings.
+pub fn quic_server_config(
+    tls: &RelayTls,
+    cfg: &RelayConfig,
+) -> Result<quinn::ServerConfig, RelayError> {
+    let mut server = quinn::ServerConfig::with_crypto(server_crypto(tls)?);
+    server.transport_config(cfg.transport(true)?);
+    Ok(server)
+}
+
+/// The QUIC client configuration a [`RelayClient`](crate::RelayClient) uses
+/// (see [`quic_server_config`]).
+pub fn quic_client_config(
+    tls: &RelayTls,
+    cfg: &RelayConfig,
+) -> Result<quinn::ClientConfig, RelayError> {
+    let mut client = quinn::ClientConfig::new(client_crypto(tls)?);
+    client.transport_config(cfg.transport(false)?);
+    Ok(client)
 }
 
 /// The node id in the peer's certificate, if it presented one.

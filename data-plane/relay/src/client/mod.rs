@@ -87,8 +87,7 @@ impl RelayClient {
         cfg: RelayConfig,
         stats: Arc<RelayStats>,
     ) -> Result<Self, RelayError> {
-        let mut client = quinn::ClientConfig::new(tls::client_crypto(tls)?);
-        client.transport_config(cfg.transport(false)?);
+        let client = tls::quic_client_config(tls, &cfg)?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,

@@ -1,15 +1,13 @@
 //! Reading group streams and routing their frames to subscriptions.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::mpsc;
 
 use super::{Incoming, Routes, group_buffer, lock};
 use crate::error::RelayError;
 use crate::framing::{FrameError, MAX_FRAME, decode_frame, decode_group_header};
 use crate::io::{codes, wall_clock_us};
-use crate::stats::{PeerStats, RelayStats, add};
+use crate::stats::{HopSample, PeerStats, RelayStats, add};
 
 /// Accept group streams until the connection ends.
 pub(crate) async fn accept_groups(
@@ -89,8 +87,11 @@ async fn pump(
                 &peer.bytes_in,
                 (crate::framing::FRAME_HEADER_LEN + frame.rtp.len()) as u64,
             );
-            let latency = wall_clock_us().saturating_sub(frame.send_us);
-            stats.hop_latency.record(Duration::from_micros(latency));
+            stats.on_hop(HopSample {
+                send_us: frame.send_us,
+                recv_us: wall_clock_us(),
+                ingest_us: frame.ingest_us,
+            });
             if tx.send(Incoming::Frame { sequence, frame }).await.is_err() {
                 let _ = recv.stop(quinn::VarInt::from_u32(codes::UNWANTED));
                 return Ok(false);

@@ -53,8 +53,7 @@ impl RelayServer {
         hub: Hub,
         stats: Arc<RelayStats>,
     ) -> Result<Self, RelayError> {
-        let mut server = quinn::ServerConfig::with_crypto(tls::server_crypto(tls)?);
-        server.transport_config(cfg.transport(true)?);
+        let server = tls::quic_server_config(tls, &cfg)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
