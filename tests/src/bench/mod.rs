@@ -6,4 +6,5 @@
 pub mod control;
 pub mod load;
 pub mod machine;
+pub mod relay;
 pub mod stats;

@@ -3,10 +3,12 @@
 //! ```text
 //! cargo build --release -p strata-control
 //! cargo run --release -p strata-tests --bin strata-bench -- control
+//! cargo run --release -p strata-tests --bin strata-bench -- relay
 //! ```
 
 use clap::{Parser, Subcommand};
 use strata_tests::bench::control::ControlArgs;
+use strata_tests::bench::relay::RelayArgs;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,8 @@ struct Cli {
 enum Command {
     /// Control plane: ping floor, cached resolve, claim (etcd txn) and the raw etcd txn.
     Control(ControlArgs),
+    /// Relay hop origin → edge over QUIC: latency per hop, throughput beside raw quinn.
+    Relay(RelayArgs),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -35,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Control(args) => strata_tests::bench::control::run(args).await,
+        Command::Relay(args) => strata_tests::bench::relay::run(args).await,
     }
 }

@@ -1,4 +1,4 @@
-//! Process CPU time and a description of the machine, for "per core" figures.
+//! Process CPU time, for "per core" figures.
 
 use std::time::{Duration, Instant};
 
@@ -54,27 +54,6 @@ impl Clocks {
         let now = Clocks::now();
         (now.wall - self.wall, now.cpu.saturating_sub(self.cpu))
     }
-}
-
-/// "AMD EPYC 7B13, 2 CPUs, Linux 6.1.0, release build".
-pub fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim() == "model name")
-        .map_or_else(|| "unknown CPU".to_owned(), |(_, v)| v.trim().to_owned());
-    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    format!(
-        "{cpu}, {nproc} CPUs, Linux {}, {profile} build",
-        kernel.trim()
-    )
 }
 
 #[cfg(test)]

@@ -84,7 +84,6 @@ pub struct Fixture {
     pub sources: Vec<Source>,
     pub client: RelayClient,
     pub edge_stats: Arc<RelayStats>,
-    pub origin_stats: Arc<RelayStats>,
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -95,13 +94,12 @@ impl Fixture {
     pub fn start(tls: &Tls, streams: usize, edge_stats: Arc<RelayStats>) -> Result<Self> {
         let cfg = RelayConfig::default();
         let hub = Hub::new(HubConfig::default());
-        let origin_stats = RelayStats::new();
         let server = RelayServer::new(
             loopback_socket()?,
             &tls.origin,
             cfg.clone(),
             hub.clone(),
-            origin_stats.clone(),
+            RelayStats::new(),
         )
         .context("relay server")?;
         let addr = server.local_addr()?;
@@ -118,7 +116,6 @@ impl Fixture {
             sources,
             client,
             edge_stats,
-            origin_stats,
             addr,
             shutdown: Some(tx),
             server: Some(server),

@@ -24,12 +24,13 @@ mod throughput;
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use strata_control::config::parse_duration;
 
+use crate::bench::machine::Machine;
+
 /// `strata-bench relay` options.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(about = "Relay hop benchmark: latency per hop and throughput beside raw quinn")]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RelayArgs {
     /// CI smoke run: about a second per measurement, few streams.
     #[arg(long, env = "STRATA_BENCH_QUICK")]
@@ -46,6 +47,11 @@ pub struct RelayArgs {
     /// Subscriptions of the "many" throughput run [default: 50; 8 with --quick].
     #[arg(long, env = "STRATA_BENCH_MANY")]
     pub many: Option<usize>,
+    /// Throughput rounds; each measures every path once, in turn, and the
+    /// report sums them, so that drift in the machine's load hits all paths
+    /// alike [default: 3; 1 with --quick].
+    #[arg(long, env = "STRATA_BENCH_ROUNDS")]
+    pub rounds: Option<usize>,
 }
 
 /// Run every measurement and print the report.
@@ -72,32 +78,63 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         "stream counts must be 1..=256 (one connection's subscription limit)"
     );
 
-    let machine = cpu::machine();
-    eprintln!("relay bench on {machine}");
+    let machine = Machine::detect();
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("relay bench on {machine} ({} build)", machine.profile());
     let tls = fixture::Tls::generate()?;
     let mut lat = Vec::new();
     for &n in &streams {
         eprintln!("latency: {n} streams…");
         let r = latency::run(&tls, n, warmup, duration).await?;
-        ensure!(r.wire.count() > 0, "latency, {n} streams: nothing delivered");
+        ensure!(
+            r.wire.count() > 0,
+            "latency, {n} streams: nothing delivered"
+        );
         lat.push(r);
     }
-    eprintln!("throughput: raw quinn…");
-    let raw = throughput::raw_quinn(&tls, 64 * 1024, "raw quinn, 64 KiB writes", warmup, duration)
-        .await?;
-    eprintln!("throughput: relay, 1 subscription…");
-    let one = throughput::relay(&tls, 1, warmup, duration).await?;
-    eprintln!("throughput: relay, {many} subscriptions…");
-    let more = throughput::relay(&tls, many, warmup, duration).await?;
-    eprintln!("throughput: raw quinn, frame-sized writes…");
-    let small = throughput::raw_quinn(
-        &tls,
-        latency::PACKET_BYTES + strata_relay::framing::FRAME_HEADER_LEN,
-        "raw quinn, 1220-byte writes",
-        warmup,
-        duration,
-    )
-    .await?;
-    print!("{}", report::render(&machine, &lat, &raw, &[one, more, small]));
+    let rounds = args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let frame_write = latency::PACKET_BYTES + strata_relay::framing::FRAME_HEADER_LEN;
+    let mut paths: Vec<throughput::Throughput> = Vec::new();
+    for round in 1..=rounds {
+        eprintln!(
+            "throughput round {round}/{rounds}: raw quinn, relay ×1, relay ×{many}, raw quinn small writes…"
+        );
+        let measured = [
+            throughput::raw_quinn(
+                &tls,
+                64 * 1024,
+                "raw quinn, 64 KiB writes",
+                warmup,
+                duration,
+            )
+            .await?,
+            throughput::relay(&tls, 1, warmup, duration).await?,
+            throughput::relay(&tls, many, warmup, duration).await?,
+            throughput::raw_quinn(
+                &tls,
+                frame_write,
+                "raw quinn, 1220-byte writes",
+                warmup,
+                duration,
+            )
+            .await?,
+        ];
+        if paths.is_empty() {
+            paths = measured.to_vec();
+        } else {
+            for (sum, m) in paths.iter_mut().zip(&measured) {
+                sum.add(m);
+            }
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (raw, others) = paths.split_first().context("no throughput measured")?;
+    let load_before = load_before.split_whitespace().next().unwrap_or("?");
+    let load_after = load.split_whitespace().next().unwrap_or("?");
+    let context = format!(
+        "{machine}; {} build; 1-min load average {load_before} before, {load_after} after",
+        machine.profile()
+    );
+    print!("{}", report::render(&context, &lat, raw, others));
     Ok(())
 }

@@ -5,26 +5,12 @@ use std::time::Duration;
 
 use super::latency::{LatencyResult, PACKET_BYTES, PERIOD};
 use super::throughput::Throughput;
+use crate::bench::stats::fmt_latency;
 
 /// p99 per hop must stay under this at the largest stream count.
 const P99_TARGET: Duration = Duration::from_millis(1);
 /// Relay throughput must reach this fraction of raw quinn.
 const THROUGHPUT_TARGET: f64 = 0.7;
-
-/// "87 µs", "1.93 ms", "12.4 ms", "–".
-fn latency(d: Option<Duration>) -> String {
-    let Some(d) = d else {
-        return "–".into();
-    };
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0} µs")
-    } else if us < 10_000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{:.1} ms", us / 1000.0)
-    }
-}
 
 fn mbit_per_stream() -> f64 {
     PACKET_BYTES as f64 * 8.0 / PERIOD.as_secs_f64() / 1e6
@@ -32,13 +18,13 @@ fn mbit_per_stream() -> f64 {
 
 /// The report: latency table, throughput table, targets.
 pub fn render(
-    machine: &str,
+    context: &str,
     lat: &[LatencyResult],
     raw: &Throughput,
     others: &[Throughput],
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Machine: {machine}\n");
+    let _ = writeln!(out, "Machine: {context}.\n");
     let _ = writeln!(
         out,
         "### Hop latency: N streams × {:.1} Mbit/s ({PACKET_BYTES}-byte packets, a group per ~1 s)\n",
@@ -49,20 +35,23 @@ pub fn render(
         "| streams | delivered pkt/s | wire p50 | wire p99 | wire p99.9 | wire max \
          | e2e p50 | e2e p99 | e2e max | CPU (cores) | lost | groups skipped |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in lat {
         let _ = writeln!(
             out,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} of {} | {} |",
             r.streams,
             r.delivered_rate,
-            latency(r.wire.percentile(0.5)),
-            latency(r.wire.percentile(0.99)),
-            latency(r.wire.percentile(0.999)),
-            latency(Some(r.wire.max())),
-            latency(r.end_to_end.percentile(0.5)),
-            latency(r.end_to_end.percentile(0.99)),
-            latency(Some(r.end_to_end.max())),
+            fmt_latency(r.wire.percentile(0.5)),
+            fmt_latency(r.wire.percentile(0.99)),
+            fmt_latency(r.wire.percentile(0.999)),
+            fmt_latency(Some(r.wire.max())),
+            fmt_latency(r.end_to_end.percentile(0.5)),
+            fmt_latency(r.end_to_end.percentile(0.99)),
+            fmt_latency(Some(r.end_to_end.max())),
             r.cores,
             r.lost,
             r.sent,
@@ -78,13 +67,22 @@ pub fn render(
     let _ = writeln!(out, "### Throughput\n");
     let _ = writeln!(
         out,
-        "| path | MB/s | CPU (cores) | MB per CPU-second | × raw MB/s | × raw MB per CPU-s |"
+        "| path | MB/s | CPU (cores) | MB per CPU-second | × raw MB/s | × raw MB per CPU-s \
+         | groups skipped | QUIC packets lost |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for t in std::iter::once(raw).chain(others) {
+        let skipped = match t.quic_lost {
+            Some(_) => "–".to_owned(),
+            None => t.skipped.to_string(),
+        };
+        let lost = match t.quic_lost {
+            Some((lost, sent)) => format!("{:.2} %", 100.0 * lost as f64 / sent.max(1) as f64),
+            None => "n/a".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {skipped} | {lost} |",
             t.label,
             t.mb_per_s(),
             t.cores(),
@@ -93,7 +91,6 @@ pub fn render(
             t.mb_per_cpu_s() / raw.mb_per_cpu_s(),
         );
     }
-
     let _ = writeln!(out, "\n### Targets\n");
     if let Some(r) = lat.iter().max_by_key(|r| r.streams) {
         let p99 = r.wire.percentile(0.99);
@@ -102,9 +99,9 @@ pub fn render(
             out,
             "- p99 per hop < 1 ms at {} streams: wire p99 {} → {}; e2e p99 {}",
             r.streams,
-            latency(p99),
+            fmt_latency(p99),
             verdict(met),
-            latency(r.end_to_end.percentile(0.99)),
+            fmt_latency(r.end_to_end.percentile(0.99)),
         );
     }
     if let Some(one) = others.first() {
