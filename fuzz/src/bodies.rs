@@ -181,12 +181,12 @@ pub fn token(data: &[u8]) {
         && let Ok(g) = keys.verify(&signed, now)
     {
         assert!(g.exp + auth::LEEWAY_SECS > now, "expired token accepted");
-        let name = g.sub.strip_suffix('*').unwrap_or(&g.sub);
-        assert!(
-            g.sub == "*" || strata_node::http::valid_stream_name(name),
-            "invalid subject accepted: {:?}",
-            g.sub
-        );
+        // An exact subject is a valid stream name; a prefix is the start of one.
+        let valid = match g.sub.strip_suffix('*') {
+            Some(prefix) => strata_node::http::valid_stream_name(&format!("{prefix}x")),
+            None => strata_node::http::valid_stream_name(&g.sub),
+        };
+        assert!(valid, "invalid subject accepted: {:?}", g.sub);
         let _ = g.allows("stream", Action::Play);
     }
 }

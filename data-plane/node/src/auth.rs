@@ -377,11 +377,17 @@ fn numeric_date(n: &serde_json::Number) -> Option<u64> {
     (f.is_finite() && (0.0..1e15).contains(&f)).then_some(f as u64)
 }
 
+/// `*`, a prefix ending in `*`, or a valid stream name (not `.` or `..`,
+/// which no stream can be called).
 fn valid_subject(sub: &str) -> bool {
-    let name = sub.strip_suffix('*').unwrap_or(sub);
-    (name.is_empty() && sub == "*")
+    let (name, prefix) = match sub.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (sub, false),
+    };
+    (prefix && name.is_empty())
         || (!name.is_empty()
             && sub.len() <= 128
+            && (prefix || (name != "." && name != ".."))
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')))
@@ -668,6 +674,8 @@ mod tests {
         // Path tricks and bad actions in claims.
         for body in [
             r#"{"sub":"../x","act":"play","exp":9}"#,
+            r#"{"sub":"..","act":"play","exp":9}"#,
+            r#"{"sub":".","act":"play","exp":9}"#,
             r#"{"sub":"a/b","act":"play","exp":9}"#,
             r#"{"sub":"","act":"play","exp":9}"#,
             r#"{"sub":"**","act":"play","exp":9}"#,
