@@ -1,0 +1,634 @@
+//! The load client: receive-only peer connections that count RTP below SRTP.
+//!
+//! Each [`LoadPeer`] is a `webrtc` peer connection (the same stack as the node, mDNS off,
+//! one host candidate) whose UDP socket is a [`CountingSocket`]: STUN, DTLS and RTCP go to the
+//! stack as usual, but RTP packets are counted from their clear-text header (SSRC, sequence
+//! number) and dropped before SRTP. The client therefore never decrypts media, sends no NACKs
+//! (so neither server retransmits) and costs little per packet, which keeps the load client
+//! from being the bottleneck when it shares a machine with the server under test.
+//!
+//! A peer is negotiated either way round: [`LoadPeer::whep`] offers (WHEP, Strata) and
+//! [`LoadPeer::janus`] answers the offer Janus's streaming plugin makes on `watch`.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use async_trait::async_trait;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use serde_json::{Value, json};
+use tokio::io::ReadBuf;
+use tokio::sync::watch;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
+};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
+};
+
+use crate::http;
+
+/// How long ICE gathering (host candidates only) may take.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// RTP packets counted and dropped in one `poll_recv` before yielding to other tasks.
+const DROPS_PER_POLL: usize = 256;
+
+/// Packet counts of one peer, by SSRC.
+#[derive(Debug, Default)]
+pub struct Counters {
+    state: Mutex<CountState>,
+}
+
+#[derive(Debug, Default)]
+struct CountState {
+    streams: Vec<SeqTrack>,
+    packets: u64,
+    bytes: u64,
+    first_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct SeqTrack {
+    ssrc: u32,
+    /// First extended sequence number seen.
+    base: i64,
+    /// Highest extended sequence number seen.
+    highest: i64,
+    received: u64,
+}
+
+/// Totals of one peer at one moment; differences of two give a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// RTP packets received.
+    pub received: u64,
+    /// RTP packets the sequence numbers say were sent (highest − first + 1, summed over SSRCs).
+    pub expected: u64,
+    /// RTP bytes received (header included).
+    pub bytes: u64,
+}
+
+impl Tally {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        Tally {
+            received: self.received.saturating_sub(earlier.received),
+            expected: self.expected.saturating_sub(earlier.expected),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+
+    /// Packets lost (expected but not received; never negative).
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.received)
+    }
+}
+
+impl Counters {
+    fn record(&self, ssrc: u32, seq: u16, len: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.packets += 1;
+        st.bytes += len as u64;
+        if st.first_at.is_none() {
+            st.first_at = Some(Instant::now());
+        }
+        match st.streams.iter_mut().find(|s| s.ssrc == ssrc) {
+            Some(s) => {
+                // Extend the 16-bit sequence number around the highest one seen.
+                let delta = i64::from(seq.wrapping_sub(s.highest as u16) as i16);
+                let ext = s.highest + delta;
+                s.highest = s.highest.max(ext);
+                s.base = s.base.min(ext);
+                s.received += 1;
+            }
+            None => {
+                // Start high so that early reordering never goes below zero.
+                let ext = (1 << 20) + i64::from(seq);
+                st.streams.push(SeqTrack {
+                    ssrc,
+                    base: ext,
+                    highest: ext,
+                    received: 1,
+                });
+            }
+        }
+    }
+
+    /// The totals so far.
+    pub fn tally(&self) -> Tally {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Tally {
+            received: st.packets,
+            expected: st
+                .streams
+                .iter()
+                .map(|s| (s.highest - s.base + 1).max(0) as u64)
+                .sum(),
+            bytes: st.bytes,
+        }
+    }
+
+    /// When the first RTP packet arrived.
+    pub fn first_packet(&self) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_at
+    }
+}
+
+/// SSRC and sequence number of an RTP (not RTCP, RFC 5761 §4) packet; the header is in the
+/// clear under SRTP.
+fn rtp_header(data: &[u8]) -> Option<(u32, u16)> {
+    if data.len() < 12 || data[0] >> 6 != 2 || (192..=223).contains(&data[1]) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([data[2], data[3]]);
+    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    Some((ssrc, seq))
+}
+
+/// The socket the peer connection's driver uses: RTP is counted and dropped, the rest passes.
+struct CountingSocket {
+    io: tokio::net::UdpSocket,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for CountingSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountingSocket").finish_non_exhaustive()
+    }
+}
+
+impl AsyncUdpSocket for CountingSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_send_to(cx, transmit.contents, transmit.destination)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(meta)) = (bufs.first_mut(), meta.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        for _ in 0..DROPS_PER_POLL {
+            let mut read = ReadBuf::new(buf);
+            let from = match self.io.poll_recv_from(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(from)) => from,
+            };
+            let n = read.filled().len();
+            if let Some((ssrc, seq)) = rtp_header(&buf[..n]) {
+                self.counters.record(ssrc, seq, n);
+                continue;
+            }
+            *meta = RecvMeta::default();
+            meta.addr = from;
+            meta.len = n;
+            meta.stride = n.max(1);
+            return Poll::Ready(Ok(1));
+        }
+        // Let other peers' drivers run; come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Tokio, except that UDP sockets are [`CountingSocket`]s.
+struct CountingRuntime {
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for CountingRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountingRuntime").finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Runtime for CountingRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        TokioRuntime.spawn(future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        socket.set_nonblocking(true)?;
+        Ok(Arc::new(CountingSocket {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            counters: Arc::clone(&self.counters),
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
+        let tokio: &'static TokioRuntime = &TokioRuntime;
+        tokio.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        let tokio: &'static TokioRuntime = &TokioRuntime;
+        tokio.resolve_host(host)
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        TokioRuntime.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        TokioRuntime.block_on(future)
+    }
+
+    fn name(&self) -> &'static str {
+        "strata-bench-counting"
+    }
+}
+
+struct Events {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state.send_replace(state);
+    }
+}
+
+/// How a peer's session ends.
+enum Teardown {
+    /// `DELETE` the WHEP session.
+    Whep(String),
+    /// `destroy` the Janus session.
+    Janus { session_url: String },
+}
+
+/// One receive-only peer connection of the load client.
+pub struct LoadPeer {
+    pc: Arc<dyn PeerConnection>,
+    counters: Arc<Counters>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    teardown: Option<Teardown>,
+    /// When signalling started.
+    pub started: Instant,
+}
+
+struct Built {
+    pc: Arc<dyn PeerConnection>,
+    counters: Arc<Counters>,
+    gathered: watch::Receiver<bool>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+/// A peer connection that receives VP8 (96) and Opus (111), with no interceptors (the media
+/// never reaches the stack), mDNS off and one host candidate on `bind_ip`.
+async fn build(bind_ip: IpAddr) -> Result<Built> {
+    let mut media_engine = MediaEngine::default();
+    let codec =
+        |mime: &str, clock_rate, channels, fmtp: &str, payload_type| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type,
+        };
+    media_engine.register_codec(codec("video/VP8", 90_000, 0, "", 96), RtpCodecKind::Video)?;
+    media_engine.register_codec(
+        codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+    let counters = Arc::new(Counters::default());
+    let (gathered_tx, gathered) = watch::channel(false);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_network_types(vec![if bind_ip.is_ipv6() {
+            NetworkType::Udp6
+        } else {
+            NetworkType::Udp4
+        }])
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(Registry::new())
+        .with_handler(Arc::new(Events {
+            gathered: gathered_tx,
+            state: state_tx,
+        }))
+        .with_runtime(Arc::new(CountingRuntime {
+            counters: Arc::clone(&counters),
+        }))
+        .with_udp_addrs(vec![SocketAddr::new(bind_ip, 0)])
+        .build()
+        .await?;
+    Ok(Built {
+        pc: Arc::new(pc),
+        counters,
+        gathered,
+        state,
+    })
+}
+
+/// Applies `desc` locally and returns the local SDP once ICE gathering is complete.
+async fn apply_local(b: &mut Built, desc: RTCSessionDescription) -> Result<String> {
+    b.pc.set_local_description(desc).await?;
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, b.gathered.wait_for(|done| *done)).await;
+    Ok(b.pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp)
+}
+
+impl LoadPeer {
+    /// Plays `url` (`http://…/whep/{stream}`) over WHEP: offers receive-only audio and video.
+    pub async fn whep(url: &str, bind_ip: IpAddr) -> Result<LoadPeer> {
+        let started = Instant::now();
+        let mut b = build(bind_ip).await?;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            b.pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await?;
+        }
+        let offer = b.pc.create_offer(None).await?;
+        let offer = apply_local(&mut b, offer).await?;
+        let resp = http::post_sdp(url, &offer).await?;
+        if resp.status != 201 {
+            b.pc.close().await.ok();
+            bail!("WHEP POST {url}: {} {}", resp.status, resp.text());
+        }
+        let location = resp.header("location").context("no Location")?.to_owned();
+        let session_url = if location.starts_with("http") {
+            location
+        } else {
+            let (authority, _) = http::split_url(&resp.url)?;
+            format!("http://{authority}{location}")
+        };
+        let answer = RTCSessionDescription::answer(resp.text())?;
+        b.pc.set_remote_description(answer).await?;
+        Ok(LoadPeer {
+            pc: b.pc,
+            counters: b.counters,
+            state: b.state,
+            teardown: Some(Teardown::Whep(session_url)),
+            started,
+        })
+    }
+
+    /// Watches mountpoint `mountpoint` of the Janus streaming plugin at `api`
+    /// (`http://…/janus`): session, attach, `watch` → Janus's offer → our answer with `start`.
+    pub async fn janus(api: &str, mountpoint: u64, bind_ip: IpAddr) -> Result<LoadPeer> {
+        let started = Instant::now();
+        let session = janus_call(api, json!({"janus": "create"})).await?;
+        let session_id = janus_id(&session)?;
+        let session_url = format!("{api}/{session_id}");
+        match Self::janus_watch(&session_url, mountpoint, bind_ip, started).await {
+            Ok(peer) => Ok(peer),
+            Err(e) => {
+                let _ = janus_call(&session_url, json!({"janus": "destroy"})).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn janus_watch(
+        session_url: &str,
+        mountpoint: u64,
+        bind_ip: IpAddr,
+        started: Instant,
+    ) -> Result<LoadPeer> {
+        let attached = janus_call(
+            session_url,
+            json!({"janus": "attach", "plugin": "janus.plugin.streaming"}),
+        )
+        .await?;
+        let handle_url = format!("{session_url}/{}", janus_id(&attached)?);
+        janus_call(
+            &handle_url,
+            json!({"janus": "message", "body": {"request": "watch", "id": mountpoint}}),
+        )
+        .await?;
+        let offer = janus_offer(session_url).await?;
+        let mut b = build(bind_ip).await?;
+        b.pc.set_remote_description(RTCSessionDescription::offer(offer.clone())?)
+            .await?;
+        let answer = b.pc.create_answer(None).await?;
+        let answer = apply_local(&mut b, answer).await?;
+        tracing::debug!(%offer, %answer, "Janus negotiation");
+        janus_call(
+            &handle_url,
+            json!({
+                "janus": "message",
+                "body": {"request": "start"},
+                "jsep": {"type": "answer", "sdp": answer},
+            }),
+        )
+        .await?;
+        janus_call(
+            &handle_url,
+            json!({"janus": "trickle", "candidate": {"completed": true}}),
+        )
+        .await?;
+        Ok(LoadPeer {
+            pc: b.pc,
+            counters: b.counters,
+            state: b.state,
+            teardown: Some(Teardown::Janus {
+                session_url: session_url.to_owned(),
+            }),
+            started,
+        })
+    }
+
+    /// The packet counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Whether the connection failed or closed.
+    pub fn failed(&self) -> bool {
+        matches!(
+            *self.state.borrow(),
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        )
+    }
+
+    /// Waits until the first RTP packet arrives; returns how long after signalling began.
+    pub async fn first_packet(&self, within: Duration) -> Result<Duration> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(at) = self.counters.first_packet() {
+                return Ok(at.saturating_duration_since(self.started));
+            }
+            ensure!(!self.failed(), "connection failed before any media");
+            ensure!(
+                Instant::now() < deadline,
+                "no media within {within:?} (connection {:?})",
+                *self.state.borrow()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Ends the session (WHEP DELETE or Janus destroy) and closes the connection.
+    pub async fn close(mut self) {
+        match self.teardown.take() {
+            Some(Teardown::Whep(url)) => {
+                let _ = http::request("DELETE", &url, &[], &[]).await;
+            }
+            Some(Teardown::Janus { session_url }) => {
+                let _ = janus_call(&session_url, json!({"janus": "destroy"})).await;
+            }
+            None => {}
+        }
+        let _ = self.pc.close().await;
+    }
+}
+
+/// One Janus API request; fails unless Janus answers `success` or `ack`.
+async fn janus_call(url: &str, mut body: Value) -> Result<Value> {
+    body["transaction"] = json!(transaction());
+    let bytes = serde_json::to_vec(&body)?;
+    let resp = http::request("POST", url, &[("Content-Type", "application/json")], &bytes).await?;
+    ensure!(resp.status == 200, "Janus {url}: HTTP {}", resp.status);
+    let v: Value = serde_json::from_slice(&resp.body).context("Janus reply is not JSON")?;
+    match v["janus"].as_str() {
+        Some("success" | "ack") => Ok(v),
+        _ => bail!("Janus {url}: {v}"),
+    }
+}
+
+fn janus_id(v: &Value) -> Result<u64> {
+    v["data"]["id"]
+        .as_u64()
+        .context("Janus reply without an id")
+}
+
+/// Long-polls the session's events until one carries the JSEP offer.
+async fn janus_offer(session_url: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let resp = http::get(&format!("{session_url}?maxev=5")).await?;
+        ensure!(resp.status == 200, "Janus events: HTTP {}", resp.status);
+        let v: Value = serde_json::from_slice(&resp.body).context("Janus event is not JSON")?;
+        let events = match v {
+            Value::Array(events) => events,
+            one => vec![one],
+        };
+        for e in events {
+            if let Some(err) = e["plugindata"]["data"]["error"].as_str() {
+                bail!("Janus watch failed: {err}");
+            }
+            if e["jsep"]["type"] == "offer"
+                && let Some(sdp) = e["jsep"]["sdp"].as_str()
+            {
+                return Ok(sdp.to_owned());
+            }
+        }
+    }
+    bail!("no offer from Janus within 20 s")
+}
+
+fn transaction() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn tells_rtp_from_rtcp_stun_and_dtls() {
+        assert_eq!(rtp_header(&rtp(7, 42)), Some((42, 7)));
+        let mut rtcp = rtp(7, 42);
+        rtcp[1] = 200; // sender report
+        assert_eq!(rtp_header(&rtcp), None);
+        assert_eq!(rtp_header(&[0x00, 0x01, 0, 0]), None);
+        assert_eq!(
+            rtp_header(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None
+        );
+    }
+
+    #[test]
+    fn counts_loss_across_wrap_and_reordering() {
+        let c = Counters::default();
+        for seq in [65_533u16, 65_534, 65_535, 1, 0, 3] {
+            c.record(9, seq, 100);
+        }
+        c.record(10, 5, 50);
+        let t = c.tally();
+        // SSRC 9: 65533..=3 is 7 numbers, 6 received (2 missing); SSRC 10: 1 of 1.
+        assert_eq!(t.received, 7);
+        assert_eq!(t.expected, 8);
+        assert_eq!(t.lost(), 1);
+        assert_eq!(t.bytes, 650);
+        let later = Tally {
+            received: 17,
+            expected: 20,
+            bytes: 1000,
+        };
+        assert_eq!(later.since(&t).lost(), 2);
+    }
+}

@@ -1,0 +1,232 @@
+//! Janus (Debian's `janus` 1.1) as the peer under test: a generated configuration in a temp
+//! dir, only the streaming plugin and the HTTP transport loaded, an RTP mountpoint for VP8 +
+//! Opus on loopback ports, no STUN, ICE restricted to one interface carrying a 127.x address.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use strata_media::TrackKind;
+use strata_rtc::fixture::Clip;
+
+use crate::grpcurl::find_executable;
+use crate::http;
+use crate::ports::{free_tcp_port, free_udp_port};
+use crate::procs::child_command;
+
+/// The mountpoint id the bench watches.
+pub const MOUNTPOINT: u64 = 1;
+
+/// Where Debian installs Janus's plugins and transports.
+fn janus_lib_dir() -> Option<PathBuf> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/janus",
+        "/usr/lib/aarch64-linux-gnu/janus",
+        "/usr/lib/janus",
+        "/usr/local/lib/janus",
+        "/opt/janus/lib/janus",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("plugins/libjanus_streaming.so").is_file())
+}
+
+/// Why Janus cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if find_executable("janus").is_none() {
+        return Some("janus is not installed (apt-get install -y janus)".into());
+    }
+    if janus_lib_dir().is_none() {
+        return Some("Janus's streaming plugin (libjanus_streaming.so) was not found".into());
+    }
+    None
+}
+
+/// A running Janus with one RTP mountpoint.
+pub struct Janus {
+    child: Child,
+    /// `http://127.0.0.1:PORT/janus`.
+    pub api: String,
+    /// Where the mountpoint listens for RTP, per track of the source clip (in clip order).
+    pub rtp_ports: Vec<(TrackKind, u16)>,
+}
+
+impl Janus {
+    /// Starts Janus (pinned to `cpu` when given) with a mountpoint for `clip`'s VP8 and Opus
+    /// tracks, ICE on interface `iface` (which carries `ice_ip`), and waits until it answers.
+    pub async fn start(
+        dir: &Path,
+        clip: &Clip,
+        iface: &str,
+        ice_ip: Ipv4Addr,
+        cpu: Option<usize>,
+    ) -> Result<Janus> {
+        let lib = janus_lib_dir().context("Janus plugins not found")?;
+        let dir = dir.join("janus");
+        let cfg = dir.join("cfg");
+        let plugins = dir.join("plugins");
+        let transports = dir.join("transports");
+        for d in [&cfg, &plugins, &transports] {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        // Only the two shared objects the bench needs are visible to Janus.
+        std::os::unix::fs::symlink(
+            lib.join("plugins/libjanus_streaming.so"),
+            plugins.join("libjanus_streaming.so"),
+        )?;
+        std::os::unix::fs::symlink(
+            lib.join("transports/libjanus_http.so"),
+            transports.join("libjanus_http.so"),
+        )?;
+        let http_port = free_tcp_port()?;
+        let mut rtp_ports = Vec::new();
+        let mut media = String::new();
+        for t in clip.tracks() {
+            let port = free_udp_port()?;
+            rtp_ports.push((t.kind, port));
+            let (kind, codec) = match t.kind {
+                TrackKind::Video => ("video", "vp8"),
+                TrackKind::Audio => ("audio", "opus"),
+            };
+            ensure!(
+                t.mime.eq_ignore_ascii_case(&format!("{kind}/{codec}")),
+                "the Janus mountpoint takes VP8 + Opus, not {}",
+                t.mime
+            );
+            media.push_str(&format!(
+                "\t{kind} = true\n\t{kind}port = {port}\n\t{kind}iface = \"127.0.0.1\"\n\
+                 \t{kind}pt = {}\n\t{kind}codec = \"{codec}\"\n",
+                t.payload_type
+            ));
+        }
+        let none = dir.join("none");
+        // STRATA_BENCH_JANUS_DEBUG=1: Janus's verbose log and libnice's (kept with
+        // STRATA_KEEP_TEST_LOGS=1), for when a connection does not come up.
+        let verbose = std::env::var_os("STRATA_BENCH_JANUS_DEBUG").is_some_and(|v| v == "1");
+        let (debug_level, nice_debug) = if verbose { (6, true) } else { (3, false) };
+        fs::write(
+            cfg.join("janus.jcfg"),
+            format!(
+                r#"general: {{
+	configs_folder = "{cfg}"
+	plugins_folder = "{plugins}"
+	transports_folder = "{transports}"
+	events_folder = "{none}"
+	loggers_folder = "{none}"
+	debug_level = {debug_level}
+	session_timeout = 0
+	protected_folders = []
+}}
+certificates: {{}}
+media: {{}}
+nat: {{
+	nice_debug = {nice_debug}
+	ice_enforce_list = "{iface}"
+	ignore_mdns = true
+}}
+plugins: {{}}
+transports: {{}}
+loggers: {{}}
+events: {{ broadcast = false }}
+"#,
+                cfg = cfg.display(),
+                plugins = plugins.display(),
+                transports = transports.display(),
+                none = none.display(),
+            ),
+        )?;
+        fs::write(
+            cfg.join("janus.transport.http.jcfg"),
+            format!(
+                "general: {{\n\tjson = \"plain\"\n\tbase_path = \"/janus\"\n\thttp = true\n\
+                 \tport = {http_port}\n\tip = \"127.0.0.1\"\n\thttps = false\n}}\n\
+                 admin: {{\n\tadmin_http = false\n\tadmin_https = false\n}}\n"
+            ),
+        )?;
+        fs::write(
+            cfg.join("janus.plugin.streaming.jcfg"),
+            format!(
+                "general: {{}}\nbench: {{\n\ttype = \"rtp\"\n\tid = {MOUNTPOINT}\n\
+                 \tdescription = \"strata-bench fan-out source\"\n{media}}}\n"
+            ),
+        )?;
+        let log_path = dir.join("janus.log");
+        let log = fs::File::create(&log_path)?;
+        let janus = find_executable("janus").context("janus not on PATH")?;
+        let janus_args = [
+            "-F".to_owned(),
+            cfg.display().to_string(),
+            "-C".to_owned(),
+            cfg.join("janus.jcfg").display().to_string(),
+        ];
+        let mut cmd = match (cpu, find_executable("taskset")) {
+            (Some(cpu), Some(taskset)) => {
+                let mut cmd = child_command(&taskset);
+                cmd.arg("-c").arg(cpu.to_string()).arg(&janus);
+                cmd
+            }
+            _ => child_command(&janus),
+        };
+        cmd.args(janus_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().context("spawning janus")?;
+        let mut janus = Janus {
+            child,
+            api: format!("http://127.0.0.1:{http_port}/janus"),
+            rtp_ports,
+        };
+        janus.wait_ready(&log_path, ice_ip).await?;
+        Ok(janus)
+    }
+
+    async fn wait_ready(&mut self, log_path: &Path, ice_ip: Ipv4Addr) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "janus exited ({status}) during start; log {}:\n{}",
+                    log_path.display(),
+                    tail(log_path)
+                );
+            }
+            if let Ok(resp) = http::get(&format!("{}/info", self.api)).await
+                && resp.status == 200
+            {
+                tracing::debug!(%ice_ip, "janus ready");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "janus did not answer within 15 s; log {}:\n{}",
+                    log_path.display(),
+                    tail(log_path)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id (Janus itself: `taskset` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}

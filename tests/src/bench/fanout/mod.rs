@@ -1,0 +1,458 @@
+//! `strata-bench fanout`: WebRTC fan-out of one stream to many players, Strata beside Janus.
+//!
+//! Both servers get the same VP8 + Opus source ([`source`]): Janus as plain RTP into a
+//! streaming-plugin mountpoint, Strata over WHIP (one node, control plane in this process on
+//! the memory store). The load client ([`client`]) opens receive-only peer connections to each
+//! (WHEP for Strata; Janus's HTTP API, where Janus offers and the client answers) and counts
+//! RTP below SRTP. The server runs pinned to one CPU and the load client to another.
+//!
+//! Players are added in steps; at each step, after a settle time, one window measures the
+//! server's CPU (process CPU time ÷ wall time), its resident memory, and loss: packets the
+//! players received against packets the source sent in the window (and sequence gaps). The
+//! most players one core carries is the largest step with loss ≤ 1 %.
+//!
+//! Runs in a private network namespace: re-executes itself under `unshare -n` unless it is
+//! already in one, and gives Janus an extra interface carrying 127.0.0.2 (Janus gathers no
+//! candidates on `lo`).
+
+mod client;
+mod janus;
+pub(crate) mod procstat;
+mod report;
+mod source;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use strata_control::config::parse_duration;
+use tokio::task::JoinHandle;
+
+use self::client::{LoadPeer, Tally};
+use self::procstat::{CpuMark, rss_bytes};
+use self::source::Source;
+use crate::bench::machine::Machine;
+use crate::bench::wan::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
+use crate::bench::wan::netns;
+
+pub use report::{ServerResult, StepResult};
+
+/// `strata-bench fanout` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// CI smoke run: 2 players per server, a 1 s window, the committed fixture clip.
+    #[arg(long, env = "STRATA_BENCH_QUICK")]
+    pub quick: bool,
+    /// Servers to measure, of `strata` and `janus` [default: both; Janus only if installed].
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Player counts of the ramp [default: 25,50,100,150,200,250,300,400,500,600,800,1000].
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Measured window at each step [default: 10s; 1s with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+    /// Wait after the players of a step are connected before measuring [default: 3s].
+    #[arg(long, value_parser = parse_duration)]
+    pub settle: Option<Duration>,
+    /// Loss above which a step fails.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_loss: f64,
+    /// CPU the server is pinned to.
+    #[arg(long, default_value_t = 1)]
+    pub server_cpu: usize,
+    /// CPU the load client (this process) is pinned to.
+    #[arg(long, default_value_t = 0)]
+    pub client_cpu: usize,
+    /// Do not pin anything.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Record a `perf` profile of the Strata node at the largest passing step (needs `perf`).
+    #[arg(long)]
+    pub perf: bool,
+}
+
+impl FanoutArgs {
+    /// The `--quick` run with every other option at its default.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            servers: Vec::new(),
+            steps: Vec::new(),
+            window: None,
+            settle: None,
+            max_loss: 0.01,
+            server_cpu: 1,
+            client_cpu: 0,
+            no_pin: true,
+            perf: false,
+        }
+    }
+}
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A Strata node.
+    Strata,
+    /// Janus's streaming plugin.
+    Janus,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Strata => "Strata",
+            Kind::Janus => "Janus",
+        }
+    }
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: FanoutArgs) -> Result<()> {
+    match netns::isolate("fanout")? {
+        netns::Isolation::Ready => {}
+        netns::Isolation::Done(code) => std::process::exit(code),
+        netns::Isolation::Unavailable(why) => {
+            eprintln!(
+                "fanout: no private network namespace ({why}); running Strata on loopback only"
+            );
+        }
+    }
+    let report = measure(args).await?;
+    println!("{}", report.text);
+    Ok(())
+}
+
+/// What a run measured, and its markdown report.
+#[derive(Debug, Clone)]
+pub struct FanoutReport {
+    /// One ramp per server measured.
+    pub results: Vec<ServerResult>,
+    /// Servers skipped or failed, and why.
+    pub notes: Vec<String>,
+    /// The report.
+    pub text: String,
+}
+
+/// Runs the benchmark. Must run in a private network namespace
+/// (or as non-root, Strata only) — [`run`] takes care of it.
+pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
+    let quick = args.quick;
+    let machine = Machine::detect();
+    let load_before = procstat::load_average();
+    let mut kinds = Vec::new();
+    let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
+    if want("strata") {
+        kinds.push(Kind::Strata);
+    }
+    let mut notes = Vec::new();
+    if want("janus") {
+        let reason = janus::unavailable().or_else(|| {
+            (!netns::is_root()).then(|| "Janus needs root for its extra interface".to_owned())
+        });
+        match reason {
+            None => kinds.push(Kind::Janus),
+            Some(why) if args.servers.is_empty() => notes.push(format!("Janus skipped: {why}")),
+            Some(why) => bail!("cannot run Janus: {why}"),
+        }
+    }
+    let steps = match args.steps.is_empty() {
+        false => args.steps.clone(),
+        true if quick => vec![2],
+        true => vec![25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000],
+    };
+    let window = args.window.unwrap_or(if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    });
+    let settle = args.settle.unwrap_or(if quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(3)
+    });
+    let source = source::load(quick).await?;
+    let pin = !args.no_pin && !quick && machine.nproc >= 2;
+    if pin {
+        procstat::pin_self(args.client_cpu)?;
+    }
+    let cfg = RampConfig {
+        steps,
+        window,
+        settle,
+        max_loss: args.max_loss,
+        server_cpu: pin.then_some(args.server_cpu),
+        perf: args.perf,
+    };
+    let mut results = Vec::new();
+    for kind in kinds {
+        eprintln!("fanout: {}", kind.name());
+        let r = measure_server(kind, &source, &cfg).await;
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) if quick => return Err(e.context(format!("{} fan-out", kind.name()))),
+            Err(e) => notes.push(format!("{} failed: {e:#}", kind.name())),
+        }
+    }
+    if pin {
+        procstat::unpin_self();
+    }
+    let text = report::render(&report::Context {
+        machine: &machine,
+        source: &source,
+        window,
+        max_loss: args.max_loss,
+        pinned: pin.then_some((args.server_cpu, args.client_cpu)),
+        load_before,
+        load_after: procstat::load_average(),
+        results: &results,
+        notes: &notes,
+    });
+    Ok(FanoutReport {
+        results,
+        notes,
+        text,
+    })
+}
+
+struct RampConfig {
+    steps: Vec<usize>,
+    window: Duration,
+    settle: Duration,
+    max_loss: f64,
+    server_cpu: Option<usize>,
+    perf: bool,
+}
+
+/// Packets the feeder sent so far: the expected side of loss.
+type Fed = AtomicU64;
+
+/// A server under test with its source running.
+struct Server {
+    kind: Kind,
+    pid: u32,
+    /// Signalling target: WHEP URL or Janus API URL.
+    url: String,
+    bind_ip: IpAddr,
+    fed: Arc<Fed>,
+    feeder: JoinHandle<Result<()>>,
+    // Kept alive while the server runs.
+    _parts: Parts,
+}
+
+enum Parts {
+    Strata {
+        _node: NodeProcess,
+        _control: InProcessControl,
+        _dir: ClusterDir,
+    },
+    Janus {
+        _janus: janus::Janus,
+        _iface: Option<netns::Veth>,
+        _dir: ClusterDir,
+    },
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.feeder.abort();
+    }
+}
+
+async fn start_server(kind: Kind, source: &Source, cpu: Option<usize>) -> Result<Server> {
+    let fed = Arc::new(Fed::default());
+    let clip = Arc::clone(&source.clip);
+    match kind {
+        Kind::Strata => {
+            let dir = ClusterDir::new("fanout")?;
+            let control =
+                InProcessControl::start(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(3)).await?;
+            let spec = NodeSpec {
+                id: "fanout-1".into(),
+                region: "bench".into(),
+                ip: Ipv4Addr::LOCALHOST,
+                netns: None,
+                cpu,
+                args: vec!["--capacity".into(), "100000".into()],
+            };
+            let mut node = NodeProcess::spawn(&dir, &control.url(), &spec)?;
+            node.wait_ready(Duration::from_secs(40)).await?;
+            let whip = format!("{}/whip/fanout", node.http);
+            let feeder = source::feed_whip(Arc::clone(&clip), &whip, Arc::clone(&fed)).await?;
+            Ok(Server {
+                kind,
+                pid: node.pid(),
+                url: format!("{}/whep/fanout", node.http),
+                bind_ip: Ipv4Addr::LOCALHOST.into(),
+                fed,
+                feeder,
+                _parts: Parts::Strata {
+                    _node: node,
+                    _control: control,
+                    _dir: dir,
+                },
+            })
+        }
+        Kind::Janus => {
+            let dir = ClusterDir::new("fanout-janus")?;
+            let ice_ip = Ipv4Addr::new(127, 0, 0, 2);
+            let iface = netns::Veth::loopback_alias(ice_ip)?;
+            let janus = janus::Janus::start(dir.path(), &clip, iface.name(), ice_ip, cpu).await?;
+            let feeder =
+                source::feed_rtp(Arc::clone(&clip), janus.rtp_ports.clone(), Arc::clone(&fed));
+            Ok(Server {
+                kind,
+                pid: janus.pid(),
+                url: janus.api.clone(),
+                // libnice sends from its 127.0.0.2 socket out of that interface: a player on
+                // 127.0.0.1 would never hear back, one on 127.0.0.2 is delivered locally.
+                bind_ip: ice_ip.into(),
+                fed,
+                feeder,
+                _parts: Parts::Janus {
+                    _janus: janus,
+                    _iface: Some(iface),
+                    _dir: dir,
+                },
+            })
+        }
+    }
+}
+
+impl Server {
+    async fn new_peer(&self) -> Result<LoadPeer> {
+        match self.kind {
+            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip).await,
+            Kind::Janus => LoadPeer::janus(&self.url, janus::MOUNTPOINT, self.bind_ip).await,
+        }
+    }
+
+    fn fed(&self) -> u64 {
+        self.fed.load(Ordering::Relaxed)
+    }
+}
+
+/// Players connected at once while a step adds players.
+const CONNECT_CONCURRENCY: usize = 16;
+/// How long a new player may take to receive its first packet.
+const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
+
+async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<ServerResult> {
+    let server = start_server(kind, source, cfg.server_cpu).await?;
+    // Idle with the source flowing: the baseline for memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base_mark = CpuMark::take(server.pid);
+    tokio::time::sleep(Duration::from_secs(2).min(cfg.window)).await;
+    let idle_cores = CpuMark::take(server.pid).cores_since(&base_mark);
+    let base_rss = rss_bytes(server.pid);
+    let mut peers: Vec<LoadPeer> = Vec::new();
+    let mut steps = Vec::new();
+    let mut connect_failures = 0usize;
+    let mut first_packet = Vec::new();
+    for &target in &cfg.steps {
+        // Add players up to the target, CONNECT_CONCURRENCY at a time.
+        let t0 = Instant::now();
+        let mut failed_now = 0;
+        while peers.len() + failed_now < target {
+            let batch = (target - peers.len() - failed_now).min(CONNECT_CONCURRENCY);
+            let tasks: Vec<_> = (0..batch).map(|_| server.new_peer()).collect();
+            for r in futures::future::join_all(tasks).await {
+                match r {
+                    Ok(p) => peers.push(p),
+                    Err(e) => {
+                        failed_now += 1;
+                        tracing::warn!(error = %format!("{e:#}"), "player failed to connect");
+                    }
+                }
+            }
+        }
+        let waits: Vec<_> = peers
+            .iter()
+            .map(|p| p.first_packet(FIRST_PACKET_WITHIN))
+            .collect();
+        let mut silent = 0;
+        for r in futures::future::join_all(waits).await {
+            match r {
+                Ok(d) => first_packet.push(d),
+                Err(_) => silent += 1,
+            }
+        }
+        connect_failures += failed_now;
+        let setup = t0.elapsed();
+        tokio::time::sleep(cfg.settle).await;
+        let before: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
+        let fed_before = server.fed();
+        let server_mark = CpuMark::take(server.pid);
+        let client_mark = CpuMark::take(std::process::id());
+        tokio::time::sleep(cfg.window).await;
+        let after: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
+        let fed = server.fed() - fed_before;
+        let cores = CpuMark::take(server.pid).cores_since(&server_mark);
+        let client_cores = CpuMark::take(std::process::id()).cores_since(&client_mark);
+        let rss = rss_bytes(server.pid);
+        let mut window = Tally::default();
+        let mut starved = 0;
+        for (a, b) in after.iter().zip(&before) {
+            let d = a.since(b);
+            if d.received == 0 {
+                starved += 1;
+            }
+            window.received += d.received;
+            window.expected += d.expected;
+            window.bytes += d.bytes;
+        }
+        let offered = fed * peers.len() as u64;
+        let step = StepResult {
+            target,
+            players: peers.len(),
+            failed: failed_now + silent,
+            starved,
+            setup,
+            cores,
+            client_cores,
+            rss,
+            loss_seq: loss(window.lost(), window.expected),
+            loss_rate: loss(offered.saturating_sub(window.received), offered),
+            mbit_out: window.bytes as f64 * 8.0 / cfg.window.as_secs_f64() / 1e6,
+        };
+        eprintln!("  {}", step.progress_line(kind.name()));
+        let fail = step.loss() > cfg.max_loss || step.failed * 50 > target.max(1);
+        steps.push(step);
+        if fail {
+            break;
+        }
+    }
+    // Profiled at the last step, players still connected: where the time goes under load.
+    let perf_report = match cfg.perf && kind == Kind::Strata {
+        true => match report::perf_profile(server.pid).await {
+            Ok(p) => Some(p),
+            Err(e) => Some(format!("perf failed: {e:#}")),
+        },
+        false => None,
+    };
+    for p in peers {
+        // Close in the background: ending hundreds of sessions takes a while.
+        tokio::spawn(p.close());
+    }
+    drop(server);
+    first_packet.sort();
+    Ok(ServerResult {
+        kind,
+        steps,
+        idle_cores,
+        base_rss,
+        connect_failures,
+        first_packet_p50: first_packet.get(first_packet.len() / 2).copied(),
+        perf: perf_report,
+    })
+}
+
+fn loss(lost: u64, of: u64) -> f64 {
+    if of == 0 {
+        return 0.0;
+    }
+    lost as f64 / of as f64
+}

@@ -1,0 +1,525 @@
+//! `strata-bench wan`: three regions over emulated WAN links.
+//!
+//! Each region is a network namespace holding its nodes (`strata-node` processes started with
+//! `ip netns exec`); the benchmark's own (private) namespace holds the control plane, the
+//! publisher and the players, and reaches every region over a veth pair without delay (the
+//! "last mile" is not what is measured). Between regions, relay traffic crosses a delaying,
+//! lossy UDP proxy ([`proxy`]): the kernel here has no `netem`, so the links are emulated in
+//! user space and the report says so.
+//!
+//! | link | RTT | loss |
+//! |---|---|---|
+//! | eu – use | 80 ms | 0 |
+//! | use – usw | 30 ms | 0 |
+//! | eu – usw | 150 ms | 0.5 % each way |
+//!
+//! The stream is published to `eu-1`. Measured:
+//! 1. first-frame time (WHEP POST to the last packet of the first keyframe) for the first node
+//!    of a region (the region is cold: a regional origin is claimed and pulls across the WAN),
+//!    for a second node of a region that already has the stream (pulls inside the region),
+//!    and for a node already playing it (warm);
+//! 2. glass-to-glass latency of stamped audio packets, publisher to player, per region;
+//! 3. bytes crossing each link per stream (proxy counters, and the nodes' own
+//!    `strata_relay_region_bytes_total`), with the per-hop latency the nodes report.
+//!
+//! Needs root (namespaces). Namespaces are deleted on exit, including on failure and Ctrl-C;
+//! ones left by a killed run are deleted by the next.
+
+pub mod launch;
+pub(crate) mod netns;
+mod probe;
+mod proxy;
+mod report;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use strata_control::config::parse_duration;
+use strata_proto::v1;
+
+use self::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
+use self::netns::{Namespaces, ip};
+use self::probe::{ProbePlayer, StampedPublisher};
+pub use self::proxy::DirTotals;
+use self::proxy::{Link, NodeProxy};
+pub use self::report::{FirstFrames, LinkResult, RegionLatency, WanResult};
+use crate::bench::machine::Machine;
+
+/// The benchmark's address in its own namespace (control plane, publisher, players).
+const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The stream.
+const STREAM: &str = "wan";
+
+/// Regions, in order; the stream is published in the first.
+pub const REGIONS: [&str; 3] = ["eu", "use", "usw"];
+/// Links as (region a, region b, RTT, loss each way).
+pub const LINKS: [(usize, usize, u64, f64); 3] =
+    [(0, 1, 80, 0.0), (1, 2, 30, 0.0), (0, 2, 150, 0.005)];
+
+/// `strata-bench wan` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WanArgs {
+    /// CI smoke run: one node per region, one repeat, a 1 s window.
+    #[arg(long, env = "STRATA_BENCH_QUICK")]
+    pub quick: bool,
+    /// Nodes per region [default: 2; 1 with --quick].
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Cold/warm first-frame measurements per region [default: 3; 1 with --quick].
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Window of the latency and bytes measurement [default: 10s; 1s with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+}
+
+impl WanArgs {
+    /// The `--quick` run with every other option at its default.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            nodes: None,
+            repeats: None,
+            window: None,
+        }
+    }
+}
+
+/// Why the benchmark cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if !netns::is_root() {
+        return Some("needs root for network namespaces".into());
+    }
+    if let Err(e) = netns::ip_command() {
+        return Some(format!("{e:#}"));
+    }
+    if let Err(e) = crate::procs::Binaries::locate() {
+        return Some(format!("{e:#}"));
+    }
+    None
+}
+
+/// Runs the benchmark and prints the report (or "skipped: …" and succeeds).
+pub async fn run(args: WanArgs) -> Result<()> {
+    if let Some(why) = unavailable() {
+        println!("### Regions over a WAN\n\nskipped: {why}");
+        return Ok(());
+    }
+    match netns::isolate("wan")? {
+        netns::Isolation::Ready => {}
+        netns::Isolation::Done(code) => std::process::exit(code),
+        netns::Isolation::Unavailable(why) => {
+            println!("### Regions over a WAN\n\nskipped: no private network namespace ({why})");
+            return Ok(());
+        }
+    }
+    let result = tokio::select! {
+        r = measure(args) => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    println!("{}", result.render());
+    Ok(())
+}
+
+/// One region's namespace and nodes.
+struct Region {
+    name: &'static str,
+    ns: String,
+    nodes: Vec<NodeProcess>,
+}
+
+/// Runs the benchmark in this (private) namespace; cleans up everything it made.
+pub async fn measure(args: WanArgs) -> Result<WanResult> {
+    let quick = args.quick;
+    let per_region = args.nodes.unwrap_or(if quick { 1 } else { 2 }).clamp(1, 9);
+    let repeats = args.repeats.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let window = args.window.unwrap_or(if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    });
+    let machine = Machine::detect();
+    let started = Instant::now();
+
+    // Declared first, dropped last: the namespaces outlive everything that runs in them.
+    let mut namespaces = Namespaces::new("wan");
+    let _hub = LoAddr::add(HUB_IP)?;
+    let mut regions = Vec::new();
+    for (i, name) in REGIONS.iter().enumerate() {
+        let ns = namespaces.add(name)?;
+        let n = i as u8 + 1;
+        let here = format!("sw{}b{i}", std::process::id() % 100_000);
+        netns::link_to(
+            &ns,
+            &here,
+            "hub0",
+            Ipv4Addr::new(10, 98, n, 1),
+            Ipv4Addr::new(10, 98, n, 2),
+        )?;
+        ip(&[
+            "route",
+            "add",
+            &format!("10.99.{n}.0/24"),
+            "via",
+            &format!("10.98.{n}.2"),
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "via",
+            &format!("10.98.{n}.1"),
+        ])?;
+        for k in 1..=per_region {
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.99.{n}.{k}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        regions.push(Region {
+            name,
+            ns,
+            nodes: Vec::new(),
+        });
+    }
+
+    let control = InProcessControl::start(HUB_IP.into(), Duration::from_secs(3)).await?;
+    let mut dir = ClusterDir::new("wan")?;
+    for (i, region) in regions.iter_mut().enumerate() {
+        for k in 1..=per_region {
+            let spec = NodeSpec {
+                id: format!("{}-{k}", region.name),
+                region: region.name.to_owned(),
+                ip: Ipv4Addr::new(10, 99, i as u8 + 1, k as u8),
+                netns: Some(region.ns.clone()),
+                cpu: None,
+                args: vec!["--linger".into(), "1s".into()],
+            };
+            region
+                .nodes
+                .push(NodeProcess::spawn(&dir, &control.url(), &spec)?);
+        }
+    }
+    let links: Vec<Arc<Link>> = LINKS
+        .iter()
+        .map(|&(a, b, rtt, loss)| {
+            Arc::new(Link {
+                a,
+                b,
+                one_way: Duration::from_millis(rtt / 2),
+                loss,
+                ab: Default::default(),
+                ba: Default::default(),
+            })
+        })
+        .collect();
+    // Every node, as seen from every other region, behind the link between the two.
+    let mut proxies = Vec::new();
+    for link in &links {
+        for (near, far, forward) in [(link.a, link.b, true), (link.b, link.a, false)] {
+            for node in &regions[far].nodes {
+                let ip_far = node.relay.ip().to_string();
+                ip(&[
+                    "-n",
+                    &regions[near].ns,
+                    "addr",
+                    "add",
+                    &format!("{ip_far}/32"),
+                    "dev",
+                    "lo",
+                ])?;
+                proxies.push(
+                    NodeProxy::start(
+                        &regions[near].ns,
+                        &regions[far].ns,
+                        node.relay,
+                        Arc::clone(link),
+                        forward,
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    let ready: Result<()> = async {
+        for region in &mut regions {
+            for node in &mut region.nodes {
+                node.wait_ready(Duration::from_secs(40)).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = ready {
+        dir.keep();
+        return Err(e);
+    }
+    eprintln!(
+        "wan: {} nodes up in {:.1}s",
+        REGIONS.len() * per_region,
+        started.elapsed().as_secs_f64()
+    );
+
+    let clip = crate::media::vp8_clip()?;
+    let stream_bps = {
+        let bytes: usize = clip.packets().iter().map(|p| p.rtp.len()).sum();
+        bytes as f64 * 8.0 / clip.duration().as_secs_f64()
+    };
+    let origin = &regions[0].nodes[0];
+    let publisher =
+        StampedPublisher::start(&origin.http, STREAM, Arc::clone(&clip), HUB_IP.into()).await?;
+    // Let the GOP cache fill (keyframe every second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let mut clients = crate::control::Clients::new(
+        tonic::transport::Endpoint::from_shared(control.url())?
+            .connect()
+            .await?,
+    )?;
+    let within = Duration::from_secs(20);
+    let mut first: Vec<FirstFrames> = REGIONS
+        .iter()
+        .map(|r| FirstFrames {
+            region: r,
+            ..Default::default()
+        })
+        .collect();
+    let mut playing: Vec<(usize, ProbePlayer)> = Vec::new();
+    for round in 0..repeats {
+        if round > 0 {
+            for (_, p) in playing.drain(..) {
+                p.stop().await;
+            }
+            wait_cold(&mut clients, within).await?;
+        }
+        for (i, region) in regions.iter().enumerate() {
+            let f = &mut first[i];
+            // The first node of a region; in the origin's region it already has the stream.
+            let n1 = &region.nodes[0];
+            let p1 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
+            let t1 = p1.first_frame(within).await?;
+            if i == 0 {
+                f.warm.push(t1);
+            } else {
+                f.cold_region.push(t1);
+            }
+            playing.push((i, p1));
+            if let Some(n2) = region.nodes.get(1) {
+                let p2 = ProbePlayer::start(&n2.id, &n2.http, STREAM, HUB_IP.into()).await?;
+                f.cold_node.push(p2.first_frame(within).await?);
+                playing.push((i, p2));
+            }
+            if i != 0 {
+                let p3 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
+                f.warm.push(p3.first_frame(within).await?);
+                playing.push((i, p3));
+            }
+        }
+    }
+
+    // Steady state: every region plays. Glass-to-glass and bytes over one window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics_before = node_metrics(&regions).await;
+    let links_before: Vec<(DirTotals, DirTotals)> = links
+        .iter()
+        .map(|l| (l.ab.totals(), l.ba.totals()))
+        .collect();
+    let sent_before = publisher.sent_bytes.load(Ordering::Relaxed);
+    for (_, p) in &playing {
+        p.collect(true);
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    for (_, p) in &playing {
+        p.collect(false);
+    }
+    let elapsed = t0.elapsed();
+    let sent = publisher.sent_bytes.load(Ordering::Relaxed) - sent_before;
+    let links_after: Vec<(DirTotals, DirTotals)> = links
+        .iter()
+        .map(|l| (l.ab.totals(), l.ba.totals()))
+        .collect();
+    let metrics_after = node_metrics(&regions).await;
+
+    let latency: Vec<RegionLatency> = REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut samples: Vec<Duration> = playing
+                .iter()
+                .filter(|(ri, _)| *ri == i)
+                .flat_map(|(_, p)| p.latencies())
+                .collect();
+            samples.sort();
+            RegionLatency {
+                region: r,
+                floor: path_one_way(0, i),
+                samples,
+            }
+        })
+        .collect();
+    let link_results: Vec<LinkResult> = links
+        .iter()
+        .zip(links_before.iter().zip(&links_after))
+        .map(|(l, ((ab0, ba0), (ab1, ba1)))| {
+            let relay = |from: usize, to: usize| {
+                // Media bytes region `to`'s nodes received from region `from`, per the nodes.
+                let sum = |m: &[String]| -> f64 {
+                    regions[to]
+                        .nodes
+                        .iter()
+                        .zip(m)
+                        .map(|(_, text)| {
+                            crate::http::metric_sum(
+                                text,
+                                "strata_relay_region_bytes_total",
+                                &[("peer_region", REGIONS[from]), ("direction", "in")],
+                            )
+                        })
+                        .sum()
+                };
+                let i0 = regions[..to].iter().map(|r| r.nodes.len()).sum::<usize>();
+                let n = regions[to].nodes.len();
+                (sum(&metrics_after[i0..i0 + n]) - sum(&metrics_before[i0..i0 + n])).max(0.0)
+            };
+            LinkResult {
+                a: REGIONS[l.a],
+                b: REGIONS[l.b],
+                rtt: l.one_way * 2,
+                loss: l.loss,
+                ab: ab1.since(ab0),
+                ba: ba1.since(ba0),
+                relay_ab: relay(l.a, l.b),
+                relay_ba: relay(l.b, l.a),
+            }
+        })
+        .collect();
+    let hop = hop_latency(&metrics_before, &metrics_after, &regions);
+
+    for (_, p) in playing.drain(..) {
+        p.stop().await;
+    }
+    drop(publisher);
+    drop(proxies);
+    for region in &mut regions {
+        region.nodes.clear();
+    }
+    drop(control);
+    drop(namespaces);
+    Ok(WanResult {
+        machine,
+        quick,
+        nodes_per_region: per_region,
+        repeats,
+        window: elapsed,
+        stream_bps,
+        stream_sent_bps: sent as f64 * 8.0 / elapsed.as_secs_f64(),
+        first,
+        latency,
+        links: link_results,
+        hop,
+        runtime: started.elapsed(),
+    })
+}
+
+/// One-way delay of the path from region `from` to region `to` as the relay tree takes it:
+/// directly (every regional origin pulls from the main origin).
+fn path_one_way(from: usize, to: usize) -> Duration {
+    if from == to {
+        return Duration::ZERO;
+    }
+    LINKS
+        .iter()
+        .find(|(a, b, ..)| (*a == from && *b == to) || (*a == to && *b == from))
+        .map_or(Duration::ZERO, |(_, _, rtt, _)| {
+            Duration::from_millis(rtt / 2)
+        })
+}
+
+/// Every node's `/metrics`, in region order (empty text for a node that does not answer).
+async fn node_metrics(regions: &[Region]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in regions {
+        for n in &r.nodes {
+            out.push(n.metrics().await.unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// Mean per-hop relay latency by receiving region over the window, from the nodes' histograms.
+fn hop_latency(
+    before: &[String],
+    after: &[String],
+    regions: &[Region],
+) -> Vec<(&'static str, Option<Duration>)> {
+    let mut i = 0;
+    let mut out = Vec::new();
+    for r in regions {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for _ in &r.nodes {
+            let get = |t: &String, name: &str| crate::http::metric_sum(t, name, &[]);
+            sum += get(&after[i], "strata_relay_hop_latency_seconds_sum")
+                - get(&before[i], "strata_relay_hop_latency_seconds_sum");
+            count += get(&after[i], "strata_relay_hop_latency_seconds_count")
+                - get(&before[i], "strata_relay_hop_latency_seconds_count");
+            i += 1;
+        }
+        out.push((
+            r.name,
+            (count > 0.0).then(|| Duration::from_secs_f64((sum / count).max(0.0))),
+        ));
+    }
+    out
+}
+
+/// Waits until the stream has no regional origins and no subscribers (players gone, linger
+/// over), so the next round starts cold.
+async fn wait_cold(clients: &mut crate::control::Clients, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let tree = clients
+            .routing
+            .get_stream(v1::GetStreamRequest {
+                stream: STREAM.into(),
+            })
+            .await
+            .context("GetStream")?
+            .into_inner();
+        if tree.regional.is_empty() && tree.subscribers.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the stream's tree did not shrink back to its main origin within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An address on this namespace's `lo`, removed on drop.
+struct LoAddr(String);
+
+impl LoAddr {
+    fn add(ip4: Ipv4Addr) -> Result<Self> {
+        let cidr = format!("{ip4}/32");
+        let _ = ip(&["addr", "del", &cidr, "dev", "lo"]);
+        ip(&["addr", "add", &cidr, "dev", "lo"])?;
+        Ok(Self(cidr))
+    }
+}
+
+impl Drop for LoAddr {
+    fn drop(&mut self) {
+        let _ = ip(&["addr", "del", &self.0, "dev", "lo"]);
+    }
+}
