@@ -650,7 +650,19 @@ async fn control_plane_over_tls_knows_nodes_and_operators() {
         },
     ));
 
-    let node_ch = tls_channel(addr, &dir, Some("n1")).await.unwrap();
+    // The node's own client TLS settings (cluster CA, node certificate); the server is
+    // verified by the IP address in its certificate.
+    let url = format!("https://{addr}");
+    let tls = strata_node::control_tls::client_tls(std::slice::from_ref(&url), Some(&dir), "n1")
+        .unwrap()
+        .unwrap();
+    let node_ch = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut node = NodeServiceClient::new(node_ch.clone());
     let info = |id: &str| v1::NodeInfo {
         id: id.into(),

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod control_tls;
 pub mod error;
 pub mod http;
 pub mod limits;
