@@ -217,9 +217,7 @@ pub fn allows(caller: &Caller, need: Need<'_>) -> Result<(), Status> {
         }
         (Caller::Operator(_), _) => Ok(()),
         (Caller::Node(_), Need::Member) => Ok(()),
-        (Caller::Node(me), Need::Operator) => {
-            denied(format!("node {me:?} is not an operator"))
-        }
+        (Caller::Node(me), Need::Operator) => denied(format!("node {me:?} is not an operator")),
     }
 }
 
@@ -253,8 +251,9 @@ mod tests {
 
     #[test]
     fn operator_tokens() {
-        let t = OperatorTokens::parse("# ops\nalice=0123456789abcdef\n\nbob = fedcba9876543210xyz\n")
-            .expect("parse");
+        let t =
+            OperatorTokens::parse("# ops\nalice=0123456789abcdef\n\nbob = fedcba9876543210xyz\n")
+                .expect("parse");
         assert_eq!(t.len(), 2);
         assert_eq!(t.find("0123456789abcdef"), Some("alice"));
         assert_eq!(t.find("fedcba9876543210xyz"), Some("bob"));

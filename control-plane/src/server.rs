@@ -180,10 +180,12 @@ pub async fn run_with_store(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::node_service_server::NodeServiceServer::with_interceptor(
-            NodeApi::new(state.clone()),
-            intercept(),
-        ))
+        .add_service(
+            v1::node_service_server::NodeServiceServer::with_interceptor(
+                NodeApi::new(state.clone()),
+                intercept(),
+            ),
+        )
         .add_service(
             v1::routing_service_server::RoutingServiceServer::with_interceptor(
                 RoutingApi::new(state.clone()),

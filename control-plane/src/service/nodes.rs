@@ -222,7 +222,12 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl NodeService for NodeApi {
     async fn register(&self, r: Request<v1::RegisterRequest>) -> Reply<v1::RegisterResponse> {
-        let id = r.get_ref().node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+        let id = r
+            .get_ref()
+            .node
+            .as_ref()
+            .map(|n| n.id.as_str())
+            .unwrap_or("");
         auth::require(&r, Need::NodeItself(id))?;
         Ok(Response::new(
             NodeApi::register(self, r.into_inner()).await?,
