@@ -1,21 +1,37 @@
 //! [`super::Kv`] on a real etcd cluster (v3 API through `etcd-client`).
 //!
-//! Every call is bounded by a timeout: while etcd is unreachable the balanced
-//! channel would otherwise wait for a ready endpoint forever, and a control
-//! plane that hangs is worse than one that answers UNAVAILABLE.
+//! Every call is bounded by a timeout: while etcd is unreachable a call would
+//! otherwise wait for a ready endpoint forever, and a control plane that hangs
+//! is worse than one that answers UNAVAILABLE.
+//!
+//! One client per member: a call goes to the current member and, when that
+//! member cannot answer (down, no leader, unreachable), to the next ones
+//! within the same time bound; the member that answers becomes current. (One
+//! balanced client over every member kept sending a share of the calls to a
+//! dead member: with one member of three killed, probes failed at random, the
+//! control plane flapped to UNAVAILABLE and node leases expired.)
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, TxnOpResponse, WatchOptions};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::{Compare, KeyValue, KvError, Op, TxnOutcome, WatchBatch, WatchEvent, WatchReceiver};
 
+/// Pause before a second round over the members (a leader election under way).
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
+
 /// An etcd-backed store.
 #[derive(Clone)]
 pub struct EtcdKv {
-    client: Client,
+    /// One client per member, in the order the endpoints were given.
+    clients: Arc<[Client]>,
+    /// The member calls go to first: the last one that answered.
+    current: Arc<AtomicUsize>,
     timeout: Duration,
 }
 
@@ -25,35 +41,98 @@ impl EtcdKv {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(map_err)?;
-        Ok(Self { client, timeout })
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .map_err(map_err)?;
+            clients.push(client);
+        }
+        if clients.is_empty() {
+            return Err(KvError::Other("no etcd endpoint given".into()));
+        }
+        Ok(Self {
+            clients: clients.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            timeout,
+        })
     }
 
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, KvError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(map_err),
-            Err(_) => Err(KvError::Unavailable(format!(
-                "etcd did not answer within {:?}",
-                self.timeout
-            ))),
+    /// Runs `call` on the current member, and on the next ones while they
+    /// answer UNAVAILABLE or not within half the timeout (at most two rounds),
+    /// all within the timeout. Retrying is safe: every write is a guarded
+    /// transaction, a put of the same value, or a lease operation.
+    async fn bounded<T, F, Fut>(&self, call: F) -> Result<T, KvError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let n = self.clients.len();
+        let mut at = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for attempt in 0..2 * n {
+            if attempt == n {
+                tokio::time::sleep(
+                    ROUND_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A call lost in a leader change is never answered: leave time
+            // for another member.
+            let bound = left.min(self.timeout / 2);
+            match tokio::time::timeout(bound, call(self.clients[at].clone())).await {
+                Ok(Ok(v)) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(e)) => match map_err(e) {
+                    KvError::Unavailable(why) => {
+                        debug!(member = at, %why, "etcd member unavailable; trying the next");
+                        last = Some(KvError::Unavailable(why));
+                    }
+                    other => {
+                        self.current.store(at, Ordering::Relaxed);
+                        return Err(other);
+                    }
+                },
+                Err(_) => {
+                    debug!(
+                        member = at,
+                        ?bound,
+                        "etcd member did not answer; trying the next"
+                    );
+                    last = Some(KvError::Unavailable(format!(
+                        "etcd did not answer within {bound:?}"
+                    )));
+                }
+            }
+            at = (at + 1) % n;
+            self.current.store(at, Ordering::Relaxed);
         }
+        Err(last.unwrap_or_else(|| {
+            KvError::Unavailable(format!("etcd did not answer within {:?}", self.timeout))
+        }))
     }
 
     pub(super) async fn grant(&self, ttl: Duration) -> Result<i64, KvError> {
         let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let mut c = self.client.clone();
-        Ok(self.bounded(c.lease_grant(secs, None)).await?.id())
+        let granted = self
+            .bounded(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?;
+        Ok(granted.id())
     }
 
     pub(super) async fn keep_alive(&self, lease: i64) -> Result<(), KvError> {
-        let mut c = self.client.clone();
         // Opening the keep-alive stream sends one renewal and checks its answer.
-        match self.bounded(c.lease_keep_alive(lease)).await {
+        let renewed = self
+            .bounded(|mut c| async move { c.lease_keep_alive(lease).await })
+            .await;
+        match renewed {
             Ok(_) => Ok(()),
             // etcd-client reports a renewal answered with TTL 0 (unknown
             // lease) as `LeaseKeepAliveError`, mapped to `Other`.
@@ -65,8 +144,10 @@ impl EtcdKv {
     }
 
     pub(super) async fn revoke(&self, lease: i64) -> Result<i64, KvError> {
-        let mut c = self.client.clone();
-        match self.bounded(c.lease_revoke(lease)).await {
+        let revoked = self
+            .bounded(|mut c| async move { c.lease_revoke(lease).await })
+            .await;
+        match revoked {
             Ok(r) => Ok(r.header().map(|h| h.revision()).unwrap_or(0)),
             Err(KvError::LeaseNotFound(_)) => Ok(0),
             Err(e) => Err(e),
@@ -74,15 +155,17 @@ impl EtcdKv {
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
-        let mut c = self.client.clone();
-        let resp = self.bounded(c.get(key, None)).await?;
+        let resp = self
+            .bounded(|mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(convert))
     }
 
     pub(super) async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), KvError> {
-        let mut c = self.client.clone();
         let resp = self
-            .bounded(c.get(prefix, Some(GetOptions::new().with_prefix())))
+            .bounded(
+                |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await },
+            )
             .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.kvs().iter().map(convert).collect(), rev))
@@ -91,8 +174,7 @@ impl EtcdKv {
     pub(super) async fn probe(&self) -> Result<(), KvError> {
         // A serializable-free linearizable read of one missing key: it needs
         // a quorum, so it fails when the cluster cannot serve writes either.
-        let mut c = self.client.clone();
-        self.bounded(c.get("\0strata-probe", None))
+        self.bounded(|mut c| async move { c.get("\0strata-probe", None).await })
             .await
             .map(|_| ())
     }
@@ -130,8 +212,12 @@ impl EtcdKv {
             .when(cmps)
             .and_then(ops(then))
             .or_else(ops(otherwise));
-        let mut c = self.client.clone();
-        let resp = self.bounded(c.txn(txn)).await?;
+        let resp = self
+            .bounded(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let gets = resp
             .op_responses()
             .into_iter()
@@ -148,9 +234,13 @@ impl EtcdKv {
     }
 
     pub(super) async fn watch(&self, prefix: &str, from: i64) -> Result<WatchReceiver, KvError> {
-        let mut c = self.client.clone();
         let opts = WatchOptions::new().with_prefix().with_start_revision(from);
-        let mut stream = self.bounded(c.watch(prefix, Some(opts))).await?;
+        let mut stream = self
+            .bounded(|mut c| {
+                let opts = opts.clone();
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             loop {
