@@ -1,12 +1,23 @@
-//! The node's client of the control plane: every endpoint in one balanced
-//! channel (any live replica answers), bounded request times, registration
-//! and the keep-alive loop.
+//! The node's client of the control plane: one channel per endpoint, used in
+//! turn (any live replica answers), bounded request times, registration and
+//! the keep-alive loop.
+//!
+//! Requests go to one replica until it fails to answer (UNAVAILABLE: down,
+//! unreachable, or cut off from etcd; or a timeout); the request is then sent
+//! to the next replica at once, which serves the following requests. (One
+//! balanced channel over every endpoint kept sending a share of requests to a
+//! dead replica: keep-alives failed at random and leases expired.)
 
+use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use strata_proto::v1;
+use strata_proto::v1::node_service_client::NodeServiceClient as NodesClient;
+use strata_proto::v1::placement_service_client::PlacementServiceClient as PlacementClient;
+use strata_proto::v1::routing_service_client::RoutingServiceClient as RoutingClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
@@ -38,12 +49,35 @@ impl ControlError {
     }
 }
 
+/// Whether a failed request should be sent to the next replica: this one is
+/// down or unreachable, cut off from etcd, or did not answer in time.
+fn try_next_replica(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
+}
+
+/// One unary call through [`ControlClient::call`]: the answer's message.
+macro_rules! rpc {
+    ($self:ident, $client:ident, $method:ident, $req:expr) => {{
+        let req = $req;
+        $self
+            .call(|ch| {
+                let req = req.clone();
+                async move { Ok($client::new(ch).$method(req).await?.into_inner()) }
+            })
+            .await
+    }};
+}
+
 /// A cheap-to-clone client of every control-plane service.
 #[derive(Clone)]
 pub struct ControlClient {
-    nodes: v1::node_service_client::NodeServiceClient<Channel>,
-    routing: v1::routing_service_client::RoutingServiceClient<Channel>,
-    placement: v1::placement_service_client::PlacementServiceClient<Channel>,
+    /// One lazily connected channel per endpoint.
+    channels: Arc<[Channel]>,
+    /// The replica requests go to first: the last one that answered.
+    current: Arc<AtomicUsize>,
 }
 
 impl ControlClient {
@@ -52,7 +86,7 @@ impl ControlClient {
         if endpoints.is_empty() {
             return Err(ControlError::NoEndpoint);
         }
-        let mut eps = Vec::new();
+        let mut channels = Vec::new();
         for e in endpoints {
             let ep = Endpoint::from_shared(e.clone())
                 .map_err(|err| ControlError::Endpoint(e.clone(), err.to_string()))?
@@ -61,25 +95,61 @@ impl ControlClient {
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(2))
                 .keep_alive_while_idle(true);
-            eps.push(ep);
+            channels.push(ep.connect_lazy());
         }
-        let ch = Channel::balance_list(eps.into_iter());
+        // Spread nodes over the replicas: start at a random one.
+        let start = (std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+            % channels.len() as u64) as usize;
         Ok(Self {
-            nodes: v1::node_service_client::NodeServiceClient::new(ch.clone()),
-            routing: v1::routing_service_client::RoutingServiceClient::new(ch.clone()),
-            placement: v1::placement_service_client::PlacementServiceClient::new(ch),
+            channels: channels.into(),
+            current: Arc::new(AtomicUsize::new(start)),
         })
     }
 
-    /// The routing service.
-    pub fn routing(&self) -> v1::routing_service_client::RoutingServiceClient<Channel> {
-        self.routing.clone()
+    /// Sends a request to the current replica and, if it fails to answer, to
+    /// each other replica in turn; the one that answers becomes current.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ControlError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let n = self.channels.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match f(self.channels[at].clone()).await {
+                Err(status) if try_next_replica(&status) => last = Some(status),
+                result => {
+                    if i > 0 {
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(result?);
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| tonic::Status::unavailable("no control-plane replica"))
+            .into())
+    }
+
+    /// Opens a `WatchStream` (server streaming) on the first replica that
+    /// accepts it.
+    pub async fn watch_stream(
+        &self,
+        req: v1::WatchStreamRequest,
+    ) -> Result<tonic::Streaming<v1::StreamTopology>, ControlError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move { Ok(RoutingClient::new(ch).watch_stream(req).await?.into_inner()) }
+        })
+        .await
     }
 
     /// Registers the node.
     pub async fn register(&self, info: v1::NodeInfo) -> Result<v1::RegisterResponse, ControlError> {
         let req = v1::RegisterRequest { node: Some(info) };
-        Ok(self.nodes.clone().register(req).await?.into_inner())
+        rpc!(self, NodesClient, register, req)
     }
 
     /// Renews the lease with a load report.
@@ -94,36 +164,35 @@ impl ControlClient {
             lease_id: lease,
             load: Some(load),
         };
-        self.nodes.clone().keep_alive(req).await?;
-        Ok(())
+        rpc!(self, NodesClient, keep_alive, req).map(drop)
     }
 
     /// Marks the node draining.
     pub async fn drain(&self, id: &str) -> Result<(), ControlError> {
-        self.nodes
-            .clone()
-            .drain(v1::DrainRequest { node_id: id.into() })
-            .await?;
-        Ok(())
+        rpc!(
+            self,
+            NodesClient,
+            drain,
+            v1::DrainRequest { node_id: id.into() }
+        )
+        .map(drop)
     }
 
     /// Removes the node and every record it holds.
     pub async fn deregister(&self, id: &str) -> Result<(), ControlError> {
-        self.nodes
-            .clone()
-            .deregister(v1::DeregisterRequest { node_id: id.into() })
-            .await?;
-        Ok(())
+        let req = v1::DeregisterRequest { node_id: id.into() };
+        rpc!(self, NodesClient, deregister, req).map(drop)
     }
 
     /// Live nodes.
     pub async fn list_nodes(&self) -> Result<Vec<v1::Node>, ControlError> {
-        let r = self
-            .nodes
-            .clone()
-            .list_nodes(v1::ListNodesRequest::default())
-            .await?;
-        Ok(r.into_inner().nodes)
+        let r = rpc!(
+            self,
+            NodesClient,
+            list_nodes,
+            v1::ListNodesRequest::default()
+        )?;
+        Ok(r.nodes)
     }
 
     /// Claims the main origin of a stream.
@@ -132,7 +201,7 @@ impl ControlClient {
             stream: stream.into(),
             node_id: node.into(),
         };
-        let r = self.routing.clone().publish(req).await?.into_inner();
+        let r = rpc!(self, RoutingClient, publish, req)?;
         r.origin
             .ok_or_else(|| tonic::Status::internal("publish answer without origin").into())
     }
@@ -143,8 +212,7 @@ impl ControlClient {
             stream: stream.into(),
             node_id: node.into(),
         };
-        self.routing.clone().unpublish(req).await?;
-        Ok(())
+        rpc!(self, RoutingClient, unpublish, req).map(drop)
     }
 
     /// Where to pull a stream from.
@@ -161,7 +229,7 @@ impl ControlClient {
             node_id: node.into(),
             unreachable,
         };
-        Ok(self.routing.clone().resolve(req).await?.into_inner())
+        rpc!(self, RoutingClient, resolve, req)
     }
 
     /// Drops this node's claims on a stream.
@@ -170,8 +238,7 @@ impl ControlClient {
             stream: stream.into(),
             node_id: node.into(),
         };
-        self.routing.clone().release(req).await?;
-        Ok(())
+        rpc!(self, RoutingClient, release, req).map(drop)
     }
 
     /// Another node for a client this node turns away.
@@ -188,7 +255,7 @@ impl ControlClient {
             purpose: purpose as i32,
             exclude_node_id: exclude.into(),
         };
-        Ok(self.placement.clone().place(req).await?.into_inner())
+        rpc!(self, PlacementClient, place, req)
     }
 }
 

@@ -55,11 +55,18 @@ enum Outcome {
     Stop,
 }
 
+/// How long a puller that has never delivered keeps retrying a control plane
+/// that does not answer before it gives up, so that the players waiting for it
+/// get a prompt 503 (with `Retry-After`) instead of hanging.
+const START_RETRY: Duration = Duration::from_secs(1);
+
 async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullStatus>) {
     let topology = watch_topology(&state, &stream);
     let mut unreachable: Option<v1::Upstream> = None;
     let mut backoff = Backoff::default();
     let mut not_live_since: Option<Instant> = None;
+    let started = Instant::now();
+    let mut ever_ready = false;
     let mut source: Option<Source> = None;
     loop {
         let resolved = state
@@ -84,6 +91,15 @@ async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullSt
                 }
                 wait_for_change(&topology, Duration::from_secs(1)).await;
                 continue;
+            }
+            Err(e) if !ever_ready && started.elapsed() >= START_RETRY => {
+                // Nobody is served by this puller yet: fail the waiting
+                // players now rather than at their deadline.
+                warn!(error = %e, "resolve failed; giving up");
+                status.send_replace(PullStatus::Failed(format!(
+                    "the control plane cannot route {stream:?} now: {e}"
+                )));
+                break;
             }
             Err(e) => {
                 warn!(error = %e, "resolve failed; retrying");
@@ -144,6 +160,7 @@ async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullSt
         };
         info!(role = ?role, upstream = %upstream.node_id, epoch = upstream.epoch, "pulling");
         status.send_replace(PullStatus::Ready(sub.catalog().clone()));
+        ever_ready = true;
         let src = source.insert(src);
         match forward(
             &state,
@@ -318,28 +335,24 @@ fn watch_topology(
                     stream: stream.clone(),
                     region: state.region().into(),
                 };
-                let mut routing = state.control.routing();
                 let opened = tokio::select! {
-                    r = routing.watch_stream(req) => r,
+                    r = state.control.watch_stream(req) => r,
                     _ = tx.closed() => return,
                 };
                 match opened {
-                    Ok(resp) => {
-                        let mut events = resp.into_inner();
-                        loop {
-                            let msg = tokio::select! {
-                                m = events.message() => m,
-                                _ = tx.closed() => return,
-                            };
-                            match msg {
-                                Ok(Some(t)) => {
-                                    backoff = Backoff::default();
-                                    tx.send_replace(Some(t));
-                                }
-                                Ok(None) | Err(_) => break,
+                    Ok(mut events) => loop {
+                        let msg = tokio::select! {
+                            m = events.message() => m,
+                            _ = tx.closed() => return,
+                        };
+                        match msg {
+                            Ok(Some(t)) => {
+                                backoff = Backoff::default();
+                                tx.send_replace(Some(t));
                             }
+                            Ok(None) | Err(_) => break,
                         }
-                    }
+                    },
                     Err(e) => debug!(error = %e, "topology watch failed"),
                 }
                 tokio::time::sleep(backoff.next()).await;
