@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cluster;
 pub mod control;
 pub mod etcd;
+pub mod faults;
 pub mod grpcurl;
 pub mod http;
 pub mod media;
