@@ -762,6 +762,44 @@ async fn control_plane_over_tls_knows_nodes_and_operators() {
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(!e.message().contains("mallory"), "{e:?}");
 
+    // A real node registers over TLS with its certificate (and keeps its lease).
+    ca.issue("n9", &localhost).unwrap().write(&dir).unwrap();
+    let cfg = NodeConfig {
+        id: "n9".into(),
+        region: "r".into(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        relay_listen: "127.0.0.1:0".parse().unwrap(),
+        rtc_listen: "127.0.0.1:0".parse().unwrap(),
+        control_plane: vec![format!("https://{addr}")],
+        certs_dir: Some(dir.clone()),
+        auth: AuthMode::Open,
+        ..NodeConfig::default()
+    };
+    let listeners = strata_node::Listeners::bind(&cfg).await.unwrap();
+    let (node_stop, node_stopped) = tokio::sync::oneshot::channel::<()>();
+    let node_task = tokio::spawn(strata_node::run(cfg, listeners, async {
+        let _ = node_stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = op_nodes
+            .get_node(v1::GetNodeRequest {
+                node_id: "n9".into(),
+            })
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(!node_task.is_finished(), "the node exited: {r:?}");
+        assert!(Instant::now() < deadline, "n9 did not register: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = node_stop.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(20), node_task)
+        .await
+        .unwrap();
+    stopped.unwrap().unwrap();
+
     // A plaintext client gets nothing.
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()

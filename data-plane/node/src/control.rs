@@ -83,6 +83,15 @@ pub struct ControlClient {
 impl ControlClient {
     /// A client over these endpoints (lazy: none needs to be up yet).
     pub fn new(endpoints: &[String]) -> Result<Self, ControlError> {
+        Self::with_tls(endpoints, None)
+    }
+
+    /// Like [`ControlClient::new`], with TLS for the `https://` endpoints
+    /// (see [`crate::control_tls::client_tls`]).
+    pub fn with_tls(
+        endpoints: &[String],
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, ControlError> {
         if endpoints.is_empty() {
             return Err(ControlError::NoEndpoint);
         }
@@ -95,6 +104,12 @@ impl ControlClient {
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(2))
                 .keep_alive_while_idle(true);
+            let ep = match &tls {
+                Some(tls) if e.starts_with("https://") => ep
+                    .tls_config(tls.clone())
+                    .map_err(|err| ControlError::Endpoint(e.clone(), err.to_string()))?,
+                _ => ep,
+            };
             channels.push(ep.connect_lazy());
         }
         // Spread nodes over the replicas: start at a random one.

@@ -265,7 +265,14 @@ pub async fn run(
         ..RtcConfig::default()
     })
     .await?;
-    let control = ControlClient::new(&cfg.control_plane)?;
+    let control_tls =
+        crate::control_tls::client_tls(&cfg.control_plane, cfg.certs_dir.as_deref(), &cfg.id)?;
+    if control_tls.is_none() {
+        warn!(
+            "control-plane connections are PLAINTEXT (http:// endpoints): local development only"
+        );
+    }
+    let control = ControlClient::with_tls(&cfg.control_plane, control_tls)?;
 
     let http_addr = listeners.http.local_addr()?;
     let public_url = match &cfg.public_url {
