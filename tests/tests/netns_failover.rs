@@ -37,6 +37,11 @@ const TTL: Duration = Duration::from_secs(3);
 /// the control plane's cache follows a watch.
 const RECORDS_SLACK: Duration = Duration::from_millis(1500);
 const STREAM: &str = "live";
+/// The longest video gap that still counts as "no interruption": the clip's frames are 33 ms
+/// apart and keyframes come in bursts, so a healthy player sees gaps of 40 to 70 ms; any
+/// failover needs at least the 600 ms QUIC idle timeout to notice a dead upstream; the margin
+/// in between absorbs a loaded machine.
+const NO_INTERRUPTION: Duration = Duration::from_millis(400);
 
 /// The cases run one at a time even when the harness runs tests in parallel (`scripts/test.sh`
 /// does, with one thread per core): each starts a whole cluster and measures stalls in
@@ -382,6 +387,13 @@ async fn netns_failover_main_origin_sigkill() {
     let killed_at = Instant::now();
     dead.mark_dead("O1", TTL + RECORDS_SLACK);
     publisher.vanish().await;
+    // The last packets each player got from before the kill (anything in flight has landed;
+    // nothing new can come before O1's lease, renewed at most a third of a TTL ago, expires).
+    sleep(Duration::from_millis(200)).await;
+    let last_before: Vec<std::time::Instant> = players
+        .iter()
+        .map(|p| p.stats().last_video.unwrap())
+        .collect();
 
     // The publisher comes back at once on E12, and retries while the stream is still
     // registered to the dead O1 (409).
@@ -410,11 +422,6 @@ async fn netns_failover_main_origin_sigkill() {
     let gone = killed_at.elapsed();
     let (publisher, conflicts, republished_at) = republish.await.unwrap();
     assert_eq!(publisher.node, "E12");
-    let stalled_until_publish = players.iter().all(|p| {
-        p.stats()
-            .last_video
-            .is_none_or(|t| t < killed_at.into_std())
-    });
     let stalls = wait_resumed(
         &players,
         since,
@@ -431,16 +438,17 @@ async fn netns_failover_main_origin_sigkill() {
         ms(republished_at - killed_at)
     );
     print_stalls(case, &["E11", "E21", "E22"], &stalls);
-    let resumed_after_publish: Vec<u128> = players
+    // First video after the kill: one stall after the last packet before it.
+    let first_after: Vec<std::time::Instant> = last_before
         .iter()
         .zip(&stalls)
-        .map(|(_, s)| {
-            ms((killed_at + *s)
-                .checked_duration_since(republished_at)
-                .unwrap_or_default())
-        })
+        .map(|(last, stall)| *last + *stall)
         .collect();
-    eprintln!("[{case}] players resumed ~{resumed_after_publish:?} ms after the republish");
+    let after_publish: Vec<u128> = first_after
+        .iter()
+        .map(|t| ms(t.saturating_duration_since(republished_at.into_std())))
+        .collect();
+    eprintln!("[{case}] players resumed {after_publish:?} ms after the republish's 201");
 
     // The new tree: main E12, E11 pulls from it, Region2 has one regional origin.
     let tree = wait_tree(&c, Duration::from_secs(5), "rebuilt", |t| {
@@ -478,9 +486,10 @@ async fn netns_failover_main_origin_sigkill() {
         );
     }
     assert_no_violations(case, monitor);
+    let earliest = (killed_at + TTL - TTL / 3).into_std();
     assert!(
-        stalled_until_publish,
-        "a player got video before the stream was published again"
+        first_after.iter().all(|t| *t >= earliest),
+        "a player got video before O1's lease could have expired"
     );
     assert!(
         gone <= TTL + RECORDS_SLACK,
@@ -659,7 +668,7 @@ async fn netns_failover_control_plane_replica_killed() {
             ms(joined.elapsed())
         );
         assert!(
-            worst < Duration::from_millis(250),
+            worst < NO_INTERRUPTION,
             "[{case}] players stalled {worst:?}"
         );
         players.push(p);
@@ -752,7 +761,7 @@ async fn netns_failover_etcd_member_killed() {
     etcd.restart_member(leader).await.unwrap();
     assert_no_violations(case, monitor);
     assert!(
-        worst < Duration::from_millis(250),
+        worst < NO_INTERRUPTION,
         "[{case}] players stalled {worst:?}"
     );
 }
@@ -877,7 +886,7 @@ async fn netns_failover_etcd_down() {
     );
     assert_no_violations(case, monitor);
     assert!(
-        worst < Duration::from_millis(250),
+        worst < NO_INTERRUPTION,
         "[{case}] players stalled {worst:?}"
     );
 }
@@ -980,10 +989,7 @@ async fn netns_failover_region_partition() {
     );
     assert_eq!(tree_key(&after), tree_key(&tree), "the tree changed");
     assert_no_violations(case, monitor);
-    assert!(
-        r1_gap < Duration::from_millis(250),
-        "Region1 stalled {r1_gap:?}"
-    );
+    assert!(r1_gap < NO_INTERRUPTION, "Region1 stalled {r1_gap:?}");
     for r in &recovered {
         assert!(
             *r < Duration::from_secs(3),
