@@ -18,6 +18,21 @@ pub fn process_cpu() -> Duration {
     Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
+/// Time this process's threads have spent runnable but waiting for a CPU
+/// (`/proc/self/task/*/schedstat`, second field). Threads that exited are not
+/// counted; the runtime's worker threads live for the whole run.
+pub fn run_queue_wait() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// `USER_HZ`: 100 on every Linux the project runs on; asked of `getconf` in case.
 fn clock_ticks_per_second() -> f64 {
     static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -38,6 +53,17 @@ fn clock_ticks_per_second() -> f64 {
 pub struct Clocks {
     wall: Instant,
     cpu: Duration,
+    wait: Duration,
+}
+
+/// What a window used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub wall: Duration,
+    /// CPU time of the process.
+    pub cpu: Duration,
+    /// Time its threads waited for a CPU: other load on the machine.
+    pub wait: Duration,
 }
 
 impl Clocks {
@@ -46,13 +72,18 @@ impl Clocks {
         Clocks {
             wall: Instant::now(),
             cpu: process_cpu(),
+            wait: run_queue_wait(),
         }
     }
 
-    /// (wall, cpu) elapsed since `self`.
-    pub fn since(&self) -> (Duration, Duration) {
+    /// What was used since `self`.
+    pub fn since(&self) -> Usage {
         let now = Clocks::now();
-        (now.wall - self.wall, now.cpu.saturating_sub(self.cpu))
+        Usage {
+            wall: now.wall - self.wall,
+            cpu: now.cpu.saturating_sub(self.cpu),
+            wait: now.wait.saturating_sub(self.wait),
+        }
     }
 }
 

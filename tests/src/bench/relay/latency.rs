@@ -43,6 +43,8 @@ pub struct LatencyResult {
     pub end_to_end: Arc<UsHistogram>,
     /// CPU cores busy during the window (process CPU seconds per second).
     pub cores: f64,
+    /// Threads waiting for a CPU during the window (seconds per second).
+    pub waiting: f64,
     /// Packets pushed at the origin, over the whole run.
     pub sent: u64,
     /// Sequence numbers missing at the edge, over the whole run.
@@ -91,7 +93,8 @@ pub async fn run(
     end_to_end.set_recording(true);
     let clocks = Clocks::now();
     tokio::time::sleep(measure).await;
-    let (wall, cpu) = clocks.since();
+    let usage = clocks.since();
+    let wall = usage.wall;
     wire.set_recording(false);
     end_to_end.set_recording(false);
     let received = counters.received.load(Ordering::Relaxed) - received_before;
@@ -108,7 +111,8 @@ pub async fn run(
         delivered_rate: received as f64 / wall.as_secs_f64(),
         wire,
         end_to_end,
-        cores: cpu.as_secs_f64() / wall.as_secs_f64(),
+        cores: usage.cpu.as_secs_f64() / wall.as_secs_f64(),
+        waiting: usage.wait.as_secs_f64() / wall.as_secs_f64(),
         sent: sent.load(Ordering::Relaxed),
         lost: counters.lost.load(Ordering::Relaxed),
         groups_skipped,

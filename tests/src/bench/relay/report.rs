@@ -33,16 +33,16 @@ pub fn render(
     let _ = writeln!(
         out,
         "| streams | delivered pkt/s | wire p50 | wire p99 | wire p99.9 | wire max \
-         | e2e p50 | e2e p99 | e2e max | CPU (cores) | lost | groups skipped |"
+         | e2e p50 | e2e p99 | e2e max | CPU (cores) | waiting for CPU | lost | groups skipped |"
     );
     let _ = writeln!(
         out,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in lat {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} of {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} of {} | {} |",
             r.streams,
             r.delivered_rate,
             fmt_latency(r.wire.percentile(0.5)),
@@ -53,6 +53,7 @@ pub fn render(
             fmt_latency(r.end_to_end.percentile(0.99)),
             fmt_latency(Some(r.end_to_end.max())),
             r.cores,
+            r.waiting,
             r.lost,
             r.sent,
             r.groups_skipped,
@@ -61,16 +62,18 @@ pub fn render(
     let _ = writeln!(
         out,
         "\nwire: frame `send_us` (origin, just before the QUIC write) → decoded at the edge. \
-         e2e: hub push at the origin → `Subscription::recv` at the edge.\n"
+         e2e: hub push at the origin → `Subscription::recv` at the edge. CPU: process CPU \
+         seconds per second; waiting for CPU: seconds per second its threads were runnable \
+         but not running (other load on the machine).\n"
     );
 
     let _ = writeln!(out, "### Throughput\n");
     let _ = writeln!(
         out,
-        "| path | MB/s | CPU (cores) | MB per CPU-second | × raw MB/s | × raw MB per CPU-s \
-         | groups skipped | QUIC packets lost |"
+        "| path | MB/s | CPU (cores) | waiting for CPU | MB per CPU-second | × raw MB/s \
+         | × raw MB per CPU-s | groups skipped | QUIC packets lost |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for t in std::iter::once(raw).chain(others) {
         let skipped = match t.quic_lost {
             Some(_) => "–".to_owned(),
@@ -82,10 +85,11 @@ pub fn render(
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {skipped} | {lost} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {skipped} | {lost} |",
             t.label,
             t.mb_per_s(),
             t.cores(),
+            t.waiting(),
             t.mb_per_cpu_s(),
             t.mb_per_s() / raw.mb_per_s(),
             t.mb_per_cpu_s() / raw.mb_per_cpu_s(),

@@ -39,6 +39,8 @@ pub struct Throughput {
     pub bytes: u64,
     pub wall: Duration,
     pub cpu: Duration,
+    /// Time the process's threads waited for a CPU.
+    pub wait: Duration,
     /// Groups the edge skipped (relay only).
     pub skipped: u64,
     /// QUIC packets the sender declared lost, and packets sent (raw quinn only:
@@ -52,6 +54,7 @@ impl Throughput {
         self.bytes += other.bytes;
         self.wall += other.wall;
         self.cpu += other.cpu;
+        self.wait += other.wait;
         self.skipped += other.skipped;
         self.quic_lost = match (self.quic_lost, other.quic_lost) {
             (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
@@ -67,6 +70,11 @@ impl Throughput {
     /// Process CPU seconds per second.
     pub fn cores(&self) -> f64 {
         self.cpu.as_secs_f64() / self.wall.as_secs_f64()
+    }
+
+    /// Seconds per second the process's threads waited for a CPU.
+    pub fn waiting(&self) -> f64 {
+        self.wait.as_secs_f64() / self.wall.as_secs_f64()
     }
 
     /// Payload MB per CPU second: throughput per core.
@@ -91,12 +99,13 @@ async fn window(
     let before = bytes.load(Ordering::Relaxed);
     let clocks = Clocks::now();
     tokio::time::sleep(measure).await;
-    let (wall, cpu) = clocks.since();
+    let usage = clocks.since();
     Throughput {
         label,
         bytes: bytes.load(Ordering::Relaxed) - before,
-        wall,
-        cpu,
+        wall: usage.wall,
+        cpu: usage.cpu,
+        wait: usage.wait,
         skipped: 0,
         quic_lost: None,
     }
