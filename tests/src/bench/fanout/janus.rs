@@ -64,6 +64,7 @@ impl Janus {
         iface: &str,
         ice_ip: Ipv4Addr,
         cpu: Option<usize>,
+        event_loops: usize,
     ) -> Result<Janus> {
         let lib = janus_lib_dir().context("Janus plugins not found")?;
         let dir = dir.join("janus");
@@ -108,6 +109,10 @@ impl Janus {
         // STRATA_KEEP_TEST_LOGS=1), for when a connection does not come up.
         let verbose = std::env::var_os("STRATA_BENCH_JANUS_DEBUG").is_some_and(|v| v == "1");
         let (debug_level, nice_debug) = if verbose { (6, true) } else { (3, false) };
+        let loops = match event_loops {
+            0 => String::new(),
+            n => format!("\tevent_loops = {n}\n"),
+        };
         fs::write(
             cfg.join("janus.jcfg"),
             format!(
@@ -120,7 +125,7 @@ impl Janus {
 	debug_level = {debug_level}
 	session_timeout = 0
 	protected_folders = []
-}}
+{loops}}}
 certificates: {{}}
 media: {{}}
 nat: {{

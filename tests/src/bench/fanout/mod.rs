@@ -48,7 +48,7 @@ pub struct FanoutArgs {
     /// Servers to measure, of `strata` and `janus` [default: both; Janus only if installed].
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<String>,
-    /// Player counts of the ramp [default: 25,50,100,150,200,250,300,400,500,600,800,1000].
+    /// Player counts of the ramp [default: 25, 50, 100, 150, 200, then +10 % a step to 1000].
     #[arg(long, value_delimiter = ',')]
     pub steps: Vec<usize>,
     /// Measured window at each step [default: 10s; 1s with --quick].
@@ -69,9 +69,13 @@ pub struct FanoutArgs {
     /// Do not pin anything.
     #[arg(long)]
     pub no_pin: bool,
-    /// Record a `perf` profile of the Strata node at the largest passing step (needs `perf`).
+    /// Record a `perf` profile of each server at the capacity found (needs `perf`).
     #[arg(long)]
     pub perf: bool,
+    /// Janus `event_loops`: N handles' media share N loop threads; 0 is Janus's stock setting
+    /// (a thread per handle), which carries about half the players per core when pinned.
+    #[arg(long, default_value_t = 1)]
+    pub janus_event_loops: usize,
 }
 
 impl FanoutArgs {
@@ -88,6 +92,7 @@ impl FanoutArgs {
             client_cpu: 0,
             no_pin: true,
             perf: false,
+            janus_event_loops: 1,
         }
     }
 }
@@ -162,7 +167,10 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     let steps = match args.steps.is_empty() {
         false => args.steps.clone(),
         true if quick => vec![2],
-        true => vec![25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000],
+        true => vec![
+            25, 50, 100, 150, 200, 220, 240, 260, 280, 300, 330, 360, 400, 440, 480, 530, 580, 640,
+            700, 770, 850, 940, 1000,
+        ],
     };
     let window = args.window.unwrap_or(if quick {
         Duration::from_secs(1)
@@ -186,6 +194,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         max_loss: args.max_loss,
         server_cpu: pin.then_some(args.server_cpu),
         perf: args.perf,
+        janus_event_loops: args.janus_event_loops,
     };
     let mut results = Vec::new();
     for kind in kinds {
@@ -206,6 +215,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         window,
         max_loss: args.max_loss,
         pinned: pin.then_some((args.server_cpu, args.client_cpu)),
+        janus_event_loops: args.janus_event_loops,
         load_before,
         load_after: procstat::load_average(),
         results: &results,
@@ -225,6 +235,7 @@ struct RampConfig {
     max_loss: f64,
     server_cpu: Option<usize>,
     perf: bool,
+    janus_event_loops: usize,
 }
 
 /// Packets the feeder sent so far: the expected side of loss.
@@ -262,7 +273,8 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(kind: Kind, source: &Source, cpu: Option<usize>) -> Result<Server> {
+async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<Server> {
+    let cpu = cfg.server_cpu;
     let fed = Arc::new(Fed::default());
     let clip = Arc::clone(&source.clip);
     match kind {
@@ -300,7 +312,15 @@ async fn start_server(kind: Kind, source: &Source, cpu: Option<usize>) -> Result
             let dir = ClusterDir::new("fanout-janus")?;
             let ice_ip = Ipv4Addr::new(127, 0, 0, 2);
             let iface = netns::Veth::loopback_alias(ice_ip)?;
-            let janus = janus::Janus::start(dir.path(), &clip, iface.name(), ice_ip, cpu).await?;
+            let janus = janus::Janus::start(
+                dir.path(),
+                &clip,
+                iface.name(),
+                ice_ip,
+                cpu,
+                cfg.janus_event_loops,
+            )
+            .await?;
             let feeder =
                 source::feed_rtp(Arc::clone(&clip), janus.rtp_ports.clone(), Arc::clone(&fed));
             Ok(Server {
@@ -341,7 +361,7 @@ const CONNECT_CONCURRENCY: usize = 16;
 const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
 
 async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<ServerResult> {
-    let server = start_server(kind, source, cfg.server_cpu).await?;
+    let server = start_server(kind, source, cfg).await?;
     // Idle with the source flowing: the baseline for memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base_mark = CpuMark::take(server.pid);
@@ -349,92 +369,41 @@ async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result
     let idle_cores = CpuMark::take(server.pid).cores_since(&base_mark);
     let base_rss = rss_bytes(server.pid);
     let mut peers: Vec<LoadPeer> = Vec::new();
-    let mut steps = Vec::new();
+    let mut steps: Vec<StepResult> = Vec::new();
     let mut connect_failures = 0usize;
     let mut first_packet = Vec::new();
+    // Up the steps until one fails. Never down again: a server that was overloaded may carry
+    // backlog into the next window, so every measured step starts from a lighter one.
+    let mut pass: Option<usize> = None;
     for &target in &cfg.steps {
-        // Add players up to the target, CONNECT_CONCURRENCY at a time.
         let t0 = Instant::now();
-        let mut failed_now = 0;
-        while peers.len() + failed_now < target {
-            let batch = (target - peers.len() - failed_now).min(CONNECT_CONCURRENCY);
-            let tasks: Vec<_> = (0..batch).map(|_| server.new_peer()).collect();
-            for r in futures::future::join_all(tasks).await {
-                match r {
-                    Ok(p) => peers.push(p),
-                    Err(e) => {
-                        failed_now += 1;
-                        tracing::warn!(error = %format!("{e:#}"), "player failed to connect");
-                    }
-                }
-            }
-        }
-        let waits: Vec<_> = peers
-            .iter()
-            .map(|p| p.first_packet(FIRST_PACKET_WITHIN))
-            .collect();
-        let mut silent = 0;
-        for r in futures::future::join_all(waits).await {
-            match r {
-                Ok(d) => first_packet.push(d),
-                Err(_) => silent += 1,
-            }
-        }
+        let failed_now = set_players(&server, &mut peers, target, &mut first_packet).await;
         connect_failures += failed_now;
         let setup = t0.elapsed();
         tokio::time::sleep(cfg.settle).await;
-        let before: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
-        let fed_before = server.fed();
-        let server_mark = CpuMark::take(server.pid);
-        let client_mark = CpuMark::take(std::process::id());
-        tokio::time::sleep(cfg.window).await;
-        let after: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
-        let fed = server.fed() - fed_before;
-        let cores = CpuMark::take(server.pid).cores_since(&server_mark);
-        let client_cores = CpuMark::take(std::process::id()).cores_since(&client_mark);
-        let rss = rss_bytes(server.pid);
-        let mut window = Tally::default();
-        let mut starved = 0;
-        for (a, b) in after.iter().zip(&before) {
-            let d = a.since(b);
-            if d.received == 0 {
-                starved += 1;
-            }
-            window.received += d.received;
-            window.expected += d.expected;
-            window.bytes += d.bytes;
-        }
-        let offered = fed * peers.len() as u64;
-        let step = StepResult {
-            target,
-            players: peers.len(),
-            failed: failed_now + silent,
-            starved,
-            setup,
-            cores,
-            client_cores,
-            rss,
-            loss_seq: loss(window.lost(), window.expected),
-            loss_rate: loss(offered.saturating_sub(window.received), offered),
-            mbit_out: window.bytes as f64 * 8.0 / cfg.window.as_secs_f64() / 1e6,
-        };
+        let step = measure_step(&server, &peers, target, failed_now, setup, cfg.window).await;
         eprintln!("  {}", step.progress_line(kind.name()));
-        let fail = step.loss() > cfg.max_loss || step.failed * 50 > target.max(1);
+        let failed = step.loss() > cfg.max_loss || step.failed * 50 > target.max(1);
         steps.push(step);
-        if fail {
+        if failed {
             break;
         }
+        pass = Some(target);
     }
-    // Profiled at the last step, players still connected: where the time goes under load.
-    let perf_report = match cfg.perf && kind == Kind::Strata {
-        true => match report::perf_profile(server.pid).await {
-            Ok(p) => Some(p),
-            Err(e) => Some(format!("perf failed: {e:#}")),
-        },
+    // Profiled back at the capacity found, players connected: where the time goes under load.
+    let perf_report = match cfg.perf {
+        true => {
+            let at = pass.unwrap_or(1);
+            set_players(&server, &mut peers, at, &mut Vec::new()).await;
+            tokio::time::sleep(cfg.settle).await;
+            match report::perf_profile(server.pid).await {
+                Ok(p) => Some(format!("at {at} players\n{p}")),
+                Err(e) => Some(format!("perf failed: {e:#}")),
+            }
+        }
         false => None,
     };
     for p in peers {
-        // Close in the background: ending hundreds of sessions takes a while.
         tokio::spawn(p.close());
     }
     drop(server);
@@ -448,6 +417,97 @@ async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result
         first_packet_p50: first_packet.get(first_packet.len() / 2).copied(),
         perf: perf_report,
     })
+}
+
+/// Adds or removes players until `target` are connected; returns how many failed to connect
+/// or to receive media. New players' first-packet times go to `first_packet`.
+async fn set_players(
+    server: &Server,
+    peers: &mut Vec<LoadPeer>,
+    target: usize,
+    first_packet: &mut Vec<Duration>,
+) -> usize {
+    while peers.len() > target {
+        if let Some(p) = peers.pop() {
+            // Closed in the background: ending sessions takes a while.
+            tokio::spawn(p.close());
+        }
+    }
+    let already = peers.len();
+    let mut failed = 0;
+    while peers.len() + failed < target {
+        let batch = (target - peers.len() - failed).min(CONNECT_CONCURRENCY);
+        let tasks: Vec<_> = (0..batch).map(|_| server.new_peer()).collect();
+        for r in futures::future::join_all(tasks).await {
+            match r {
+                Ok(p) => peers.push(p),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %format!("{e:#}"), "player failed to connect");
+                }
+            }
+        }
+    }
+    let waits: Vec<_> = peers[already..]
+        .iter()
+        .map(|p| p.first_packet(FIRST_PACKET_WITHIN))
+        .collect();
+    for r in futures::future::join_all(waits).await {
+        match r {
+            Ok(d) => first_packet.push(d),
+            Err(_) => failed += 1,
+        }
+    }
+    failed
+}
+
+/// One measurement window with `peers` connected.
+async fn measure_step(
+    server: &Server,
+    peers: &[LoadPeer],
+    target: usize,
+    failed: usize,
+    setup: Duration,
+    window_len: Duration,
+) -> StepResult {
+    let before: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
+    let fed_before = server.fed();
+    let udp_before = procstat::udp_drops();
+    let server_mark = CpuMark::take(server.pid);
+    let client_mark = CpuMark::take(std::process::id());
+    tokio::time::sleep(window_len).await;
+    let after: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
+    let fed = server.fed() - fed_before;
+    let cores = CpuMark::take(server.pid).cores_since(&server_mark);
+    let client_cores = CpuMark::take(std::process::id()).cores_since(&client_mark);
+    let udp_drops = procstat::udp_drops().saturating_sub(udp_before);
+    let rss = rss_bytes(server.pid);
+    let mut window = Tally::default();
+    let mut starved = 0;
+    for (a, b) in after.iter().zip(&before) {
+        let d = a.since(b);
+        if d.received == 0 {
+            starved += 1;
+        }
+        window.received += d.received;
+        window.expected += d.expected;
+        window.bytes += d.bytes;
+    }
+    let offered = fed * peers.len() as u64;
+    StepResult {
+        target,
+        players: peers.len(),
+        failed,
+        starved,
+        setup,
+        cores,
+        client_cores,
+        rss,
+        loss_seq: loss(window.lost(), window.expected),
+        loss_rate: loss(offered.saturating_sub(window.received), offered),
+        udp_drops,
+        mbit_out: window.bytes as f64 * 8.0 / window_len.as_secs_f64() / 1e6,
+    }
 }
 
 fn loss(lost: u64, of: u64) -> f64 {

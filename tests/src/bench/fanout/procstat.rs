@@ -88,6 +88,24 @@ pub fn unpin_self() {
     }
 }
 
+/// UDP datagrams dropped so far for full socket buffers in this network namespace
+/// (`RcvbufErrors` + `SndbufErrors` of `/proc/net/snmp`).
+pub fn udp_drops() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/self/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(n, _)| matches!(*n, "RcvbufErrors" | "SndbufErrors"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")

@@ -36,6 +36,9 @@ pub struct StepResult {
     pub loss_seq: f64,
     /// Loss from packets received against packets the source sent in the window.
     pub loss_rate: f64,
+    /// UDP datagrams the kernel dropped in the window for full socket buffers (receive and
+    /// send), in the bench's namespace: server and client together.
+    pub udp_drops: u64,
     /// RTP delivered to all players, Mbit/s.
     pub mbit_out: f64,
 }
@@ -50,13 +53,14 @@ impl StepResult {
     /// A progress line for stderr.
     pub fn progress_line(&self, server: &str) -> String {
         format!(
-            "{server}: {} players ({} failed) cpu {} client {} loss {:.2}% (seq {:.2}%) rss {} out {:.0} Mbit/s (setup {:.1}s)",
+            "{server}: {} players ({} failed) cpu {} client {} loss {:.2}% (seq {:.2}%) udp drops {} rss {} out {:.0} Mbit/s (setup {:.1}s)",
             self.players,
             self.failed,
             fmt_cores(self.cores),
             fmt_cores(self.client_cores),
             self.loss_rate * 100.0,
             self.loss_seq * 100.0,
+            self.udp_drops,
             fmt_mib(self.rss),
             self.mbit_out,
             self.setup.as_secs_f64()
@@ -109,6 +113,7 @@ pub struct Context<'a> {
     pub window: Duration,
     pub max_loss: f64,
     pub pinned: Option<(usize, usize)>,
+    pub janus_event_loops: usize,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
     pub results: &'a [ServerResult],
@@ -188,6 +193,13 @@ pub fn render(c: &Context<'_>) -> String {
         None => {
             let _ = writeln!(out, "Nothing pinned. ");
         }
+    }
+    if c.results.iter().any(|r| r.kind == Kind::Janus) {
+        let loops = match c.janus_event_loops {
+            0 => "Janus's stock setting, a thread per handle".to_owned(),
+            n => format!("`event_loops = {n}`"),
+        };
+        let _ = writeln!(out, "Janus: streaming plugin, HTTP transport, {loops}. ");
     }
     let _ = writeln!(
         out,
@@ -279,14 +291,14 @@ pub fn render(c: &Context<'_>) -> String {
         let _ = writeln!(out, "\n#### {} ramp\n", r.kind.name());
         let _ = writeln!(
             out,
-            "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | client CPU | delivered |"
+            "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | UDP buffer drops | client CPU | delivered |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for s in &r.steps {
             let pp = per_player(r, s);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {:.0} Mbit/s |",
+                "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {} | {:.0} Mbit/s |",
                 s.players,
                 s.failed,
                 fmt_cores(s.cores),
@@ -294,16 +306,18 @@ pub fn render(c: &Context<'_>) -> String {
                 fmt_mib(s.rss),
                 s.loss_rate * 100.0,
                 s.loss_seq * 100.0,
+                s.udp_drops,
                 fmt_cores(s.client_cores),
                 s.mbit_out,
             );
         }
         if let Some(p) = &r.perf {
+            let (at, body) = p.split_once('\n').unwrap_or((p.as_str(), ""));
             let _ = writeln!(
                 out,
-                "\n`perf` profile of the {} server at the last step (self time, top symbols):\n\n```\n{}\n```",
+                "\n`perf` profile of the {} server (self time, top symbols), {at}:\n\n```\n{}\n```",
                 r.kind.name(),
-                p.trim_end()
+                body.trim_end()
             );
         }
     }
@@ -328,19 +342,53 @@ pub async fn perf_profile(pid: u32) -> Result<String> {
         .status()
         .await?;
     ensure!(rec.success(), "perf record failed: {rec}");
-    let rep = tokio::process::Command::new(&perf)
-        .args(["report", "--stdio", "--no-children", "-g", "none"])
-        .args(["--sort", "dso,symbol", "--percent-limit", "0.7", "-i"])
-        .arg(&data)
-        .output()
-        .await?;
+    let report = |sort: &'static str, limit: &'static str, take: usize| {
+        let perf = perf.clone();
+        let data = data.clone();
+        async move {
+            let rep = tokio::process::Command::new(&perf)
+                .args([
+                    "report",
+                    "--stdio",
+                    "--no-children",
+                    "-g",
+                    "none",
+                    "--sort",
+                    sort,
+                ])
+                .args(["--percent-limit", limit, "-i"])
+                .arg(&data)
+                .output()
+                .await?;
+            ensure!(
+                rep.status.success(),
+                "perf report failed: {}",
+                String::from_utf8_lossy(&rep.stderr).trim()
+            );
+            let text = String::from_utf8_lossy(&rep.stdout).into_owned();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(take)
+                .map(|l| {
+                    // Drop the empty IPC columns and cut long (generic) symbol names.
+                    let l = l.trim_end().trim_end_matches(['-', ' ']);
+                    l.chars().take(150).collect()
+                })
+                .collect();
+            ensure!(
+                !lines.is_empty(),
+                "perf report is empty: {}",
+                String::from_utf8_lossy(&rep.stderr).trim()
+            );
+            Ok::<_, anyhow::Error>(lines.join("\n"))
+        }
+    };
+    let by_dso = report("dso", "0.5", 12).await;
+    let by_symbol = report("dso,symbol", "0.7", 40).await;
     let _ = std::fs::remove_dir_all(&dir);
-    ensure!(rep.status.success(), "perf report failed");
-    let text = String::from_utf8_lossy(&rep.stdout);
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .take(40)
-        .collect();
-    Ok(lines.join("\n"))
+    Ok(format!(
+        "by binary:\n{}\n\nby symbol:\n{}",
+        by_dso?, by_symbol?
+    ))
 }
