@@ -29,18 +29,9 @@ struct CallerStats {
     finished: Instant,
 }
 
-/// Runs `callers` concurrently: first for `warmup` (results dropped), then for `measure`.
-/// Returns the measured sample and the callers, for reuse.
-pub async fn run<C: Caller>(
-    callers: Vec<C>,
-    warmup: Duration,
-    measure: Duration,
-) -> Result<(Sample, Vec<C>)> {
-    let (_, callers) = phase(callers, warmup).await?;
-    phase(callers, measure).await
-}
-
-async fn phase<C: Caller>(callers: Vec<C>, duration: Duration) -> Result<(Sample, Vec<C>)> {
+/// Runs `callers` concurrently for `duration` and returns what they saw, and the callers for
+/// reuse (a warm-up is a first run whose sample is dropped).
+pub async fn run<C: Caller>(callers: Vec<C>, duration: Duration) -> Result<(Sample, Vec<C>)> {
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = callers

@@ -72,6 +72,11 @@ impl Sample {
     pub fn p99(&self) -> Option<Duration> {
         self.percentile(0.99)
     }
+
+    /// The 99.9th-percentile latency.
+    pub fn p999(&self) -> Option<Duration> {
+        self.percentile(0.999)
+    }
 }
 
 /// `a / b`, or `None` when `b` is zero.

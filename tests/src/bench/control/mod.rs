@@ -25,6 +25,7 @@ use strata_control::keys::{self, Keys, MainRecord};
 use strata_proto::v1;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::bench::cpu::Snapshot;
 use crate::bench::load::{self, Caller};
 use crate::bench::machine::Machine;
 use crate::etcd::EtcdProcess;
@@ -162,15 +163,18 @@ fn placement(args: &ControlArgs) -> Result<(Placement, Option<String>)> {
     Ok((Placement::InProcess, Some(note)))
 }
 
-/// A warning when the control binary is older than this one: it may predate control-plane
-/// changes this binary was built with.
+/// A warning when the control binary was built well before this one (one `cargo build` links
+/// both within seconds): it may predate control-plane changes this binary was built with.
 fn stale_note(bin: &std::path::Path) -> Option<String> {
+    const SLACK: Duration = Duration::from_secs(120);
     let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
     let this = modified(&std::env::current_exe().ok()?)?;
-    (modified(bin)? < this).then(|| {
+    let age = this.duration_since(modified(bin)?).ok()?;
+    (age > SLACK).then(|| {
         format!(
-            "{} is older than this binary: rebuild it if the control plane changed since",
-            bin.display()
+            "{} was built {} min before this binary: rebuild it if the control plane changed",
+            bin.display(),
+            age.as_secs() / 60
         )
     })
 }
@@ -197,6 +201,10 @@ pub async fn run(args: ControlArgs) -> Result<()> {
 }
 
 async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Measured> {
+    let runner = Runner {
+        plan,
+        pids: [Some(std::process::id()), target.pid(), etcd.pid()],
+    };
     let mut channels = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
         channels.push(connect(&target.url()).await?);
@@ -221,8 +229,8 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
     let mut rows = Vec::new();
 
     let ping = |i| Ping(v1::diagnostics_service_client::DiagnosticsServiceClient::new(ch(i)));
-    rows.push(row(plan, Call::Ping, n, ping).await?);
-    rows.push(row(plan, Call::Ping, 1, ping).await?);
+    rows.push(runner.row(Call::Ping, n, ping).await?);
+    rows.push(runner.row(Call::Ping, 1, ping).await?);
 
     let resolve = |i: usize| {
         let (node, region) = fixture.resolvers[i % fixture.resolvers.len()].clone();
@@ -237,8 +245,8 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
         }
     };
     let before = revision(&mut etcd0).await?;
-    rows.push(row(plan, Call::Resolve, n, resolve).await?);
-    rows.push(row(plan, Call::Resolve, 1, resolve).await?);
+    rows.push(runner.row(Call::Resolve, n, resolve).await?);
+    rows.push(runner.row(Call::Resolve, 1, resolve).await?);
     let resolve_revisions = (before, revision(&mut etcd0).await?);
 
     let claim = |tag: &'static str| {
@@ -266,10 +274,10 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
     };
     // One caller first (the latency comparison), alternating claim and raw transaction so
     // that both see an etcd of about the same size.
-    rows.push(row(plan, Call::Claim, 1, claim("s")).await?);
-    rows.push(row(plan, Call::RawTxn, 1, raw("s")).await?);
-    rows.push(row(plan, Call::Claim, n, claim("c")).await?);
-    rows.push(row(plan, Call::RawTxn, n, raw("c")).await?);
+    rows.push(runner.row(Call::Claim, 1, claim("s")).await?);
+    rows.push(runner.row(Call::RawTxn, 1, raw("s")).await?);
+    rows.push(runner.row(Call::Claim, n, claim("c")).await?);
+    rows.push(runner.row(Call::RawTxn, n, raw("c")).await?);
 
     Ok(Measured {
         rows,
@@ -279,20 +287,39 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
     })
 }
 
-/// Runs `callers` callers made by `make` (warm-up, then the measurement).
-async fn row<C: Caller>(
-    plan: &Plan,
-    call: Call,
-    callers: usize,
-    make: impl Fn(usize) -> C,
-) -> Result<Row> {
-    eprintln!(
-        "strata-bench control: {}, {callers} caller(s)…",
-        call.label()
-    );
-    let callers: Vec<C> = (0..callers).map(make).collect();
-    let (sample, _) = load::run(callers, plan.warmup, plan.duration).await?;
-    Ok(Row { call, sample })
+/// Runs the rows of one benchmark run and measures the CPU its processes use.
+struct Runner<'a> {
+    plan: &'a Plan,
+    /// The benchmark itself, the control plane (when a separate process), etcd.
+    pids: [Option<u32>; 3],
+}
+
+impl Runner<'_> {
+    /// Runs `callers` callers made by `make`: a warm-up, then the measurement.
+    async fn row<C: Caller>(
+        &self,
+        call: Call,
+        callers: usize,
+        make: impl Fn(usize) -> C,
+    ) -> Result<Row> {
+        eprintln!(
+            "strata-bench control: {}, {callers} caller(s)…",
+            call.label()
+        );
+        let callers: Vec<C> = (0..callers).map(make).collect();
+        let (_, callers) = load::run(callers, self.plan.warmup).await?;
+        let before = Snapshot::take(&self.pids);
+        let (sample, _) = load::run(callers, self.plan.duration).await?;
+        let after = Snapshot::take(&self.pids);
+        let cpu = after.per_call_since(&before, sample.calls());
+        let waiting = after.waiting_since(&before, sample.elapsed);
+        Ok(Row {
+            call,
+            sample,
+            cpu_us: [cpu[0], cpu[1], cpu[2]],
+            waiting,
+        })
+    }
 }
 
 async fn connect(url: &str) -> Result<Channel> {

@@ -46,6 +46,11 @@ pub struct Row {
     pub call: Call,
     /// What the callers saw.
     pub sample: Sample,
+    /// CPU time per successful call, in microseconds, of the benchmark process, the control
+    /// plane (when a separate process) and etcd.
+    pub cpu_us: [Option<f64>; 3],
+    /// Seconds per second the three processes' threads waited for a CPU.
+    pub waiting: Option<f64>,
 }
 
 /// Everything measured in one run.
@@ -92,21 +97,36 @@ impl Report {
     fn write(&self, out: &mut String) -> std::fmt::Result {
         let (plan, m) = (&self.plan, &self.measured);
         writeln!(out, "### Control plane: `strata-bench control`\n")?;
+        let separate = matches!(plan.placement, Placement::Process(_));
+        let cpu_head = if separate {
+            "CPU µs/call: bench · control plane · etcd"
+        } else {
+            "CPU µs/call: bench+control plane · etcd"
+        };
         writeln!(
             out,
-            "| Call | Callers | Calls/s | p50 | p99 | Calls | Errors |"
+            "| Call | Callers | Calls/s | p50 | p99 | p99.9 | {cpu_head} | Waiting for CPU | Calls | Errors |"
         )?;
-        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+        writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
         for row in &m.rows {
             let s = &row.sample;
+            let [bench, control, etcd] = row.cpu_us.map(fmt_cpu);
+            let cpu = if separate {
+                format!("{bench} · {control} · {etcd}")
+            } else {
+                format!("{bench} · {etcd}")
+            };
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {cpu} | {} | {} | {} |",
                 row.call.label(),
                 s.callers,
                 fmt_rate(s.throughput()),
                 fmt_latency(s.p50()),
                 fmt_latency(s.p99()),
+                fmt_latency(s.p999()),
+                row.waiting
+                    .map_or_else(|| "–".into(), |w| format!("{w:.2} s/s")),
                 s.calls(),
                 s.errors
             )?;
@@ -207,6 +227,18 @@ impl Report {
         };
         writeln!(out, "- Store writes during the resolve rows: {writes}")?;
         writeln!(out, "- Keep-alive failures: {}", m.keepalive_failures)?;
+        writeln!(
+            out,
+            "- CPU µs/call: user+system CPU of each process during the row (/proc, 10 ms \
+             ticks) divided by its calls; it includes background work (cache watch, \
+             keep-alives, etcd's own housekeeping)"
+        )?;
+        writeln!(
+            out,
+            "- Waiting for CPU: time the threads of the three processes were runnable but not \
+             running (/proc/PID/task/*/schedstat), per second of the row; well above 0 means \
+             the machine was contended (by other load, or by the three processes themselves)"
+        )?;
         Ok(())
     }
 
@@ -254,6 +286,10 @@ impl std::fmt::Display for Target {
             Target::AtMost(t) => write!(f, "≤ {t}"),
         }
     }
+}
+
+fn fmt_cpu(us: Option<f64>) -> String {
+    us.map_or_else(|| "–".into(), |us| format!("{us:.0}"))
 }
 
 fn humanize(d: std::time::Duration) -> String {

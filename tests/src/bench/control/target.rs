@@ -69,6 +69,14 @@ impl Target {
         }
     }
 
+    /// The process id of a separate control plane; `None` in-process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Target::InProcess(_) => None,
+            Target::Process(p) => p.child.id(),
+        }
+    }
+
     /// Stops the control plane.
     pub async fn stop(self) -> Result<()> {
         match self {
