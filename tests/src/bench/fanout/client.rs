@@ -42,6 +42,8 @@ use crate::http;
 
 /// How long ICE gathering (host candidates only) may take.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Receive buffer of each load-client socket.
+const RECEIVE_BUFFER: usize = 4 << 20;
 /// RTP packets counted and dropped in one `poll_recv` before yielding to other tasks.
 const DROPS_PER_POLL: usize = 256;
 
@@ -235,6 +237,13 @@ impl Runtime for CountingRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         socket.set_nonblocking(true)?;
+        // Room for a keyframe burst to every player at once while the client is busy with
+        // others: drops here would be counted against the server. Above `rmem_max` only as
+        // root (SO_RCVBUFFORCE); otherwise as much as the system allows.
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+            let _ = setsockopt(&socket, sockopt::RcvBuf, &RECEIVE_BUFFER);
+        }
         Ok(Arc::new(CountingSocket {
             io: tokio::net::UdpSocket::from_std(socket)?,
             counters: Arc::clone(&self.counters),

@@ -72,9 +72,10 @@ pub struct FanoutArgs {
     /// Record a `perf` profile of each server at the capacity found (needs `perf`).
     #[arg(long)]
     pub perf: bool,
-    /// Janus `event_loops`: N handles' media share N loop threads; 0 is Janus's stock setting
-    /// (a thread per handle), which carries about half the players per core when pinned.
-    #[arg(long, default_value_t = 1)]
+    /// Janus `event_loops`: handles share N loop threads; 0 is Janus's stock setting (a thread
+    /// per handle), which carries about a third of the players per core when pinned. 2 did a
+    /// little better than 1 on one core.
+    #[arg(long, default_value_t = 2)]
     pub janus_event_loops: usize,
 }
 
@@ -92,7 +93,7 @@ impl FanoutArgs {
             client_cpu: 0,
             no_pin: true,
             perf: false,
-            janus_event_loops: 1,
+            janus_event_loops: 2,
         }
     }
 }
