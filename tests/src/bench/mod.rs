@@ -6,7 +6,9 @@
 
 pub mod control;
 pub mod cpu;
+pub mod fanout;
 pub mod load;
 pub mod machine;
 pub mod relay;
 pub mod stats;
+pub mod wan;

@@ -4,11 +4,16 @@
 //! cargo build --release -p strata-control
 //! cargo run --release -p strata-tests --bin strata-bench -- control
 //! cargo run --release -p strata-tests --bin strata-bench -- relay
+//! cargo run --release -p strata-tests --bin strata-bench -- fanout   # beside Janus
+//! cargo run --release -p strata-tests --bin strata-bench -- wan      # root: namespaces
+//! bench/run.sh                                                       # all of them
 //! ```
 
 use clap::{Parser, Subcommand};
 use strata_tests::bench::control::ControlArgs;
+use strata_tests::bench::fanout::FanoutArgs;
 use strata_tests::bench::relay::RelayArgs;
+use strata_tests::bench::wan::WanArgs;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -28,6 +33,10 @@ enum Command {
     Control(ControlArgs),
     /// Relay hop origin → edge over QUIC: latency per hop, throughput beside raw quinn.
     Relay(RelayArgs),
+    /// WebRTC fan-out of one stream to many players, Strata beside Janus: players per core.
+    Fanout(FanoutArgs),
+    /// Three regions in network namespaces over emulated WAN links: first frame, latency, bytes.
+    Wan(WanArgs),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -40,5 +49,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Control(args) => strata_tests::bench::control::run(args).await,
         Command::Relay(args) => strata_tests::bench::relay::run(args).await,
+        Command::Fanout(args) => strata_tests::bench::fanout::run(args).await,
+        Command::Wan(args) => strata_tests::bench::wan::run(args).await,
     }
 }

@@ -1,0 +1,72 @@
+//! Smoke runs of the `strata-bench` harnesses that need a network namespace: `fanout --quick`
+//! (Strata, and Janus when installed) and `wan --quick` (root: nested namespaces). They check
+//! that the harnesses work end to end, not the figures.
+
+use strata_tests::bench::fanout::{self, FanoutArgs};
+use strata_tests::bench::wan::{self, WanArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_bench_fanout_smoke() {
+    if !strata_tests::ports::require_netns("netns_bench_fanout_smoke") {
+        return;
+    }
+    let report = fanout::measure(FanoutArgs::quick())
+        .await
+        .expect("fanout --quick");
+    println!("{}", report.text);
+    assert!(
+        !report.results.is_empty(),
+        "no server measured: {:?}",
+        report.notes
+    );
+    for r in &report.results {
+        let step = r.steps.first().expect("one step");
+        assert_eq!(step.players, 2, "{:?}: {step:?}", r.kind);
+        assert_eq!(step.failed, 0, "{:?}: {step:?}", r.kind);
+        assert_eq!(step.starved, 0, "{:?}: {step:?}", r.kind);
+        assert!(step.mbit_out > 0.0, "{:?}: {step:?}", r.kind);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_bench_wan_smoke() {
+    if !strata_tests::ports::require_netns("netns_bench_wan_smoke") {
+        return;
+    }
+    if let Some(why) = wan::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let r = wan::measure(WanArgs::quick()).await.expect("wan --quick");
+    println!("{}", r.render());
+    // Every remote region got the stream across the WAN, and played it.
+    for f in r.first.iter().skip(1) {
+        assert_eq!(f.cold_region.len(), 1, "{f:?}");
+        assert_eq!(f.warm.len(), 1, "{f:?}");
+    }
+    for l in &r.latency {
+        let p50 = l.samples.get(l.samples.len() / 2).copied();
+        let p50 = p50.unwrap_or_else(|| panic!("no glass-to-glass samples in {}", l.region));
+        assert!(
+            p50 >= l.floor,
+            "{}: p50 {p50:?} below the link delay {:?}",
+            l.region,
+            l.floor
+        );
+    }
+    // One copy of the stream on each link from the origin's region, nothing between the others.
+    let bps = |l: &wan::LinkResult| l.ab.wire_bytes() as f64 * 8.0 / r.window.as_secs_f64();
+    for l in &r.links {
+        let copies = bps(l) / r.stream_sent_bps;
+        if l.a == "eu" {
+            assert!(
+                (0.7..2.0).contains(&copies),
+                "{} → {}: {copies:.2} copies",
+                l.a,
+                l.b
+            );
+        } else {
+            assert!(copies < 0.2, "{} → {}: {copies:.2} copies", l.a, l.b);
+        }
+    }
+}
