@@ -49,8 +49,12 @@ fi
 
 echo "==> building (${profile[*]:-debug}) strata-bench, strata-node, strata-control" >&2
 cargo build "${profile[@]}" -p strata-tests -p strata-node -p strata-control --bins >&2 || exit 1
+case "$dir" in
+    /*) ;;
+    *) dir="$PWD/$dir" ;;
+esac
 bench="$dir/strata-bench"
-export STRATA_BIN_DIR="$PWD/$dir"
+export STRATA_BIN_DIR="$dir"
 
 out="${STRATA_BENCH_OUT:-$(mktemp -t strata-bench-report.XXXXXX.md)}"
 : >"$out"

@@ -229,8 +229,10 @@ pub fn render(c: &Context<'_>) -> String {
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     // (server, players per core, CPU per player, memory per player)
     let mut summary: Vec<Summary> = Vec::new();
+    let mut every_ramp_failed = true;
     for r in c.results {
         let (best, failed) = r.capacity(c.max_loss);
+        every_ramp_failed &= failed;
         let cap = best.map(|s| s.players);
         let capped = match (cap, failed) {
             (Some(n), true) => n.to_string(),
@@ -278,6 +280,7 @@ pub fn render(c: &Context<'_>) -> String {
             ratio(s.3, j.3),
         );
         let verdict = match (s.1, j.1) {
+            _ if !every_ramp_failed => "not decided (a ramp ended before loss exceeded the bound)",
             (Some(a), Some(b)) if b > 0.0 && a / b >= GOAL => "met",
             (Some(_), Some(_)) => "NOT met",
             _ => "not measured",
