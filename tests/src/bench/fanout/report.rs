@@ -209,17 +209,21 @@ pub fn render(c: &Context<'_>) -> String {
         c.max_loss * 100.0
     );
 
-    // The load both servers passed, for per-player figures measured at equal load.
-    let common = c
-        .results
-        .iter()
-        .map(|r| {
-            r.passing(c.max_loss)
-                .map(|s| s.target)
-                .collect::<std::collections::BTreeSet<_>>()
-        })
-        .reduce(|a, b| a.intersection(&b).copied().collect())
-        .and_then(|s| s.last().copied());
+    // Per-player figures at equal load: the largest step every server passed below 90 % of
+    // its core (at saturation CPU ÷ players is only 1 ÷ players), else the largest passed.
+    let common_where = |unsaturated: bool| {
+        c.results
+            .iter()
+            .map(|r| {
+                r.passing(c.max_loss)
+                    .filter(|s| !unsaturated || s.cores.is_some_and(|x| x < 0.9))
+                    .map(|s| s.target)
+                    .collect::<std::collections::BTreeSet<_>>()
+            })
+            .reduce(|a, b| a.intersection(&b).copied().collect())
+            .and_then(|s| s.last().copied())
+    };
+    let common = common_where(true).or_else(|| common_where(false));
 
     let _ = writeln!(
         out,
