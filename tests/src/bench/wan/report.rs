@@ -210,7 +210,7 @@ fn render(r: &WanResult) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "\nMean relay hop latency reported by the receiving nodes (`strata_relay_hop_latency_seconds`): {}.",
+        "\nMean relay hop latency over all hops into a region's nodes (its WAN hop and its in-region hop; `strata_relay_hop_latency_seconds`): {}.",
         hops.join(", ")
     );
 
