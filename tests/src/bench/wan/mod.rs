@@ -152,7 +152,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
         let ns = namespaces.add(name)?;
         let n = i as u8 + 1;
         let here = format!("sw{}b{i}", std::process::id() % 100_000);
-        netns::link_to(
+        namespaces.link_to(
             &ns,
             &here,
             "hub0",

@@ -152,10 +152,16 @@ impl Drop for Veth {
     }
 }
 
-/// Named network namespaces (`ip netns add`), deleted on drop, even when a run fails.
+/// Named network namespaces (`ip netns add`) and the veth pairs into them, deleted on drop,
+/// even when a run fails.
+///
+/// The pairs are deleted explicitly: `ip netns del` only drops the name, and a namespace
+/// lives on (with its half of a pair, and so the half left here with its routes) while any
+/// socket bound in it is still open, e.g. in a task of the runtime that has not ended yet.
 pub struct Namespaces {
     prefix: String,
     names: Vec<String>,
+    links: Vec<String>,
 }
 
 impl Namespaces {
@@ -166,6 +172,7 @@ impl Namespaces {
         Self {
             prefix: format!("strata-{purpose}-{}-", std::process::id()),
             names: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -178,10 +185,27 @@ impl Namespaces {
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
         Ok(name)
     }
+
+    /// A veth pair from this namespace into `ns`, deleted on drop: see [`link_to`].
+    pub fn link_to(
+        &mut self,
+        ns: &str,
+        here: &str,
+        there: &str,
+        here_ip: Ipv4Addr,
+        there_ip: Ipv4Addr,
+    ) -> Result<()> {
+        self.links.push(here.to_owned());
+        link_to(ns, here, there, here_ip, there_ip)
+    }
 }
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
+        for link in self.links.drain(..).rev() {
+            // Deleting one end of a veth pair deletes both, wherever the other end is.
+            let _ = ip(&["link", "del", &link]);
+        }
         for name in self.names.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &name]) {
                 eprintln!("warning: could not delete network namespace {name}: {e:#}");
