@@ -762,6 +762,60 @@ async fn control_plane_over_tls_knows_nodes_and_operators() {
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(!e.message().contains("mallory"), "{e:?}");
 
+    // The operator CLI over TLS: the cluster CA and a token file (the control plane's own
+    // `name=token` format is accepted), an error naming what is missing otherwise.
+    {
+        use strata_control::cli::{self, CliError, Command, Common};
+        let cli_cmd =
+            |ca_cert: Option<std::path::PathBuf>, token_file: Option<&str>| Command::Nodes {
+                region: None,
+                common: Common {
+                    control_plane: vec![format!("https://{addr}")],
+                    json: true,
+                    ca_cert,
+                    tls_server_name: None,
+                    token_file: token_file.map(|f| dir.join(f)),
+                },
+            };
+        std::fs::write(dir.join("mallory"), "mallory-token-0123456789\n").unwrap();
+        let mut out = Vec::new();
+        cli::run(
+            &cli_cmd(Some(dir.join("ca.pem")), Some("operators")),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            listed
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n["id"] == "n1")),
+            "{listed}"
+        );
+        let e = cli::run(
+            &cli_cmd(Some(dir.join("ca.pem")), Some("mallory")),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, CliError::Rpc(s) if s.code() == Code::Unauthenticated),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("mallory-token"), "{e}");
+        let e = cli::run(&cli_cmd(None, Some("operators")), &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--ca-cert"), "{e}");
+        let e = cli::run(
+            &cli_cmd(Some(dir.join("ca.pem")), Some("absent")),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CliError::Credentials(_)), "{e:?}");
+    }
+
     // A real node registers over TLS with its certificate (and keeps its lease).
     ca.issue("n9", &localhost).unwrap().write(&dir).unwrap();
     let cfg = NodeConfig {

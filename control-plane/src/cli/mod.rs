@@ -10,16 +10,28 @@
 //! strata-control drain NODE              no new sessions for NODE
 //!   --json                               JSON for scripts
 //!   --control-plane http://HOST:PORT     gRPC address(es), comma separated (env STRATA_CONTROL_PLANE)
+//!   --ca-cert PATH                       CA of the control plane's certificate, for https:// (env STRATA_CA_CERT)
+//!   --token-file PATH                    operator bearer token (env STRATA_OPERATOR_TOKEN_FILE,
+//!                                        or the token itself in STRATA_OPERATOR_TOKEN)
 //! ```
+//!
+//! Against a control plane in TLS mode, give `https://` addresses, the cluster CA and an
+//! operator token. The token is read from a file or the environment, never from the
+//! command line (where `ps` and shell history would show it).
 
 pub mod table;
 
 use std::io::Write;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 use strata_proto::v1;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::dashboard::model::{self, NodeView, StreamView, TreeNode};
 use table::{Align, Table, age, bitrate};
@@ -75,6 +87,97 @@ pub struct Common {
     /// Print JSON (for scripts) instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// PEM file of the CA that signed the control plane's certificate (the cluster CA);
+    /// required for `https://` addresses.
+    #[arg(long, env = "STRATA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Name to verify in the control plane's certificate, when it differs from the
+    /// address's host (e.g. connecting by IP to a certificate issued for a DNS name).
+    #[arg(long, env = "STRATA_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// File holding the operator token (the secret after `name=` in the control plane's
+    /// `--operator-tokens`, or a whole file of one line). `STRATA_OPERATOR_TOKEN` may hold
+    /// the token itself instead.
+    #[arg(long, env = "STRATA_OPERATOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Adds the operator's bearer token to every request.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel with the operator's credential on every request.
+type AuthChannel = InterceptedService<Channel, Bearer>;
+
+impl Common {
+    /// The operator token: from `--token-file`, else `STRATA_OPERATOR_TOKEN`, else none.
+    fn bearer(&self) -> Result<Bearer, CliError> {
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::Credentials(format!("reading {}: {e}", path.display()))
+                })?;
+                Some(token_from_file(&text).ok_or_else(|| {
+                    CliError::Credentials(format!("{}: no token in the file", path.display()))
+                })?)
+            }
+            None => std::env::var("STRATA_OPERATOR_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        };
+        let Some(token) = token else {
+            return Ok(Bearer(None));
+        };
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            // Never echo the token itself.
+            CliError::Credentials("the operator token has characters a header cannot carry".into())
+        })?;
+        Ok(Bearer(Some(value)))
+    }
+
+    /// Client TLS settings for `https://` addresses.
+    fn tls(&self) -> Result<ClientTlsConfig, CliError> {
+        let path = self.ca_cert.as_ref().ok_or_else(|| {
+            CliError::Credentials(
+                "https:// addresses need --ca-cert (the CA of the control plane's certificate)"
+                    .into(),
+            )
+        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::Credentials(format!("reading {}: {e}", path.display())))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(tls)
+    }
+}
+
+/// The token in a token file: its first non-empty, non-comment line, and of a
+/// `name=token` line (the control plane's own format) the part after the first `=`.
+fn token_from_file(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let token = match line.split_once('=') {
+        Some((_, t)) => t.trim(),
+        None => line,
+    };
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// Why a command failed.
@@ -94,6 +197,9 @@ pub enum CliError {
     /// The control plane did not answer in time.
     #[error("the control plane did not answer within {0:?}")]
     Timeout(Duration),
+    /// The CA file or the operator token could not be used.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The control plane answered with something unusable.
     #[error("unexpected answer from the control plane: {0}")]
     Unexpected(String),
@@ -128,7 +234,9 @@ impl Command {
 #[tracing::instrument(skip_all)]
 pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
     let common = cmd.common();
-    let channel = connect(&common.control_plane).await?;
+    let bearer = common.bearer()?;
+    let channel = connect(common).await?;
+    let channel: AuthChannel = InterceptedService::new(channel, bearer);
     let now = crate::service::now_ms();
     match cmd {
         Command::Nodes { region, .. } => {
@@ -208,23 +316,43 @@ pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 /// A channel to the first address that accepts a connection.
-async fn connect(addrs: &[String]) -> Result<Channel, CliError> {
+async fn connect(common: &Common) -> Result<Channel, CliError> {
     let mut reason = String::from("no address given");
     let mut tried = Vec::new();
-    for addr in addrs.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+    let mut tls = None;
+    for addr in common
+        .control_plane
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+    {
         let url = if addr.contains("://") {
             addr.to_owned()
         } else {
             format!("http://{addr}")
         };
         tried.push(url.clone());
-        let endpoint = match Endpoint::from_shared(url.clone()) {
+        let mut endpoint = match Endpoint::from_shared(url.clone()) {
             Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT),
             Err(e) => {
                 reason = format!("{url}: {e}");
                 continue;
             }
         };
+        if url.starts_with("https://") {
+            if tls.is_none() {
+                tls = Some(common.tls()?);
+            }
+            if let Some(tls) = &tls {
+                endpoint = match endpoint.tls_config(tls.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        reason = format!("{url}: {}", chain(&e));
+                        continue;
+                    }
+                };
+            }
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(ch)) => return Ok(ch),
             Ok(Err(e)) => reason = format!("{url}: {}", chain(&e)),
@@ -445,5 +573,17 @@ mod tests {
                     └─ us-1     us      regional origin  epoch 9\n\
                     \u{20}  └─ us-2  us      edge\n";
         assert_eq!(text, want, "\n{text}");
+    }
+
+    #[test]
+    fn token_files() {
+        assert_eq!(token_from_file("s3cret\n").as_deref(), Some("s3cret"));
+        assert_eq!(
+            token_from_file("# ops\n\nalice = s3cret\nbob=other\n").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(token_from_file("a=b=c").as_deref(), Some("b=c"));
+        assert_eq!(token_from_file("# only a comment\n"), None);
+        assert_eq!(token_from_file("alice=\n"), None);
     }
 }
