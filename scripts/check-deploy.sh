@@ -4,7 +4,9 @@
 #
 #   1. terraform-static   deploy/tools/check_terraform.py: every .tf parses (python-hcl2); vars,
 #                         locals, data sources, module arguments and outputs are consistent;
-#                         descriptions everywhere; no syntax Terraform 1.0 rejects
+#                         descriptions everywhere; secret variables sensitive; the example's
+#                         terraform.tfvars.example sets known and required variables; no
+#                         syntax Terraform 1.0 rejects
 #   2. checker-selftest   deploy/tools/test_check_terraform.py: the checker catches each kind
 #                         of mistake it claims to (on broken copies)
 #   3. terraform-fmt      terraform fmt -check (Terraform 1.0.3's own parser, every module)
@@ -14,8 +16,10 @@
 #   5. terraform-render   terraform apply of deploy/tools/render-test (no resources): renders
 #                         every role's cloud-init with Terraform itself
 #   6. artifacts          deploy/tools/check_artifacts.py: env files and units against the
-#                         binaries' flags, drain vs TimeoutStopSec, container files, compose.yaml,
-#                         the rendered cloud-init, grpcurl recipes and metrics in the docs
+#                         binaries' flags, drain vs TimeoutStopSec, control-plane gRPC over TLS
+#                         (control.env, https:// endpoints in node.env), container files,
+#                         compose.yaml, the rendered cloud-init (keys and tokens root:strata
+#                         0640), grpcurl recipes and metrics in the docs
 #   7. artifacts-selftest deploy/tools/test_check_artifacts.py: that checker on broken copies
 #   8. systemd-verify     systemd-analyze verify of both units (ExecStart pointed at a stub,
 #                         since the binaries are not installed here); any warning fails

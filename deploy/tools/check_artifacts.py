@@ -9,6 +9,11 @@ Run from anywhere; paths are relative to the repository (two levels above this f
   env::var("STRATA_…") in its crate) or RUST_LOG.
 - Every node configuration (node.env, compose services, rendered cloud-init): STRATA_AUTH is a
   value the node accepts, and a node whose auth is `required` (the default) has token keys.
+- control.env and the rendered control-plane env (not compose.yaml, a local plaintext cluster):
+  gRPC over TLS (STRATA_TLS_CERT, STRATA_TLS_KEY and STRATA_CLIENT_CA all set, no
+  STRATA_PLAINTEXT) with operator tokens; node.env and the rendered node env: every
+  STRATA_CONTROL_PLANE endpoint is https:// and STRATA_CERTS_DIR is set; the host node.env
+  dials is the name control.env's `certs-issue --node-id` example issues the certificate for.
 - deploy/systemd/*.service: ExecStart is the binary, EnvironmentFile is /etc/strata/NAME.env,
   the stop and restart policy and the hardening the deployment relies on are present, and the
   node's TimeoutStopSec leaves at least 10 s beyond its drain timeout (node.env, the default in
@@ -25,7 +30,9 @@ Run from anywhere; paths are relative to the repository (two levels above this f
 - --rendered: the output of `terraform output -json` in deploy/tools/render-test: each user
   data is #cloud-config YAML; the files it writes are deploy/systemd's unit and
   deploy/bin/strata-fetch byte for byte; its env file holds only real flags; the node's
-  certificate paths name the node id; etcd's initial cluster includes the member.
+  certificate paths name the node id; every file its env names (certificates, keys, token
+  keys, operator tokens) is written, keys and tokens root:strata 0640; no file holding a
+  private key is readable by all; etcd's initial cluster includes the member.
 - docs/operations.md: every grpcurl call names an existing strata.v1 method, and its -d JSON
   uses only fields (lowerCamelCase) and enum values of the request message; every operator RPC
   and the health check have a recipe; every metric named appears in the code; YAML blocks
@@ -133,6 +140,69 @@ def check_auth(where, env):
         )
 
 
+TRUE_VALUES = {"1", "true", "yes", "on", "y"}
+
+
+def check_control_tls(where, env):
+    """A control plane serves gRPC over TLS (all three files) and has operator tokens."""
+    tls = ("STRATA_TLS_CERT", "STRATA_TLS_KEY", "STRATA_CLIENT_CA")
+    if not all(k in FLAGS.get("control", set()) for k in tls):
+        return  # a binary without TLS flags: check_env_keys reports any that are set
+    given = [k for k in tls if env.get(k)]
+    if not given:
+        problems.append(
+            f"{where}: no STRATA_TLS_CERT, STRATA_TLS_KEY and STRATA_CLIENT_CA: gRPC would be "
+            "plaintext without authentication (anyone who reaches it can drain the cluster)"
+        )
+    elif len(given) < len(tls):
+        missing = ", ".join(k for k in tls if k not in given)
+        problems.append(
+            f"{where}: the TLS settings go together, {missing} missing "
+            "(strata-control refuses to start)"
+        )
+    if str(env.get("STRATA_PLAINTEXT", "")).strip().lower() in TRUE_VALUES:
+        problems.append(f"{where}: STRATA_PLAINTEXT is set: plaintext is for local development only")
+    if not env.get("STRATA_OPERATOR_TOKENS"):
+        problems.append(
+            f"{where}: no STRATA_OPERATOR_TOKENS: no operator could call the API over TLS"
+        )
+
+
+def control_plane_endpoints(env):
+    return [e.strip() for e in str(env.get("STRATA_CONTROL_PLANE") or "").split(",") if e.strip()]
+
+
+def check_node_control_plane(where, env):
+    """A node reaches the control plane over TLS, with its certificates."""
+    endpoints = control_plane_endpoints(env)
+    if not endpoints:
+        problems.append(f"{where}: no STRATA_CONTROL_PLANE (the node would dial 127.0.0.1)")
+    for e in endpoints:
+        if not e.startswith("https://"):
+            problems.append(
+                f"{where}: STRATA_CONTROL_PLANE endpoint {e} is not https://: the node's "
+                "control-plane connection would be plaintext"
+            )
+    if any(e.startswith("https://") for e in endpoints) and not env.get("STRATA_CERTS_DIR"):
+        problems.append(f"{where}: https:// control-plane endpoints need STRATA_CERTS_DIR")
+
+
+def world_readable(wf):
+    """True when a cloud-init write_files entry is readable by others (default mode 0644)."""
+    try:
+        return int(str(wf.get("permissions") or "0644"), 8) & 0o004 != 0
+    except ValueError:
+        return True
+
+
+def check_secret_file(where, files, path, what):
+    entry = files.get(path)
+    if not entry:
+        problems.append(f"{where}: {what} {path} is not written")
+    elif entry[1].get("permissions") != "0640" or entry[1].get("owner") != "root:strata":
+        problems.append(f"{where}: {path} is not root:strata 0640")
+
+
 def parse_env_file(text):
     env = {}
     for line in text.splitlines():
@@ -172,6 +242,25 @@ def unit_value(unit, section, key):
     return values[-1] if values else None
 
 
+def check_certificate_name(envs):
+    """The host node.env dials is the name control.env says to issue the certificate for."""
+    path = os.path.join(DEPLOY, "systemd", "control.env")
+    if "node" not in envs or "control" not in envs:
+        return
+    issued = set(re.findall(r"certs-issue\b[^\n]*--node-id[ =]+([A-Za-z0-9.-]+)", read(path)))
+    if not issued:
+        problem(path, "no `strata-node certs-issue --node-id NAME` example for the certificate")
+        return
+    for e in control_plane_endpoints(envs["node"]):
+        m = re.match(r"https://\[?([^/\]]+?)\]?(?::[0-9]+)?/?$", e)
+        if m and m.group(1) not in issued:
+            problems.append(
+                f"deploy/systemd/node.env: the node dials {m.group(1)}, but control.env issues "
+                f"the control plane's certificate for {', '.join(sorted(issued))}: the node "
+                "would reject it"
+            )
+
+
 def check_systemd():
     envs = {}
     for role in BINARIES:
@@ -186,7 +275,11 @@ def check_systemd():
         check_env_keys(path, env, role)
         if role == "node":
             check_auth(os.path.relpath(path, REPO), env)
+            check_node_control_plane(os.path.relpath(path, REPO), env)
+        else:
+            check_control_tls(os.path.relpath(path, REPO), env)
         envs[role] = env
+    check_certificate_name(envs)
 
     drain_default = default_drain_seconds()
     if drain_default is None:
@@ -470,6 +563,11 @@ def check_user_data(where, text, role, node_id=None):
                 problems.append(f"{where}: {wf.get('path')}: bad base64: {e}")
                 continue
         files[wf.get("path")] = (content, wf)
+        if "PRIVATE KEY-----" in content and world_readable(wf):
+            problems.append(
+                f"{where}: {wf.get('path')} holds a private key but is readable by all "
+                f"(permissions {wf.get('permissions') or 'default 0644'})"
+            )
     if role in BINARIES:
         binary = BINARIES[role][0]
         expect = {
@@ -491,6 +589,7 @@ def check_user_data(where, text, role, node_id=None):
                 problems.append(f"{where}: STRATA_NODE_ID is {env.get('STRATA_NODE_ID')}")
             if role == "node":
                 check_auth(f"{where}: {env_path}", env)
+                check_node_control_plane(f"{where}: {env_path}", env)
                 keys_file = env.get("STRATA_TOKEN_KEYS_FILE")
                 if keys_file:
                     kf = files.get(keys_file)
@@ -498,6 +597,17 @@ def check_user_data(where, text, role, node_id=None):
                         problems.append(f"{where}: STRATA_TOKEN_KEYS_FILE={keys_file} is not written")
                     elif kf[1].get("permissions") != "0640" or kf[1].get("owner") != "root:strata":
                         problems.append(f"{where}: {keys_file} is not root:strata 0640")
+            if role == "control":
+                check_control_tls(f"{where}: {env_path}", env)
+                for var in ("STRATA_TLS_CERT", "STRATA_CLIENT_CA"):
+                    if env.get(var) and env[var] not in files:
+                        problems.append(f"{where}: {var}={env[var]} is not written")
+                if env.get("STRATA_TLS_KEY"):
+                    check_secret_file(where, files, env["STRATA_TLS_KEY"], "STRATA_TLS_KEY")
+                if env.get("STRATA_OPERATOR_TOKENS"):
+                    check_secret_file(
+                        where, files, env["STRATA_OPERATOR_TOKENS"], "STRATA_OPERATOR_TOKENS"
+                    )
         runcmd = [" ".join(map(str, c)) if isinstance(c, list) else str(c) for c in doc.get("runcmd") or []]
         if not any(re.match(rf"/usr/local/sbin/strata-fetch https?://\S+ [0-9a-f]{{64}} /usr/local/bin/{binary}$", c) for c in runcmd):
             problems.append(f"{where}: runcmd does not install {binary} with strata-fetch URL SHA256")

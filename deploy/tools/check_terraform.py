@@ -6,6 +6,8 @@
 For every directory under DIR that holds .tf files (a module):
   - every .tf file parses;
   - every variable and output has a non-empty description;
+  - every variable that holds a secret (a name ending in key_pem, token_keys, operator_tokens,
+    secret or password, or an object type with a key_pem attribute) is sensitive = true;
   - every var.X, local.X and data.T.N used is declared in the module; every variable declared
     is used;
   - every argument passed to a local module (source "./…" or "../…") is a variable of that
@@ -14,6 +16,8 @@ For every directory under DIR that holds .tf files (a module):
   - every provider alias passed in `providers = {…}` is configured in the calling module;
   - files read with file/filebase64/templatefile("${path.module}/…") exist, and the
     variables a template uses are exactly the ones passed to templatefile();
+  - a terraform.tfvars.example sets (or shows commented out, `# name = …`) only variables of
+    its module, and sets every variable without a default;
   - no syntax Terraform 1.0 rejects (optional() attributes, nullable, terraform_data, moved,
     import, check, removed blocks, precondition/postcondition, replace_triggered_by, newer
     functions, validations that refer to other variables…), and required_version admits 1.0.
@@ -58,6 +62,11 @@ NEWER_SYNTAX = [
     (r"\btemplatestring\s*\(", "templatestring() needs Terraform 1.9"),
     (r"\bephemeralasnull\s*\(", "ephemeralasnull() needs Terraform 1.10"),
 ]
+
+# Variables that hold secrets (private keys, token keys, tokens) by name, and object types that
+# carry a private key.
+SECRET_NAME = re.compile(r"(^|_)(key_pem|token_keys|operator_tokens|secret|password)$")
+SECRET_TYPE = re.compile(r"\bkey_pem\s*=")
 
 TEMPLATE_KEYWORDS = {"for", "in", "if", "else", "endif", "endfor", "true", "false", "null"}
 
@@ -358,6 +367,18 @@ def check_module(mod, modules, problems):
         if not unquote(str(body.get("description", ""))).strip():
             problems.append(f"{p}: output {name} has no description")
 
+    # Secrets are sensitive: Terraform then keeps them out of plan output and refuses outputs
+    # that would show them.
+    for name, body in mod.variables.items():
+        secret = SECRET_NAME.search(name) or SECRET_TYPE.search(str(body.get("type", "")))
+        if secret and body.get("sensitive") is not True:
+            problems.append(f"{p}: variable {name} holds a secret but is not sensitive = true")
+
+    # terraform.tfvars.example
+    example = os.path.join(p, "terraform.tfvars.example")
+    if os.path.isfile(example):
+        check_tfvars_example(example, mod, problems)
+
     # References.
     used_vars = set()
     for f, s in mod.strings:
@@ -463,6 +484,27 @@ def check_module(mod, modules, problems):
     for f, c in mod.required_versions:
         if not admits_1_0(c):
             problems.append(f"{f}: required_version {c!r} does not admit Terraform 1.0.3")
+
+
+def check_tfvars_example(path, mod, problems):
+    """Names a terraform.tfvars.example sets or shows commented out are variables of the
+    module; every variable without a default is set."""
+    with open(path, encoding="utf-8") as fh:
+        raw = fh.read()
+    try:
+        values = parse_hcl(raw)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a finding
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        problems.append(f"{path}: does not parse: {first}")
+        return
+    values = {k for k in values if not k.startswith("__")}
+    shown = set(re.findall(r"^#\s*(" + IDENT + r")\s*=", raw, re.M))
+    for name in sorted(values | shown):
+        if name not in mod.variables:
+            problems.append(f"{path}: {name} is not a variable of {mod.path}")
+    for name, body in sorted(mod.variables.items()):
+        if "default" not in body and name not in values:
+            problems.append(f"{path}: does not set {name}, which has no default")
 
 
 def needs_providers(mod, modules, seen=None):

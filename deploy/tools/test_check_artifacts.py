@@ -23,11 +23,14 @@ sys.path.insert(0, HERE)
 import check_artifacts  # noqa: E402  (after the path is set)
 
 NODE_UNIT = "deploy/systemd/strata-node.service"
+NODE_ENV = "deploy/systemd/node.env"
+CONTROL_ENV = "deploy/systemd/control.env"
 NODE_CF = "deploy/container/Containerfile.node"
 COMPOSE = "deploy/container/compose.yaml"
 DOCS = "docs/operations.md"
 
-# (name, file, old text or None to append, new text, expected pattern)
+# (name, file, old text (or a list of them, each replaced) or None to append, new text,
+# expected pattern)
 CASES = [
     ("unknown variable in node.env", "deploy/systemd/node.env",
      "STRATA_NODE_ID=", "STRATA_NODEID=", r"STRATA_NODEID is not a flag of strata-node"),
@@ -63,6 +66,26 @@ CASES = [
      "STRATA_ETCD_ENDPOINTS: http://etcd:2379", "STRATA_ETCD: http://etcd:2379",
      r"STRATA_ETCD is not a flag of strata-control"),
     ("compose: broken YAML", COMPOSE, None, "  bad: [\n", r"YAML does not parse"),
+    ("control.env without TLS", CONTROL_ENV,
+     ["STRATA_TLS_CERT=/etc/strata/certs/cp.pem\n", "STRATA_TLS_KEY=/etc/strata/certs/cp.key\n",
+      "STRATA_CLIENT_CA=/etc/strata/certs/ca.pem\n"], "",
+     r"control\.env: no STRATA_TLS_CERT, STRATA_TLS_KEY and STRATA_CLIENT_CA: gRPC would be plaintext"),
+    ("control.env with half the TLS settings", CONTROL_ENV,
+     "STRATA_CLIENT_CA=/etc/strata/certs/ca.pem\n", "",
+     r"control\.env: the TLS settings go together, STRATA_CLIENT_CA missing"),
+    ("control.env in plaintext mode", CONTROL_ENV, None, "STRATA_PLAINTEXT=true\n",
+     r"control\.env: STRATA_PLAINTEXT is set"),
+    ("control.env without operator tokens", CONTROL_ENV,
+     "STRATA_OPERATOR_TOKENS=/etc/strata/operator-tokens\n", "",
+     r"control\.env: no STRATA_OPERATOR_TOKENS"),
+    ("node.env: control plane over http", NODE_ENV,
+     "STRATA_CONTROL_PLANE=https://", "STRATA_CONTROL_PLANE=http://",
+     r"node\.env: STRATA_CONTROL_PLANE endpoint http://cp\.example\.net:7400 is not https://"),
+    ("node.env: https without certificates", NODE_ENV,
+     "STRATA_CERTS_DIR=/etc/strata/certs\n", "", r"node\.env: https:// control-plane endpoints need STRATA_CERTS_DIR"),
+    ("node.env dials a name the certificate lacks", NODE_ENV,
+     "STRATA_CONTROL_PLANE=https://cp.example.net:7400", "STRATA_CONTROL_PLANE=https://control.example.net:7400",
+     r"the node dials control\.example\.net, but control\.env issues .* for cp\.example\.net"),
     ("node.env without token keys", "deploy/systemd/node.env",
      "STRATA_TOKEN_KEYS_FILE=/etc/strata/token-keys\n", "", r"no token keys are configured"),
     ("compose: bad auth value", COMPOSE, "STRATA_AUTH: open", "STRATA_AUTH: opne",
@@ -94,6 +117,27 @@ RENDERED_CASES = [
      "node_user_data", "- path: /etc/strata/token-keys\n    owner: root:strata\n    permissions: \"0640\"",
      "- path: /etc/strata/token-keys\n    owner: root:strata\n    permissions: \"0644\"",
      r"/etc/strata/token-keys is not root:strata 0640"),
+    ("rendered: control-plane key readable by all", None, None, None,
+     "control_user_data", "- path: /etc/strata/certs/cp.key\n    owner: root:strata\n    permissions: \"0640\"",
+     "- path: /etc/strata/certs/cp.key\n    owner: root:strata\n    permissions: \"0644\"",
+     r"/etc/strata/certs/cp\.key is not root:strata 0640"),
+    ("rendered: private key without a mode", None, None, None,
+     "control_user_data", "- path: /etc/strata/certs/cp.key\n    owner: root:strata\n    permissions: \"0640\"\n",
+     "- path: /etc/strata/certs/cp.key\n    owner: root:strata\n",
+     r"cp\.key holds a private key but is readable by all \(permissions default 0644\)"),
+    ("rendered: operator tokens readable by all", None, None, None,
+     "control_user_data", "- path: /etc/strata/operator-tokens\n    owner: root:strata\n    permissions: \"0640\"",
+     "- path: /etc/strata/operator-tokens\n    owner: strata:strata\n    permissions: \"0644\"",
+     r"/etc/strata/operator-tokens is not root:strata 0640"),
+    ("rendered: operator tokens not written", None, None, None,
+     "control_user_data", "- path: /etc/strata/operator-tokens\n", "- path: /etc/strata/operator-token\n",
+     r"STRATA_OPERATOR_TOKENS /etc/strata/operator-tokens is not written"),
+    ("rendered: control plane without its client CA", None, None, None,
+     "control_user_data", "      STRATA_CLIENT_CA=/etc/strata/certs/ca.pem\n", "",
+     r"control\.env: the TLS settings go together, STRATA_CLIENT_CA missing"),
+    ("rendered: node dials the control plane over http", None, None, None,
+     "node_user_data", "https://cp-b.example.net", "http://cp-b.example.net",
+     r"node\.env: STRATA_CONTROL_PLANE endpoint http://cp-b\.example\.net:7400 is not https://"),
     ("rendered: etcd member outside its cluster", None, None, None,
      "etcd_user_data", "ETCD_NAME=strata-etcd-2", "ETCD_NAME=strata-etcd-9",
      r"peer URL is not its entry in ETCD_INITIAL_CLUSTER"),
@@ -118,10 +162,12 @@ def edit(path, old, new):
         original = f.read()
     if old is None:
         text = original + new
-    elif old not in original:
-        return f"the case no longer applies: {old!r} is not in {path}", original
     else:
-        text = original.replace(old, new)
+        text = original
+        for o in old if isinstance(old, list) else [old]:
+            if o not in text:
+                return f"the case no longer applies: {o!r} is not in {path}", original
+            text = text.replace(o, new)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return None, original

@@ -19,6 +19,7 @@ sys.path.insert(0, HERE)
 import check_terraform  # noqa: E402  (after the path is set)
 
 REGION = "terraform/modules/region"
+CONTROL = "terraform/modules/control-plane"
 EXAMPLE = "terraform/examples/three-regions"
 
 # (name, file relative to the deploy dir, old text or None to append, new text, expected pattern)
@@ -169,6 +170,48 @@ CASES = [
         "systemd/strata-node.service",
         "systemd/strata-nodes.service",
         r"filebase64\(\) reads .*strata-nodes\.service, which does not exist",
+    ),
+    (
+        "private key not sensitive",
+        f"{CONTROL}/variables.tf",
+        "  sensitive   = true\n\n  validation {\n    condition     = can(regex(\"-----BEGIN [A-Z ]*PRIVATE KEY",
+        "\n  validation {\n    condition     = can(regex(\"-----BEGIN [A-Z ]*PRIVATE KEY",
+        r"variable tls_key_pem holds a secret but is not sensitive",
+    ),
+    (
+        "operator tokens not sensitive",
+        f"{CONTROL}/cloud-init/variables.tf",
+        "Written root:strata 0640.\"\n  sensitive   = true\n",
+        "Written root:strata 0640.\"\n",
+        r"variable operator_tokens holds a secret but is not sensitive",
+    ),
+    (
+        "node certificates (with keys) not sensitive",
+        f"{REGION}/variables.tf",
+        "keep the state private.\"\n  sensitive   = true\n",
+        "keep the state private.\"\n",
+        r"variable node_certificates holds a secret but is not sensitive",
+    ),
+    (
+        "tfvars example: unknown variable",
+        f"{EXAMPLE}/terraform.tfvars.example",
+        None,
+        'control_plane_name = "cp.example.net"\n',
+        r"terraform\.tfvars\.example: control_plane_name is not a variable of",
+    ),
+    (
+        "tfvars example: commented-out unknown variable",
+        f"{EXAMPLE}/terraform.tfvars.example",
+        "# operator_tokens_file =",
+        "# operator_token_file =",
+        r"terraform\.tfvars\.example: operator_token_file is not a variable of",
+    ),
+    (
+        "tfvars example: required variable not set",
+        f"{EXAMPLE}/terraform.tfvars.example",
+        'control_plane_dns_name = "cp.example.net"\n',
+        "",
+        r"terraform\.tfvars\.example: does not set control_plane_dns_name, which has no default",
     ),
     (
         "syntax error",

@@ -3,7 +3,8 @@
 # no resources, it only evaluates outputs). check_artifacts.py then parses the YAML and checks
 # it against deploy/systemd and the binaries' flags.
 #
-# The "certificates" and "token keys" below are marked test strings, not keys.
+# The "certificates", "keys", "token keys" and "operator tokens" below are marked test
+# strings, not secrets.
 
 terraform {
   required_version = ">= 1.0.0"
@@ -27,7 +28,7 @@ module "node" {
   http_port               = 8080
   rtc_port                = 8443
   relay_port              = 4433
-  control_plane_endpoints = ["http://cp-a.example.net:7400", "http://cp-b.example.net:7400"]
+  control_plane_endpoints = ["https://cp-a.example.net:7400", "https://cp-b.example.net:7400"]
   capacity                = 500
   max_publishers          = 100
   drain_timeout_seconds   = 10
@@ -49,6 +50,10 @@ module "control" {
   http_port         = 7401
   etcd_endpoints    = [for ip in values(local.etcd_members) : "http://${ip}:2379"]
   lease_ttl_seconds = 3
+  ca_cert_pem       = "-----BEGIN CERTIFICATE-----\nTEST CA, NOT A CERTIFICATE\n-----END CERTIFICATE-----\n"
+  tls_cert_pem      = "-----BEGIN CERTIFICATE-----\nTEST CONTROL PLANE, NOT A CERTIFICATE\n-----END CERTIFICATE-----\n"
+  tls_key_pem       = "-----BEGIN PRIVATE KEY-----\nTEST KEY, NOT A KEY\n-----END PRIVATE KEY-----\n"
+  operator_tokens   = "# render test: not a token\nalice=TEST-TOKEN-NOT-A-SECRET\n"
   binary_url        = "https://downloads.example.net/strata-control"
   binary_sha256     = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 }
@@ -74,6 +79,7 @@ output "node_user_data" {
 output "control_user_data" {
   description = "cloud-init of control-plane replica strata-cp-1."
   value       = module.control.user_data
+  sensitive   = true
 }
 
 output "etcd_user_data" {

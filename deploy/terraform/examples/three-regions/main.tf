@@ -2,16 +2,23 @@
 # network load balancer) in "eu", and nodes in "eu", "us" and "ap".
 #
 # Before `terraform apply`: build and host the two binaries, make the certificates
-# (certs_dir) and the token key file (token_keys_file), and fill in terraform.tfvars (see
-# terraform.tfvars.example and docs/operations.md). This example has never been applied
-# against AWS by the project; scripts/check-deploy.sh only checks it offline.
+# (certs_dir: the cluster CA, every node's, and the control plane's for
+# control_plane_dns_name), the token key file (token_keys_file) and the operator token file
+# (operator_tokens_file), and fill in terraform.tfvars (see terraform.tfvars.example and
+# docs/operations.md). This example has never been applied against AWS by the project;
+# scripts/check-deploy.sh only checks it offline.
 #
 # Security notes:
-# - The control plane's gRPC API is plain text without authentication, reached over the
-#   internet by the nodes of other regions. It is open only to the nodes' Elastic IPs and
-#   operator_cidrs. For production, carry it over peered VPCs or a VPN instead.
-# - Node private keys and token keys pass through the Terraform state and the instances'
-#   user data.
+# - The control plane's gRPC API is reached over the internet by the nodes of other regions.
+#   It is served over TLS (the replicas' certificate is issued by the cluster CA for
+#   control_plane_dns_name); nodes authenticate with their certificates, operators with a
+#   bearer token from operator_tokens_file. It is also open only to the nodes' Elastic IPs
+#   and operator_cidrs.
+# - control_plane_dns_name must resolve to the load balancer: a CNAME of the output
+#   control_plane_load_balancer, created here when control_plane_route53_zone_id is set.
+#   Until it resolves, the nodes keep retrying to register.
+# - Private keys (nodes', control plane's), token keys and operator tokens pass through the
+#   Terraform state and the instances' user data.
 
 locals {
   regions = ["eu", "us", "ap"]
@@ -20,6 +27,10 @@ locals {
   }
   ca_cert_pem = file("${var.certs_dir}/ca.pem")
   token_keys  = file(var.token_keys_file)
+  # `strata-node certs-issue --dir CERTS_DIR --node-id CONTROL_PLANE_DNS_NAME` writes these.
+  control_plane_cert_pem = file("${var.certs_dir}/${var.control_plane_dns_name}.pem")
+  control_plane_key_pem  = file("${var.certs_dir}/${var.control_plane_dns_name}.key")
+  operator_tokens        = file(var.operator_tokens_file)
   node_certificates = {
     for r in local.regions : r => {
       for id in local.node_ids[r] : id => {
@@ -120,18 +131,24 @@ module "control_plane" {
   source    = "../../modules/control-plane"
   providers = { aws = aws.eu }
 
-  name               = "strata"
-  replica_count      = var.control_plane_replicas
-  vpc_id             = local.network.eu.vpc_id
-  subnet_ids         = local.network.eu.subnet_ids
-  etcd_endpoints     = module.etcd.client_endpoints
-  grpc_allowed_cidrs = concat(var.operator_cidrs, local.node_cidrs)
-  http_allowed_cidrs = var.operator_cidrs
-  binary_url         = var.control_binary_url
-  binary_sha256      = var.control_binary_sha256
-  key_name           = lookup(var.key_names, "eu", null)
-  ssh_allowed_cidrs  = contains(keys(var.key_names), "eu") ? var.operator_cidrs : []
-  tags               = var.tags
+  name                   = "strata"
+  replica_count          = var.control_plane_replicas
+  vpc_id                 = local.network.eu.vpc_id
+  subnet_ids             = local.network.eu.subnet_ids
+  etcd_endpoints         = module.etcd.client_endpoints
+  control_plane_dns_name = var.control_plane_dns_name
+  route53_zone_id        = var.control_plane_route53_zone_id
+  ca_cert_pem            = local.ca_cert_pem
+  tls_cert_pem           = local.control_plane_cert_pem
+  tls_key_pem            = local.control_plane_key_pem
+  operator_tokens        = local.operator_tokens
+  grpc_allowed_cidrs     = concat(var.operator_cidrs, local.node_cidrs)
+  http_allowed_cidrs     = var.operator_cidrs
+  binary_url             = var.control_binary_url
+  binary_sha256          = var.control_binary_sha256
+  key_name               = lookup(var.key_names, "eu", null)
+  ssh_allowed_cidrs      = contains(keys(var.key_names), "eu") ? var.operator_cidrs : []
+  tags                   = var.tags
 }
 
 # --- Regions ------------------------------------------------------------------------------

@@ -1,6 +1,16 @@
 output "control_plane_endpoint" {
-  description = "gRPC endpoint of the control plane (load balancer). For grpcurl, drop the http:// : grpcurl -plaintext HOST:7400 list."
+  description = "gRPC endpoint of the control plane (https://control_plane_dns_name:7400), the one the nodes use; for strata-control nodes|streams|stream|drain with --ca-cert CERTS_DIR/ca.pem and an operator token."
   value       = module.control_plane.grpc_endpoint
+}
+
+output "control_plane_grpc_address" {
+  description = "HOST:PORT of the control plane for grpcurl: grpcurl -cacert CERTS_DIR/ca.pem -H \"authorization: Bearer $TOKEN\" HOST:PORT list."
+  value       = module.control_plane.grpc_address
+}
+
+output "control_plane_load_balancer" {
+  description = "DNS name of the control plane's load balancer: control_plane_dns_name must be a CNAME of it (created only with control_plane_route53_zone_id)."
+  value       = module.control_plane.load_balancer_dns_name
 }
 
 output "control_plane_metrics_urls" {

@@ -45,8 +45,25 @@ variable "control_plane_replicas" {
 
 variable "certs_dir" {
   type        = string
-  description = "Directory (relative to where terraform runs) holding ca.pem and REGION-N.pem / REGION-N.key for every node, made with `strata-node certs-init` and `certs-issue` (see docs/operations.md). ca.key is not read and never leaves your machine."
+  description = "Directory (relative to where terraform runs) holding ca.pem, REGION-N.pem / REGION-N.key for every node and CONTROL_PLANE_DNS_NAME.pem / .key for the control plane, made with `strata-node certs-init` and `certs-issue` (see docs/operations.md). ca.key is not read and never leaves your machine."
   default     = "certs"
+}
+
+variable "control_plane_dns_name" {
+  type        = string
+  description = "DNS name of the control plane (e.g. cp.example.net), a CNAME of its load balancer: the nodes dial https://NAME:7400 and check the control plane's certificate against NAME, so certs_dir must hold NAME.pem and NAME.key from `strata-node certs-issue --node-id NAME`."
+}
+
+variable "control_plane_route53_zone_id" {
+  type        = string
+  description = "Route 53 hosted zone (in the account of the eu provider) in which to create control_plane_dns_name as a CNAME of the load balancer; empty to create the record yourself (output control_plane_load_balancer)."
+  default     = ""
+}
+
+variable "operator_tokens_file" {
+  type        = string
+  description = "File (relative to where terraform runs) with the operators' tokens for the control plane's gRPC API, `name=token` lines of 16 characters or more (see docs/operations.md). Written to every replica as /etc/strata/operator-tokens."
+  default     = "operator-tokens"
 }
 
 variable "token_keys_file" {
@@ -77,7 +94,7 @@ variable "control_binary_sha256" {
 
 variable "operator_cidrs" {
   type        = list(string)
-  description = "Operators' networks: allowed to use the control plane's gRPC API (grpcurl), its /metrics, and SSH when key_names is set."
+  description = "Operators' networks: allowed to reach the control plane's gRPC API (grpcurl and strata-control, with an operator token), its /metrics, and SSH when key_names is set."
 }
 
 variable "key_names" {

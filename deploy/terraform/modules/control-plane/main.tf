@@ -2,6 +2,11 @@
 # gRPC; the target health check is HTTP /healthz, which answers 503 until the replica's cache
 # has synced and whenever etcd is unreachable).
 #
+# gRPC is TLS end to end: the load balancer does not terminate it, so each replica presents
+# the certificate issued for control_plane_dns_name and sees the nodes' client certificates
+# itself (nodes are known by the certificate's DNS name, operators by their bearer token).
+# /healthz and /metrics stay plain HTTP.
+#
 # The network load balancer keeps the client's address for instance targets, so the
 # replicas' security group sees the nodes' and operators' own addresses: that is where the
 # gRPC allow-list applies.
@@ -107,6 +112,10 @@ module "cloud_init" {
   http_port         = var.http_port
   etcd_endpoints    = var.etcd_endpoints
   lease_ttl_seconds = var.lease_ttl_seconds
+  ca_cert_pem       = var.ca_cert_pem
+  tls_cert_pem      = var.tls_cert_pem
+  tls_key_pem       = var.tls_key_pem
+  operator_tokens   = var.operator_tokens
   binary_url        = var.binary_url
   binary_sha256     = var.binary_sha256
   extra_env         = var.extra_env
@@ -122,6 +131,8 @@ resource "aws_instance" "replica" {
   key_name                    = var.key_name
   user_data                   = module.cloud_init[count.index].user_data
 
+  # IMDSv2 only: the user data (with the replica's key and the operator tokens) is readable
+  # through the metadata service.
   metadata_options {
     http_endpoint = "enabled"
     http_tokens   = "required"
@@ -189,4 +200,14 @@ resource "aws_lb_listener" "grpc" {
     type             = "forward"
     target_group_arn = aws_lb_target_group.grpc.arn
   }
+}
+
+# The name the nodes dial and the certificate names, when its zone is in Route 53.
+resource "aws_route53_record" "control" {
+  count   = var.route53_zone_id != "" ? 1 : 0
+  zone_id = var.route53_zone_id
+  name    = var.control_plane_dns_name
+  type    = "CNAME"
+  ttl     = 60
+  records = [aws_lb.control.dns_name]
 }

@@ -1,10 +1,15 @@
 output "grpc_endpoint" {
-  description = "The control plane's gRPC endpoint through the load balancer (for the nodes' --control-plane and for grpcurl without the http://)."
-  value       = "http://${aws_lb.control.dns_name}:${var.grpc_port}"
+  description = "The control plane's gRPC endpoint for the nodes' --control-plane (the region module's control_plane_endpoints) and the strata-control operator commands: https://control_plane_dns_name:PORT, the name the certificate is issued for."
+  value       = "https://${var.control_plane_dns_name}:${var.grpc_port}"
+}
+
+output "grpc_address" {
+  description = "HOST:PORT of the gRPC API for grpcurl (with -cacert ca.pem and an authorization: Bearer header)."
+  value       = "${var.control_plane_dns_name}:${var.grpc_port}"
 }
 
 output "load_balancer_dns_name" {
-  description = "DNS name of the network load balancer."
+  description = "DNS name of the network load balancer: control_plane_dns_name must be a CNAME of it (created by this module only when route53_zone_id is set)."
   value       = aws_lb.control.dns_name
 }
 

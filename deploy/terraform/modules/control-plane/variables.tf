@@ -83,7 +83,69 @@ variable "http_port" {
 
 variable "grpc_allowed_cidrs" {
   type        = list(string)
-  description = "CIDR blocks allowed to reach the gRPC API: every node's public address (/32, from the region modules' public_ips) and the operators' networks. The API has no TLS and no authentication (anyone who reaches it can drain or deregister nodes), so keep this list tight."
+  description = "CIDR blocks allowed to reach the gRPC API: every node's public address (/32, from the region modules' public_ips) and the operators' networks. The API is served over TLS and authenticates every caller (nodes by client certificate, operators by token), but keep this list tight anyway: it is the cluster's control surface."
+}
+
+variable "control_plane_dns_name" {
+  type        = string
+  description = "DNS name the nodes and operators use for the control plane (e.g. cp.example.net), pointing at the load balancer (a CNAME of load_balancer_dns_name; created when route53_zone_id is set). The nodes check the replicas' certificate against it, so tls_cert_pem must be issued for this name: `strata-node certs-issue --node-id NAME`."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$", var.control_plane_dns_name))
+    error_message = "The control_plane_dns_name must be a fully qualified DNS name such as cp.example.net (letters, digits, hyphens and dots)."
+  }
+}
+
+variable "route53_zone_id" {
+  type        = string
+  description = "Route 53 hosted zone in which to create control_plane_dns_name as a CNAME of the load balancer; empty to create no record (then point the name at load_balancer_dns_name yourself)."
+  default     = ""
+}
+
+variable "ca_cert_pem" {
+  type        = string
+  description = "PEM of the cluster CA certificate (ca.pem from `strata-node certs-init`). The replicas accept node client certificates of this CA only; nodes and operators verify the replicas' certificate against it."
+
+  validation {
+    condition     = can(regex("-----BEGIN CERTIFICATE-----", var.ca_cert_pem))
+    error_message = "The ca_cert_pem must be a PEM certificate."
+  }
+}
+
+variable "tls_cert_pem" {
+  type        = string
+  description = "PEM certificate the replicas present on the gRPC port, issued by the cluster CA for control_plane_dns_name (`strata-node certs-issue --dir certs --node-id NAME` writes NAME.pem). Every replica presents the same one."
+
+  validation {
+    condition     = can(regex("-----BEGIN CERTIFICATE-----", var.tls_cert_pem))
+    error_message = "The tls_cert_pem must be a PEM certificate."
+  }
+}
+
+variable "tls_key_pem" {
+  type        = string
+  description = "PEM private key of tls_cert_pem (NAME.key from `strata-node certs-issue`). It ends up in the Terraform state and in the instances' user data: keep the state private."
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("-----BEGIN [A-Z ]*PRIVATE KEY-----", var.tls_key_pem))
+    error_message = "The tls_key_pem must be a PEM private key."
+  }
+}
+
+variable "operator_tokens" {
+  type        = string
+  description = "Content of the operator token file (/etc/strata/operator-tokens, STRATA_OPERATOR_TOKENS): `name=token` lines, tokens of at least 16 characters; `#` starts a comment. Operators call with `authorization: Bearer TOKEN`. Ends up in the Terraform state and the user data."
+  sensitive   = true
+
+  validation {
+    condition = length([
+      for l in split("\n", var.operator_tokens) : l if can(regex("^\\s*[^#\\s]", l))
+      ]) > 0 && alltrue([
+      for l in split("\n", var.operator_tokens) : can(regex("^\\s*(#.*)?$|^[^=]*[^=\\s][^=]*=\\s*\\S.{14,}\\S\\s*$", l))
+    ])
+    error_message = "The operator_tokens must hold at least one `name=token` line, every token of 16 characters or more."
+  }
 }
 
 variable "http_allowed_cidrs" {

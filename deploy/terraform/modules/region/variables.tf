@@ -60,7 +60,7 @@ variable "ssh_allowed_cidrs" {
 
 variable "ca_cert_pem" {
   type        = string
-  description = "PEM of the cluster CA certificate (ca.pem from `strata-node certs-init`). Every node trusts exactly this CA for the relay's mutual TLS."
+  description = "PEM of the cluster CA certificate (ca.pem from `strata-node certs-init`). Every node trusts exactly this CA, for the relay's mutual TLS and for the control plane's certificate."
 }
 
 variable "node_certificates" {
@@ -91,11 +91,11 @@ variable "token_keys" {
 
 variable "control_plane_endpoints" {
   type        = list(string)
-  description = "Control-plane gRPC endpoints the nodes use, e.g. the control-plane module's grpc_endpoint."
+  description = "Control-plane gRPC endpoints the nodes use, e.g. [the control-plane module's grpc_endpoint]. https:// only: each node trusts only ca_cert_pem, checks that the control plane's certificate names the endpoint's host, and authenticates with its own certificate (its node id)."
 
   validation {
-    condition     = length(var.control_plane_endpoints) > 0 && alltrue([for e in var.control_plane_endpoints : can(regex("^https?://[^\\s,\"']+$", e))])
-    error_message = "Give at least one endpoint, each an http:// or https:// URL without spaces, quotes or commas."
+    condition     = length(var.control_plane_endpoints) > 0 && alltrue([for e in var.control_plane_endpoints : can(regex("^https://[^\\s,\"']+$", e))])
+    error_message = "Give at least one endpoint, each an https:// URL without spaces, quotes or commas (plaintext http:// control planes are for local development only)."
   }
 }
 

@@ -23,6 +23,28 @@ variable "lease_ttl_seconds" {
   description = "Node lease time to live in whole seconds (STRATA_LEASE_TTL)."
 }
 
+variable "ca_cert_pem" {
+  type        = string
+  description = "PEM of the cluster CA certificate (ca.pem from `strata-node certs-init`): nodes' client certificates must chain to it (STRATA_CLIENT_CA)."
+}
+
+variable "tls_cert_pem" {
+  type        = string
+  description = "PEM certificate (chain) the gRPC server presents (STRATA_TLS_CERT), issued by the cluster CA for the DNS name the nodes dial (`strata-node certs-issue --node-id NAME`)."
+}
+
+variable "tls_key_pem" {
+  type        = string
+  description = "PEM private key of tls_cert_pem (STRATA_TLS_KEY), written root:strata 0640."
+  sensitive   = true
+}
+
+variable "operator_tokens" {
+  type        = string
+  description = "Content of the operator token file (STRATA_OPERATOR_TOKENS): `name=token` lines, tokens of at least 16 characters. Written root:strata 0640."
+  sensitive   = true
+}
+
 variable "binary_url" {
   type        = string
   description = "URL of the strata-control release binary (linux, the instance's architecture)."

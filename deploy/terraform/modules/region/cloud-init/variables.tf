@@ -35,7 +35,7 @@ variable "relay_port" {
 
 variable "control_plane_endpoints" {
   type        = list(string)
-  description = "Control-plane gRPC endpoints, e.g. [\"http://cp.example.net:7400\"] (STRATA_CONTROL_PLANE)."
+  description = "Control-plane gRPC endpoints, e.g. [\"https://cp.example.net:7400\"] (STRATA_CONTROL_PLANE); with https:// the node uses the CA and its own certificate from /etc/strata/certs."
 }
 
 variable "capacity" {
