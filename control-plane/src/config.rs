@@ -97,7 +97,8 @@ pub struct Config {
     pub operator_tokens: Option<PathBuf>,
 
     /// Serve gRPC without TLS and without authentication (local development
-    /// only; logged loudly). For now also what happens without `--tls-cert`.
+    /// only; logged loudly). The server refuses to start with neither this
+    /// nor the TLS files.
     #[arg(long, env = "STRATA_PLAINTEXT")]
     #[serde(default)]
     pub plaintext: bool,
@@ -115,10 +116,9 @@ fn parse_region(s: &str) -> Result<String, String> {
 }
 
 impl Config {
-    /// Checks the transport flags: the three TLS files go together and
-    /// exclude `--plaintext`. With neither, the server runs in plaintext and
-    /// says so loudly (the nodes' control client has no TLS yet; see
-    /// docs/security.md).
+    /// Checks the transport flags of a server: the three TLS files go
+    /// together and exclude `--plaintext`, and one of the two is required, so
+    /// an unauthenticated control plane is always asked for explicitly.
     pub fn check_transport(&self) -> anyhow::Result<()> {
         let tls = [&self.tls_cert, &self.tls_key, &self.client_ca];
         let given = tls.iter().filter(|p| p.is_some()).count();
@@ -129,6 +129,11 @@ impl Config {
         anyhow::ensure!(
             !(given == 3 && self.plaintext),
             "--plaintext and --tls-cert exclude each other"
+        );
+        anyhow::ensure!(
+            given == 3 || self.plaintext,
+            "gRPC needs --tls-cert, --tls-key and --client-ca (production), or --plaintext to \
+             serve without TLS and without authentication (local development only)"
         );
         Ok(())
     }

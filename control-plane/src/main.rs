@@ -19,7 +19,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     tracing::info!(config = ?config, "starting");
-    config.check_transport()?;
+    if let Err(e) = config.check_transport() {
+        eprintln!("strata-control: {e}");
+        return Ok(ExitCode::from(2));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shutdown = async {
         let mut term =

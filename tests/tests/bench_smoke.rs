@@ -1,9 +1,44 @@
-//! Smoke runs of the `strata-bench` harnesses that need a network namespace: `fanout --quick`
+//! Smoke runs of every `strata-bench` harness: `control --quick` and `relay --quick` (real
+//! etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
 //! (Strata, and Janus when installed) and `wan --quick` (root: nested namespaces). They check
-//! that the harnesses work end to end, not the figures.
+//! that the harnesses work end to end (every call answered, every packet delivered), not the
+//! figures.
 
+use strata_tests::bench::control::{self, ControlArgs};
 use strata_tests::bench::fanout::{self, FanoutArgs};
+use strata_tests::bench::relay::{self, RelayArgs};
 use strata_tests::bench::wan::{self, WanArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_control_smoke() {
+    // In process: the test binary has no `strata-control` beside it.
+    control::run(ControlArgs {
+        quick: true,
+        duration: None,
+        warmup: None,
+        concurrency: None,
+        connections: None,
+        separate_process: false,
+        in_process: true,
+        control_bin: None,
+    })
+    .await
+    .expect("control --quick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_relay_smoke() {
+    relay::run(RelayArgs {
+        quick: true,
+        streams: vec![1, 4],
+        duration: None,
+        warmup: None,
+        many: Some(4),
+        rounds: None,
+    })
+    .await
+    .expect("relay --quick");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netns_bench_fanout_smoke() {

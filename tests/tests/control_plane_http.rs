@@ -889,3 +889,32 @@ async fn cli_reports_an_unreachable_control_plane() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_needs_tls_or_an_explicit_plaintext() {
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new(cli_binary())
+            .args(["--store", "memory", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("STRATA_CONFIG")
+            .env_remove("STRATA_PLAINTEXT")
+            .env_remove("STRATA_TLS_CERT")
+            .env_remove("STRATA_TLS_KEY")
+            .env_remove("STRATA_CLIENT_CA")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--plaintext") && err.contains("--tls-cert"),
+        "{err}"
+    );
+    let out = run(&["--tls-cert", "/nonexistent/cp.pem"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("go together"), "{err}");
+}

@@ -215,6 +215,9 @@ impl ProcCluster {
                 StoreInUse::Memory => args.extend(["--store".to_owned(), "memory".to_owned()]),
             }
             args.extend(opts.control_args.iter().cloned());
+            if !opts.control_args.iter().any(|a| a.starts_with("--tls-")) {
+                args.push("--plaintext".to_owned());
+            }
             let proc = Proc::new(
                 &format!("control-{i}"),
                 &self.bins.control,

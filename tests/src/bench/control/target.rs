@@ -203,6 +203,7 @@ fn spawn(
         .arg(addr.to_string())
         .args(["--store", "etcd", "--etcd-endpoints", endpoint])
         .args(["--prefix", "/strata/"])
+        .arg("--plaintext")
         .arg("--lease-ttl")
         .arg(format!("{}s", lease_ttl.as_secs().max(1)))
         .stdin(Stdio::null())
