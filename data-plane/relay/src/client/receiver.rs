@@ -5,7 +5,9 @@ use tokio::sync::mpsc;
 
 use super::{Incoming, Routes, group_buffer, lock};
 use crate::error::RelayError;
-use crate::framing::{FrameError, MAX_FRAME, decode_frame, decode_group_header};
+use crate::framing::{
+    Frame, FrameError, MAX_FRAME, decode_frame, decode_frame_bytes, decode_group_header,
+};
 use crate::io::{codes, wall_clock_us};
 use crate::stats::{HopSample, PeerStats, RelayStats, add};
 
@@ -72,6 +74,10 @@ async fn read_group(
 }
 
 /// Forward frames until the group ends: `Ok(true)` if it was finished cleanly.
+///
+/// Frames that lie whole in a received chunk are decoded from the chunk itself
+/// (their payloads are slices of it); only a frame split across chunks is
+/// assembled in `buf`.
 async fn pump(
     recv: &mut quinn::RecvStream,
     buf: &mut bytes::BytesMut,
@@ -80,30 +86,42 @@ async fn pump(
     stats: &RelayStats,
     peer: &PeerStats,
 ) -> Result<bool, RelayError> {
+    let forward = |frame: Frame| {
+        add(&peer.packets_in, 1);
+        add(
+            &peer.bytes_in,
+            (crate::framing::FRAME_HEADER_LEN + frame.rtp.len()) as u64,
+        );
+        stats.on_hop(HopSample {
+            send_us: frame.send_us,
+            recv_us: wall_clock_us(),
+            ingest_us: frame.ingest_us,
+        });
+        Incoming::Frame { sequence, frame }
+    };
     loop {
         while let Some(frame) = decode_frame(buf)? {
-            add(&peer.packets_in, 1);
-            add(
-                &peer.bytes_in,
-                (crate::framing::FRAME_HEADER_LEN + frame.rtp.len()) as u64,
-            );
-            stats.on_hop(HopSample {
-                send_us: frame.send_us,
-                recv_us: wall_clock_us(),
-                ingest_us: frame.ingest_us,
-            });
-            if tx.send(Incoming::Frame { sequence, frame }).await.is_err() {
+            if tx.send(forward(frame)).await.is_err() {
                 let _ = recv.stop(quinn::VarInt::from_u32(codes::UNWANTED));
                 return Ok(false);
             }
         }
-        match recv.read_chunk(MAX_FRAME, true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+        let mut chunk = match recv.read_chunk(MAX_FRAME, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
             Ok(None) if buf.is_empty() => return Ok(true),
             Ok(None) => return Err(FrameError::UnexpectedEnd(buf.len()).into()),
             Err(quinn::ReadError::Reset(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
+        };
+        if buf.is_empty() {
+            while let Some(frame) = decode_frame_bytes(&mut chunk)? {
+                if tx.send(forward(frame)).await.is_err() {
+                    let _ = recv.stop(quinn::VarInt::from_u32(codes::UNWANTED));
+                    return Ok(false);
+                }
+            }
         }
+        buf.extend_from_slice(&chunk);
     }
 }
 

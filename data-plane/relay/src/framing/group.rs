@@ -83,6 +83,16 @@ pub fn decode_group_header(buf: &mut BytesMut) -> Result<Option<GroupHeader>, Fr
 /// Append a frame. Fails (leaving `out` as it was) if the RTP packet is empty
 /// or longer than [`MAX_RTP`].
 pub fn encode_frame(frame: &Frame, out: &mut BytesMut) -> Result<(), FrameError> {
+    out.reserve(FRAME_HEADER_LEN + frame.rtp.len());
+    encode_frame_header(frame, out)?;
+    out.put_slice(&frame.rtp);
+    Ok(())
+}
+
+/// Append a frame's header only: the sender hands the RTP bytes to QUIC as
+/// their own chunk, without copying them. Fails (leaving `out` as it was) if
+/// the RTP packet is empty or longer than [`MAX_RTP`].
+pub fn encode_frame_header(frame: &Frame, out: &mut BytesMut) -> Result<(), FrameError> {
     let len = frame.rtp.len();
     if len == 0 {
         return Err(FrameError::EmptyPayload);
@@ -92,19 +102,26 @@ pub fn encode_frame(frame: &Frame, out: &mut BytesMut) -> Result<(), FrameError>
         len,
         max: MAX_RTP,
     })?;
-    out.reserve(FRAME_HEADER_LEN + len);
+    out.reserve(FRAME_HEADER_LEN);
     out.put_u8(if frame.keyframe { FLAG_KEYFRAME } else { 0 });
     out.put_u8(frame.track);
     out.put_u64(frame.ingest_us);
     out.put_u64(frame.send_us);
     out.put_u16(len16);
-    out.put_slice(&frame.rtp);
     Ok(())
 }
 
-/// Take one frame off the front of `buf` (`Ok(None)`: need more bytes). The
-/// RTP bytes are split off `buf` without copying.
-pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+/// A frame's header fields, and its whole length on the wire.
+struct FrameHead {
+    keyframe: bool,
+    track: TrackId,
+    ingest_us: u64,
+    send_us: u64,
+    total: usize,
+}
+
+/// Parses the frame header at the front of `buf` (`Ok(None)`: need more bytes).
+fn frame_head(buf: &[u8]) -> Result<Option<FrameHead>, FrameError> {
     let Some(head) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
         if let Some(&flags) = buf.first()
             && flags & !FLAG_KEYFRAME != 0
@@ -125,16 +142,51 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     if len == 0 {
         return Err(FrameError::EmptyPayload);
     }
-    if buf.len() < FRAME_HEADER_LEN + len {
-        return Ok(None);
-    }
-    let mut raw = buf.split_to(FRAME_HEADER_LEN + len);
-    let rtp = raw.split_off(FRAME_HEADER_LEN).freeze();
-    Ok(Some(Frame {
-        track,
+    Ok(Some(FrameHead {
         keyframe: flags & FLAG_KEYFRAME != 0,
+        track,
         ingest_us,
         send_us,
-        rtp,
+        total: FRAME_HEADER_LEN + len,
     }))
+}
+
+impl FrameHead {
+    fn into_frame(self, rtp: Bytes) -> Frame {
+        Frame {
+            track: self.track,
+            keyframe: self.keyframe,
+            ingest_us: self.ingest_us,
+            send_us: self.send_us,
+            rtp,
+        }
+    }
+}
+
+/// Take one frame off the front of `buf` (`Ok(None)`: need more bytes). The
+/// RTP bytes are split off `buf` without copying.
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    let Some(head) = frame_head(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < head.total {
+        return Ok(None);
+    }
+    let mut raw = buf.split_to(head.total);
+    let rtp = raw.split_off(FRAME_HEADER_LEN).freeze();
+    Ok(Some(head.into_frame(rtp)))
+}
+
+/// [`decode_frame`] on shared bytes, e.g. a chunk as QUIC received it: the
+/// RTP bytes are a slice of `buf`, not a copy.
+pub fn decode_frame_bytes(buf: &mut Bytes) -> Result<Option<Frame>, FrameError> {
+    let Some(head) = frame_head(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < head.total {
+        return Ok(None);
+    }
+    let mut raw = buf.split_to(head.total);
+    let rtp = raw.split_off(FRAME_HEADER_LEN);
+    Ok(Some(head.into_frame(rtp)))
 }

@@ -53,7 +53,8 @@ mod tests;
 
 pub use control::{ControlMessage, MAX_REASON, SubscribeErrorCode, decode_control, encode_control};
 pub use group::{
-    Frame, GroupHeader, decode_frame, decode_group_header, encode_frame, encode_group_header,
+    Frame, GroupHeader, decode_frame, decode_frame_bytes, decode_group_header, encode_frame,
+    encode_frame_header, encode_group_header,
 };
 
 /// Largest control message (type + body) accepted or produced.

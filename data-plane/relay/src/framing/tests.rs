@@ -257,3 +257,47 @@ fn limits_are_enforced() {
         Err(FrameError::EmptyPayload)
     );
 }
+
+#[test]
+fn frames_decode_alike_from_shared_bytes() {
+    let mut rng = rng();
+    for _ in 0..200 {
+        let frames: Vec<Frame> = (0..rng.random_range(1..10))
+            .map(|_| random_frame(&mut rng))
+            .collect();
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            let mut header_only = BytesMut::new();
+            encode_frame_header(f, &mut header_only).unwrap();
+            encode_frame(f, &mut wire).unwrap();
+            assert_eq!(
+                &wire[wire.len() - f.rtp.len() - header_only.len()..][..header_only.len()],
+                &header_only[..]
+            );
+        }
+        let all = wire.freeze();
+        // Any cut: whole frames come off the shared bytes, the rest is left for later.
+        let cut = rng.random_range(0..=all.len());
+        let mut chunk = all.slice(..cut);
+        let mut decoded = Vec::new();
+        while let Some(f) = decode_frame_bytes(&mut chunk).unwrap() {
+            decoded.push(f);
+        }
+        assert_eq!(decoded[..], frames[..decoded.len()]);
+        let mut rest = BytesMut::from(&chunk[..]);
+        rest.extend_from_slice(&all[cut..]);
+        while let Some(f) = decode_frame(&mut rest).unwrap() {
+            decoded.push(f);
+        }
+        assert_eq!(decoded, frames);
+        assert!(rest.is_empty());
+    }
+    // Hostile bytes: the same errors as the copying decoder, never a panic.
+    for _ in 0..5_000 {
+        let len = rng.random_range(0..64);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let a = decode_frame_bytes(&mut Bytes::from(bytes.clone()));
+        let b = decode_frame(&mut BytesMut::from(&bytes[..]));
+        assert_eq!(a, b);
+    }
+}

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -13,10 +14,19 @@ use tokio::time::Instant;
 
 use crate::config::RelayConfig;
 use crate::error::RelayError;
-use crate::framing::{Frame, GroupHeader, encode_frame, encode_group_header};
+use crate::framing::{
+    FRAME_HEADER_LEN, Frame, GROUP_HEADER_LEN, GroupHeader, encode_frame_header,
+    encode_group_header,
+};
 use crate::groups::{GroupPlanner, PacketPlan};
 use crate::io::{codes, now, wall_clock_us};
 use crate::stats::{PeerStats, RelayStats, add};
+
+/// Most packets written in one go: bounds how long other work of the session
+/// (keyframe requests, resets) waits behind a burst.
+const MAX_BATCH: usize = 64;
+/// Bytes of the block frame and group headers are split off.
+const HEADER_BLOCK: usize = 4096;
 
 /// Newer groups get higher priority; wraps only after 2^31 groups.
 fn priority(sequence: u64) -> i32 {
@@ -32,7 +42,12 @@ pub(crate) struct GroupSender {
     /// Superseded groups still being delivered.
     backlog: HashMap<u64, quinn::SendStream>,
     delivered: FuturesUnordered<BoxFuture<'static, u64>>,
+    /// Block the headers are written into.
     buf: BytesMut,
+    /// Chunks (headers and payloads) for the current group, not written yet.
+    pending: Vec<Bytes>,
+    pending_bytes: u64,
+    pending_packets: u64,
     stats: Arc<RelayStats>,
     peer: Arc<PeerStats>,
 }
@@ -60,6 +75,9 @@ impl GroupSender {
             backlog: HashMap::new(),
             delivered: FuturesUnordered::new(),
             buf: BytesMut::new(),
+            pending: Vec::with_capacity(2 * MAX_BATCH + 1),
+            pending_bytes: 0,
+            pending_packets: 0,
             stats,
             peer,
         }
@@ -69,13 +87,32 @@ impl GroupSender {
         self.planner.set_rule(rule);
     }
 
-    /// Send one packet; only a dead connection is an error.
-    pub(crate) async fn send(&mut self, pkt: MediaPacket) -> Result<(), RelayError> {
-        self.buf.clear();
+    /// Send `first` and up to [`MAX_BATCH`] more packets that `more` has ready
+    /// without waiting, as few QUIC writes as the group boundaries allow; only
+    /// a dead connection is an error.
+    pub(crate) async fn send_batch(
+        &mut self,
+        first: MediaPacket,
+        mut more: impl FnMut() -> Option<MediaPacket>,
+    ) -> Result<(), RelayError> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(pkt) = next {
+            self.push(pkt).await?;
+            taken += 1;
+            next = if taken < MAX_BATCH { more() } else { None };
+        }
+        self.flush().await
+    }
+
+    /// Queue one packet's frame for the current group (opening a new group,
+    /// after flushing the old one, when the packet starts one).
+    async fn push(&mut self, pkt: MediaPacket) -> Result<(), RelayError> {
         match self.planner.on_packet(now(), &pkt) {
             PacketPlan::Drop => return Ok(()),
             PacketPlan::Continue => {}
             PacketPlan::NewGroup { sequence } => {
+                self.flush().await?;
                 self.supersede_current();
                 self.apply_resets();
                 let opened = tokio::time::timeout(self.latency_bound, self.conn.open_uni()).await;
@@ -94,32 +131,72 @@ impl GroupSender {
                     subscription: self.subscription,
                     sequence,
                 };
+                self.reserve_headers();
                 encode_group_header(&header, &mut self.buf);
+                self.pending_bytes += GROUP_HEADER_LEN as u64;
+                self.pending.push(self.buf.split().freeze());
             }
         }
-        let Some((sequence, stream)) = self.current.as_mut() else {
+        if self.current.is_none() {
             return Ok(());
-        };
-        let sequence = *sequence;
+        }
         let frame = Frame::from_packet(pkt, wall_clock_us());
-        if let Err(e) = encode_frame(&frame, &mut self.buf) {
+        self.reserve_headers();
+        if let Err(e) = encode_frame_header(&frame, &mut self.buf) {
             tracing::debug!(error = %e, "packet not relayable; dropped");
             return Ok(());
         }
-        let len = self.buf.len() as u64;
-        match tokio::time::timeout(self.latency_bound, stream.write_all(&self.buf)).await {
-            Ok(Ok(())) => {
-                add(&self.peer.bytes_out, len);
-                add(&self.peer.packets_out, 1);
+        self.pending_bytes += (FRAME_HEADER_LEN + frame.rtp.len()) as u64;
+        self.pending_packets += 1;
+        self.pending.push(self.buf.split().freeze());
+        // The payload goes to QUIC as its own chunk: no copy.
+        self.pending.push(frame.rtp);
+        Ok(())
+    }
+
+    /// Headers are split off one shared block, refilled when it runs out.
+    fn reserve_headers(&mut self) {
+        if self.buf.capacity() < GROUP_HEADER_LEN.max(FRAME_HEADER_LEN) {
+            self.buf.reserve(HEADER_BLOCK);
+        }
+    }
+
+    /// Write the queued frames to the current group's stream.
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (bytes, packets) = (self.pending_bytes, self.pending_packets);
+        self.pending_bytes = 0;
+        self.pending_packets = 0;
+        let Some((sequence, stream)) = self.current.as_mut() else {
+            self.pending.clear();
+            return Ok(());
+        };
+        let sequence = *sequence;
+        let result = {
+            let write = stream.write_all_chunks(&mut self.pending);
+            tokio::pin!(write);
+            // Most writes fit the stream's window at once: no timer for those.
+            match futures::poll!(&mut write) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => tokio::time::timeout(self.latency_bound, write).await.ok(),
+            }
+        };
+        self.pending.clear();
+        match result {
+            Some(Ok(())) => {
+                add(&self.peer.bytes_out, bytes);
+                add(&self.peer.packets_out, packets);
                 Ok(())
             }
-            Ok(Err(quinn::WriteError::ConnectionLost(e))) => Err(e.into()),
-            Ok(Err(e)) => {
+            Some(Err(quinn::WriteError::ConnectionLost(e))) => Err(e.into()),
+            Some(Err(e)) => {
                 tracing::debug!(sequence, error = %e, "group stream refused; skipping to next group");
                 self.abandon_current();
                 Ok(())
             }
-            Err(_) => {
+            None => {
                 tracing::debug!(
                     sequence,
                     "group write blocked past the latency bound; resetting"

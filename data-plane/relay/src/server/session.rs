@@ -180,7 +180,7 @@ impl Session {
                     None => break Ok(()), // unsubscribed
                 },
                 pkt = sink.recv() => match pkt {
-                    Some(pkt) => groups.send(pkt).await?,
+                    Some(pkt) => groups.send_batch(pkt, || sink.try_recv()).await?,
                     None => {
                         let msg = ControlMessage::Ended { reason: "stream closed".into() };
                         break write_control(send, &msg).await;
