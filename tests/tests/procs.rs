@@ -315,6 +315,12 @@ async fn netns_strata_dev_smoke() {
         .unwrap();
     assert_eq!(stats.first_video_is_keyframe, Some(true), "{stats:?}");
     player.stop().await.unwrap();
+    // No token was needed, and the output says so loudly.
+    let printed = dev.log();
+    assert!(
+        printed.contains("OPEN CLUSTER") && printed.contains("--auth open"),
+        "{printed}"
+    );
 
     // SIGTERM: everything stops, nothing is left: not the nodes, nor anything else
     // strata-dev started (etcd, the control plane).

@@ -369,6 +369,12 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
     println!();
     println!("logs:    {}", cluster.dir().display());
     println!("json:    {}", json.display());
+    println!();
+    println!(
+        "!!! OPEN CLUSTER, local development only: nodes run with --auth open (anyone may \
+         publish and play, no token) and the control plane with --plaintext (gRPC without TLS \
+         or authentication). Production settings: docs/security.md !!!"
+    );
     println!("Ctrl-C stops everything.");
 }
 
