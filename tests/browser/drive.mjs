@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const CHROMIUM = '/usr/bin/chromium';
-// Flags checked on these machines (see /work/shared/platform-notes.md and README.md).
+// Flags checked with Debian bookworm's chromium, headless, inside a network namespace.
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',

@@ -597,47 +597,4 @@ fn transaction() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-        let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3];
-        p[2..4].copy_from_slice(&seq.to_be_bytes());
-        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        p
-    }
-
-    #[test]
-    fn tells_rtp_from_rtcp_stun_and_dtls() {
-        assert_eq!(rtp_header(&rtp(7, 42)), Some((42, 7)));
-        let mut rtcp = rtp(7, 42);
-        rtcp[1] = 200; // sender report
-        assert_eq!(rtp_header(&rtcp), None);
-        assert_eq!(rtp_header(&[0x00, 0x01, 0, 0]), None);
-        assert_eq!(
-            rtp_header(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            None
-        );
-    }
-
-    #[test]
-    fn counts_loss_across_wrap_and_reordering() {
-        let c = Counters::default();
-        for seq in [65_533u16, 65_534, 65_535, 1, 0, 3] {
-            c.record(9, seq, 100);
-        }
-        c.record(10, 5, 50);
-        let t = c.tally();
-        // SSRC 9: 65533..=3 is 7 numbers, 6 received (2 missing); SSRC 10: 1 of 1.
-        assert_eq!(t.received, 7);
-        assert_eq!(t.expected, 8);
-        assert_eq!(t.lost(), 1);
-        assert_eq!(t.bytes, 650);
-        let later = Tally {
-            received: 17,
-            expected: 20,
-            bytes: 1000,
-        };
-        assert_eq!(later.since(&t).lost(), 2);
-    }
-}
+mod tests;
