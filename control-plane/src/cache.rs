@@ -6,6 +6,7 @@
 //! back to a store read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -37,13 +38,14 @@ impl<T> Versioned<T> {
     }
 }
 
-/// Every record of one stream.
+/// Every record of one stream. Origin records are shared (`Arc`): a resolve
+/// that must keep them past the read guard clones a pointer, not the record.
 #[derive(Debug, Clone, Default)]
 pub struct StreamState {
     /// The main origin, if live.
-    pub main: Option<Versioned<MainRecord>>,
+    pub main: Option<Arc<Versioned<MainRecord>>>,
     /// Regional origins by region.
-    pub regions: BTreeMap<String, Versioned<RegionalRecord>>,
+    pub regions: BTreeMap<String, Arc<Versioned<RegionalRecord>>>,
     /// Subscribers by node id.
     pub subscribers: BTreeMap<String, Versioned<SubscriberRecord>>,
 }
@@ -59,8 +61,9 @@ impl StreamState {
 pub struct View {
     /// Store revision the view reflects.
     pub revision: i64,
-    /// Live nodes by id.
-    pub nodes: BTreeMap<String, Versioned<NodeRecord>>,
+    /// Live nodes by id (shared, like origin records: callers keep them
+    /// past the read guard without copying them).
+    pub nodes: BTreeMap<String, Arc<Versioned<NodeRecord>>>,
     /// Latest load reports by node id.
     pub loads: HashMap<String, LoadRecord>,
     /// Streams by id.
@@ -77,10 +80,13 @@ impl View {
                 mod_revision: kv.mod_revision,
             }
         }
+        fn shared<T>(value: T, kv: &KeyValue) -> Arc<Versioned<T>> {
+            Arc::new(ver(value, kv))
+        }
         match kind {
             KeyKind::Node(n) => {
                 if let Some(r) = keys::decode::<NodeRecord>(&kv.value) {
-                    self.nodes.insert(n.to_owned(), ver(r, kv));
+                    self.nodes.insert(n.to_owned(), shared(r, kv));
                 }
             }
             KeyKind::Load(n) => {
@@ -90,13 +96,13 @@ impl View {
             }
             KeyKind::Main(s) => {
                 if let Some(r) = keys::decode::<MainRecord>(&kv.value) {
-                    self.streams.entry(s.to_owned()).or_default().main = Some(ver(r, kv));
+                    self.streams.entry(s.to_owned()).or_default().main = Some(shared(r, kv));
                 }
             }
             KeyKind::Regional(s, region) => {
                 if let Some(r) = keys::decode::<RegionalRecord>(&kv.value) {
                     let st = self.streams.entry(s.to_owned()).or_default();
-                    st.regions.insert(region.to_owned(), ver(r, kv));
+                    st.regions.insert(region.to_owned(), shared(r, kv));
                 }
             }
             KeyKind::Subscriber(s, n) => {
@@ -162,6 +168,9 @@ pub struct Cache {
     view: Arc<RwLock<View>>,
     revision: watch::Receiver<i64>,
     healthy: watch::Receiver<bool>,
+    /// The health as last sent on `healthy`, for the per-request check
+    /// without taking the watch channel's lock.
+    healthy_now: Arc<AtomicBool>,
 }
 
 impl Cache {
@@ -172,7 +181,7 @@ impl Cache {
 
     /// Whether the cache is in sync with a reachable store.
     pub fn is_healthy(&self) -> bool {
-        *self.healthy.borrow()
+        self.healthy_now.load(Ordering::Acquire)
     }
 
     /// Changes whenever the cache applies new store revisions.
@@ -201,14 +210,19 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
     let (rev_tx, rev_rx) = watch::channel(0i64);
     let (health_tx, health_rx) = watch::channel(false);
     let health_tx = Arc::new(health_tx);
-    let watch_ok = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let probe_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let healthy_now = Arc::new(AtomicBool::new(false));
+    let watch_ok = Arc::new(AtomicBool::new(false));
+    let probe_ok = Arc::new(AtomicBool::new(true));
     let update_health = {
         let (w, p, h) = (watch_ok.clone(), probe_ok.clone(), health_tx.clone());
+        let flag = healthy_now.clone();
         move || {
-            use std::sync::atomic::Ordering::Relaxed;
+            use Ordering::Relaxed;
             let now = w.load(Relaxed) && p.load(Relaxed);
             h.send_if_modified(|old| {
+                // Under the channel's lock: concurrent updates leave the
+                // flag and the channel agreeing.
+                flag.store(now, Ordering::Release);
                 let changed = *old != now;
                 if changed {
                     if now {
@@ -246,7 +260,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
                     }
                     Err(e) => debug!(error = %e, "cache sync failed"),
                 }
-                watch_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                watch_ok.store(false, Ordering::Relaxed);
                 update_health();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -263,7 +277,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
                     debug!(error = %e, "store probe failed");
                 }
                 let ok = result.is_ok();
-                probe_ok.store(ok, std::sync::atomic::Ordering::Relaxed);
+                probe_ok.store(ok, Ordering::Relaxed);
                 update_health();
                 tokio::time::sleep(probe_every).await;
             }
@@ -273,6 +287,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
         view,
         revision: rev_rx,
         healthy: health_rx,
+        healthy_now,
     }
 }
 
@@ -286,7 +301,7 @@ async fn follow(
     keys: &Keys,
     view: &RwLock<View>,
     rev_tx: &watch::Sender<i64>,
-    watch_ok: &std::sync::atomic::AtomicBool,
+    watch_ok: &AtomicBool,
     update_health: &impl Fn(),
 ) -> Result<(), crate::kv::KvError> {
     let (kvs, revision) = kv.range(keys.prefix()).await?;
@@ -304,7 +319,7 @@ async fn follow(
         orphans
     };
     rev_tx.send_replace(revision);
-    watch_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    watch_ok.store(true, Ordering::Relaxed);
     update_health();
     debug!(revision, keys = kvs.len(), "cache loaded");
     clean_orphans(kv, keys, orphans);

@@ -8,8 +8,8 @@ use crate::cache::Versioned;
 use crate::keys::{MainRecord, RegionalRecord};
 
 /// What the rules say for one resolve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
     /// The stream is not live.
     NotLive,
     /// The asking node is the main origin.
@@ -19,8 +19,9 @@ pub enum Decision {
     PullFromMain,
     /// The asking node already holds its region's regional origin.
     HoldsRegional,
-    /// Another live node holds the region's origin: pull from it.
-    PullFromRegional(String),
+    /// Another live node holds the region's origin: pull from it (its id,
+    /// borrowed from the regional record).
+    PullFromRegional(&'a str),
     /// Nobody (valid) holds the region's origin: claim it. `replace` is the
     /// mod revision of a stale record to replace atomically, if any.
     Claim {
@@ -49,14 +50,14 @@ fn stale(
 ///
 /// `unreachable` is the (node, epoch) the asking node reports it could not
 /// reach; `is_live` says whether a node id is registered.
-pub fn decide(
+pub fn decide<'a>(
     main: Option<&Versioned<MainRecord>>,
-    regional: Option<&Versioned<RegionalRecord>>,
+    regional: Option<&'a Versioned<RegionalRecord>>,
     node: &str,
     region: &str,
     unreachable: Option<(&str, i64)>,
     is_live: &dyn Fn(&str) -> bool,
-) -> Decision {
+) -> Decision<'a> {
     let Some(main) = main else {
         return Decision::NotLive;
     };
@@ -72,7 +73,7 @@ pub fn decide(
             replace: r.mod_revision,
         },
         Some(r) if r.value.node_id == node => Decision::HoldsRegional,
-        Some(r) => Decision::PullFromRegional(r.value.node_id.clone()),
+        Some(r) => Decision::PullFromRegional(&r.value.node_id),
     }
 }
 
@@ -128,7 +129,7 @@ mod tests {
         );
         assert_eq!(
             decide(Some(&m), Some(&r), "b", "us", None, ALL),
-            Decision::PullFromRegional("a".into())
+            Decision::PullFromRegional("a")
         );
     }
 
@@ -156,7 +157,7 @@ mod tests {
         // ...but a report about an older epoch changes nothing.
         assert_eq!(
             decide(Some(&m), Some(&r), "b", "us", Some(("a", 7)), ALL),
-            Decision::PullFromRegional("a".into())
+            Decision::PullFromRegional("a")
         );
     }
 }

@@ -97,7 +97,8 @@ impl State {
 
     /// A registered node, from the cache or, on a miss (a registration
     /// through another replica may not have reached this cache yet), the store.
-    pub(crate) async fn node(&self, id: &str) -> Result<Option<Versioned<NodeRecord>>> {
+    /// A cache hit shares the cached record.
+    pub(crate) async fn node(&self, id: &str) -> Result<Option<Arc<Versioned<NodeRecord>>>> {
         if let Some(n) = self.cache().read().nodes.get(id) {
             self.metrics().cache_hits.inc();
             return Ok(Some(n.clone()));
@@ -106,20 +107,20 @@ impl State {
         let Some(kv) = self.kv().get(&self.keys().node(id)).await? else {
             return Ok(None);
         };
-        Ok(
-            keys::decode::<NodeRecord>(&kv.value).map(|value| Versioned {
+        Ok(keys::decode::<NodeRecord>(&kv.value).map(|value| {
+            Arc::new(Versioned {
                 value,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
-            }),
-        )
+            })
+        }))
     }
 
     /// The calling node, which must be registered (FAILED_PRECONDITION if not).
-    pub(crate) async fn caller(&self, id: &str) -> Result<NodeRecord> {
+    pub(crate) async fn caller(&self, id: &str) -> Result<Arc<Versioned<NodeRecord>>> {
         names::validate(NameKind::Node, id)?;
         match self.node(id).await? {
-            Some(n) => Ok(n.value),
+            Some(n) => Ok(n),
             None => Err(Error::FailedPrecondition(format!(
                 "node {id:?} is not registered (or its lease expired); register first"
             ))),

@@ -155,7 +155,7 @@ impl NodeApi {
             .await?
             .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
         if !node.value.draining {
-            let mut record = node.value;
+            let mut record = node.value.clone();
             record.draining = true;
             let key = s.keys().node(&req.node_id);
             let rev = s

@@ -1,6 +1,7 @@
 //! `strata.v1.RoutingService`: publish, resolve, release, watch, list.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -11,7 +12,7 @@ use tracing::{debug, info};
 use strata_proto::v1::{self, routing_service_server::RoutingService};
 
 use super::{State, convert, now_ms};
-use crate::cache::Versioned;
+use crate::cache::{StreamState, Versioned};
 use crate::election::{Decision, decide};
 use crate::error::{Error, Result};
 use crate::keys::{self, MainRecord, NodeRecord, RegionalRecord, SubscriberRecord};
@@ -34,13 +35,15 @@ impl RoutingApi {
     }
 }
 
-fn versioned<T: for<'de> serde::Deserialize<'de>>(kv: Option<KeyValue>) -> Option<Versioned<T>> {
+fn versioned<T: for<'de> serde::Deserialize<'de>>(
+    kv: Option<KeyValue>,
+) -> Option<Arc<Versioned<T>>> {
     let kv = kv?;
-    Some(Versioned {
+    Some(Arc::new(Versioned {
         value: keys::decode(&kv.value)?,
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
-    })
+    }))
 }
 
 fn upstream_main(m: &Versioned<MainRecord>) -> v1::Upstream {
@@ -52,12 +55,51 @@ fn upstream_main(m: &Versioned<MainRecord>) -> v1::Upstream {
     }
 }
 
+fn upstream_regional(region: &str, r: &Versioned<RegionalRecord>) -> v1::Upstream {
+    v1::Upstream {
+        node_id: r.value.node_id.clone(),
+        region: region.to_owned(),
+        relay_addr: r.value.relay_addr.clone(),
+        epoch: r.epoch(),
+    }
+}
+
+fn answer(
+    stream: &str,
+    main: &Versioned<MainRecord>,
+    role: v1::Role,
+    upstream: Option<v1::Upstream>,
+    epoch: i64,
+) -> v1::ResolveResponse {
+    v1::ResolveResponse {
+        role: role as i32,
+        upstream,
+        epoch,
+        main: Some(convert::main_origin(stream, main)),
+    }
+}
+
+/// Whether the cache holds `node`'s subscriber record of a stream exactly as
+/// a resolve would write it (pulling from `upstream`), compared field by
+/// field without building the record.
+fn subscribed(st: &StreamState, node: &NodeRecord, upstream: &str) -> bool {
+    st.subscribers.get(&node.id).is_some_and(|v| {
+        // Every field, so that a new one cannot be missed here.
+        let SubscriberRecord {
+            region,
+            upstream_node_id,
+        } = &v.value;
+        *region == node.region && upstream_node_id == upstream
+    })
+}
+
 impl RoutingApi {
     async fn publish(&self, req: v1::PublishRequest) -> Result<v1::PublishResponse> {
         let s = &self.state;
         s.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream)?;
         let node = s.caller(&req.node_id).await?;
+        let node = &node.value;
         let key = s.keys().main(&req.stream);
         let record = MainRecord {
             node_id: node.id.clone(),
@@ -78,7 +120,7 @@ impl RoutingApi {
                 vec![Op::Get(key)],
             )
             .await?;
-        let current: Versioned<MainRecord> = versioned(out.gets.into_iter().next().flatten())
+        let current: Arc<Versioned<MainRecord>> = versioned(out.gets.into_iter().next().flatten())
             .ok_or_else(|| Error::Internal("main origin record unreadable".into()))?;
         if !out.succeeded && current.value.node_id != node.id {
             return Err(Error::AlreadyExists(format!(
@@ -125,7 +167,30 @@ impl RoutingApi {
         s.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream)?;
         names::validate(NameKind::Region, &req.region)?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        let unreachable = req
+            .unreachable
+            .as_ref()
+            .map(|u| (u.node_id.as_str(), u.epoch));
+        if let Some(answer) = self.resolve_cached(&req, unreachable) {
+            return Ok(answer);
+        }
+        // Boxed, so that this future (boxed and moved for every call) stays
+        // small and the steady state does not pay for the general path's
+        // state.
+        Box::pin(self.resolve_full(&req, unreachable)).await
+    }
+
+    /// Resolve in general: claims, store reads on cache misses, subscriber
+    /// writes, retries after a lost claim. `req` has been validated.
+    async fn resolve_full(
+        &self,
+        req: &v1::ResolveRequest,
+        unreachable: Option<(&str, i64)>,
+    ) -> Result<v1::ResolveResponse> {
+        let s = &self.state;
         let node = s.caller(&req.node_id).await?;
+        let node = &node.value;
         if node.region != req.region {
             return Err(Error::InvalidArgument(format!(
                 "region {:?} is not the region node {:?} registered in ({:?})",
@@ -133,10 +198,6 @@ impl RoutingApi {
             )));
         }
         s.metrics().resolves.inc();
-        let unreachable = req
-            .unreachable
-            .as_ref()
-            .map(|u| (u.node_id.as_str(), u.epoch));
         let (stream, region) = (req.stream.as_str(), req.region.as_str());
 
         // First from the cache; after a lost transaction, from what it read.
@@ -174,77 +235,69 @@ impl RoutingApi {
                 let view = s.cache().read();
                 let is_live = |n: &str| view.nodes.contains_key(n);
                 decide(
-                    main.as_ref(),
-                    regional.as_ref(),
+                    main.as_deref(),
+                    regional.as_deref(),
                     &node.id,
                     region,
                     unreachable,
                     &is_live,
                 )
             };
-            let Some(m) = main.as_ref() else {
+            let Some(m) = main.as_deref() else {
                 return Err(Error::NotFound(format!("stream {stream:?} is not live")));
             };
-            let answer =
-                |role: v1::Role, upstream: Option<v1::Upstream>, epoch: i64| v1::ResolveResponse {
-                    role: role as i32,
-                    upstream,
-                    epoch,
-                    main: Some(convert::main_origin(stream, m)),
-                };
             match decision {
                 Decision::NotLive => {
                     return Err(Error::NotFound(format!("stream {stream:?} is not live")));
                 }
                 Decision::Main => {
                     s.metrics().resolves_cached.inc();
-                    return Ok(answer(v1::Role::MainOrigin, None, m.epoch()));
+                    return Ok(answer(stream, m, v1::Role::MainOrigin, None, m.epoch()));
                 }
                 Decision::PullFromMain => {
-                    self.ensure_subscriber(stream, &node, &m.value.node_id)
+                    self.ensure_subscriber(stream, node, &m.value.node_id)
                         .await?;
                     let up = upstream_main(m);
-                    return Ok(answer(v1::Role::Edge, Some(up), m.epoch()));
+                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), m.epoch()));
                 }
                 Decision::HoldsRegional => {
-                    let Some(r) = regional.as_ref() else { continue };
+                    let Some(r) = regional.as_deref() else {
+                        continue;
+                    };
                     s.metrics().resolves_cached.inc();
+                    let up = upstream_main(m);
                     return Ok(answer(
+                        stream,
+                        m,
                         v1::Role::RegionalOrigin,
-                        Some(upstream_main(m)),
+                        Some(up),
                         r.epoch(),
                     ));
                 }
                 Decision::PullFromRegional(holder) => {
-                    let Some(r) = regional.as_ref() else { continue };
-                    self.ensure_subscriber(stream, &node, &holder).await?;
-                    let up = v1::Upstream {
-                        node_id: holder,
-                        region: region.to_owned(),
-                        relay_addr: r.value.relay_addr.clone(),
-                        epoch: r.epoch(),
+                    let Some(r) = regional.as_deref() else {
+                        continue;
                     };
-                    return Ok(answer(v1::Role::Edge, Some(up), r.epoch()));
+                    self.ensure_subscriber(stream, node, holder).await?;
+                    let up = upstream_regional(region, r);
+                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), r.epoch()));
                 }
                 Decision::Claim { .. } if node.draining => {
                     // A draining node must not become an origin (it is about to
                     // leave): it pulls from the main origin directly until then.
-                    self.ensure_subscriber(stream, &node, &m.value.node_id)
+                    self.ensure_subscriber(stream, node, &m.value.node_id)
                         .await?;
                     let up = upstream_main(m);
-                    return Ok(answer(v1::Role::Edge, Some(up), m.epoch()));
+                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), m.epoch()));
                 }
                 Decision::Claim { replace } => {
-                    let (won, m2, r2) = self.claim(stream, region, &node, m, replace).await?;
+                    let (won, m2, r2) = self.claim(stream, region, node, m, replace).await?;
                     if won {
                         s.metrics().claims_won.inc();
                         let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
                         info!(%stream, %region, node = %node.id, epoch, "regional origin claimed");
-                        return Ok(answer(
-                            v1::Role::RegionalOrigin,
-                            Some(upstream_main(m)),
-                            epoch,
-                        ));
+                        let up = upstream_main(m);
+                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
                     }
                     s.metrics().claims_lost.inc();
                     debug!(%stream, %region, node = %node.id, "regional claim lost; re-deciding");
@@ -258,6 +311,64 @@ impl RoutingApi {
         )))
     }
 
+    /// The steady state under one read guard of the cache, copying no record:
+    /// the caller is registered in the region it names, the main origin is
+    /// cached, and the answer needs no write (no claim, and an edge's
+    /// subscriber record is cached as it would be written). It counts what
+    /// the full path counts for that answer. `None` whenever anything else
+    /// holds; the full path then decides, reading the cache afresh and the
+    /// store where the cache misses.
+    fn resolve_cached(
+        &self,
+        req: &v1::ResolveRequest,
+        unreachable: Option<(&str, i64)>,
+    ) -> Option<v1::ResolveResponse> {
+        let (stream, region) = (req.stream.as_str(), req.region.as_str());
+        let resp = {
+            let view = self.state.cache().read();
+            let node = &view.nodes.get(&req.node_id)?.value;
+            if node.region != region {
+                return None;
+            }
+            let st = view.streams.get(stream)?;
+            let m = st.main.as_deref()?;
+            let regional = st.regions.get(region).map(|r| &**r);
+            let is_live = |n: &str| view.nodes.contains_key(n);
+            let from_main = || {
+                subscribed(st, node, &m.value.node_id).then(|| {
+                    let up = upstream_main(m);
+                    answer(stream, m, v1::Role::Edge, Some(up), m.epoch())
+                })
+            };
+            match decide(Some(m), regional, &node.id, region, unreachable, &is_live) {
+                Decision::Main => answer(stream, m, v1::Role::MainOrigin, None, m.epoch()),
+                Decision::PullFromMain => from_main()?,
+                // A draining node may not claim: it pulls from the main origin.
+                Decision::Claim { .. } if node.draining => from_main()?,
+                Decision::HoldsRegional => {
+                    let epoch = regional?.epoch();
+                    let up = upstream_main(m);
+                    answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch)
+                }
+                Decision::PullFromRegional(holder) => {
+                    let r = regional?;
+                    if !subscribed(st, node, holder) {
+                        return None;
+                    }
+                    let up = upstream_regional(region, r);
+                    answer(stream, m, v1::Role::Edge, Some(up), r.epoch())
+                }
+                Decision::NotLive | Decision::Claim { .. } => return None,
+            }
+        };
+        let m = self.state.metrics();
+        // The caller's record and the main origin were both cache hits.
+        m.cache_hits.add(2);
+        m.resolves.inc();
+        m.resolves_cached.inc();
+        Some(resp)
+    }
+
     /// One guarded claim of a region's origin. Returns whether it was won and
     /// the main and regional records as the store holds them afterwards.
     async fn claim(
@@ -269,8 +380,8 @@ impl RoutingApi {
         replace: i64,
     ) -> Result<(
         bool,
-        Option<Versioned<MainRecord>>,
-        Option<Versioned<RegionalRecord>>,
+        Option<Arc<Versioned<MainRecord>>>,
+        Option<Arc<Versioned<RegionalRecord>>>,
     )> {
         let s = &self.state;
         let (main_key, reg_key) = (s.keys().main(stream), s.keys().regional(stream, region));
@@ -324,21 +435,20 @@ impl RoutingApi {
         upstream: &str,
     ) -> Result<()> {
         let s = &self.state;
-        let record = SubscriberRecord {
-            region: node.region.clone(),
-            upstream_node_id: upstream.into(),
-        };
         let present = {
             let view = s.cache().read();
             view.streams
                 .get(stream)
-                .and_then(|st| st.subscribers.get(&node.id))
-                .is_some_and(|v| v.value == record)
+                .is_some_and(|st| subscribed(st, node, upstream))
         };
         if present {
             s.metrics().resolves_cached.inc();
             return Ok(());
         }
+        let record = SubscriberRecord {
+            region: node.region.clone(),
+            upstream_node_id: upstream.into(),
+        };
         let key = s.keys().subscriber(stream, &node.id);
         let rev = s.kv().put(&key, keys::encode(&record), node.lease).await?;
         s.cache().wait_for(rev, s.config().lease_ttl).await;
@@ -496,5 +606,240 @@ impl RoutingService for RoutingApi {
                 req.stream
             )))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache;
+    use crate::keys::Keys;
+    use crate::kv::Kv;
+    use crate::kv::memory::MemoryKv;
+    use crate::metrics::Metrics;
+    use crate::service::ServiceConfig;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    struct Fixture {
+        api: RoutingApi,
+        kv: Kv,
+        keys: Keys,
+        lease: i64,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let kv = Kv::Memory(MemoryKv::new());
+            let keys = Keys::new("/t/");
+            let cache = cache::spawn(kv.clone(), keys.clone(), Duration::from_millis(100));
+            let mut health = cache.health();
+            tokio::time::timeout(WAIT, health.wait_for(|h| *h))
+                .await
+                .expect("cache synced")
+                .unwrap();
+            let config = ServiceConfig {
+                lease_ttl: Duration::from_secs(10),
+            };
+            let metrics = Arc::new(Metrics::default());
+            let state = State::new(kv.clone(), keys.clone(), cache, config, metrics);
+            let lease = kv.grant(Duration::from_secs(60)).await.unwrap();
+            Self {
+                api: RoutingApi::new(state),
+                kv,
+                keys,
+                lease,
+            }
+        }
+
+        fn state(&self) -> &State {
+            &self.api.state
+        }
+
+        /// The store's revision, once the cache has caught up with it.
+        async fn settle(&self) -> i64 {
+            let (_, rev) = self.kv.range(self.keys.prefix()).await.unwrap();
+            self.state().cache().wait_for(rev, WAIT).await;
+            assert!(self.state().cache().read().revision >= rev);
+            rev
+        }
+
+        async fn node(&self, id: &str, region: &str, draining: bool) {
+            let record = NodeRecord {
+                id: id.into(),
+                region: region.into(),
+                relay_addr: format!("{id}.relay:4433"),
+                http_url: format!("http://{id}"),
+                capacity: 0,
+                version: "test".into(),
+                lease: self.lease,
+                registered_at_ms: 0,
+                draining,
+            };
+            let key = self.keys.node(id);
+            self.kv
+                .put(&key, keys::encode(&record), self.lease)
+                .await
+                .unwrap();
+            self.settle().await;
+        }
+
+        fn counts(&self) -> [u64; 4] {
+            let m = self.state().metrics();
+            [
+                m.resolves.get(),
+                m.resolves_cached.get(),
+                m.cache_hits.get(),
+                m.cache_misses.get(),
+            ]
+        }
+
+        fn cached(&self, req: &v1::ResolveRequest) -> Option<v1::ResolveResponse> {
+            self.api.resolve_cached(req, unreachable_of(req))
+        }
+
+        async fn full(&self, req: &v1::ResolveRequest) -> Result<v1::ResolveResponse> {
+            self.api.resolve_full(req, unreachable_of(req)).await
+        }
+    }
+
+    fn unreachable_of(req: &v1::ResolveRequest) -> Option<(&str, i64)> {
+        req.unreachable
+            .as_ref()
+            .map(|u| (u.node_id.as_str(), u.epoch))
+    }
+
+    fn req(node: &str, region: &str) -> v1::ResolveRequest {
+        v1::ResolveRequest {
+            stream: "s".into(),
+            region: region.into(),
+            node_id: node.into(),
+            unreachable: None,
+        }
+    }
+
+    /// A main origin `o` (eu) with an edge `e` (eu), `a` and `b` in us, and a
+    /// draining `d` in ap.
+    async fn cluster() -> Fixture {
+        let f = Fixture::new().await;
+        for (id, region, draining) in [
+            ("o", "eu", false),
+            ("e", "eu", false),
+            ("a", "us", false),
+            ("b", "us", false),
+            ("d", "ap", true),
+        ] {
+            f.node(id, region, draining).await;
+        }
+        f.api
+            .publish(v1::PublishRequest {
+                stream: "s".into(),
+                node_id: "o".into(),
+            })
+            .await
+            .unwrap();
+        f.settle().await;
+        f
+    }
+
+    #[tokio::test]
+    async fn the_steady_state_is_the_full_paths_answer_without_writes() {
+        let f = cluster().await;
+        // Only the main origin needs nothing written for its first resolve.
+        assert!(f.cached(&req("o", "eu")).is_some());
+        for (node, region) in [("e", "eu"), ("a", "us"), ("b", "us"), ("d", "ap")] {
+            assert_eq!(f.cached(&req(node, region)), None, "{node}");
+        }
+        let callers = [
+            ("o", "eu", v1::Role::MainOrigin, None),
+            ("e", "eu", v1::Role::Edge, Some("o")),
+            ("a", "us", v1::Role::RegionalOrigin, Some("o")),
+            ("b", "us", v1::Role::Edge, Some("a")),
+            ("d", "ap", v1::Role::Edge, Some("o")),
+        ];
+        for (node, region, ..) in callers {
+            f.full(&req(node, region)).await.unwrap();
+        }
+        let rev = f.settle().await;
+
+        for (node, region, role, upstream) in callers {
+            let r = req(node, region);
+            let before = f.counts();
+            let fast = f.cached(&r).expect("answered from the cache");
+            let counted = f.counts();
+            let full = f.full(&r).await.unwrap();
+            assert_eq!(fast, full, "{node}");
+            assert_eq!(fast.role, role as i32, "{node}");
+            assert_eq!(
+                fast.upstream.as_ref().map(|u| u.node_id.as_str()),
+                upstream,
+                "{node}"
+            );
+            // Counted as the full path counts the same answer.
+            let after = f.counts();
+            for i in 0..4 {
+                assert_eq!(counted[i] - before[i], after[i] - counted[i], "{node} {i}");
+            }
+        }
+        assert_eq!(f.settle().await, rev, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn anything_else_takes_the_full_path() {
+        let f = cluster().await;
+        for (node, region) in [("a", "us"), ("b", "us")] {
+            f.full(&req(node, region)).await.unwrap();
+        }
+        f.settle().await;
+        assert!(f.cached(&req("b", "us")).is_some());
+
+        // Not the caller's region, not registered, not live: the full path
+        // answers (with an error).
+        assert_eq!(f.cached(&req("b", "eu")), None);
+        assert!(matches!(
+            f.full(&req("b", "eu")).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(f.cached(&req("x", "us")), None);
+        assert!(matches!(
+            f.full(&req("x", "us")).await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        let other = v1::ResolveRequest {
+            stream: "t".into(),
+            ..req("b", "us")
+        };
+        assert_eq!(f.cached(&other), None);
+        assert!(matches!(f.full(&other).await, Err(Error::NotFound(_))));
+
+        // The regional origin reported unreachable at its epoch: a claim.
+        let epoch = f.cached(&req("a", "us")).unwrap().epoch;
+        let report = v1::ResolveRequest {
+            unreachable: Some(v1::Upstream {
+                node_id: "a".into(),
+                region: "us".into(),
+                relay_addr: String::new(),
+                epoch,
+            }),
+            ..req("b", "us")
+        };
+        assert_eq!(f.cached(&report), None);
+        let claimed = f.full(&report).await.unwrap();
+        assert_eq!(claimed.role, v1::Role::RegionalOrigin as i32);
+        assert!(claimed.epoch > epoch);
+        f.settle().await;
+        // A late report of the old epoch changes nothing, from the cache.
+        assert_eq!(
+            f.cached(&report).map(|r| r.role),
+            Some(v1::Role::RegionalOrigin as i32)
+        );
+
+        // The deposed holder has no subscriber record yet: written once.
+        assert_eq!(f.cached(&req("a", "us")), None);
+        let edge = f.full(&req("a", "us")).await.unwrap();
+        f.settle().await;
+        assert_eq!(f.cached(&req("a", "us")), Some(edge));
     }
 }
