@@ -14,13 +14,11 @@
 //! from `spawn_blocking` or a short-lived thread.
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{self, Signal};
@@ -76,7 +74,7 @@ impl EtcdProcess {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let ports = free_tcp_ports(2)?;
-            let dir = make_temp_dir()?;
+            let dir = crate::dirs::fresh_temp_dir("etcd")?;
             let name = "strata0".to_owned();
             let initial_cluster = format!("{name}={}", peer_url(ports[1]));
             let token = cluster_token(&dir);
@@ -322,7 +320,7 @@ impl EtcdCluster {
             let mut members: Vec<EtcdProcess> = Vec::with_capacity(size);
             let mut token = None;
             for (i, name) in names.into_iter().enumerate() {
-                let dir = make_temp_dir()?;
+                let dir = crate::dirs::fresh_temp_dir("etcd")?;
                 // The first member's directory names the cluster.
                 let token = token.get_or_insert_with(|| cluster_token(&dir)).clone();
                 members.push(EtcdProcess::new(
@@ -513,31 +511,6 @@ fn cluster_token(dir: &Path) -> String {
 
 fn peer_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
-}
-
-/// A new, empty directory under the system temp dir, unique on this machine.
-fn make_temp_dir() -> Result<PathBuf> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
-    for _ in 0..100 {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!(
-            "strata-etcd-{}-{seq}-{nanos:08x}",
-            std::process::id()
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    bail!(
-        "could not create a fresh directory under {}",
-        base.display()
-    )
 }
 
 fn etcd_bin() -> Result<PathBuf> {

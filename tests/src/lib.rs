@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod control;
+pub mod dirs;
 pub mod etcd;
 pub mod faults;
 pub mod grpcurl;

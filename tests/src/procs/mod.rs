@@ -135,7 +135,7 @@ impl ProcCluster {
             .clone()
             .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| DEFAULT_RUST_LOG.to_owned());
-        let dir = make_temp_dir()?;
+        let dir = crate::dirs::fresh_temp_dir("procs")?;
         let certs_dir = dir.join("certs");
         fs::create_dir(&certs_dir).with_context(|| format!("creating {}", certs_dir.display()))?;
         let ca = DevCa::generate()?;

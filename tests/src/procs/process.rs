@@ -1,13 +1,11 @@
 //! One child process: spawning, signals, exit, logs.
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use nix::sys::signal::{self, Signal};
@@ -236,31 +234,6 @@ pub fn child_command(program: &Path) -> Command {
     };
     cmd.process_group(0);
     cmd
-}
-
-/// A new, empty directory under the system temp dir, unique on this machine.
-pub(super) fn make_temp_dir() -> Result<PathBuf> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let base = std::env::temp_dir();
-    for _ in 0..100 {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!(
-            "strata-procs-{}-{seq}-{nanos:08x}",
-            std::process::id()
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    bail!(
-        "could not create a fresh directory under {}",
-        base.display()
-    )
 }
 
 /// `setpriv` if it supports `--pdeathsig` (util-linux 2.33 and later).

@@ -5,11 +5,10 @@
 //! and its worker threads.
 
 use std::fs::{self, File};
-use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{self, Signal};
@@ -99,7 +98,7 @@ impl ControlProcess {
         let mut last_error = None;
         for attempt in 0..START_ATTEMPTS {
             // A directory per attempt: a failed attempt's value removes its own on drop.
-            let dir = make_temp_dir()?;
+            let dir = crate::dirs::fresh_temp_dir("bench")?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()?));
             let log_path = dir.join(format!("strata-control-{attempt}.log"));
             let child = match spawn(bin, addr, endpoint, lease_ttl, &log_path) {
@@ -230,28 +229,6 @@ fn supports_pdeathsig(setpriv: &Path) -> bool {
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--pdeathsig"))
-}
-
-fn make_temp_dir() -> Result<PathBuf> {
-    let base = std::env::temp_dir();
-    for attempt in 0..100u32 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = base.join(format!(
-            "strata-bench-{}-{attempt}-{nanos:08x}",
-            std::process::id()
-        ));
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    bail!(
-        "could not create a fresh directory under {}",
-        base.display()
-    )
 }
 
 fn log_tail(path: &Path) -> String {
