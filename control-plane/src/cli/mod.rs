@@ -235,7 +235,9 @@ impl Command {
 pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
     let common = cmd.common();
     let bearer = common.bearer()?;
-    let channel = connect(common).await?;
+    let (channel, tls) = connect(common).await?;
+    // A token is a secret: it goes only over TLS (a plaintext control plane ignores it anyway).
+    let bearer = if tls { bearer } else { Bearer::default() };
     let channel: AuthChannel = InterceptedService::new(channel, bearer);
     let now = crate::service::now_ms();
     match cmd {
@@ -315,8 +317,8 @@ pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A channel to the first address that accepts a connection.
-async fn connect(common: &Common) -> Result<Channel, CliError> {
+/// A channel to the first address that accepts a connection, and whether it is TLS.
+async fn connect(common: &Common) -> Result<(Channel, bool), CliError> {
     let mut reason = String::from("no address given");
     let mut tried = Vec::new();
     let mut tls = None;
@@ -354,7 +356,7 @@ async fn connect(common: &Common) -> Result<Channel, CliError> {
             }
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-            Ok(Ok(ch)) => return Ok(ch),
+            Ok(Ok(ch)) => return Ok((ch, url.starts_with("https://"))),
             Ok(Err(e)) => reason = format!("{url}: {}", chain(&e)),
             Err(_) => reason = format!("{url}: no connection within {CONNECT_TIMEOUT:?}"),
         }
