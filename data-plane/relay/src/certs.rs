@@ -3,7 +3,8 @@
 //! Layout of a certificate directory:
 //!
 //! ```text
-//! ca.pem          the cluster CA certificate (every node trusts it)
+//! ca.pem          the cluster CA certificate (every node trusts it); during a CA rotation,
+//!                 several: the relay trusts every certificate in the file
 //! ca.key          the CA's private key (only needed to issue node certificates)
 //! {node}.pem      a node's certificate; SAN = node id (DNS name) and its IPs
 //! {node}.key      the node's private key
@@ -61,6 +62,9 @@ pub struct NodeCredentials {
     pub node_id: String,
     /// The cluster CA certificate peers must chain to.
     pub ca: CertificateDer<'static>,
+    /// Further CAs trusted beside `ca`: the other certificates of `ca.pem`, so that a
+    /// cluster can move to a new CA without a cut-over (trust both, re-issue, drop the old).
+    pub extra_cas: Vec<CertificateDer<'static>>,
     /// The node's certificate chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// The node's private key.
@@ -72,6 +76,7 @@ impl Clone for NodeCredentials {
         NodeCredentials {
             node_id: self.node_id.clone(),
             ca: self.ca.clone(),
+            extra_cas: self.extra_cas.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
         }
@@ -220,6 +225,7 @@ impl DevCa {
         Ok(NodeCredentials {
             node_id: node_id.to_owned(),
             ca: self.cert.clone(),
+            extra_cas: Vec::new(),
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         })
@@ -248,8 +254,14 @@ impl NodeCredentials {
     pub fn load(dir: &Path, node_id: &str) -> Result<Self, CertError> {
         check_node_id(node_id)?;
         let ca_path = dir.join(CA_CERT_FILE);
-        let ca =
-            CertificateDer::from_pem_slice(&read(&ca_path)?).map_err(|e| pem_error(&ca_path, e))?;
+        let mut cas = CertificateDer::pem_slice_iter(&read(&ca_path)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(&ca_path, e))?
+            .into_iter();
+        let ca = cas
+            .next()
+            .ok_or_else(|| pem_error(&ca_path, "no certificate"))?;
+        let extra_cas = cas.collect();
         let cert_path = dir.join(format!("{node_id}.pem"));
         let chain = CertificateDer::pem_slice_iter(&read(&cert_path)?)
             .collect::<Result<Vec<_>, _>>()
@@ -263,6 +275,7 @@ impl NodeCredentials {
         Ok(NodeCredentials {
             node_id: node_id.to_owned(),
             ca,
+            extra_cas,
             chain,
             key,
         })

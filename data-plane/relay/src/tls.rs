@@ -39,9 +39,12 @@ fn tls_err(e: impl std::fmt::Display) -> RelayError {
     RelayError::Tls(e.to_string())
 }
 
-fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, RelayError> {
+/// Every CA of the node's `ca.pem` as a trust anchor.
+fn roots(creds: &NodeCredentials) -> Result<Arc<RootCertStore>, RelayError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(tls_err)?;
+    for ca in std::iter::once(&creds.ca).chain(&creds.extra_cas) {
+        roots.add(ca.clone()).map_err(tls_err)?;
+    }
     Ok(Arc::new(roots))
 }
 
@@ -53,7 +56,7 @@ fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
         .map_err(tls_err)?;
     let mut config = match tls {
         RelayTls::Mutual(creds) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots(&creds.ca)?, provider)
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(creds)?, provider)
                 .build()
                 .map_err(tls_err)?;
             builder
@@ -89,7 +92,7 @@ fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
         .map_err(tls_err)?;
     let mut config = match tls {
         RelayTls::Mutual(creds) => builder
-            .with_root_certificates(roots(&creds.ca)?)
+            .with_root_certificates(roots(creds)?)
             .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
             .map_err(tls_err)?,
         RelayTls::Insecure { node_id } => {

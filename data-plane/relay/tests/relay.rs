@@ -245,6 +245,52 @@ async fn certificates_from_files_work() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A CA rotation without a cut-over: while `ca.pem` holds both CAs, a node still on a
+/// certificate of the old CA and a node already on the new one relay to each other; a node
+/// that trusts only the new CA refuses the old certificate.
+#[tokio::test]
+async fn a_ca_bundle_bridges_a_ca_rotation() {
+    let base = std::env::temp_dir().join(format!("strata-relay-rotation-{}", std::process::id()));
+    let (old_dir, new_dir) = (base.join("old"), base.join("new"));
+    DevCa::generate().unwrap().write(&old_dir).unwrap();
+    DevCa::generate().unwrap().write(&new_dir).unwrap();
+    let (old, new) = (
+        DevCa::load(&old_dir).unwrap(),
+        DevCa::load(&new_dir).unwrap(),
+    );
+    creds(&old, "node-a").write(&old_dir).unwrap();
+    creds(&new, "node-b").write(&new_dir).unwrap();
+    creds(&new, "node-c").write(&new_dir).unwrap();
+    let old_pem = std::fs::read_to_string(old_dir.join("ca.pem")).unwrap();
+    let new_pem = std::fs::read_to_string(new_dir.join("ca.pem")).unwrap();
+    // node-a's directory trusts old + new; node-b's new + old (its own CA first).
+    std::fs::write(old_dir.join("ca.pem"), format!("{old_pem}{new_pem}")).unwrap();
+    let a = strata_relay::certs::NodeCredentials::load(&old_dir, "node-a").unwrap();
+    assert_eq!(a.extra_cas.len(), 1);
+    let strict = strata_relay::certs::NodeCredentials::load(&new_dir, "node-c").unwrap();
+    assert!(strict.extra_cas.is_empty());
+    std::fs::write(new_dir.join("ca.pem"), format!("{new_pem}{old_pem}")).unwrap();
+    let b = strata_relay::certs::NodeCredentials::load(&new_dir, "node-b").unwrap();
+
+    let up = Upstream::start(&RelayTls::Mutual(a), None);
+    let source = up.hub.attach_source("cam", catalog()).unwrap();
+    let (bridged, _) = client(&RelayTls::Mutual(b));
+    let mut sub = timeout(DEADLINE, bridged.subscribe(up.addr, "node-a", "cam", 1))
+        .await
+        .expect("in time")
+        .unwrap();
+    source.push(pkt(VIDEO, true, 7));
+    assert_eq!(next_packet(&mut sub).await.ingest_us, 7);
+
+    let (strict, _) = client(&RelayTls::Mutual(strict));
+    let refused = timeout(DEADLINE, strict.subscribe(up.addr, "node-a", "cam", 1))
+        .await
+        .expect("refused in time");
+    assert!(refused.is_err(), "{refused:?}");
+    up.stop().await;
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
 #[tokio::test]
 async fn stream_end_and_catalog_change_reach_the_subscriber() {
     let ca = DevCa::generate().unwrap();
