@@ -17,7 +17,6 @@ use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -214,7 +213,7 @@ impl EtcdProcess {
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let client_url = format!("http://127.0.0.1:{}", self.client_port);
         let peer_url = self.peer_url();
-        let mut cmd = match pdeathsig_wrapper() {
+        let mut cmd = match crate::procs::pdeathsig_wrapper() {
             Some(setpriv) => {
                 let mut cmd = Command::new(setpriv);
                 cmd.args(["--pdeathsig", "KILL", "--"]).arg(etcd);
@@ -531,25 +530,6 @@ fn tool(env: &str, name: &str) -> Result<PathBuf> {
              scripts/setup.sh, which installs Debian's etcd-server and etcd-client"
         )
     })
-}
-
-/// `setpriv` if it supports `--pdeathsig` (util-linux 2.33 and later).
-fn pdeathsig_wrapper() -> Option<&'static Path> {
-    static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
-    SETPRIV
-        .get_or_init(|| {
-            let path = find_executable("setpriv")?;
-            let help = Command::new(&path)
-                .arg("--help")
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&help.stdout)
-                .contains("--pdeathsig")
-                .then_some(path)
-        })
-        .as_deref()
 }
 
 fn remove_env_prefixed(cmd: &mut Command, prefix: &str) {

@@ -237,7 +237,7 @@ pub fn child_command(program: &Path) -> Command {
 }
 
 /// `setpriv` if it supports `--pdeathsig` (util-linux 2.33 and later).
-pub(super) fn pdeathsig_wrapper() -> Option<&'static Path> {
+pub fn pdeathsig_wrapper() -> Option<&'static Path> {
     static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
     SETPRIV
         .get_or_init(|| {

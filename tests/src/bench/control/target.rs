@@ -18,7 +18,6 @@ use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::Endpoint;
 
 use crate::control::{ControlPlane, HealthCheckRequest, ServingStatus, Store, tonic_health_client};
-use crate::grpcurl::find_executable;
 use crate::ports::free_tcp_port;
 
 /// How long a control plane may take to report SERVING.
@@ -190,7 +189,7 @@ fn spawn(
     let log = File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     // With a parent-death signal the child dies with the benchmark even when no destructor
     // runs (Ctrl-C); it follows the spawning thread, a runtime worker that lives as long.
-    let mut cmd = match find_executable("setpriv").filter(|p| supports_pdeathsig(p)) {
+    let mut cmd = match crate::procs::pdeathsig_wrapper() {
         Some(setpriv) => {
             let mut cmd = Command::new(setpriv);
             cmd.args(["--pdeathsig", "KILL", "--"]).arg(bin);
@@ -219,16 +218,6 @@ fn spawn(
     cmd.env("RUST_LOG", "warn");
     cmd.spawn()
         .with_context(|| format!("spawning {}", bin.display()))
-}
-
-/// Whether this `setpriv` has `--pdeathsig` (util-linux 2.33 and later).
-fn supports_pdeathsig(setpriv: &Path) -> bool {
-    std::process::Command::new(setpriv)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--pdeathsig"))
 }
 
 fn log_tail(path: &Path) -> String {
