@@ -73,6 +73,8 @@ impl ApiError {
             strata_rtc::RtcError::SdpTooLarge { .. } | strata_rtc::RtcError::SdpTooManyLines { .. }
         ) {
             ApiError::TooLarge(e.to_string())
+        } else if matches!(e, strata_rtc::RtcError::Busy(_)) {
+            ApiError::Unavailable(e.to_string())
         } else if e.is_unsupported_media() {
             ApiError::Unprocessable(e.to_string())
         } else if e.is_bad_request() {

@@ -360,7 +360,7 @@ async fn whep_post(
         Err(e) => return failed(&state, e),
     };
     let cap = state.cfg.capacity as usize;
-    let full = cap != 0 && state.session_count(SessionKind::Player) >= cap;
+    let full = cap != 0 && state.connected_players() >= cap;
     if state.is_draining() || full {
         let why = if full {
             "node at player capacity"

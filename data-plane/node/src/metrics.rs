@@ -83,18 +83,7 @@ pub fn render(state: &NodeState) -> String {
         "Requests redirected elsewhere",
         c.redirects_total.load(Relaxed),
     );
-    counter(
-        &mut out,
-        "strata_node_player_keyframe_requests_total",
-        "PLI/FIR received from players",
-        c.player_keyframe_requests.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_player_bytes_out_total",
-        "RTP bytes sent to players",
-        c.player_bytes_out.load(Relaxed),
-    );
+    egress_metrics(&mut out, state);
     counter(
         &mut out,
         "strata_node_publisher_bytes_in_total",
@@ -206,4 +195,94 @@ pub fn render(state: &NodeState) -> String {
     );
     let _ = writeln!(out, "strata_relay_hop_latency_seconds_count {}", h.count());
     out
+}
+
+/// The egress loops: what players cost and what they tried.
+fn egress_metrics(out: &mut String, state: &NodeState) {
+    let egress = state.rtc.egress();
+    let e = egress.counters();
+    let rows: [(&str, &str, u64); 15] = [
+        (
+            "strata_node_player_keyframe_requests_total",
+            "PLI/FIR received from players",
+            e.keyframe_requests.get(),
+        ),
+        (
+            "strata_node_player_bytes_out_total",
+            "SRTP and SRTCP bytes sent to players, retransmissions included",
+            e.bytes_out.get(),
+        ),
+        (
+            "strata_egress_packets_out_total",
+            "RTP packets sent to players (first transmissions)",
+            e.packets_out.get(),
+        ),
+        (
+            "strata_egress_nacked_packets_total",
+            "Packets players asked for again (generic NACK)",
+            e.nacked_packets.get(),
+        ),
+        (
+            "strata_egress_retransmitted_packets_total",
+            "Packets resent in answer to NACKs",
+            e.retransmitted_packets.get(),
+        ),
+        (
+            "strata_egress_nack_over_budget_total",
+            "NACKed packets not resent: the player's retransmission budget was spent",
+            e.nack_over_budget.get(),
+        ),
+        (
+            "strata_egress_nack_duplicates_total",
+            "NACKed packets not resent: resent to that player within about one RTT",
+            e.nack_duplicates.get(),
+        ),
+        (
+            "strata_egress_nack_unknown_total",
+            "NACKed packets not resent: not in the stream's history",
+            e.nack_unknown.get(),
+        ),
+        (
+            "strata_egress_refused_stun_total",
+            "STUN requests refused: wrong username or MESSAGE-INTEGRITY",
+            e.refused_stun.get(),
+        ),
+        (
+            "strata_egress_refused_datagrams_total",
+            "Datagrams refused: unverified address or failed SRTCP",
+            e.refused_datagrams.get(),
+        ),
+        (
+            "strata_egress_connect_timeouts_total",
+            "Players that did not complete DTLS within the connect timeout",
+            e.connect_timeouts.get(),
+        ),
+        (
+            "strata_egress_dtls_failures_total",
+            "DTLS handshakes that failed",
+            e.dtls_failures.get(),
+        ),
+        (
+            "strata_egress_refused_candidates_total",
+            "Remote candidates ignored: over the cap or outside allowed ranges",
+            e.refused_candidates.get(),
+        ),
+        (
+            "strata_egress_pending_sessions",
+            "Players still connecting (gauge)",
+            egress.pending() as u64,
+        ),
+        (
+            "strata_egress_loops",
+            "Egress loops (gauge)",
+            egress.loop_loads().len() as u64,
+        ),
+    ];
+    for (name, help, value) in rows {
+        if name.ends_with("_total") {
+            counter(out, name, help, value);
+        } else {
+            gauge(out, name, help, value as f64);
+        }
+    }
 }

@@ -132,7 +132,7 @@ fn cpu_seconds() -> f64 {
 
 impl LoadMeter {
     fn report(&self, state: &NodeState) -> v1::Load {
-        let bytes = state.counters.player_bytes_out.load(Ordering::Relaxed)
+        let bytes = state.rtc.egress().counters().bytes_out.get()
             + state
                 .relay_stats
                 .peers()

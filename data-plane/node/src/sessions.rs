@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use strata_media::hub::StreamHandle;
-use strata_rtc::{PlayerSession, PublisherSession, SendOutcome, SessionState};
+use strata_rtc::PublisherSession;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -73,6 +73,7 @@ pub async fn publish(
             etag: etag.clone(),
             candidates: Arc::new(session.handle()),
             stop: Some(stop_tx),
+            connecting: None,
         },
     );
     state
@@ -171,13 +172,13 @@ pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<C
         Some(h) => h,
         None => wait_for_pull(state, stream).await?,
     };
-    let catalog = handle.catalog();
-    let (session, answer) = state
+    let (player, answer) = state
         .rtc
-        .accept_player(offer, &catalog)
+        .egress()
+        .accept(offer, &handle)
         .await
         .map_err(ApiError::from_rtc)?;
-    let sink = handle.subscribe();
+    let player = Arc::new(player);
     let id = state.new_session_id();
     let etag = format!("\"{id}-1\"");
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -187,14 +188,15 @@ pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<C
             kind: SessionKind::Player,
             stream: stream.to_owned(),
             etag: etag.clone(),
-            candidates: Arc::new(session.handle()),
+            candidates: Arc::clone(&player) as Arc<dyn crate::state::CandidateSink>,
             stop: Some(stop_tx),
+            connecting: Some(player.state_changes()),
         },
     );
     state.counters.players_total.fetch_add(1, Ordering::Relaxed);
-    debug!(stream, session = %id, "player connected");
+    debug!(stream, session = %id, "player accepted");
     let span = info_span!("play", stream, session = %id);
-    tokio::spawn(egress(state.clone(), id.clone(), session, sink, stop_rx).instrument(span));
+    tokio::spawn(watch_player(state.clone(), id.clone(), player, stop_rx).instrument(span));
     Ok(Created { id, etag, answer })
 }
 
@@ -229,50 +231,19 @@ async fn wait_for_pull(state: &Arc<NodeState>, stream: &str) -> Result<StreamHan
     }
 }
 
-async fn egress(
+/// Ends a player's session entry when the session ends, or ends the session on DELETE or
+/// shutdown. The media itself flows in the egress loops.
+async fn watch_player(
     state: Arc<NodeState>,
     id: String,
-    session: PlayerSession,
-    mut sink: strata_media::hub::Sink,
+    player: Arc<strata_rtc::EgressPlayer>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let (handle, mut keyframes) = session.into_parts();
-    // Let the sink queue up (from the cached keyframe on) until media can
-    // flow, so the player starts on that keyframe instead of the next one.
-    let mut st = handle.state_changes();
-    let connected = tokio::select! {
-        r = st.wait_for(|s| *s != SessionState::Connecting) => {
-            r.map(|s| *s == SessionState::Connected).unwrap_or(false)
-        }
-        _ = &mut stop => false,
-    };
-    if !connected {
-        handle.close().await;
-        state.remove_session(&id);
-        return;
+    tokio::select! {
+        () = player.closed() => {}
+        _ = &mut stop => {}
     }
-    loop {
-        tokio::select! {
-            p = sink.recv() => match p {
-                Some(p) => {
-                    let len = p.rtp.len() as u64;
-                    if let SendOutcome::Queued = handle.send(&p) {
-                        state.counters.player_bytes_out.fetch_add(len, Ordering::Relaxed);
-                    }
-                }
-                None => break,
-            },
-            kf = keyframes.recv() => {
-                if let Some(track) = kf {
-                    state.counters.player_keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    sink.request_keyframe(track);
-                }
-            }
-            () = handle.closed() => break,
-            _ = &mut stop => break,
-        }
-    }
-    handle.close().await;
+    player.close().await;
     state.remove_session(&id);
     debug!("player left");
 }

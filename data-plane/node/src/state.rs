@@ -28,10 +28,6 @@ pub struct NodeCounters {
     pub refused_total: AtomicU64,
     /// Requests redirected to another node.
     pub redirects_total: AtomicU64,
-    /// Keyframe requests received from players.
-    pub player_keyframe_requests: AtomicU64,
-    /// RTP bytes sent to players.
-    pub player_bytes_out: AtomicU64,
     /// RTP bytes received from publishers.
     pub publisher_bytes_in: AtomicU64,
 }
@@ -57,6 +53,9 @@ pub struct SessionEntry {
     pub candidates: Arc<dyn CandidateSink>,
     /// Ends the session (DELETE).
     pub stop: Option<oneshot::Sender<()>>,
+    /// A player's state while it connects: players that have not completed DTLS count
+    /// against the egress's pending limit, not against the node's capacity.
+    pub connecting: Option<watch::Receiver<strata_rtc::SessionState>>,
 }
 
 /// Something that takes trickled ICE candidates (an `sdpfrag`).
@@ -74,9 +73,9 @@ impl CandidateSink for strata_rtc::PublisherHandle {
 }
 
 #[tonic::async_trait]
-impl CandidateSink for strata_rtc::PlayerHandle {
+impl CandidateSink for strata_rtc::EgressPlayer {
     async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
-        self.add_remote_candidates(sdpfrag).await
+        self.add_remote_candidates(sdpfrag)
     }
 }
 
@@ -291,6 +290,19 @@ impl NodeState {
         lock(&self.sessions)
             .values()
             .filter(|s| s.kind == kind)
+            .count()
+    }
+
+    /// Players that completed (or failed) their handshake: what the node's capacity counts.
+    pub fn connected_players(&self) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == SessionKind::Player)
+            .filter(|s| {
+                s.connecting
+                    .as_ref()
+                    .is_none_or(|c| *c.borrow() != strata_rtc::SessionState::Connecting)
+            })
             .count()
     }
 

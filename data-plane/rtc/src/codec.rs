@@ -47,6 +47,15 @@ impl Codec {
         }
     }
 
+    /// The `a=rtpmap` encoding name.
+    pub(crate) fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Vp8 => "VP8",
+            Codec::H264 => "H264",
+            Codec::Opus => "opus",
+        }
+    }
+
     /// Audio or video.
     pub fn kind(self) -> TrackKind {
         match self {

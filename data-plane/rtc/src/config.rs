@@ -29,6 +29,19 @@ pub struct RtcConfig {
     /// [`PlayerSession::send`](crate::PlayerSession::send) and the WebRTC stack. Beyond it,
     /// packets are dropped and counted.
     pub queue_packets: usize,
+    /// Egress loops (player sessions are spread over them). Default: one per core.
+    pub rtc_workers: usize,
+    /// A connected player that sends nothing (no consent check, no RTCP) for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Players that have not completed DTLS yet, at most; beyond it new offers get 503. They
+    /// do not count against the node's player capacity.
+    pub max_pending: usize,
+    /// Remote candidates a player may name (offer and PATCH together); more are ignored and
+    /// counted.
+    pub max_remote_candidates: usize,
+    /// Whether loopback addresses count as acceptable remote candidates (tests, dev).
+    pub allow_loopback_candidates: bool,
 }
 
 impl Default for RtcConfig {
@@ -43,11 +56,25 @@ impl Default for RtcConfig {
             connect_timeout: Duration::from_secs(15),
             disconnect_grace: Duration::from_secs(3),
             queue_packets: 1024,
+            rtc_workers: std::thread::available_parallelism().map_or(1, usize::from),
+            idle_timeout: Duration::from_secs(10),
+            max_pending: 500,
+            max_remote_candidates: 16,
+            allow_loopback_candidates: true,
         }
     }
 }
 
 impl RtcConfig {
+    /// Whether a remote candidate on `ip` is acceptable: never unspecified, multicast or
+    /// broadcast; loopback only when allowed.
+    pub fn candidate_allowed(&self, ip: IpAddr) -> bool {
+        let special = ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast() || v4.is_link_local());
+        !special && (self.allow_loopback_candidates || !ip.is_loopback())
+    }
+
     /// The addresses announced as host candidates, resolving an empty
     /// [`announce_ips`](Self::announce_ips) to the bind address.
     pub(crate) fn announced_ips(&self) -> Result<Vec<IpAddr>, crate::RtcError> {

@@ -13,6 +13,7 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder,
 };
 
+use crate::egress::Egress;
 use crate::mux::{MuxConn, MuxRuntime, UdpMux};
 use crate::player::{self, PlayerSession};
 use crate::publisher::{self, PublisherSession};
@@ -29,6 +30,7 @@ struct EngineInner {
     config: RtcConfig,
     mux: Arc<UdpMux>,
     candidates: Vec<SocketAddr>,
+    egress: Egress,
 }
 
 /// A peer connection built by the engine, with its events and its share of the socket.
@@ -71,11 +73,13 @@ impl RtcEngine {
             .map(|ip| SocketAddr::new(ip, port))
             .collect::<Vec<_>>();
         info!(bound = %mux.local_addr(), ?candidates, "WebRTC engine listening");
+        let egress = Egress::start(&config, &mux, candidates.clone())?;
         Ok(RtcEngine {
             inner: Arc::new(EngineInner {
                 config,
                 mux,
                 candidates,
+                egress,
             }),
         })
     }
@@ -88,6 +92,11 @@ impl RtcEngine {
     /// The host candidates every answer announces.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.inner.candidates
+    }
+
+    /// The egress loops that serve WHEP players.
+    pub fn egress(&self) -> &Egress {
+        &self.inner.egress
     }
 
     /// The configuration the engine runs with.

@@ -58,6 +58,9 @@ pub enum RtcError {
     /// The connection did not reach the connected state in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The edge is at a limit (too many sessions still connecting): try again later (503).
+    #[error("busy: {0}")]
+    Busy(String),
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

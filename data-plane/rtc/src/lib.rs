@@ -18,6 +18,7 @@ pub mod check;
 pub mod client;
 pub mod codec;
 mod config;
+mod egress;
 mod engine;
 mod error;
 pub mod fixture;
@@ -31,6 +32,7 @@ mod session;
 
 pub use codec::Codec;
 pub use config::RtcConfig;
+pub use egress::{Counter, Egress, EgressCounters, EgressPlayer};
 pub use engine::RtcEngine;
 pub use error::RtcError;
 pub use player::{PlayerHandle, PlayerSession, PlayerStats, SendOutcome};

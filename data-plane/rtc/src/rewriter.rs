@@ -37,6 +37,17 @@ pub struct Rewritten {
     pub discontinuity: bool,
 }
 
+/// The input behind an output packet; see [`RtpRewriter::origin_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Input SSRC.
+    pub in_ssrc: u32,
+    /// Input sequence number.
+    pub in_seq: u16,
+    /// Added to the input timestamp to give the output timestamp.
+    pub ts_offset: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Run {
     in_ssrc: u32,
@@ -45,6 +56,8 @@ struct Run {
     last_in_ts: u32,
     seq_offset: u16,
     ts_offset: u32,
+    /// The run's first output sequence number.
+    first_out_seq: u16,
     /// Newest output sequence number and timestamp, and when it was produced.
     last_out_seq: u16,
     last_out_ts: u32,
@@ -97,6 +110,7 @@ impl RtpRewriter {
                 last_in_ts: ts,
                 seq_offset: 0,
                 ts_offset: 0,
+                first_out_seq: seq,
                 last_out_seq: seq,
                 last_out_ts: ts,
                 last_wall_us: now_us,
@@ -144,11 +158,34 @@ impl RtpRewriter {
             last_in_ts: ts,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
+            first_out_seq: out_seq,
             last_out_seq: out_seq,
             last_out_ts: out_ts,
             last_wall_us: now_us,
         });
         self.output(out_seq, out_ts, true)
+    }
+
+    /// Where an output sequence number of the current run came from: the input SSRC and
+    /// sequence number, and the timestamp offset to apply. Lets a NACK be answered from the
+    /// stream's shared history without a per-player copy. `None` for numbers outside the
+    /// current run (older runs are not retransmitted).
+    pub fn origin_of(&self, out_seq: u16) -> Option<Origin> {
+        let run = self.run?;
+        let span = run.last_out_seq.wrapping_sub(run.first_out_seq);
+        if out_seq.wrapping_sub(run.first_out_seq) > span {
+            return None;
+        }
+        Some(Origin {
+            in_ssrc: run.in_ssrc,
+            in_seq: out_seq.wrapping_sub(run.seq_offset),
+            ts_offset: run.ts_offset,
+        })
+    }
+
+    /// The newest output timestamp and the wall-clock time (µs) it was produced at.
+    pub fn last_output(&self) -> Option<(u32, u64)> {
+        self.run.map(|r| (r.last_out_ts, r.last_wall_us))
     }
 
     fn output(&self, sequence_number: u16, timestamp: u32, discontinuity: bool) -> Rewritten {
@@ -164,6 +201,29 @@ impl RtpRewriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_of_maps_the_current_run_only() {
+        let mut r = RtpRewriter::new(1, 90_000, 3000);
+        r.rewrite(7, 100, 1000, 0);
+        r.rewrite(7, 101, 4000, 33_000);
+        assert_eq!(
+            r.origin_of(101),
+            Some(Origin {
+                in_ssrc: 7,
+                in_seq: 101,
+                ts_offset: 0
+            })
+        );
+        assert_eq!(r.origin_of(102), None, "not sent yet");
+        // A new source: a new run continues at 102; the old run is no longer mapped.
+        let out = r.rewrite(9, 5000, 77, 66_000);
+        assert_eq!(out.sequence_number, 102);
+        let origin = r.origin_of(102).expect("current run");
+        assert_eq!((origin.in_ssrc, origin.in_seq), (9, 5000));
+        assert_eq!(77u32.wrapping_add(origin.ts_offset), out.timestamp);
+        assert_eq!(r.origin_of(101), None);
+    }
 
     const SSRC: u32 = 0xdead_beef;
 

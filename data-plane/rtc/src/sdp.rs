@@ -57,6 +57,14 @@ pub(crate) struct ParsedOffer {
     pub sections: Vec<OfferSection>,
     /// The offerer's ICE ufrag (session level, or the first media section's).
     pub ice_ufrag: Option<String>,
+    /// The offerer's ICE password (session level, or the first media section's).
+    pub ice_pwd: Option<String>,
+    /// The offerer's certificate fingerprints (`a=fingerprint`: algorithm, value).
+    pub fingerprints: Vec<(String, String)>,
+    /// The offerer's DTLS role (`a=setup`), lower case.
+    pub setup: Option<String>,
+    /// The offer bundles its sections (`a=group:BUNDLE`).
+    pub bundle: bool,
 }
 
 impl ParsedOffer {
@@ -83,10 +91,31 @@ pub(crate) fn parse_offer(
 
     let session_ufrag = desc.attribute("ice-ufrag").cloned();
     let mut ice_ufrag = session_ufrag;
+    let mut ice_pwd = desc.attribute("ice-pwd").cloned();
+    let mut setup = desc.attribute("setup").cloned();
+    let mut fingerprints: Vec<(String, String)> = desc
+        .attribute("fingerprint")
+        .and_then(|f| parse_fingerprint(f))
+        .into_iter()
+        .collect();
+    let bundle = desc
+        .attribute("group")
+        .is_some_and(|g| g.starts_with("BUNDLE"));
     let mut sections = Vec::with_capacity(desc.media_descriptions.len());
     for media in &desc.media_descriptions {
         if ice_ufrag.is_none() {
             ice_ufrag = media.attribute("ice-ufrag").flatten().map(str::to_owned);
+        }
+        if ice_pwd.is_none() {
+            ice_pwd = media.attribute("ice-pwd").flatten().map(str::to_owned);
+        }
+        if setup.is_none() {
+            setup = media.attribute("setup").flatten().map(str::to_owned);
+        }
+        if fingerprints.is_empty()
+            && let Some(fp) = media.attribute("fingerprint").flatten()
+        {
+            fingerprints.extend(parse_fingerprint(fp));
         }
         let kind = match media.media_name.media.as_str() {
             "audio" => Some(TrackKind::Audio),
@@ -134,7 +163,20 @@ pub(crate) fn parse_offer(
     Ok(ParsedOffer {
         sections,
         ice_ufrag,
+        ice_pwd,
+        fingerprints,
+        setup: setup.map(|s| s.to_ascii_lowercase()),
+        bundle,
     })
+}
+
+/// `sha-256 AB:CD:…` → (`sha-256`, `ab:cd:…`).
+fn parse_fingerprint(value: &str) -> Option<(String, String)> {
+    let (algorithm, fingerprint) = value.trim().split_once(' ')?;
+    Some((
+        algorithm.to_ascii_lowercase(),
+        fingerprint.trim().to_ascii_lowercase(),
+    ))
 }
 
 fn check_limits(body: &str, max_bytes: usize, max_lines: usize) -> Result<(), RtcError> {

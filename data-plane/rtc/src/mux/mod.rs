@@ -43,6 +43,30 @@ struct Datagram {
 struct Routes {
     by_ufrag: HashMap<String, Weak<ConnQueue>>,
     by_addr: HashMap<SocketAddr, Weak<ConnQueue>>,
+    /// Player sessions of the egress loops. A STUN request naming one is handed to its loop
+    /// without moving any address: the loop checks MESSAGE-INTEGRITY and only then claims
+    /// the address ([`UdpMux::claim_egress_addr`]).
+    egress_by_ufrag: HashMap<String, EgressRoute>,
+    egress_by_addr: HashMap<SocketAddr, EgressRoute>,
+}
+
+/// Where an egress session's datagrams go: its loop's queue, tagged with the session.
+#[derive(Clone)]
+pub(crate) struct EgressRoute {
+    pub tx: mpsc::Sender<EgressDatagram>,
+    pub session: u64,
+}
+
+/// A datagram for an egress session.
+pub(crate) struct EgressDatagram {
+    pub session: u64,
+    pub data: Bytes,
+    pub from: SocketAddr,
+}
+
+enum Route {
+    Conn(Arc<ConnQueue>),
+    Egress(EgressRoute),
 }
 
 struct Shared {
@@ -89,6 +113,43 @@ impl UdpMux {
         self.local_addr
     }
 
+    /// The shared socket, for the egress loops' sends.
+    pub(crate) fn socket(&self) -> Arc<UdpSocket> {
+        Arc::clone(&self.shared.socket)
+    }
+
+    /// Routes STUN requests naming `ufrag` to an egress session.
+    pub(crate) fn register_egress(&self, ufrag: &str, route: EgressRoute) {
+        if let Ok(mut routes) = self.shared.routes.write() {
+            routes.egress_by_ufrag.insert(ufrag.to_owned(), route);
+        }
+    }
+
+    /// Routes every datagram from `addr` to an egress session (after a checked STUN request).
+    pub(crate) fn claim_egress_addr(&self, addr: SocketAddr, route: EgressRoute) {
+        if let Ok(mut routes) = self.shared.routes.write() {
+            routes.egress_by_addr.insert(addr, route);
+        }
+    }
+
+    /// Forgets an egress session's routes.
+    pub(crate) fn forget_egress(&self, ufrag: &str, addr: Option<SocketAddr>) {
+        if let Ok(mut routes) = self.shared.routes.write()
+            && let Some(route) = routes.egress_by_ufrag.remove(ufrag)
+        {
+            let session = route.session;
+            // Only the session's own claim: the address may have moved to another session.
+            if let Some(addr) = addr
+                && routes
+                    .egress_by_addr
+                    .get(&addr)
+                    .is_some_and(|r| r.session == session)
+            {
+                routes.egress_by_addr.remove(&addr);
+            }
+        }
+    }
+
     /// A new connection's share of the socket.
     pub(crate) fn new_conn(&self) -> Arc<MuxConn> {
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
@@ -130,9 +191,23 @@ async fn receive_loop(shared: Arc<Shared>) {
             }
         };
         let data = &buf[..n];
-        let Some(queue) = shared.route(data, from) else {
-            trace!(%from, len = n, "dropping datagram for no known connection");
-            continue;
+        let queue = match shared.route(data, from) {
+            Some(Route::Conn(queue)) => queue,
+            Some(Route::Egress(route)) => {
+                let datagram = EgressDatagram {
+                    session: route.session,
+                    data: Bytes::copy_from_slice(data),
+                    from,
+                };
+                if route.tx.try_send(datagram).is_err() {
+                    trace!(%from, "egress loop queue full or closed, dropping datagram");
+                }
+                continue;
+            }
+            None => {
+                trace!(%from, len = n, "dropping datagram for no known connection");
+                continue;
+            }
         };
         if queue
             .tx
@@ -148,9 +223,12 @@ async fn receive_loop(shared: Arc<Shared>) {
 }
 
 impl Shared {
-    fn route(&self, data: &[u8], from: SocketAddr) -> Option<Arc<ConnQueue>> {
+    fn route(&self, data: &[u8], from: SocketAddr) -> Option<Route> {
         if let Some(ufrag) = stun_binding_request_ufrag(data) {
             let routes = self.routes.read().ok()?;
+            if let Some(route) = routes.egress_by_ufrag.get(ufrag) {
+                return Some(Route::Egress(route.clone()));
+            }
             if let Some(queue) = routes.by_ufrag.get(ufrag).and_then(Weak::upgrade) {
                 let known = routes
                     .by_addr
@@ -160,11 +238,18 @@ impl Shared {
                 if !known && let Ok(mut routes) = self.routes.write() {
                     routes.by_addr.insert(from, Arc::downgrade(&queue));
                 }
-                return Some(queue);
+                return Some(Route::Conn(queue));
             }
         }
         let routes = self.routes.read().ok()?;
-        routes.by_addr.get(&from).and_then(Weak::upgrade)
+        if let Some(route) = routes.egress_by_addr.get(&from) {
+            return Some(Route::Egress(route.clone()));
+        }
+        routes
+            .by_addr
+            .get(&from)
+            .and_then(Weak::upgrade)
+            .map(Route::Conn)
     }
 }
 

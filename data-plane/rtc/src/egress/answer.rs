@@ -1,0 +1,193 @@
+//! A player's offer matched to a stream's catalog, and the answer the node writes itself.
+//!
+//! The egress does not run a peer connection per player, so it writes its answer directly:
+//! ICE-lite, our credentials and certificate fingerprint, `a=setup:passive` (the player is the
+//! DTLS client), one send-only section per catalog track the player can take, every other
+//! section rejected, host candidates on the node's announced addresses.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use strata_media::{Catalog, TrackInfo, TrackKind};
+
+use crate::RtcError;
+use crate::codec::{Codec, track_codec};
+use crate::sdp::{OfferedCodec, ParsedOffer};
+
+/// One offered section that will carry a catalog track.
+#[derive(Debug, Clone)]
+pub(crate) struct Assigned {
+    /// Index of the section in the offer.
+    pub section: usize,
+    pub track: TrackInfo,
+    pub codec: Codec,
+    pub offered: OfferedCodec,
+    /// The SSRC this player sees for the track.
+    pub ssrc: u32,
+}
+
+/// Matches catalog tracks to the sections the player receives on, in offer order; each
+/// track at most once.
+pub(crate) fn assign(
+    offer: &ParsedOffer,
+    catalog: &Catalog,
+    mut next_ssrc: impl FnMut() -> u32,
+) -> Result<Vec<Assigned>, RtcError> {
+    let mut assigned: Vec<Assigned> = Vec::new();
+    let mut receiving = 0;
+    for (index, section) in offer.sections.iter().enumerate() {
+        let usable =
+            section.kind.is_some() && !section.rejected && section.direction.offerer_receives();
+        if !usable {
+            continue;
+        }
+        receiving += 1;
+        let found = catalog.tracks.iter().find_map(|track| {
+            if Some(track.kind) != section.kind || assigned.iter().any(|a| a.track.id == track.id) {
+                return None;
+            }
+            let codec = track_codec(track)?;
+            let offered = section
+                .codecs
+                .iter()
+                .find(|c| c.codec == codec && codec.player_accepts(&track.fmtp, &c.fmtp))?;
+            Some((track, codec, offered))
+        });
+        if let Some((track, codec, offered)) = found {
+            assigned.push(Assigned {
+                section: index,
+                track: track.clone(),
+                codec,
+                offered: offered.clone(),
+                ssrc: next_ssrc(),
+            });
+        }
+    }
+    if receiving == 0 {
+        return Err(RtcError::NoMedia);
+    }
+    if assigned.is_empty() {
+        return Err(RtcError::NoCommonCodec);
+    }
+    Ok(assigned)
+}
+
+/// What the answer announces about the node's side.
+pub(crate) struct LocalDescription<'a> {
+    pub ice_ufrag: &'a str,
+    pub ice_pwd: &'a str,
+    /// `sha-256` fingerprint of the DTLS certificate, `AB:CD:…`.
+    pub fingerprint: &'a str,
+    pub candidates: &'a [SocketAddr],
+    pub session_id: u64,
+}
+
+/// Writes the answer.
+pub(crate) fn write(
+    offer: &ParsedOffer,
+    assigned: &[Assigned],
+    local: &LocalDescription<'_>,
+) -> Result<String, RtcError> {
+    if assigned.len() > 1 && !offer.bundle {
+        return Err(RtcError::OfferRejected(
+            "the offer does not bundle its media sections (a=group:BUNDLE)".into(),
+        ));
+    }
+    let mids: Vec<&str> = assigned
+        .iter()
+        .filter_map(|a| offer.sections[a.section].mid.as_deref())
+        .collect();
+    if mids.len() != assigned.len() {
+        return Err(RtcError::OfferRejected(
+            "a media section has no a=mid".into(),
+        ));
+    }
+    let ip_version = |addr: &SocketAddr| if addr.is_ipv6() { "IP6" } else { "IP4" };
+    let origin = local
+        .candidates
+        .first()
+        .map_or(("IP4", "127.0.0.1".to_owned()), |a| {
+            (ip_version(a), a.ip().to_string())
+        });
+    let mut out = String::with_capacity(1024 + 512 * offer.sections.len());
+    // Writing to a String cannot fail; the results are ignored below for that reason.
+    let _ = write!(
+        out,
+        "v=0\r\no=strata {} 2 IN {} {}\r\ns=-\r\nt=0 0\r\n",
+        local.session_id, origin.0, origin.1
+    );
+    if offer.bundle {
+        let _ = write!(out, "a=group:BUNDLE {}\r\n", mids.join(" "));
+    }
+    out.push_str("a=ice-lite\r\na=msid-semantic: WMS strata\r\n");
+    for (index, section) in offer.sections.iter().enumerate() {
+        let Some(a) = assigned.iter().find(|a| a.section == index) else {
+            reject(&mut out, section.kind, section.mid.as_deref());
+            continue;
+        };
+        let kind = match a.track.kind {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        };
+        let pt = a.offered.payload_type;
+        let _ = write!(
+            out,
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
+             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n\
+             a=setup:passive\r\na=mid:{}\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n",
+            local.ice_ufrag,
+            local.ice_pwd,
+            local.fingerprint,
+            section.mid.as_deref().unwrap_or_default(),
+        );
+        let (name, rate) = (a.codec.encoding_name(), a.codec.clock_rate());
+        if a.codec == Codec::Opus {
+            let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}/2\r\n");
+        } else {
+            let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}\r\n");
+        }
+        if !a.offered.fmtp.is_empty() {
+            let _ = write!(out, "a=fmtp:{pt} {}\r\n", a.offered.fmtp);
+        }
+        if a.track.kind == TrackKind::Video {
+            let _ = write!(
+                out,
+                "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
+            );
+        }
+        let track_id = format!("strata-{kind}-{}", a.track.id);
+        let _ = write!(
+            out,
+            "a=msid:strata {track_id}\r\na=ssrc:{ssrc} cname:strata\r\n\
+             a=ssrc:{ssrc} msid:strata {track_id}\r\n",
+            ssrc = a.ssrc
+        );
+        for (i, addr) in local.candidates.iter().enumerate() {
+            // Host type preference 126, descending local preference per address.
+            let priority = (126u32 << 24) | ((65535 - (i as u32 % 65536)) << 8) | 255;
+            let _ = write!(
+                out,
+                "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
+                i + 1,
+                addr.ip(),
+                addr.port()
+            );
+        }
+        out.push_str("a=end-of-candidates\r\n");
+    }
+    Ok(out)
+}
+
+/// A section the node does not serve: port 0, same kind and mid (RFC 8843 §7.3.3).
+fn reject(out: &mut String, kind: Option<TrackKind>, mid: Option<&str>) {
+    let (media, proto, fmt) = match kind {
+        Some(TrackKind::Audio) => ("audio", "UDP/TLS/RTP/SAVPF", "0"),
+        Some(TrackKind::Video) => ("video", "UDP/TLS/RTP/SAVPF", "96"),
+        None => ("application", "UDP/DTLS/SCTP", "webrtc-datachannel"),
+    };
+    let _ = write!(out, "m={media} 0 {proto} {fmt}\r\nc=IN IP4 0.0.0.0\r\n");
+    if let Some(mid) = mid {
+        let _ = write!(out, "a=mid:{mid}\r\n");
+    }
+    out.push_str("a=inactive\r\n");
+}

@@ -1,0 +1,659 @@
+//! One player, sans-IO: ICE-lite, a DTLS server, SRTP out, RTCP in. The worker loop feeds it
+//! datagrams and the stream's packets and sends what it produces; it never touches a socket
+//! or reads a clock.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::crypto::RTCCryptoProvider;
+use rtc::dtls::config::HandshakeConfig;
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::source_description::{
+    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::shared::TransportProtocol;
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use strata_media::{MediaPacket, TrackId, TrackKind};
+use tokio::sync::watch;
+
+use super::answer::Assigned;
+use super::history::History;
+use super::ice::{IceCredentials, looks_like_stun};
+use super::nack::{NackBudget, NackVerdict};
+use super::rtp::RtpView;
+use super::stats::EgressCounters;
+use crate::SessionState;
+use crate::rewriter::RtpRewriter;
+
+/// The DTLS endpoint keys associations by address; the session has one, wherever the player
+/// moves, so it is filed under one fixed name.
+const DTLS_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+/// Media starts this long after DTLS completes: the player derives its SRTP keys from the
+/// handshake's last flight, and packets that overtake that are lost (with them, the keyframe
+/// the player starts on).
+const MEDIA_DELAY: Duration = Duration::from_millis(30);
+/// Sender reports per track, for the player's lip sync and RTT.
+const SR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A datagram to send.
+pub(crate) type Transmit = (SocketAddr, Bytes);
+
+/// What the worker must act on after feeding a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEvent {
+    /// DTLS completed: media may flow (replay the stream's current group to it).
+    Connected,
+    /// The player asks for a keyframe of this track (PLI, FIR, or it just connected).
+    KeyframeRequest(TrackId),
+    /// The session ended (DTLS close, failure).
+    Closed,
+}
+
+struct Track {
+    id: TrackId,
+    kind: TrackKind,
+    payload_type: u8,
+    clock_rate: u32,
+    rewriter: RtpRewriter,
+    waiting_for_keyframe: bool,
+    packets: u32,
+    octets: u32,
+}
+
+/// Limits and timeouts of a session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLimits {
+    /// Until DTLS completes.
+    pub connect_timeout: Duration,
+    /// No datagram from the player for this long (consent checks, RTCP) ends the session.
+    pub idle_timeout: Duration,
+}
+
+/// One player session.
+pub(crate) struct Session {
+    pub id: u64,
+    pub stream: Arc<str>,
+    ice: IceCredentials,
+    remote: Option<SocketAddr>,
+    dtls: Endpoint,
+    local: Option<Context>,
+    remote_srtcp: Option<Context>,
+    tracks: Vec<Track>,
+    state: watch::Sender<SessionState>,
+    created: Instant,
+    last_received: Instant,
+    next_report: Instant,
+    limits: SessionLimits,
+    nack: NackBudget,
+    counters: Arc<EgressCounters>,
+    /// Round-trip time from the player's receiver reports.
+    rtt: Option<Duration>,
+    /// When media may start (set once DTLS completes).
+    media_at: Option<Instant>,
+    media_ready: bool,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        stream: Arc<str>,
+        ice: IceCredentials,
+        dtls_config: Arc<HandshakeConfig>,
+        assigned: &[Assigned],
+        state: watch::Sender<SessionState>,
+        now: Instant,
+        limits: SessionLimits,
+        nack: NackBudget,
+        counters: Arc<EgressCounters>,
+    ) -> Session {
+        let tracks = assigned
+            .iter()
+            .map(|a| {
+                let clock_rate = a.codec.clock_rate();
+                let frame = clock_rate
+                    / if a.track.kind == TrackKind::Video {
+                        30
+                    } else {
+                        50
+                    };
+                Track {
+                    id: a.track.id,
+                    kind: a.track.kind,
+                    payload_type: a.offered.payload_type,
+                    clock_rate,
+                    rewriter: RtpRewriter::new(a.ssrc, clock_rate, frame),
+                    waiting_for_keyframe: a.track.kind == TrackKind::Video,
+                    packets: 0,
+                    octets: 0,
+                }
+            })
+            .collect();
+        Session {
+            id,
+            stream,
+            ice,
+            remote: None,
+            dtls: Endpoint::new(DTLS_PEER, TransportProtocol::UDP, Some(dtls_config)),
+            local: None,
+            remote_srtcp: None,
+            tracks,
+            state,
+            created: now,
+            last_received: now,
+            next_report: now,
+            limits,
+            nack,
+            counters,
+            rtt: None,
+            media_at: None,
+            media_ready: false,
+        }
+    }
+
+    /// Where the session stands.
+    pub(crate) fn state(&self) -> SessionState {
+        *self.state.borrow()
+    }
+
+    /// The address the player's media goes to, once a check nominated it.
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// The local ICE ufrag (the mux routes STUN requests naming it here).
+    pub(crate) fn local_ufrag(&self) -> &str {
+        &self.ice.local_ufrag
+    }
+
+    /// Ends the session (DELETE, timeout, stream gone): a DTLS close_notify goes out if the
+    /// handshake got that far.
+    pub(crate) fn close(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        if self.state() == SessionState::Closed {
+            return;
+        }
+        // Queues a close_notify if the handshake got that far.
+        let _ = self.dtls.close(now);
+        self.flush_dtls(out);
+        self.state.send_replace(SessionState::Closed);
+    }
+
+    /// Feeds one datagram from `from`. Returns whether `from` became the session's address
+    /// (the worker then routes that address here).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        data: &[u8],
+        crypto: &Arc<dyn RTCCryptoProvider>,
+        history: &History,
+        out: &mut Vec<Transmit>,
+        events: &mut Vec<SessionEvent>,
+    ) -> bool {
+        if self.state() == SessionState::Closed {
+            return false;
+        }
+        if looks_like_stun(data) {
+            return self.handle_stun(now, from, data, crypto, out);
+        }
+        // Anything else must come from the checked address.
+        if Some(from) != self.remote {
+            self.counters.refused_datagrams.inc();
+            return false;
+        }
+        self.last_received = now;
+        match data.first() {
+            Some(20..=63) => self.handle_dtls(now, data, crypto, out, events),
+            Some(128..=191) => self.handle_rtcp(now, wall_us, data, history, out, events),
+            _ => self.counters.refused_datagrams.inc(),
+        }
+        false
+    }
+
+    fn handle_stun(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        crypto: &Arc<dyn RTCCryptoProvider>,
+        out: &mut Vec<Transmit>,
+    ) -> bool {
+        let request = match self.ice.check(data, crypto.crypto()) {
+            Ok(request) => request,
+            Err(_) => {
+                self.counters.refused_stun.inc();
+                return false;
+            }
+        };
+        self.last_received = now;
+        if let Some(answer) = self.ice.success(&request, from, crypto.crypto()) {
+            out.push((from, Bytes::from(answer)));
+        }
+        // ICE-lite: the controlling player nominates; until it does, its first checked
+        // address serves. Only a request that passed MESSAGE-INTEGRITY gets here.
+        let moved = self.remote != Some(from) && (request.use_candidate || self.remote.is_none());
+        if moved {
+            self.remote = Some(from);
+        }
+        moved
+    }
+
+    fn handle_dtls(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        crypto: &Arc<dyn RTCCryptoProvider>,
+        out: &mut Vec<Transmit>,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let result = self.dtls.read(now, DTLS_PEER, None, BytesMut::from(data));
+        self.flush_dtls(out);
+        let dtls_events = match result {
+            Ok(events) => events,
+            Err(_) => {
+                if self.local.is_none() {
+                    // A failed handshake does not recover.
+                    self.counters.dtls_failures.inc();
+                    self.state.send_replace(SessionState::Closed);
+                    events.push(SessionEvent::Closed);
+                }
+                return;
+            }
+        };
+        for event in dtls_events {
+            match event {
+                EndpointEvent::HandshakeComplete => match self.srtp_contexts(crypto) {
+                    Ok((local, remote)) => {
+                        self.local = Some(local);
+                        self.remote_srtcp = Some(remote);
+                        self.state.send_replace(SessionState::Connected);
+                        self.next_report = now + MEDIA_DELAY;
+                        self.media_at = Some(now + MEDIA_DELAY);
+                    }
+                    Err(_) => {
+                        self.counters.dtls_failures.inc();
+                        self.state.send_replace(SessionState::Closed);
+                        events.push(SessionEvent::Closed);
+                    }
+                },
+                EndpointEvent::PeerClosed => {
+                    self.state.send_replace(SessionState::Closed);
+                    events.push(SessionEvent::Closed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn srtp_contexts(
+        &self,
+        crypto: &Arc<dyn RTCCryptoProvider>,
+    ) -> Result<(Context, Context), rtc::shared::error::Error> {
+        let state = self
+            .dtls
+            .get_connection_state(DTLS_PEER)
+            .ok_or(rtc::shared::error::Error::ErrNoSuchSrtpProfile)?;
+        let profile = match state.srtp_protection_profile() {
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
+                ProtectionProfile::Aes128CmHmacSha1_80
+            }
+            _ => return Err(rtc::shared::error::Error::ErrNoSuchSrtpProfile),
+        };
+        let mut config = rtc::srtp::config::Config {
+            profile,
+            ..Default::default()
+        };
+        let material = state.export_keying_material(
+            rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP,
+            &[],
+            config.keying_material_len(),
+        )?;
+        config.set_session_keys_from_keying_material(material.as_ref(), state.is_client())?;
+        let local = Context::new(
+            &config.keys.local_master_key,
+            &config.keys.local_master_salt,
+            profile,
+            None,
+            None,
+            crypto.crypto(),
+        )?;
+        let remote = Context::new(
+            &config.keys.remote_master_key,
+            &config.keys.remote_master_salt,
+            profile,
+            None,
+            Some(rtc::srtp::option::srtcp_replay_protection(64)),
+            crypto.crypto(),
+        )?;
+        Ok((local, remote))
+    }
+
+    fn flush_dtls(&mut self, out: &mut Vec<Transmit>) {
+        while let Some(transmit) = self.dtls.poll_transmit() {
+            if let Some(to) = self.remote {
+                out.push((to, transmit.message.freeze()));
+            }
+        }
+    }
+
+    fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        data: &[u8],
+        history: &History,
+        out: &mut Vec<Transmit>,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let Some(remote) = self.remote_srtcp.as_mut() else {
+            return;
+        };
+        let Ok(plain) = remote.decrypt_rtcp(data) else {
+            self.counters.refused_datagrams.inc();
+            return;
+        };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze()) else {
+            return;
+        };
+        for packet in &packets {
+            let any = packet.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.keyframe_request(pli.media_ssrc, events);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                for entry in &fir.fir {
+                    self.keyframe_request(entry.ssrc, events);
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                self.handle_nack(now, nack, history, out);
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                for report in &rr.reports {
+                    if report.last_sender_report != 0 {
+                        let now_mid = (ntp_time(wall_us) >> 16) as u32;
+                        let ticks = now_mid
+                            .wrapping_sub(report.last_sender_report)
+                            .wrapping_sub(report.delay);
+                        if ticks < 65_536 * 10 {
+                            self.rtt =
+                                Some(Duration::from_micros(u64::from(ticks) * 1_000_000 / 65_536));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn keyframe_request(&mut self, ssrc: u32, events: &mut Vec<SessionEvent>) {
+        if let Some(track) = self.tracks.iter().find(|t| t.rewriter.ssrc() == ssrc) {
+            self.counters.keyframe_requests.inc();
+            events.push(SessionEvent::KeyframeRequest(track.id));
+        }
+    }
+
+    fn handle_nack(
+        &mut self,
+        now: Instant,
+        nack: &TransportLayerNack,
+        history: &History,
+        out: &mut Vec<Transmit>,
+    ) {
+        let Some(index) = self
+            .tracks
+            .iter()
+            .position(|t| t.rewriter.ssrc() == nack.media_ssrc)
+        else {
+            return;
+        };
+        let Some(to) = self.remote else { return };
+        let rtt = self.rtt.unwrap_or(Duration::from_millis(50));
+        for pair in &nack.nacks {
+            for out_seq in pair.packet_list() {
+                self.counters.nacked_packets.inc();
+                let track = &self.tracks[index];
+                let Some(origin) = track.rewriter.origin_of(out_seq) else {
+                    self.counters.nack_unknown.inc();
+                    continue;
+                };
+                let Some(packet) = history.get(track.id, origin.in_ssrc, origin.in_seq) else {
+                    self.counters.nack_unknown.inc();
+                    continue;
+                };
+                let Some(view) = RtpView::parse(&packet.rtp) else {
+                    continue;
+                };
+                let payload = view.payload(&packet.rtp);
+                match self
+                    .nack
+                    .admit(now, track.id, out_seq, payload.len() + 12, rtt)
+                {
+                    NackVerdict::Send => {}
+                    NackVerdict::Duplicate => {
+                        self.counters.nack_duplicates.inc();
+                        continue;
+                    }
+                    NackVerdict::OverBudget => {
+                        self.counters.nack_over_budget.inc();
+                        continue;
+                    }
+                }
+                let header = rtc::rtp::header::Header {
+                    version: 2,
+                    marker: view.marker,
+                    payload_type: track.payload_type,
+                    sequence_number: out_seq,
+                    timestamp: view.timestamp.wrapping_add(origin.ts_offset),
+                    ssrc: track.rewriter.ssrc(),
+                    ..Default::default()
+                };
+                if let Some(datagram) = self.protect(&header, payload) {
+                    self.counters.retransmitted_packets.inc();
+                    self.counters.bytes_out.add(datagram.len() as u64);
+                    out.push((to, datagram));
+                }
+            }
+        }
+    }
+
+    fn protect(&mut self, header: &rtc::rtp::header::Header, payload: &[u8]) -> Option<Bytes> {
+        let local = self.local.as_mut()?;
+        let mut plain = Vec::with_capacity(12 + payload.len());
+        plain.extend_from_slice(&[
+            0x80,
+            (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
+        ]);
+        plain.extend_from_slice(&header.sequence_number.to_be_bytes());
+        plain.extend_from_slice(&header.timestamp.to_be_bytes());
+        plain.extend_from_slice(&header.ssrc.to_be_bytes());
+        plain.extend_from_slice(payload);
+        local
+            .encrypt_rtp_with_header(&plain, header)
+            .ok()
+            .map(BytesMut::freeze)
+    }
+
+    /// Sends one packet of the stream to this player, rewritten for it. `wall_us` is the
+    /// wall-clock time in µs (for the rewriter across discontinuities).
+    pub(crate) fn send_media(
+        &mut self,
+        packet: &MediaPacket,
+        wall_us: u64,
+        out: &mut Vec<Transmit>,
+    ) {
+        if !self.media_ready {
+            return;
+        }
+        let Some(to) = self.remote else { return };
+        let Some(index) = self.tracks.iter().position(|t| t.id == packet.track) else {
+            return;
+        };
+        let Some(view) = RtpView::parse(&packet.rtp) else {
+            return;
+        };
+        let track = &mut self.tracks[index];
+        if track.waiting_for_keyframe {
+            if !packet.keyframe {
+                return;
+            }
+            track.waiting_for_keyframe = false;
+        }
+        let out_ids =
+            track
+                .rewriter
+                .rewrite(view.ssrc, view.sequence_number, view.timestamp, wall_us);
+        let header = rtc::rtp::header::Header {
+            version: 2,
+            marker: view.marker,
+            payload_type: track.payload_type,
+            sequence_number: out_ids.sequence_number,
+            timestamp: out_ids.timestamp,
+            ssrc: out_ids.ssrc,
+            ..Default::default()
+        };
+        let payload = view.payload(&packet.rtp);
+        track.packets = track.packets.wrapping_add(1);
+        track.octets = track.octets.wrapping_add(payload.len() as u32);
+        if let Some(datagram) = self.protect(&header, payload) {
+            self.counters.packets_out.inc();
+            self.counters.bytes_out.add(datagram.len() as u64);
+            out.push((to, datagram));
+        }
+    }
+
+    /// Declares that packets were skipped (the loop's sink fell behind): the next packet of
+    /// each track starts a new run, and video waits for a keyframe.
+    pub(crate) fn mark_all_gaps(&mut self) {
+        for t in &mut self.tracks {
+            t.rewriter.mark_gap();
+            if t.kind == TrackKind::Video {
+                t.waiting_for_keyframe = true;
+            }
+        }
+    }
+
+    /// Follows the stream's bitrate (bytes/s) with the retransmission budget.
+    pub(crate) fn set_stream_rate(&mut self, bytes_per_sec: f64) {
+        self.nack.set_stream_rate(bytes_per_sec);
+    }
+
+    /// Timers: DTLS retransmissions, the connect and idle timeouts, sender reports. Returns
+    /// true when the session ended here.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        out: &mut Vec<Transmit>,
+        events: &mut Vec<SessionEvent>,
+    ) -> bool {
+        if self.state() == SessionState::Closed {
+            return true;
+        }
+        let connected = self.local.is_some();
+        let expired = if connected {
+            now.saturating_duration_since(self.last_received) > self.limits.idle_timeout
+        } else {
+            now.saturating_duration_since(self.created) > self.limits.connect_timeout
+        };
+        if expired {
+            if !connected {
+                self.counters.connect_timeouts.inc();
+            }
+            self.close(now, out);
+            return true;
+        }
+        if !connected {
+            // The association exists from the player's first DTLS record on.
+            let due = self
+                .dtls
+                .poll_timeout(&DTLS_PEER)
+                .is_some_and(|at| at <= now);
+            if due && self.dtls.handle_timeout(DTLS_PEER, now).is_err() {
+                self.counters.dtls_failures.inc();
+                self.close(now, out);
+                return true;
+            }
+            self.flush_dtls(out);
+            return false;
+        }
+        if let Some(at) = self.media_at
+            && now >= at
+        {
+            self.media_at = None;
+            self.media_ready = true;
+            events.push(SessionEvent::Connected);
+            for track in self.tracks.iter().filter(|t| t.kind == TrackKind::Video) {
+                events.push(SessionEvent::KeyframeRequest(track.id));
+            }
+        }
+        if now >= self.next_report {
+            self.next_report = now + SR_INTERVAL;
+            self.sender_reports(wall_us, out);
+        }
+        false
+    }
+
+    fn sender_reports(&mut self, wall_us: u64, out: &mut Vec<Transmit>) {
+        let Some(to) = self.remote else { return };
+        let ntp = ntp_time(wall_us);
+        let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
+        for track in &self.tracks {
+            let Some((last_ts, last_wall)) = track.rewriter.last_output() else {
+                continue;
+            };
+            let elapsed = wall_us.saturating_sub(last_wall);
+            let ticks = elapsed.saturating_mul(u64::from(track.clock_rate)) / 1_000_000;
+            packets.push(Box::new(SenderReport {
+                ssrc: track.rewriter.ssrc(),
+                ntp_time: ntp,
+                rtp_time: last_ts.wrapping_add(ticks as u32),
+                packet_count: track.packets,
+                octet_count: track.octets,
+                ..Default::default()
+            }));
+        }
+        if packets.is_empty() {
+            return;
+        }
+        packets.push(Box::new(SourceDescription {
+            chunks: self
+                .tracks
+                .iter()
+                .map(|t| SourceDescriptionChunk {
+                    source: t.rewriter.ssrc(),
+                    items: vec![SourceDescriptionItem {
+                        sdes_type: SdesType::SdesCname,
+                        text: Bytes::from_static(b"strata"),
+                    }],
+                })
+                .collect(),
+        }));
+        let Ok(plain) = rtc::rtcp::packet::marshal(&packets) else {
+            return;
+        };
+        if let Some(local) = self.local.as_mut()
+            && let Ok(sealed) = local.encrypt_rtcp(&plain)
+        {
+            self.counters.bytes_out.add(sealed.len() as u64);
+            out.push((to, sealed.freeze()));
+        }
+    }
+}
+
+/// NTP time of a wall-clock time in µs since the Unix epoch (RFC 3550 §4: seconds since 1900
+/// in the high 32 bits, fraction in the low).
+fn ntp_time(wall_us: u64) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let secs = (wall_us / 1_000_000).wrapping_add(NTP_UNIX_OFFSET);
+    let frac = ((wall_us % 1_000_000) << 32) / 1_000_000;
+    (secs << 32) | frac
+}

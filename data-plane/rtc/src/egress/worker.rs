@@ -1,0 +1,397 @@
+//! One egress loop: owns a share of the node's players and drives them all from one task.
+//! Each stream it serves reaches it once, through one hub sink (a small pump task per stream
+//! and loop); the loop rewrites and protects each packet for each of its players and sends
+//! the whole burst before it waits again.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::crypto::RTCCryptoProvider;
+use strata_media::hub::{Sink, StreamHandle};
+use strata_media::{MediaPacket, TrackId};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+use super::history::History;
+use super::session::{Session, SessionEvent, Transmit};
+use crate::mux::{EgressDatagram, EgressRoute, UdpMux};
+use crate::session::wall_clock_us;
+
+/// Timers (DTLS retransmissions, timeouts, sender reports, budgets) run at this granularity.
+const TICK: Duration = Duration::from_millis(20);
+/// Packets a pump hands over in one go.
+const PUMP_BATCH: usize = 64;
+/// NACK budgets follow each stream's bitrate, measured over this period.
+const RATE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Work for a loop.
+pub(crate) enum Command {
+    /// A new player session, and the stream it plays.
+    Add(Box<Session>, StreamHandle),
+    /// Close a session (WHEP DELETE, or its handle was dropped).
+    Close(u64),
+}
+
+/// What a stream's pump hands its loop.
+pub(crate) enum MediaInput {
+    Packets(Arc<str>, Vec<MediaPacket>),
+    /// The sink fell behind and skipped to a keyframe.
+    Gap(Arc<str>),
+    /// The stream closed.
+    Ended(Arc<str>),
+}
+
+struct StreamFan {
+    players: Vec<u64>,
+    history: History,
+    keyframes: mpsc::Sender<TrackId>,
+    pump: tokio::task::JoinHandle<()>,
+    bytes: u64,
+}
+
+impl Drop for StreamFan {
+    fn drop(&mut self) {
+        // Dropping the pump drops the loop's sink of the stream.
+        self.pump.abort();
+    }
+}
+
+/// The state of one loop.
+pub(crate) struct Worker {
+    sessions: HashMap<u64, Session>,
+    streams: HashMap<Arc<str>, StreamFan>,
+    mux: Arc<UdpMux>,
+    socket: Arc<UdpSocket>,
+    datagram_tx: mpsc::Sender<EgressDatagram>,
+    media_tx: mpsc::Sender<MediaInput>,
+    crypto: Arc<dyn RTCCryptoProvider>,
+    load: Arc<AtomicUsize>,
+    out: Vec<Transmit>,
+    events: Vec<SessionEvent>,
+    next_rate: Instant,
+}
+
+/// The receiving ends a loop waits on.
+pub(crate) struct Inputs {
+    pub commands: mpsc::Receiver<Command>,
+    pub datagrams: mpsc::Receiver<EgressDatagram>,
+    pub media: mpsc::Receiver<MediaInput>,
+    pub media_tx: mpsc::Sender<MediaInput>,
+    pub datagram_tx: mpsc::Sender<EgressDatagram>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        mux: Arc<UdpMux>,
+        crypto: Arc<dyn RTCCryptoProvider>,
+        load: Arc<AtomicUsize>,
+        inputs: &Inputs,
+    ) -> Worker {
+        Worker {
+            sessions: HashMap::new(),
+            streams: HashMap::new(),
+            socket: mux.socket(),
+            mux,
+            datagram_tx: inputs.datagram_tx.clone(),
+            media_tx: inputs.media_tx.clone(),
+            crypto,
+            load,
+            out: Vec::with_capacity(1024),
+            events: Vec::new(),
+            next_rate: Instant::now() + RATE_PERIOD,
+        }
+    }
+
+    /// The loop: one `select!`, every branch drains what is ready, then one send burst.
+    pub(crate) async fn run(mut self, mut inputs: Inputs) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = inputs.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                Some(d) = inputs.datagrams.recv() => {
+                    self.datagram(d);
+                    while let Ok(d) = inputs.datagrams.try_recv() {
+                        self.datagram(d);
+                    }
+                }
+                Some(m) = inputs.media.recv() => {
+                    self.media(m);
+                    while let Ok(m) = inputs.media.try_recv() {
+                        self.media(m);
+                    }
+                }
+                _ = tick.tick() => self.timers(),
+            }
+            self.flush().await;
+        }
+        let now = Instant::now();
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.remove(id, now);
+        }
+        self.flush().await;
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Add(session, stream) => self.add(*session, stream),
+            Command::Close(id) => self.remove(id, Instant::now()),
+        }
+    }
+
+    fn add(&mut self, session: Session, stream: StreamHandle) {
+        let name = Arc::clone(&session.stream);
+        let route = EgressRoute {
+            tx: self.datagram_tx.clone(),
+            session: session.id,
+        };
+        self.mux.register_egress(session.local_ufrag(), route);
+        let fan = self.streams.entry(Arc::clone(&name)).or_insert_with(|| {
+            let (keyframes, requests) = mpsc::channel(16);
+            let pump = tokio::spawn(pump(
+                stream.subscribe(),
+                Arc::clone(&name),
+                self.media_tx.clone(),
+                requests,
+            ));
+            StreamFan {
+                players: Vec::new(),
+                history: History::new(&stream.catalog()),
+                keyframes,
+                pump,
+                bytes: 0,
+            }
+        });
+        fan.players.push(session.id);
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.sessions.insert(session.id, session);
+    }
+
+    fn remove(&mut self, id: u64, now: Instant) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        session.close(now, &mut self.out);
+        self.mux
+            .forget_egress(session.local_ufrag(), session.remote());
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        if let Some(fan) = self.streams.get_mut(&session.stream) {
+            fan.players.retain(|p| *p != id);
+            if fan.players.is_empty() {
+                self.streams.remove(&session.stream);
+            }
+        }
+        trace!(session = id, "egress session removed");
+    }
+
+    fn datagram(&mut self, d: EgressDatagram) {
+        let Some(session) = self.sessions.get_mut(&d.session) else {
+            return;
+        };
+        let Some(fan) = self.streams.get(&session.stream) else {
+            return;
+        };
+        let now = Instant::now();
+        let moved = session.handle_datagram(
+            now,
+            wall_clock_us(),
+            d.from,
+            &d.data,
+            &self.crypto,
+            &fan.history,
+            &mut self.out,
+            &mut self.events,
+        );
+        if moved {
+            self.mux.claim_egress_addr(
+                d.from,
+                EgressRoute {
+                    tx: self.datagram_tx.clone(),
+                    session: d.session,
+                },
+            );
+        }
+        self.handle_events(d.session, now);
+    }
+
+    fn handle_events(&mut self, id: u64, now: Instant) {
+        let events = std::mem::take(&mut self.events);
+        for event in events {
+            match event {
+                SessionEvent::Connected => self.replay_group(id),
+                SessionEvent::KeyframeRequest(track) => {
+                    if let Some(session) = self.sessions.get(&id)
+                        && let Some(fan) = self.streams.get(&session.stream)
+                    {
+                        let _ = fan.keyframes.try_send(track);
+                    }
+                }
+                SessionEvent::Closed => self.remove(id, now),
+            }
+        }
+    }
+
+    /// A player that just connected starts on the stream's current group.
+    fn replay_group(&mut self, id: u64) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(fan) = self.streams.get(&session.stream) else {
+            return;
+        };
+        let wall = wall_clock_us();
+        for packet in fan.history.group() {
+            session.send_media(packet, wall, &mut self.out);
+        }
+    }
+
+    fn media(&mut self, input: MediaInput) {
+        match input {
+            MediaInput::Packets(name, packets) => {
+                let Some(fan) = self.streams.get_mut(&name) else {
+                    return;
+                };
+                let wall = wall_clock_us();
+                for packet in &packets {
+                    fan.history.push(packet);
+                    fan.bytes += packet.rtp.len() as u64;
+                    for id in &fan.players {
+                        if let Some(session) = self.sessions.get_mut(id) {
+                            session.send_media(packet, wall, &mut self.out);
+                        }
+                    }
+                }
+            }
+            MediaInput::Gap(name) => {
+                let Some(fan) = self.streams.get_mut(&name) else {
+                    return;
+                };
+                fan.history.break_group();
+                for id in &fan.players {
+                    if let Some(session) = self.sessions.get_mut(id) {
+                        session.mark_all_gaps();
+                    }
+                }
+            }
+            MediaInput::Ended(name) => {
+                let players = self
+                    .streams
+                    .get(&name)
+                    .map(|fan| fan.players.clone())
+                    .unwrap_or_default();
+                debug!(stream = %name, players = players.len(), "stream ended; closing its players");
+                let now = Instant::now();
+                for id in players {
+                    self.remove(id, now);
+                }
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let wall = wall_clock_us();
+        let mut ended = Vec::new();
+        let mut started = Vec::new();
+        for (id, session) in &mut self.sessions {
+            if session.handle_timeout(now, wall, &mut self.out, &mut self.events) {
+                ended.push(*id);
+            }
+            if !self.events.is_empty() {
+                started.push((*id, std::mem::take(&mut self.events)));
+            }
+        }
+        for id in ended {
+            self.remove(id, now);
+        }
+        for (id, events) in started {
+            self.events = events;
+            self.handle_events(id, now);
+        }
+        if now >= self.next_rate {
+            self.next_rate = now + RATE_PERIOD;
+            for fan in self.streams.values_mut() {
+                let rate = std::mem::take(&mut fan.bytes) as f64 / RATE_PERIOD.as_secs_f64();
+                for id in &fan.players {
+                    if let Some(session) = self.sessions.get_mut(id) {
+                        session.set_stream_rate(rate);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends everything queued. A full socket buffer waits for room (the loop's inputs queue
+    /// up meanwhile, bounded); other errors drop the datagram.
+    async fn flush(&mut self) {
+        let mut failures = 0u64;
+        for (to, data) in self.out.drain(..) {
+            loop {
+                match self.socket.try_send_to(&data, to) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.socket.writable().await.is_err() {
+                            failures += 1;
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        if failures > 0 {
+            trace!(failures, "egress sends failed");
+        }
+    }
+}
+
+/// Forwards one stream's packets from the loop's hub sink to the loop, in batches, and the
+/// loop's keyframe requests back to the hub.
+async fn pump(
+    mut sink: Sink,
+    name: Arc<str>,
+    tx: mpsc::Sender<MediaInput>,
+    mut keyframes: mpsc::Receiver<TrackId>,
+) {
+    let mut skipped = sink.skipped_groups();
+    loop {
+        tokio::select! {
+            packet = sink.recv() => {
+                let Some(packet) = packet else {
+                    let _ = tx.send(MediaInput::Ended(name)).await;
+                    return;
+                };
+                let mut batch = Vec::with_capacity(PUMP_BATCH);
+                batch.push(packet);
+                while batch.len() < PUMP_BATCH {
+                    match sink.try_recv() {
+                        Some(p) => batch.push(p),
+                        None => break,
+                    }
+                }
+                let now_skipped = sink.skipped_groups();
+                if now_skipped != skipped {
+                    skipped = now_skipped;
+                    if tx.send(MediaInput::Gap(Arc::clone(&name))).await.is_err() {
+                        return;
+                    }
+                }
+                if tx.send(MediaInput::Packets(Arc::clone(&name), batch)).await.is_err() {
+                    return;
+                }
+            }
+            Some(track) = keyframes.recv() => sink.request_keyframe(track),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The egress loops with real WebRTC on loopback: client publisher → engine → hub → egress
+//! loops → client players. Run inside the loopback-only namespace (see `common::in_netns`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{STEP, in_netns};
+use strata_media::TrackKind;
+use strata_media::hub::{Hub, HubConfig, StreamHandle};
+use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher};
+use strata_rtc::fixture::{Clip, fixture_path};
+use strata_rtc::{EgressPlayer, RtcConfig, RtcEngine};
+
+/// A publisher sending the clip into a hub stream `s`, keyframe requests going back to it.
+async fn published(engine: &RtcEngine, hub: &Hub, clip: &Arc<Clip>) -> StreamHandle {
+    let publisher = Publisher::new(clip.tracks(), &ClientConfig::default())
+        .await
+        .expect("publisher");
+    let offer = publisher.offer().await.expect("offer");
+    let (mut ingest, answer) = engine.accept_publisher(&offer).await.expect("accept");
+    publisher.set_answer(&answer).await.expect("answer");
+    publisher.connected(STEP).await.expect("publisher connects");
+    let mut source = hub
+        .attach_source("s", ingest.catalog().clone())
+        .expect("attach");
+    let stream = source.stream();
+    let publisher = Arc::new(publisher);
+    let sender = Arc::clone(&publisher);
+    let clip = Arc::clone(clip);
+    tokio::spawn(async move {
+        let _ = sender.send_clip(clip, Some(3)).await;
+    });
+    let control = ingest.handle();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                packet = ingest.recv() => match packet {
+                    Some(p) => source.push(p),
+                    None => break,
+                },
+                Some(track) = source.keyframe_request() => {
+                    let _ = control.request_keyframe(track).await;
+                }
+            }
+        }
+        drop(publisher);
+    });
+    stream
+}
+
+async fn play(engine: &RtcEngine, stream: &StreamHandle) -> (Player, EgressPlayer, String) {
+    let player = Player::new(&PlayerOptions::default(), &ClientConfig::default())
+        .await
+        .expect("player");
+    let offer = player.offer().await.expect("offer");
+    let (session, answer) = engine
+        .egress()
+        .accept(&offer, stream)
+        .await
+        .expect("accept player");
+    player.set_answer(&answer).await.expect("answer");
+    (player, session, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_egress_serves_players_from_its_loops() {
+    if !in_netns("netns_egress_serves_players_from_its_loops") {
+        return;
+    }
+    let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
+    let hub = Hub::new(HubConfig::default());
+    let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
+    let stream = published(&engine, &hub, &clip).await;
+    let (mut player, session, answer) = play(&engine, &stream).await;
+    assert!(answer.contains("a=ice-lite"), "{answer}");
+    player.connected(STEP).await.expect("player connects");
+    assert!(session.connected(STEP).await, "egress session connects");
+    let mut video = Vec::new();
+    let mut audio = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(packet)) = tokio::time::timeout_at(deadline, player.recv()).await else {
+            break;
+        };
+        match packet.kind {
+            TrackKind::Video => video.push(packet),
+            TrackKind::Audio => audio += 1,
+        }
+    }
+    assert!(video.len() > 100, "{} video packets", video.len());
+    assert!(video[0].is_keyframe(), "video starts with a keyframe");
+    for w in video.windows(2) {
+        assert_eq!(w[1].sequence_number, w[0].sequence_number.wrapping_add(1));
+    }
+    assert!(audio > 50, "{audio} audio packets");
+}
