@@ -78,6 +78,7 @@ both_stores!(
     placement_picks_least_loaded,
     release_drops_regional_claim,
     draining_node_never_becomes_origin,
+    unpublish_of_an_old_epoch_leaves_the_new_record,
 );
 
 /// Polls `f` until it returns `Some`, or panics after `within`.
@@ -273,20 +274,20 @@ async fn publish_claims_main_origin(mut e: Env) {
     let err = e.c.publish("cam", "o2").await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("o1"), "{}", err.message());
-    // Only the holder may unpublish.
-    let wrong = v1::UnpublishRequest {
-        stream: "cam".into(),
-        node_id: "o2".into(),
-    };
+    // Only the holder may unpublish, even naming the holder's epoch.
     assert_eq!(
-        e.c.routing.unpublish(wrong).await.unwrap_err().code(),
+        e.c.unpublish("cam", "o2", first.epoch)
+            .await
+            .unwrap_err()
+            .code(),
         Code::FailedPrecondition
     );
-    let un = v1::UnpublishRequest {
-        stream: "cam".into(),
-        node_id: "o1".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    // The epoch is required.
+    assert_eq!(
+        e.c.unpublish("cam", "o1", 0).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    e.c.unpublish("cam", "o1", first.epoch).await.unwrap();
     let err = e.c.resolve("cam", "eu", "o2").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Free again.
@@ -730,13 +731,9 @@ async fn republish_replaces_stale_regional_origin(mut e: Env) {
     for (n, r) in [("o1", "eu"), ("o2", "eu"), ("a", "us"), ("b", "us")] {
         e.c.register(n, r).await.unwrap();
     }
-    e.c.publish("s", "o1").await.unwrap();
+    let epoch = e.c.publish("s", "o1").await.unwrap().origin.unwrap().epoch;
     e.c.resolve("s", "us", "a").await.unwrap();
-    let un = v1::UnpublishRequest {
-        stream: "s".into(),
-        node_id: "o1".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    e.c.unpublish("s", "o1", epoch).await.unwrap();
     let tree =
         e.c.routing
             .get_stream(v1::GetStreamRequest { stream: "s".into() })
@@ -757,18 +754,14 @@ async fn watch_reports_topology_changes(mut e: Env) {
     };
     let mut events = e.c.routing.watch_stream(watch).await.unwrap().into_inner();
     assert!(!next(&mut events).await.live);
-    e.c.publish("w", "o").await.unwrap();
+    let epoch = e.c.publish("w", "o").await.unwrap().origin.unwrap().epoch;
     let t = next(&mut events).await;
     assert!(t.live && t.regional.is_none());
     assert_eq!(t.main.unwrap().node_id, "o");
     e.c.resolve("w", "us", "a").await.unwrap();
     let t = next(&mut events).await;
     assert_eq!(t.regional.unwrap().node_id, "a");
-    let un = v1::UnpublishRequest {
-        stream: "w".into(),
-        node_id: "o".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    e.c.unpublish("w", "o", epoch).await.unwrap();
     let t = next(&mut events).await;
     assert!(!t.live && t.regional.is_none());
 }
@@ -907,4 +900,50 @@ async fn draining_node_never_becomes_origin(mut e: Env) {
     assert_eq!(role(&r), v1::Role::RegionalOrigin);
     let r = e.c.resolve("s", "us", "d").await.unwrap();
     assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "b"));
+}
+
+/// An old session's cleanup (Unpublish naming the epoch its Publish returned)
+/// arriving after the stream was published again must not end the new claim.
+async fn unpublish_of_an_old_epoch_leaves_the_new_record(mut e: Env) {
+    for (n, r) in [("o", "eu"), ("a", "us"), ("b", "us")] {
+        e.c.register(n, r).await.unwrap();
+    }
+    let old = e.c.publish("s", "o").await.unwrap().origin.unwrap().epoch;
+    e.c.unpublish("s", "o", old).await.unwrap();
+    // The publisher is back on the same node: a new claim, a new epoch.
+    let new = e.c.publish("s", "o").await.unwrap().origin.unwrap().epoch;
+    assert!(new > old, "{new} > {old}");
+    let r = e.c.resolve("s", "us", "a").await.unwrap();
+    assert_eq!(role(&r), v1::Role::RegionalOrigin);
+    e.c.resolve("s", "us", "b").await.unwrap();
+    let before =
+        e.c.routing
+            .get_stream(v1::GetStreamRequest { stream: "s".into() })
+            .await
+            .unwrap()
+            .into_inner();
+    // The old session's late cleanup: answered OK, and nothing changes.
+    e.c.unpublish("s", "o", old).await.unwrap();
+    // A second replica's read, so that no cache of the first one hides a delete.
+    let cp2 = ControlPlane::start(&e.store, TTL).await.unwrap();
+    let mut c2 = cp2.clients().await.unwrap();
+    for c in [&mut e.c, &mut c2] {
+        let tree = c
+            .routing
+            .get_stream(v1::GetStreamRequest { stream: "s".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(tree, before);
+        assert_eq!(tree.main.as_ref().unwrap().epoch, new);
+    }
+    // Still routable: another node of the region pulls from the regional origin.
+    e.c.register("c", "us").await.unwrap();
+    let r = e.c.resolve("s", "us", "c").await.unwrap();
+    assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "a"));
+    // The current epoch ends it.
+    e.c.unpublish("s", "o", new).await.unwrap();
+    let err = e.c.resolve("s", "us", "c").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    drop(cp2);
 }

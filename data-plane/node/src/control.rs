@@ -221,11 +221,18 @@ impl ControlClient {
             .ok_or_else(|| tonic::Status::internal("publish answer without origin").into())
     }
 
-    /// Ends a stream this node ingests.
-    pub async fn unpublish(&self, stream: &str, node: &str) -> Result<(), ControlError> {
+    /// Ends a stream this node ingests, if its main origin record still has
+    /// `epoch` (a newer claim is left alone).
+    pub async fn unpublish(
+        &self,
+        stream: &str,
+        node: &str,
+        epoch: i64,
+    ) -> Result<(), ControlError> {
         let req = v1::UnpublishRequest {
             stream: stream.into(),
             node_id: node.into(),
+            epoch,
         };
         rpc!(self, RoutingClient, unpublish, req).map(drop)
     }
