@@ -79,6 +79,7 @@ both_stores!(
     release_drops_regional_claim,
     draining_node_never_becomes_origin,
     unpublish_of_an_old_epoch_leaves_the_new_record,
+    drain_reaches_the_node_and_undrain_restores_it,
 );
 
 /// Polls `f` until it returns `Some`, or panics after `within`.
@@ -946,4 +947,68 @@ async fn unpublish_of_an_old_epoch_leaves_the_new_record(mut e: Env) {
     let err = e.c.resolve("s", "us", "c").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     drop(cp2);
+}
+
+async fn keep_alive_says_draining(c: &mut Clients, node: &str, lease: i64) -> bool {
+    let req = v1::KeepAliveRequest {
+        node_id: node.into(),
+        lease_id: lease,
+        load: None,
+    };
+    c.nodes.keep_alive(req).await.unwrap().into_inner().draining
+}
+
+async fn place_publisher(c: &mut Clients, exclude: &str) -> Result<String, Code> {
+    let req = v1::PlaceRequest {
+        region: "eu".into(),
+        stream: "s".into(),
+        purpose: v1::Purpose::Publish as i32,
+        exclude_node_id: exclude.into(),
+    };
+    match c.placement.place(req).await {
+        Ok(r) => Ok(r.into_inner().node.map(|n| n.id).unwrap_or_default()),
+        Err(s) => Err(s.code()),
+    }
+}
+
+/// Drain reaches the node in its keep-alive answer; Undrain takes it back.
+async fn drain_reaches_the_node_and_undrain_restores_it(mut e: Env) {
+    let l1 = e.c.register("n1", "eu").await.unwrap().lease_id;
+    e.c.register("n2", "eu").await.unwrap();
+    assert!(!keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    assert_eq!(place_publisher(&mut e.c, "n2").await, Ok("n1".into()));
+
+    let drain = |n: &str| v1::DrainRequest { node_id: n.into() };
+    e.c.nodes.drain(drain("n1")).await.unwrap();
+    e.c.nodes.drain(drain("n1")).await.unwrap(); // idempotent
+    assert!(keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    assert_eq!(
+        place_publisher(&mut e.c, "n2").await,
+        Err(Code::Unavailable)
+    );
+
+    let undrain = |n: &str| v1::UndrainRequest { node_id: n.into() };
+    e.c.nodes.undrain(undrain("n1")).await.unwrap();
+    e.c.nodes.undrain(undrain("n1")).await.unwrap(); // idempotent
+    assert!(!keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    let n1 =
+        e.c.nodes
+            .get_node(v1::GetNodeRequest {
+                node_id: "n1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(!n1.draining);
+    assert_eq!(place_publisher(&mut e.c, "n2").await, Ok("n1".into()));
+    // An undrained node may become a regional origin again.
+    e.c.register("o", "us").await.unwrap();
+    e.c.publish("s", "o").await.unwrap();
+    let r = e.c.resolve("s", "eu", "n1").await.unwrap();
+    assert_eq!(role(&r), v1::Role::RegionalOrigin);
+
+    let err = e.c.nodes.undrain(undrain("nobody")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = e.c.nodes.undrain(undrain("a/b")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -104,8 +104,11 @@ pub struct NodeState {
     pub registration: Registration,
     /// Node counters.
     pub counters: NodeCounters,
-    /// True once the node drains: new sessions are turned away.
+    /// True once the node shuts down (SIGTERM): it drains, then leaves.
     pub draining: AtomicBool,
+    /// True while the control plane marks the node draining (an operator's
+    /// Drain, until Undrain): new sessions are turned away, the node stays.
+    pub drained: AtomicBool,
     /// Who may publish and play.
     pub auth: Auth,
     /// WHIP/WHEP POSTs per client address.
@@ -248,6 +251,7 @@ impl NodeState {
             registration,
             counters: NodeCounters::default(),
             draining: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             auth,
             limiter: Mutex::new(limiter),
             sessions: Mutex::new(HashMap::new()),
@@ -270,8 +274,14 @@ impl NodeState {
         &self.cfg.region
     }
 
-    /// Whether the node is draining.
+    /// Whether the node turns new sessions away: it shuts down, or the
+    /// control plane marks it draining.
     pub fn is_draining(&self) -> bool {
+        self.is_shutting_down() || self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node drains to leave (SIGTERM).
+    pub fn is_shutting_down(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
