@@ -3,11 +3,11 @@
 //! - **Nodes** authenticate with mutual TLS: a client certificate of the
 //!   cluster CA (`--client-ca`) whose DNS name is the node id. A node may act
 //!   only as itself (Register, KeepAlive, Publish, Unpublish, Resolve, Release,
-//!   Drain and Deregister of itself); it may also read what a node needs
+//!   Drain, Undrain and Deregister of itself); it may also read what a node needs
 //!   (ListNodes, GetNode, WatchStream, Place, Ping).
 //! - **Operators** authenticate with `authorization: Bearer <token>`, tokens
 //!   from `--operator-tokens` (`name=token` lines); they may call everything
-//!   but the node-only RPCs (they may Drain and Deregister any node).
+//!   but the node-only RPCs (they may Drain, Undrain and Deregister any node).
 //! - **Plaintext mode** (`--plaintext`, local development only) authenticates
 //!   nobody and allows everything; it is logged loudly at start.
 //!

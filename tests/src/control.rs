@@ -313,4 +313,19 @@ impl Clients {
         };
         Ok(self.routing.publish(req).await?.into_inner())
     }
+
+    /// Ends `stream`'s main origin record of epoch `epoch`, held by `node`.
+    pub async fn unpublish(
+        &mut self,
+        stream: &str,
+        node: &str,
+        epoch: i64,
+    ) -> std::result::Result<v1::UnpublishResponse, tonic::Status> {
+        let req = v1::UnpublishRequest {
+            stream: stream.into(),
+            node_id: node.into(),
+            epoch,
+        };
+        Ok(self.routing.unpublish(req).await?.into_inner())
+    }
 }

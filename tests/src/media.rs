@@ -33,16 +33,68 @@ pub struct TestPublisher {
     task: JoinHandle<()>,
 }
 
+/// A publisher with its offer made but not yet sent: tests that race POSTs
+/// prepare several, then post them at once.
+pub struct PreparedPublisher {
+    publisher: Publisher,
+    offer: String,
+    clip: Arc<Clip>,
+}
+
+impl PreparedPublisher {
+    /// Makes the offer for `clip`.
+    pub async fn new(clip: Arc<Clip>) -> Result<PreparedPublisher> {
+        let publisher = Publisher::new(clip.tracks(), &ClientConfig::default()).await?;
+        let offer = publisher.offer().await?;
+        Ok(PreparedPublisher {
+            publisher,
+            offer,
+            clip,
+        })
+    }
+
+    /// POSTs the offer to `base_url/whip/stream` (following one 307); on a
+    /// 201 publishes the clip (looped forever), on any other answer returns
+    /// that answer.
+    pub async fn post(
+        self,
+        base_url: &str,
+        stream: &str,
+    ) -> Result<std::result::Result<TestPublisher, http::Response>> {
+        let url = format!("{base_url}/whip/{stream}");
+        let resp = http::post_sdp(&url, &self.offer).await?;
+        if resp.status != 201 {
+            return Ok(Err(resp));
+        }
+        TestPublisher::answered(self.publisher, resp, self.clip)
+            .await
+            .map(Ok)
+    }
+}
+
 impl TestPublisher {
     /// Publishes `clip` (looped forever) to `base_url/whip/stream`.
     pub async fn start(base_url: &str, stream: &str, clip: Arc<Clip>) -> Result<TestPublisher> {
-        let publisher = Publisher::new(clip.tracks(), &ClientConfig::default()).await?;
-        let url = format!("{base_url}/whip/{stream}");
-        let offer = publisher.offer().await?;
-        let resp = http::post_sdp(&url, &offer).await?;
-        if resp.status != 201 {
-            bail!("WHIP POST {url}: {} {}", resp.status, resp.text());
+        match PreparedPublisher::new(clip)
+            .await?
+            .post(base_url, stream)
+            .await?
+        {
+            Ok(p) => Ok(p),
+            Err(resp) => bail!(
+                "WHIP POST {base_url}/whip/{stream}: {} {}",
+                resp.status,
+                resp.text()
+            ),
         }
+    }
+
+    /// Completes a publish the node answered with a 201.
+    async fn answered(
+        publisher: Publisher,
+        resp: http::Response,
+        clip: Arc<Clip>,
+    ) -> Result<TestPublisher> {
         publisher.set_answer(&resp.text()).await?;
         let location = resp.header("location").context("no Location")?.to_owned();
         let node = resp.header("x-strata-node").unwrap_or_default().to_owned();

@@ -78,6 +78,8 @@ both_stores!(
     placement_picks_least_loaded,
     release_drops_regional_claim,
     draining_node_never_becomes_origin,
+    unpublish_of_an_old_epoch_leaves_the_new_record,
+    drain_reaches_the_node_and_undrain_restores_it,
 );
 
 /// Polls `f` until it returns `Some`, or panics after `within`.
@@ -273,20 +275,20 @@ async fn publish_claims_main_origin(mut e: Env) {
     let err = e.c.publish("cam", "o2").await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("o1"), "{}", err.message());
-    // Only the holder may unpublish.
-    let wrong = v1::UnpublishRequest {
-        stream: "cam".into(),
-        node_id: "o2".into(),
-    };
+    // Only the holder may unpublish, even naming the holder's epoch.
     assert_eq!(
-        e.c.routing.unpublish(wrong).await.unwrap_err().code(),
+        e.c.unpublish("cam", "o2", first.epoch)
+            .await
+            .unwrap_err()
+            .code(),
         Code::FailedPrecondition
     );
-    let un = v1::UnpublishRequest {
-        stream: "cam".into(),
-        node_id: "o1".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    // The epoch is required.
+    assert_eq!(
+        e.c.unpublish("cam", "o1", 0).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    e.c.unpublish("cam", "o1", first.epoch).await.unwrap();
     let err = e.c.resolve("cam", "eu", "o2").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Free again.
@@ -730,13 +732,9 @@ async fn republish_replaces_stale_regional_origin(mut e: Env) {
     for (n, r) in [("o1", "eu"), ("o2", "eu"), ("a", "us"), ("b", "us")] {
         e.c.register(n, r).await.unwrap();
     }
-    e.c.publish("s", "o1").await.unwrap();
+    let epoch = e.c.publish("s", "o1").await.unwrap().origin.unwrap().epoch;
     e.c.resolve("s", "us", "a").await.unwrap();
-    let un = v1::UnpublishRequest {
-        stream: "s".into(),
-        node_id: "o1".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    e.c.unpublish("s", "o1", epoch).await.unwrap();
     let tree =
         e.c.routing
             .get_stream(v1::GetStreamRequest { stream: "s".into() })
@@ -757,18 +755,14 @@ async fn watch_reports_topology_changes(mut e: Env) {
     };
     let mut events = e.c.routing.watch_stream(watch).await.unwrap().into_inner();
     assert!(!next(&mut events).await.live);
-    e.c.publish("w", "o").await.unwrap();
+    let epoch = e.c.publish("w", "o").await.unwrap().origin.unwrap().epoch;
     let t = next(&mut events).await;
     assert!(t.live && t.regional.is_none());
     assert_eq!(t.main.unwrap().node_id, "o");
     e.c.resolve("w", "us", "a").await.unwrap();
     let t = next(&mut events).await;
     assert_eq!(t.regional.unwrap().node_id, "a");
-    let un = v1::UnpublishRequest {
-        stream: "w".into(),
-        node_id: "o".into(),
-    };
-    e.c.routing.unpublish(un).await.unwrap();
+    e.c.unpublish("w", "o", epoch).await.unwrap();
     let t = next(&mut events).await;
     assert!(!t.live && t.regional.is_none());
 }
@@ -907,4 +901,114 @@ async fn draining_node_never_becomes_origin(mut e: Env) {
     assert_eq!(role(&r), v1::Role::RegionalOrigin);
     let r = e.c.resolve("s", "us", "d").await.unwrap();
     assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "b"));
+}
+
+/// An old session's cleanup (Unpublish naming the epoch its Publish returned)
+/// arriving after the stream was published again must not end the new claim.
+async fn unpublish_of_an_old_epoch_leaves_the_new_record(mut e: Env) {
+    for (n, r) in [("o", "eu"), ("a", "us"), ("b", "us")] {
+        e.c.register(n, r).await.unwrap();
+    }
+    let old = e.c.publish("s", "o").await.unwrap().origin.unwrap().epoch;
+    e.c.unpublish("s", "o", old).await.unwrap();
+    // The publisher is back on the same node: a new claim, a new epoch.
+    let new = e.c.publish("s", "o").await.unwrap().origin.unwrap().epoch;
+    assert!(new > old, "{new} > {old}");
+    let r = e.c.resolve("s", "us", "a").await.unwrap();
+    assert_eq!(role(&r), v1::Role::RegionalOrigin);
+    e.c.resolve("s", "us", "b").await.unwrap();
+    let before =
+        e.c.routing
+            .get_stream(v1::GetStreamRequest { stream: "s".into() })
+            .await
+            .unwrap()
+            .into_inner();
+    // The old session's late cleanup: answered OK, and nothing changes.
+    e.c.unpublish("s", "o", old).await.unwrap();
+    // A second replica's read, so that no cache of the first one hides a delete.
+    let cp2 = ControlPlane::start(&e.store, TTL).await.unwrap();
+    let mut c2 = cp2.clients().await.unwrap();
+    for c in [&mut e.c, &mut c2] {
+        let tree = c
+            .routing
+            .get_stream(v1::GetStreamRequest { stream: "s".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(tree, before);
+        assert_eq!(tree.main.as_ref().unwrap().epoch, new);
+    }
+    // Still routable: another node of the region pulls from the regional origin.
+    e.c.register("c", "us").await.unwrap();
+    let r = e.c.resolve("s", "us", "c").await.unwrap();
+    assert_eq!((role(&r), upstream(&r)), (v1::Role::Edge, "a"));
+    // The current epoch ends it.
+    e.c.unpublish("s", "o", new).await.unwrap();
+    let err = e.c.resolve("s", "us", "c").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    drop(cp2);
+}
+
+async fn keep_alive_says_draining(c: &mut Clients, node: &str, lease: i64) -> bool {
+    let req = v1::KeepAliveRequest {
+        node_id: node.into(),
+        lease_id: lease,
+        load: None,
+    };
+    c.nodes.keep_alive(req).await.unwrap().into_inner().draining
+}
+
+async fn place_publisher(c: &mut Clients, exclude: &str) -> Result<String, Code> {
+    let req = v1::PlaceRequest {
+        region: "eu".into(),
+        stream: "s".into(),
+        purpose: v1::Purpose::Publish as i32,
+        exclude_node_id: exclude.into(),
+    };
+    match c.placement.place(req).await {
+        Ok(r) => Ok(r.into_inner().node.map(|n| n.id).unwrap_or_default()),
+        Err(s) => Err(s.code()),
+    }
+}
+
+/// Drain reaches the node in its keep-alive answer; Undrain takes it back.
+async fn drain_reaches_the_node_and_undrain_restores_it(mut e: Env) {
+    let l1 = e.c.register("n1", "eu").await.unwrap().lease_id;
+    e.c.register("n2", "eu").await.unwrap();
+    assert!(!keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    assert_eq!(place_publisher(&mut e.c, "n2").await, Ok("n1".into()));
+
+    let drain = |n: &str| v1::DrainRequest { node_id: n.into() };
+    e.c.nodes.drain(drain("n1")).await.unwrap();
+    e.c.nodes.drain(drain("n1")).await.unwrap(); // idempotent
+    assert!(keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    assert_eq!(
+        place_publisher(&mut e.c, "n2").await,
+        Err(Code::Unavailable)
+    );
+
+    let undrain = |n: &str| v1::UndrainRequest { node_id: n.into() };
+    e.c.nodes.undrain(undrain("n1")).await.unwrap();
+    e.c.nodes.undrain(undrain("n1")).await.unwrap(); // idempotent
+    assert!(!keep_alive_says_draining(&mut e.c, "n1", l1).await);
+    let n1 =
+        e.c.nodes
+            .get_node(v1::GetNodeRequest {
+                node_id: "n1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(!n1.draining);
+    assert_eq!(place_publisher(&mut e.c, "n2").await, Ok("n1".into()));
+    // An undrained node may become a regional origin again.
+    e.c.register("o", "us").await.unwrap();
+    e.c.publish("s", "o").await.unwrap();
+    let r = e.c.resolve("s", "eu", "n1").await.unwrap();
+    assert_eq!(role(&r), v1::Role::RegionalOrigin);
+
+    let err = e.c.nodes.undrain(undrain("nobody")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = e.c.nodes.undrain(undrain("a/b")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
 }

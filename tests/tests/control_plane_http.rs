@@ -870,6 +870,38 @@ async fn cli_drain_marks_the_node_draining() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_undrain_puts_the_node_back() {
+    let mut e = Env::new(Options::default()).await;
+    e.node("eu-1", "eu", load(0, 0, 0, 0.0)).await;
+    e.node("eu-2", "eu", load(3, 0, 0, 0.0)).await;
+    e.loads_visible(2).await;
+    stdout(&cli(&e, &["drain", "eu-1"]).await);
+    assert_redirect(&e.post("/whip/cam?region=eu").await, "whip", "eu-2", "cam");
+
+    let text = stdout(&cli(&e, &["undrain", "eu-1"]).await);
+    assert!(text.starts_with("eu-1 is back in service"), "{text}");
+    let n =
+        e.c.nodes
+            .get_node(v1::GetNodeRequest {
+                node_id: "eu-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(!n.draining);
+    // The front door sends publishers to the least loaded node again.
+    assert_redirect(&e.post("/whip/cam?region=eu").await, "whip", "eu-1", "cam");
+
+    let v: Value =
+        serde_json::from_str(&stdout(&cli(&e, &["undrain", "eu-2", "--json"]).await)).unwrap();
+    assert_eq!(v, serde_json::json!({"node": "eu-2", "draining": false}));
+
+    let unknown = cli(&e, &["undrain", "nobody"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no live node"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_reports_an_unreachable_control_plane() {
     let port = strata_tests::ports::free_tcp_port().unwrap();
     let out = tokio::process::Command::new(cli_binary())

@@ -1,5 +1,5 @@
 //! Operator commands of `strata-control`: `nodes`, `streams`, `stream`,
-//! `drain`. They talk to a running control plane over gRPC (the same API as
+//! `drain`, `undrain`. They talk to a running control plane over gRPC (the same API as
 //! grpcurl) and print aligned tables, or with `--json` the documents of
 //! [`crate::dashboard::model`] (the shapes `GET /api/v1/topology` uses).
 //!
@@ -7,7 +7,8 @@
 //! strata-control nodes [--region R]      region, id, players, streams, egress, cpu, draining, age
 //! strata-control streams                 stream, main origin, regions, nodes, subscribers, live
 //! strata-control stream ID               the stream's tree, indented
-//! strata-control drain NODE              no new sessions for NODE
+//! strata-control drain NODE              no new sessions for NODE; it hands its regional origins over
+//! strata-control undrain NODE            NODE takes sessions again
 //!   --json                               JSON for scripts
 //!   --control-plane http://HOST:PORT     gRPC address(es), comma separated (env STRATA_CONTROL_PLANE)
 //!   --ca-cert PATH                       CA of the control plane's certificate, for https:// (env STRATA_CA_CERT)
@@ -63,8 +64,16 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Stop sending new publishers and players to a node; it keeps what it serves.
+    /// Stop sending new publishers and players to a node; it keeps what it serves,
+    /// redirects new sessions and hands its regional origins over.
     Drain {
+        /// Node id.
+        node: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Put a drained node back: it takes new publishers and players again.
+    Undrain {
         /// Node id.
         node: String,
         #[command(flatten)]
@@ -225,7 +234,8 @@ impl Command {
             Command::Nodes { common, .. }
             | Command::Streams { common }
             | Command::Stream { common, .. }
-            | Command::Drain { common, .. } => common,
+            | Command::Drain { common, .. }
+            | Command::Undrain { common, .. } => common,
         }
     }
 }
@@ -294,27 +304,43 @@ pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
             };
             bounded(client.drain(req)).await?;
             if common.json {
-                #[derive(Serialize)]
-                struct Drained<'a> {
-                    node: &'a str,
-                    draining: bool,
-                }
-                return json(
-                    out,
-                    &Drained {
-                        node,
-                        draining: true,
-                    },
-                );
+                return json(out, &Drained::new(node, true));
             }
             writeln!(
                 out,
-                "{node} is draining: it gets no new publishers or players and keeps serving \
-                 what it has until it leaves"
+                "{node} is draining: it gets no new publishers or players, hands its regional \
+                 origins over and keeps serving what it has (until `undrain` or it leaves)"
+            )?;
+        }
+        Command::Undrain { node, .. } => {
+            let mut client = v1::node_service_client::NodeServiceClient::new(channel);
+            let req = v1::UndrainRequest {
+                node_id: node.clone(),
+            };
+            bounded(client.undrain(req)).await?;
+            if common.json {
+                return json(out, &Drained::new(node, false));
+            }
+            writeln!(
+                out,
+                "{node} is back in service: it takes new publishers and players again"
             )?;
         }
     }
     Ok(())
+}
+
+/// The `--json` answer of `drain` and `undrain`.
+#[derive(Serialize)]
+struct Drained<'a> {
+    node: &'a str,
+    draining: bool,
+}
+
+impl<'a> Drained<'a> {
+    fn new(node: &'a str, draining: bool) -> Self {
+        Self { node, draining }
+    }
 }
 
 /// A channel to the first address that accepts a connection, and whether it is TLS.

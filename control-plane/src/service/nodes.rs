@@ -1,4 +1,5 @@
-//! `strata.v1.NodeService`: register, keep alive, drain, deregister, list.
+//! `strata.v1.NodeService`: register, keep alive, drain and undrain,
+//! deregister, list.
 
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -143,29 +144,39 @@ impl NodeApi {
         }
         s.metrics().keepalives.inc();
         let ttl_ms = u32::try_from(s.config().lease_ttl.as_millis()).unwrap_or(u32::MAX);
-        Ok(v1::KeepAliveResponse { ttl_ms })
+        // The node learns an operator's Drain or Undrain here: the control
+        // plane never calls nodes.
+        Ok(v1::KeepAliveResponse {
+            ttl_ms,
+            draining: node.value.draining,
+        })
     }
 
-    async fn drain(&self, req: v1::DrainRequest) -> Result<v1::DrainResponse> {
+    /// Sets the node record's draining flag (Drain and Undrain).
+    async fn set_draining(&self, node_id: &str, draining: bool) -> Result<()> {
         let s = &self.state;
         s.ensure_healthy()?;
-        names::validate(NameKind::Node, &req.node_id)?;
+        names::validate(NameKind::Node, node_id)?;
         let node = s
-            .node(&req.node_id)
+            .node(node_id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
-        if !node.value.draining {
+            .ok_or_else(|| Error::NotFound(format!("no live node {node_id:?}")))?;
+        if node.value.draining != draining {
             let mut record = node.value.clone();
-            record.draining = true;
-            let key = s.keys().node(&req.node_id);
+            record.draining = draining;
+            let key = s.keys().node(node_id);
             let rev = s
                 .kv()
                 .put(&key, keys::encode(&record), record.lease)
                 .await?;
             s.cache().wait_for(rev, s.config().lease_ttl).await;
-            info!(node = %req.node_id, "node draining");
+            if draining {
+                info!(node = %node_id, "node draining");
+            } else {
+                info!(node = %node_id, "node undrained: back in placement");
+            }
         }
-        Ok(v1::DrainResponse {})
+        Ok(())
     }
 
     async fn deregister(&self, req: v1::DeregisterRequest) -> Result<v1::DeregisterResponse> {
@@ -243,7 +254,14 @@ impl NodeService for NodeApi {
 
     async fn drain(&self, r: Request<v1::DrainRequest>) -> Reply<v1::DrainResponse> {
         auth::require(&r, Need::NodeItselfOrOperator(&r.get_ref().node_id))?;
-        Ok(Response::new(NodeApi::drain(self, r.into_inner()).await?))
+        self.set_draining(&r.get_ref().node_id, true).await?;
+        Ok(Response::new(v1::DrainResponse {}))
+    }
+
+    async fn undrain(&self, r: Request<v1::UndrainRequest>) -> Reply<v1::UndrainResponse> {
+        auth::require(&r, Need::NodeItselfOrOperator(&r.get_ref().node_id))?;
+        self.set_draining(&r.get_ref().node_id, false).await?;
+        Ok(Response::new(v1::UndrainResponse {}))
     }
 
     async fn deregister(&self, r: Request<v1::DeregisterRequest>) -> Reply<v1::DeregisterResponse> {

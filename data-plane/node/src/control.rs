@@ -167,19 +167,20 @@ impl ControlClient {
         rpc!(self, NodesClient, register, req)
     }
 
-    /// Renews the lease with a load report.
+    /// Renews the lease with a load report; answers whether the node is
+    /// marked draining.
     pub async fn keep_alive(
         &self,
         id: &str,
         lease: i64,
         load: v1::Load,
-    ) -> Result<(), ControlError> {
+    ) -> Result<bool, ControlError> {
         let req = v1::KeepAliveRequest {
             node_id: id.into(),
             lease_id: lease,
             load: Some(load),
         };
-        rpc!(self, NodesClient, keep_alive, req).map(drop)
+        rpc!(self, NodesClient, keep_alive, req).map(|r| r.draining)
     }
 
     /// Marks the node draining.
@@ -221,11 +222,18 @@ impl ControlClient {
             .ok_or_else(|| tonic::Status::internal("publish answer without origin").into())
     }
 
-    /// Ends a stream this node ingests.
-    pub async fn unpublish(&self, stream: &str, node: &str) -> Result<(), ControlError> {
+    /// Ends a stream this node ingests, if its main origin record still has
+    /// `epoch` (a newer claim is left alone).
+    pub async fn unpublish(
+        &self,
+        stream: &str,
+        node: &str,
+        epoch: i64,
+    ) -> Result<(), ControlError> {
         let req = v1::UnpublishRequest {
             stream: stream.into(),
             node_id: node.into(),
+            epoch,
         };
         rpc!(self, RoutingClient, unpublish, req).map(drop)
     }
@@ -281,6 +289,7 @@ impl ControlClient {
 pub struct Registration {
     lease: Arc<AtomicI64>,
     generation: watch::Receiver<u64>,
+    draining: watch::Receiver<bool>,
 }
 
 impl Registration {
@@ -292,6 +301,12 @@ impl Registration {
     /// Changes each time the node registers again.
     pub fn generations(&self) -> watch::Receiver<u64> {
         self.generation.clone()
+    }
+
+    /// Whether the control plane marks the node draining, as its last
+    /// keep-alive answer said (an operator's Drain and Undrain arrive here).
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.clone()
     }
 }
 
@@ -325,9 +340,11 @@ pub async fn register_and_keep_alive(
     info!(node = %info.id, lease = first.lease_id, ttl_ms = first.ttl_ms, "registered");
     let lease = Arc::new(AtomicI64::new(first.lease_id));
     let (gen_tx, gen_rx) = watch::channel(0u64);
+    let (draining_tx, draining_rx) = watch::channel(false);
     let reg = Registration {
         lease: lease.clone(),
         generation: gen_rx,
+        draining: draining_rx,
     };
     let interval = Duration::from_millis(u64::from(first.keepalive_interval_ms.max(100)));
     tokio::spawn(async move {
@@ -343,12 +360,22 @@ pub async fn register_and_keep_alive(
             }
             let current = lease.load(Ordering::Relaxed);
             match client.keep_alive(&info.id, current, load()).await {
-                Ok(()) => {}
+                Ok(draining) => {
+                    draining_tx.send_if_modified(|d| std::mem::replace(d, draining) != draining);
+                }
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     warn!(node = %info.id, "lease lost; registering again");
                     match client.register(info.clone()).await {
                         Ok(r) => {
                             lease.store(r.lease_id, Ordering::Relaxed);
+                            // A new registration starts undrained: a drained
+                            // node marks itself again, so that losing its
+                            // lease does not undo an operator's Drain.
+                            if *draining_tx.borrow()
+                                && let Err(e) = client.drain(&info.id).await
+                            {
+                                warn!(error = %e, "could not mark the node draining again");
+                            }
                             gen_tx.send_modify(|g| *g += 1);
                             info!(node = %info.id, lease = r.lease_id, "registered again");
                         }

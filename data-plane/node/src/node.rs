@@ -357,6 +357,7 @@ pub async fn run(
     ));
     tokio::spawn(refresh_peer_regions(state.clone(), stop_rx.clone()));
     tokio::spawn(reclaim_after_reregistration(state.clone(), stop_rx.clone()));
+    tokio::spawn(follow_drain_orders(state.clone(), stop_rx.clone()));
 
     shutdown.await;
     drain(&state).await;
@@ -384,16 +385,9 @@ async fn drain(state: &Arc<NodeState>) {
     if let Err(e) = state.control.drain(state.id()).await {
         warn!(error = %e, "could not mark the node draining");
     }
-    let regional: Vec<String> = state
-        .origin_streams()
-        .into_iter()
-        .filter(|s| !state.has_publisher(s))
-        .collect();
-    for stream in &regional {
-        if let Err(e) = state.control.release(stream, state.id()).await {
-            warn!(%stream, error = %e, "could not hand over the regional origin");
-        }
-    }
+    // (After an operator's Drain there is usually nothing left to hand over:
+    // a drained node does not claim.)
+    let regional = hand_over_regional_origins(state).await;
     // Downstream nodes hold hub sinks of their own; wait for them to leave.
     let deadline = started + state.cfg.drain_timeout;
     while Instant::now() < deadline {
@@ -411,6 +405,57 @@ async fn drain(state: &Arc<NodeState>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     info!(node = %state.id(), took = ?started.elapsed(), handed_over = regional.len(), "drained");
+}
+
+/// Releases every regional origin this node holds (not the streams it
+/// ingests), so that a node of its region that pulls from it claims the
+/// region instead, and this node's own pullers move to the new holder (a
+/// draining node never claims). Returns the released streams.
+async fn hand_over_regional_origins(state: &Arc<NodeState>) -> Vec<String> {
+    let regional: Vec<String> = state
+        .origin_streams()
+        .into_iter()
+        .filter(|s| !state.has_publisher(s))
+        .collect();
+    for stream in &regional {
+        if let Err(e) = state.control.release(stream, state.id()).await {
+            warn!(%stream, error = %e, "could not hand over the regional origin");
+        }
+    }
+    regional
+}
+
+/// Follows the control plane's draining mark, as keep-alive answers carry
+/// it: an operator's Drain makes the node drain as on SIGTERM without
+/// leaving (new sessions get a 307 or 503, regional origins are handed over,
+/// publishers and players stay); Undrain puts it back. A node that is
+/// shutting down stays drained and marks itself again if undrained.
+async fn follow_drain_orders(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    let mut orders = state.registration.draining();
+    loop {
+        tokio::select! {
+            r = orders.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let marked = *orders.borrow_and_update();
+        if state.is_shutting_down() {
+            // The SIGTERM drain does its own hand-over; it must not be undone.
+            if !marked && let Err(e) = state.control.drain(state.id()).await {
+                warn!(error = %e, "could not mark the node draining again");
+            }
+            continue;
+        }
+        if state.drained.swap(marked, Ordering::Relaxed) == marked {
+            continue;
+        }
+        if marked {
+            info!(node = %state.id(), "drained by the control plane: no new sessions; handing regional origins over");
+            let released = hand_over_regional_origins(&state).await;
+            info!(node = %state.id(), handed_over = released.len(), "drained; still serving");
+        } else {
+            info!(node = %state.id(), "undrained: taking sessions again");
+        }
+    }
 }
 
 fn local_players(state: &NodeState, stream: &str) -> usize {

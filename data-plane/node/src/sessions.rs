@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ApiError;
 use crate::pull::{self, PullStatus};
-use crate::state::{NodeState, SessionEntry, SessionKind};
+use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind};
 
 /// How long a WHEP request waits for an upstream subscription to deliver the
 /// stream's catalog.
@@ -35,11 +35,14 @@ pub async fn publish(
     stream: &str,
     offer: &str,
 ) -> Result<Created, ApiError> {
-    if state.has_publisher(stream) {
+    // Before the claim: Publish is idempotent for the node holding the
+    // record, so a second POST for the stream would get the same record, and
+    // its failure's Unpublish would end the first session's stream.
+    let Some(slot) = state.reserve_publish(stream) else {
         return Err(ApiError::Conflict(format!(
             "stream {stream:?} is already published on this node"
         )));
-    }
+    };
     let origin = state
         .control
         .publish(stream, state.id())
@@ -49,7 +52,10 @@ pub async fn publish(
         Ok(x) => x,
         Err(e) => {
             // Give the claim back: nothing will be published.
-            let _ = state.control.unpublish(stream, state.id()).await;
+            let _ = state
+                .control
+                .unpublish(stream, state.id(), origin.epoch)
+                .await;
             return Err(ApiError::from_rtc(e));
         }
     };
@@ -57,7 +63,10 @@ pub async fn publish(
         Ok(s) => s,
         Err(e) => {
             session.close().await;
-            let _ = state.control.unpublish(stream, state.id()).await;
+            let _ = state
+                .control
+                .unpublish(stream, state.id(), origin.epoch)
+                .await;
             return Err(ApiError::Conflict(e.to_string()));
         }
     };
@@ -85,8 +94,12 @@ pub async fn publish(
     tokio::spawn(
         ingest(
             state.clone(),
-            stream.to_owned(),
-            id.clone(),
+            Ingest {
+                stream: stream.to_owned(),
+                id: id.clone(),
+                epoch: origin.epoch,
+                _slot: slot,
+            },
             session,
             source,
             stop_rx,
@@ -96,14 +109,25 @@ pub async fn publish(
     Ok(Created { id, etag, answer })
 }
 
+/// What an ingest task owns besides its media.
+struct Ingest {
+    stream: String,
+    /// Session id.
+    id: String,
+    /// Epoch of the main origin record the session's Publish returned.
+    epoch: i64,
+    /// The stream's reservation, released after the Unpublish.
+    _slot: PublishSlot,
+}
+
 async fn ingest(
     state: Arc<NodeState>,
-    stream: String,
-    id: String,
+    ingest: Ingest,
     session: PublisherSession,
     mut source: strata_media::hub::Source,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let (stream, id) = (&ingest.stream, &ingest.id);
     let (handle, mut packets) = session.into_parts();
     loop {
         tokio::select! {
@@ -127,19 +151,26 @@ async fn ingest(
     }
     handle.close().await;
     drop(source);
-    state.remove_session(&id);
+    state.remove_session(id);
     // The stream ends with its publisher. (A publisher that comes back
-    // publishes again; players that stay attached resume.)
-    state.clear_origin_epoch(&stream);
-    if let Err(e) = state.control.unpublish(&stream, state.id()).await {
+    // publishes again; players that stay attached resume.) The record's epoch
+    // is the one this node holds now: a claim made again after the node
+    // re-registered has a newer one than the session's Publish returned.
+    let epoch = state.origin_epoch(stream).unwrap_or(ingest.epoch);
+    state.clear_origin_epoch(stream);
+    if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
         warn!(error = %e, "unpublish failed; the lease will clean up");
     }
-    info!("publisher left; stream unpublished");
+    info!(epoch, "publisher left; stream unpublished");
     let grace = state.cfg.orphan_grace;
     // Local players wait up to the grace period for a publisher to return.
-    if let Some(s) = state.hub.get(&stream) {
+    if let Some(s) = state.hub.get(stream) {
         tokio::spawn(close_if_still_orphaned(state.clone(), s, grace).in_current_span());
     }
+    // `ingest` (and with it the stream's reservation) goes only now, after
+    // the Unpublish: a publisher reconnecting meanwhile gets a 409 and
+    // retries, rather than a claim this Unpublish would end.
+    drop(ingest);
 }
 
 async fn close_if_still_orphaned(state: Arc<NodeState>, stream: StreamHandle, grace: Duration) {

@@ -1,7 +1,7 @@
 //! What one node knows at run time, shared by the HTTP handlers, the ingest
 //! and play sessions, and the upstream pullers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -103,13 +103,19 @@ pub struct NodeState {
     pub registration: Registration,
     /// Node counters.
     pub counters: NodeCounters,
-    /// True once the node drains: new sessions are turned away.
+    /// True once the node shuts down (SIGTERM): it drains, then leaves.
     pub draining: AtomicBool,
+    /// True while the control plane marks the node draining (an operator's
+    /// Drain, until Undrain): new sessions are turned away, the node stays.
+    pub drained: AtomicBool,
     /// Who may publish and play.
     pub auth: Auth,
     /// WHIP/WHEP POSTs per client address.
     pub limiter: Mutex<RateLimiter>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
+    /// Streams a WHIP session of this node holds, from before its Publish
+    /// call until after its Unpublish (see [`NodeState::reserve_publish`]).
+    publish_slots: Mutex<HashSet<String>>,
     pullers: Mutex<HashMap<String, PullerEntry>>,
     /// Epoch of each origin record this node holds (main or regional), by
     /// stream: relay subscriptions must name it.
@@ -199,6 +205,19 @@ impl RegistryView {
     }
 }
 
+/// A stream reserved for one WHIP session ([`NodeState::reserve_publish`]);
+/// released when dropped.
+pub struct PublishSlot {
+    state: Arc<NodeState>,
+    stream: String,
+}
+
+impl Drop for PublishSlot {
+    fn drop(&mut self) {
+        lock(&self.state.publish_slots).remove(&self.stream);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -231,9 +250,11 @@ impl NodeState {
             registration,
             counters: NodeCounters::default(),
             draining: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             auth,
             limiter: Mutex::new(limiter),
             sessions: Mutex::new(HashMap::new()),
+            publish_slots: Mutex::new(HashSet::new()),
             pullers: Mutex::new(HashMap::new()),
             origin_epochs: Mutex::new(HashMap::new()),
             registry: Mutex::new(RegistryView::default()),
@@ -252,9 +273,29 @@ impl NodeState {
         &self.cfg.region
     }
 
-    /// Whether the node is draining.
+    /// Whether the node turns new sessions away: it shuts down, or the
+    /// control plane marks it draining.
     pub fn is_draining(&self) -> bool {
+        self.is_shutting_down() || self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node drains to leave (SIGTERM).
+    pub fn is_shutting_down(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `stream` for one WHIP session of this node; `None` while
+    /// another holds it. Taken before the Publish call and held until after
+    /// the Unpublish, so that two POSTs for one stream cannot both claim it
+    /// (Publish is idempotent for the holder: both would get the same record)
+    /// and a session's cleanup cannot end the record of the next session.
+    pub fn reserve_publish(self: &Arc<Self>, stream: &str) -> Option<PublishSlot> {
+        lock(&self.publish_slots)
+            .insert(stream.to_owned())
+            .then(|| PublishSlot {
+                state: self.clone(),
+                stream: stream.to_owned(),
+            })
     }
 
     /// A new unguessable session id: the session URL is the capability to

@@ -143,6 +143,11 @@ impl RoutingApi {
         s.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream)?;
         names::validate(NameKind::Node, &req.node_id)?;
+        if req.epoch <= 0 {
+            return Err(Error::InvalidArgument(
+                "epoch is required: the main origin record's epoch as Publish returned it".into(),
+            ));
+        }
         let key = s.keys().main(&req.stream);
         let Some(current) = versioned::<MainRecord>(s.kv().get(&key).await?) else {
             return Ok(v1::UnpublishResponse {});
@@ -153,11 +158,26 @@ impl RoutingApi {
                 req.node_id, req.stream, current.value.node_id
             )));
         }
-        let guard = vec![Compare::ModRevision(key, current.epoch())];
+        if current.epoch() != req.epoch {
+            // The claim the caller means is gone and the stream was published
+            // again since (an old session's cleanup racing a reconnect): the
+            // live record is not the caller's to end.
+            info!(stream = %req.stream, node = %req.node_id, stale = req.epoch,
+                current = current.epoch(), "unpublish of an older epoch; nothing deleted");
+            return Ok(v1::UnpublishResponse {});
+        }
+        // Guarded on the caller's epoch, not on what was just read: the read
+        // only tells whose record it is.
+        let guard = vec![Compare::ModRevision(key, req.epoch)];
         let all = Op::DeletePrefix(s.keys().stream(&req.stream));
         let out = s.kv().txn(guard, vec![all], Vec::new()).await?;
-        s.cache().wait_for(out.revision, s.config().lease_ttl).await;
-        info!(stream = %req.stream, node = %req.node_id, "stream unpublished");
+        if out.succeeded {
+            s.cache().wait_for(out.revision, s.config().lease_ttl).await;
+            info!(stream = %req.stream, node = %req.node_id, epoch = req.epoch, "stream unpublished");
+        } else {
+            info!(stream = %req.stream, node = %req.node_id, stale = req.epoch,
+                "main origin record changed during unpublish; nothing deleted");
+        }
         Ok(v1::UnpublishResponse {})
     }
 
