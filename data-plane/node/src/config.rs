@@ -117,6 +117,20 @@ pub struct NodeConfig {
     )]
     pub announce_ips: Vec<IpAddr>,
 
+    /// Egress loops serving WHEP players; 0: one per core.
+    #[arg(long, env = "STRATA_RTC_WORKERS", default_value_t = 0)]
+    pub rtc_workers: usize,
+
+    /// How long a new WebRTC session may take to connect (ICE and DTLS).
+    #[arg(long, env = "STRATA_RTC_CONNECT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub rtc_connect_timeout: Duration,
+
+    /// Players still connecting (ICE/DTLS) the node holds at most; they do not count
+    /// against --capacity, and beyond this limit new offers get 503.
+    #[arg(long, env = "STRATA_RTC_MAX_PENDING", default_value_t = 500)]
+    pub rtc_max_pending: usize,
+
     /// Control-plane gRPC endpoints, comma separated; any live one is used.
     #[arg(
         long,

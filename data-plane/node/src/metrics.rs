@@ -201,7 +201,7 @@ pub fn render(state: &NodeState) -> String {
 fn egress_metrics(out: &mut String, state: &NodeState) {
     let egress = state.rtc.egress();
     let e = egress.counters();
-    let rows: [(&str, &str, u64); 15] = [
+    let rows: &[(&str, &str, u64)] = &[
         (
             "strata_node_player_keyframe_requests_total",
             "PLI/FIR received from players",
@@ -226,6 +226,11 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             "strata_egress_retransmitted_packets_total",
             "Packets resent in answer to NACKs",
             e.retransmitted_packets.get(),
+        ),
+        (
+            "strata_egress_retransmitted_bytes_total",
+            "Bytes resent in answer to NACKs",
+            e.retransmitted_bytes.get(),
         ),
         (
             "strata_egress_nack_over_budget_total",
@@ -278,7 +283,7 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             egress.loop_loads().len() as u64,
         ),
     ];
-    for (name, help, value) in rows {
+    for &(name, help, value) in rows {
         if name.ends_with("_total") {
             counter(out, name, help, value);
         } else {

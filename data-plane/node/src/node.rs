@@ -259,10 +259,17 @@ pub async fn run(
         relay_cfg,
         relay_stats.clone(),
     )?;
+    let defaults = RtcConfig::default();
     let rtc = RtcEngine::bind(RtcConfig {
         udp_bind: cfg.rtc_listen,
         announce_ips: cfg.announce_ips.clone(),
-        ..RtcConfig::default()
+        rtc_workers: match cfg.rtc_workers {
+            0 => defaults.rtc_workers,
+            n => n,
+        },
+        connect_timeout: cfg.rtc_connect_timeout,
+        max_pending: cfg.rtc_max_pending,
+        ..defaults
     })
     .await?;
     let control_tls =

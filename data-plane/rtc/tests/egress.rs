@@ -95,4 +95,27 @@ async fn netns_egress_serves_players_from_its_loops() {
         assert_eq!(w[1].sequence_number, w[0].sequence_number.wrapping_add(1));
     }
     assert!(audio > 50, "{audio} audio packets");
+
+    // Feedback reaches the loop: a PLI, and a NACK answered from the stream's history.
+    let counters = engine.egress().counters();
+    let newest = video.last().expect("video").sequence_number;
+    player
+        .request_keyframe(TrackKind::Video)
+        .await
+        .expect("PLI");
+    player
+        .send_nack(TrackKind::Video, &[newest, newest.wrapping_sub(1)])
+        .await
+        .expect("NACK");
+    let deadline = tokio::time::Instant::now() + STEP;
+    while counters.keyframe_requests.get() == 0 || counters.retransmitted_packets.get() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "PLI {} NACKed {} resent {}",
+            counters.keyframe_requests.get(),
+            counters.nacked_packets.get(),
+            counters.retransmitted_packets.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use strata_media::TrackKind;
 use tokio::sync::mpsc;
@@ -218,6 +221,27 @@ impl Player {
             .write_rtcp(vec![Box::new(PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,
+            })])
+            .await?;
+        Ok(())
+    }
+
+    /// Sends one generic NACK (RFC 4585 §6.2.1) naming `seqs` of the stream of this kind, as a
+    /// player that lost them (or a hostile one) would; fails until its first packet arrived.
+    pub async fn send_nack(&self, kind: TrackKind, seqs: &[u16]) -> Result<(), RtcError> {
+        let remote = self
+            .remotes
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().find(|(k, ..)| *k == kind).cloned());
+        let Some((_, remote, media_ssrc)) = remote else {
+            return Err(RtcError::NotConnected);
+        };
+        remote
+            .write_rtcp(vec![Box::new(TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(seqs),
             })])
             .await?;
         Ok(())

@@ -458,6 +458,7 @@ impl Session {
                 };
                 if let Some(datagram) = self.protect(&header, payload) {
                     self.counters.retransmitted_packets.inc();
+                    self.counters.retransmitted_bytes.add(datagram.len() as u64);
                     self.counters.bytes_out.add(datagram.len() as u64);
                     out.push((to, datagram));
                 }

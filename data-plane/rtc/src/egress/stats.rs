@@ -32,6 +32,8 @@ pub struct EgressCounters {
     pub nacked_packets: Counter,
     /// Packets retransmitted in answer to NACKs.
     pub retransmitted_packets: Counter,
+    /// Bytes of those retransmissions (SRTP).
+    pub retransmitted_bytes: Counter,
     /// NACKed packets not resent: the player's retransmission budget was spent.
     pub nack_over_budget: Counter,
     /// NACKed packets not resent: already resent to that player within about one RTT.
