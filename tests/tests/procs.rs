@@ -239,10 +239,9 @@ fn check_node(node: &Value, id: &str) -> (u32, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_strata_dev_smoke() {
-    if !require_netns("netns_strata_dev_smoke") {
-        return;
-    }
+    require_netns("netns_strata_dev_smoke");
     let dir = fresh_dir("strata-dev-smoke");
     let json_path = dir.join("cluster.json");
     let log = dir.join("strata-dev.log");
