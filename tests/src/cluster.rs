@@ -100,9 +100,11 @@ impl Cluster {
         cfg.certs_dir = Some(self.certs.clone());
         cfg.linger = Duration::from_secs(2);
         // Test clusters take anyone (tests of tokens set `Required` and keys)
-        // and put no rate limit on 127.0.0.1, the address of every test client.
+        // and put no rate limit or connection share on 127.0.0.1, the address
+        // of every test client.
         cfg.auth = strata_node::auth::AuthMode::Open;
         cfg.post_rate_per_ip = 0.0;
+        cfg.http_max_connections_per_ip = 0;
         cfg
     }
 

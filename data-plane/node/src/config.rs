@@ -206,6 +206,16 @@ pub struct NodeConfig {
     /// Most concurrent HTTP connections; more are closed at once.
     #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
+
+    /// Most concurrent HTTP connections of one client address (IPv6 clients:
+    /// one /64), so that one address cannot hold every connection; more are
+    /// closed at once. 0: only --http-max-connections applies.
+    #[arg(
+        long,
+        env = "STRATA_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub http_max_connections_per_ip: usize,
 }
 
 impl Default for NodeConfig {
