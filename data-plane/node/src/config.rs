@@ -178,6 +178,13 @@ pub struct NodeConfig {
     #[serde(skip)]
     pub token_key_entries: Option<SecretString>,
 
+    /// Longest lifetime a token may claim: `exp` minus `iat` (minus now when
+    /// it has no `iat`). Longer-lived tokens are refused (401), so a leaked
+    /// token cannot have been minted to last for years.
+    #[arg(long, env = "STRATA_TOKEN_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub token_max_ttl: Duration,
+
     /// WHIP/WHEP POSTs one client address may make per second (0: no limit).
     /// IPv6 clients are counted per /64.
     #[arg(long, env = "STRATA_POST_RATE_PER_IP", default_value_t = 10.0)]
