@@ -147,14 +147,15 @@ async fn tokens_gate_whip_and_whep() {
         );
     }
 
-    // Pages, health and metrics need no token; preflight neither.
-    assert_eq!(
-        http::get(&format!("{}/play/cam-1", node.http))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    // Pages, health and metrics need no token; preflight neither. Tokens travel in page
+    // URLs (`?token=`): no answer lets the browser send its URL on as a Referer.
+    let page = http::get(&format!("{}/play/cam-1?token=x", node.http))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    let refused = post(&whip, None, NOT_SDP).await;
+    assert_eq!(refused.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(
         http::request("OPTIONS", &whip, &[], &[])
             .await
@@ -216,6 +217,31 @@ async fn token_keys_reload_without_a_restart() {
     assert_eq!(post(&whip, Some(&new), NOT_SDP).await.status, 400);
     node.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_names_no_node_or_region() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let here = cluster.node("edge-here", "region-here").await.unwrap();
+    let there = cluster.node("origin-7f3a", "region-far").await.unwrap();
+    // The stream is live on the other node (claimed as its WHIP would).
+    let mut c = cluster.clients.clone();
+    c.routing
+        .publish(strata_proto::v1::PublishRequest {
+            stream: "cam".into(),
+            node_id: "origin-7f3a".into(),
+        })
+        .await
+        .unwrap();
+    let r = post(&format!("{}/whip/cam", here.http), None, NOT_SDP).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("live elsewhere"), "{text}");
+    for secret in ["origin-7f3a", "region-far"] {
+        assert!(!text.contains(secret), "the 409 names {secret}: {text}");
+    }
+    there.stop().await.unwrap();
+    here.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
