@@ -84,4 +84,3 @@ async fn tokens_and_keys_never_appear_in_logs() {
         assert!(!logs.contains(tail), "{what} appears in the logs");
     }
 }
-
