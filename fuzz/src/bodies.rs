@@ -181,9 +181,13 @@ pub fn token(data: &[u8]) {
         && let Ok(g) = keys.verify(&signed, now)
     {
         assert!(g.exp + auth::LEEWAY_SECS > now, "expired token accepted");
-        // An exact subject is a valid stream name; a prefix is the start of one.
+        // An exact subject is a valid stream name; a prefix is the start of one
+        // and ends at a separator, so it covers whole parts (`cam-1-*`, never `cam-1*`).
         let valid = match g.sub.strip_suffix('*') {
-            Some(prefix) => strata_node::http::valid_stream_name(&format!("{prefix}x")),
+            Some(prefix) => {
+                (prefix.is_empty() || prefix.ends_with(['-', '.', '_', '~']))
+                    && strata_node::http::valid_stream_name(&format!("{prefix}x"))
+            }
             None => strata_node::http::valid_stream_name(&g.sub),
         };
         assert!(valid, "invalid subject accepted: {:?}", g.sub);

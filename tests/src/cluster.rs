@@ -100,9 +100,11 @@ impl Cluster {
         cfg.certs_dir = Some(self.certs.clone());
         cfg.linger = Duration::from_secs(2);
         // Test clusters take anyone (tests of tokens set `Required` and keys)
-        // and put no rate limit on 127.0.0.1, the address of every test client.
+        // and put no rate limit or connection share on 127.0.0.1, the address
+        // of every test client.
         cfg.auth = strata_node::auth::AuthMode::Open;
         cfg.post_rate_per_ip = 0.0;
+        cfg.http_max_connections_per_ip = 0;
         cfg
     }
 
@@ -113,15 +115,32 @@ impl Cluster {
 
     /// Starts a node with this config; returns once it is registered.
     pub async fn node_with(&self, cfg: NodeConfig) -> Result<TestNode> {
+        // The sender is dropped at once: this node never reloads.
+        let (_, reloads) = tokio::sync::mpsc::channel(1);
+        self.node_with_reloads(cfg, reloads).await
+    }
+
+    /// Starts a node that reloads its token keys on every message of
+    /// `reloads`, as `strata-node` does on SIGHUP.
+    pub async fn node_with_reloads(
+        &self,
+        cfg: NodeConfig,
+        reloads: tokio::sync::mpsc::Receiver<()>,
+    ) -> Result<TestNode> {
         let creds = self.ca.issue(&cfg.id, &["127.0.0.1".parse()?])?;
         creds.write(&self.certs)?;
         let listeners = strata_node::Listeners::bind(&cfg).await?;
         let http = format!("http://{}", listeners.http.local_addr()?);
         let (tx, rx) = oneshot::channel::<()>();
         let (id, region) = (cfg.id.clone(), cfg.region.clone());
-        let task = tokio::spawn(strata_node::run(cfg, listeners, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(strata_node::run_with_reload(
+            cfg,
+            listeners,
+            async move {
+                let _ = rx.await;
+            },
+            reloads,
+        ));
         let node = TestNode {
             id: id.clone(),
             region,

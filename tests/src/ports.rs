@@ -71,27 +71,31 @@ fn claim<S>(
 
 /// Guard for tests that must run inside the loopback-only network namespace.
 ///
-/// Convention (see `scripts/test.sh`): a test whose name starts with `netns_` begins with
+/// Convention (see `scripts/test.sh`): a test whose name starts with `netns_` is ignored by a
+/// plain `cargo test`, so that it shows as *ignored* rather than passing without running, and
+/// begins with the guard:
 ///
 /// ```ignore
-/// if !strata_tests::ports::require_netns("netns_my_test") {
-///     return;
+/// #[tokio::test]
+/// #[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+/// async fn netns_my_test() {
+///     strata_tests::ports::require_netns("netns_my_test");
+///     // ...
 /// }
 /// ```
 ///
-/// Outside the namespace (`STRATA_NETNS` is not `1`) it prints a notice and returns `false`,
-/// so the test returns early. `scripts/test.sh` skips `netns_` tests in its normal run and then
-/// runs them inside `unshare -n` with `STRATA_NETNS=1`, where only `lo` exists and no packet can
-/// leave the machine (browsers and WebRTC stacks otherwise send mDNS on real interfaces).
-pub fn require_netns(test: &str) -> bool {
-    if netns_enabled() {
-        return true;
-    }
-    eprintln!(
-        "skipping {test}: it runs only in a loopback-only network namespace \
-         (STRATA_NETNS=1); scripts/test.sh runs it there"
+/// `scripts/test.sh` runs them with `--ignored netns_` inside `unshare -n` with only `lo` up and
+/// `STRATA_NETNS=1`, where no packet can leave the machine (browsers and WebRTC stacks otherwise
+/// send mDNS on real interfaces). Run outside it (`cargo test -- --ignored` on the host), the
+/// guard panics: the test fails visibly instead of touching the real network or passing
+/// without having run.
+pub fn require_netns(test: &str) {
+    assert!(
+        netns_enabled(),
+        "{test} must run in a loopback-only network namespace (STRATA_NETNS=1), \
+         e.g. `unshare -n sh -c 'ip link set lo up; STRATA_NETNS=1 exec cargo test ... \
+         -- --ignored netns_'`; scripts/test.sh runs it there"
     );
-    false
 }
 
 /// Whether this process was started by `scripts/test.sh` inside the test network namespace.

@@ -1,8 +1,8 @@
 //! Smoke runs of every `strata-bench` harness: `control --quick` and `relay --quick` (real
 //! etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
 //! (Strata, and Janus when installed) and `wan --quick` (root: nested namespaces). They check
-//! that the harnesses work end to end (every call answered, every packet delivered), not the
-//! figures.
+//! that the harnesses work end to end (every call answered, packets delivered with losses
+//! under a bound), not the figures.
 
 use strata_tests::bench::control::{self, ControlArgs};
 use strata_tests::bench::fanout::{self, FanoutArgs};
@@ -28,7 +28,7 @@ async fn bench_control_smoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_relay_smoke() {
-    relay::run(RelayArgs {
+    let report = relay::measure(RelayArgs {
         quick: true,
         streams: vec![1, 4],
         duration: None,
@@ -38,13 +38,28 @@ async fn bench_relay_smoke() {
     })
     .await
     .expect("relay --quick");
+    println!("{}", report.text);
+    assert_eq!(report.latency.len(), 2, "one latency run per stream count");
+    for r in &report.latency {
+        // One relay hop on loopback loses nothing: 0 of ~270 (1 stream) and 0 of ~1085
+        // (4 streams) in every run so far. Allow 1 % for a busy machine; a skipped group
+        // (about 208 packets of one stream) or a hop that drops packets is far over it.
+        assert!(r.sent > 0, "{} streams: nothing sent", r.streams);
+        assert!(
+            r.lost * 100 <= r.sent,
+            "{} streams: {} of {} packets lost ({} groups skipped)",
+            r.streams,
+            r.lost,
+            r.sent,
+            r.groups_skipped
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_bench_fanout_smoke() {
-    if !strata_tests::ports::require_netns("netns_bench_fanout_smoke") {
-        return;
-    }
+    strata_tests::ports::require_netns("netns_bench_fanout_smoke");
     let report = fanout::measure(FanoutArgs::quick())
         .await
         .expect("fanout --quick");
@@ -64,10 +79,9 @@ async fn netns_bench_fanout_smoke() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_bench_wan_smoke() {
-    if !strata_tests::ports::require_netns("netns_bench_wan_smoke") {
-        return;
-    }
+    strata_tests::ports::require_netns("netns_bench_wan_smoke");
     if let Some(why) = wan::unavailable() {
         println!("skipped: {why}");
         return;

@@ -80,10 +80,9 @@ async fn video_packets_grow(p: &TestPlayer, by: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_operator_drain_reaches_the_node_and_undrain_brings_it_back() {
-    if !require_netns("netns_operator_drain_reaches_the_node_and_undrain_brings_it_back") {
-        return;
-    }
+    require_netns("netns_operator_drain_reaches_the_node_and_undrain_brings_it_back");
     init();
     let c = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let o1 = c.node("o1", "ra").await.unwrap();
@@ -184,10 +183,9 @@ async fn netns_operator_drain_reaches_the_node_and_undrain_brings_it_back() {
 /// to the same node right after its DELETE: the old session's cleanup must
 /// not end the new claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_concurrent_whip_posts_for_one_stream_on_one_node() {
-    if !require_netns("netns_concurrent_whip_posts_for_one_stream_on_one_node") {
-        return;
-    }
+    require_netns("netns_concurrent_whip_posts_for_one_stream_on_one_node");
     init();
     let c = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let n1 = c.node("n1", "ra").await.unwrap();

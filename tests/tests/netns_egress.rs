@@ -66,10 +66,9 @@ fn spawn_counter(mut player: Player, bytes: Arc<AtomicU64>, newest: Arc<AtomicU6
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_nack_flood_is_held_to_the_budget() {
-    if !require_netns("netns_nack_flood_is_held_to_the_budget") {
-        return;
-    }
+    require_netns("netns_nack_flood_is_held_to_the_budget");
     init();
     let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let node = cluster.node("e1", "r").await.unwrap();
@@ -196,10 +195,9 @@ fn sdp_attr<'a>(sdp: &'a str, name: &str) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_forged_stun_and_candidate_floods_steer_nothing() {
-    if !require_netns("netns_forged_stun_and_candidate_floods_steer_nothing") {
-        return;
-    }
+    require_netns("netns_forged_stun_and_candidate_floods_steer_nothing");
     let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let node = cluster.node("e2", "r").await.unwrap();
     let publisher = TestPublisher::start(&node.http, "cam", vp8_clip().unwrap())
@@ -297,10 +295,9 @@ fn dead_offer(i: u32) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_pending_players_leave_capacity_alone_and_are_reaped() {
-    if !require_netns("netns_pending_players_leave_capacity_alone_and_are_reaped") {
-        return;
-    }
+    require_netns("netns_pending_players_leave_capacity_alone_and_are_reaped");
     let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let mut cfg = cluster.node_config("e3", "r");
     cfg.capacity = 5;

@@ -31,10 +31,9 @@ use failover_common::*;
 /// player) see their QUIC connection go idle (600 ms), report it unreachable on their next
 /// resolve, one of them claims the region, the other pulls from it; the players resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_regional_origin_sigkill() {
-    if !require_netns("netns_failover_regional_origin_sigkill") {
-        return;
-    }
+    require_netns("netns_failover_regional_origin_sigkill");
     let _serial = SERIAL.lock().await;
     let case = "regional SIGKILL";
     let mut c = start(ProcOptions {
@@ -122,10 +121,9 @@ async fn netns_failover_regional_origin_sigkill() {
 /// comes back on another node of its region (409 until the dead origin's lease is gone) and
 /// every node with players resubscribes by itself: the same players resume, no new WHEP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_main_origin_sigkill() {
-    if !require_netns("netns_failover_main_origin_sigkill") {
-        return;
-    }
+    require_netns("netns_failover_main_origin_sigkill");
     let _serial = SERIAL.lock().await;
     let case = "main SIGKILL";
     let mut c = start(ProcOptions {
@@ -273,10 +271,9 @@ async fn netns_failover_main_origin_sigkill() {
 /// origin first; the other Region2 nodes move (one claims, the other follows it) while it still
 /// serves them; then it leaves. Players on the other nodes barely notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_regional_origin_drain() {
-    if !require_netns("netns_failover_regional_origin_drain") {
-        return;
-    }
+    require_netns("netns_failover_regional_origin_drain");
     let _serial = SERIAL.lock().await;
     let case = "regional drain";
     let drain_timeout = Duration::from_secs(5);
@@ -378,10 +375,9 @@ async fn netns_failover_regional_origin_drain() {
 /// Region2's players stall; Region1's do not; once healed, Region2 recovers by itself, with
 /// one regional origin all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_region_partition() {
-    if !require_netns("netns_failover_region_partition") {
-        return;
-    }
+    require_netns("netns_failover_region_partition");
     let _serial = SERIAL.lock().await;
     let case = "region partition";
     let mut partition = Partition::new().unwrap();

@@ -28,10 +28,9 @@ use failover_common::*;
 /// killed). Nodes carry on through the survivor: media never stops, no lease is lost, the tree
 /// stays as it was, and a new node and new players still join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_control_plane_replica_killed() {
-    if !require_netns("netns_failover_control_plane_replica_killed") {
-        return;
-    }
+    require_netns("netns_failover_control_plane_replica_killed");
     let _serial = SERIAL.lock().await;
     let case = "control-plane replica killed";
     let mut c = start(ProcOptions {
@@ -113,10 +112,9 @@ async fn netns_failover_control_plane_replica_killed() {
 /// through the other two: no interruption for players, no lease lost, and a new player on a
 /// node that does not carry the stream yet (a new resolve and claim) joins at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_etcd_member_killed() {
-    if !require_netns("netns_failover_etcd_member_killed") {
-        return;
-    }
+    require_netns("netns_failover_etcd_member_killed");
     let _serial = SERIAL.lock().await;
     let case = "etcd member killed";
     let mut etcd = EtcdCluster::start(3).await.unwrap();
@@ -192,10 +190,9 @@ async fn netns_failover_etcd_member_killed() {
 /// claims fail cleanly (gRPC UNAVAILABLE; WHEP on a node that does not carry the stream: 503);
 /// once etcd is back everything converges: same tree, no lease lost, new players join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_etcd_down() {
-    if !require_netns("netns_failover_etcd_down") {
-        return;
-    }
+    require_netns("netns_failover_etcd_down");
     let _serial = SERIAL.lock().await;
     let case = "etcd down 5 s";
     let outage = Duration::from_secs(5);

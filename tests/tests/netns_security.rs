@@ -78,6 +78,10 @@ async fn tokens_gate_whip_and_whep() {
         )
         .unwrap()
     };
+    // Longer-lived than --token-max-ttl (24 h by default), counted from now without iat.
+    let too_long = token("new", "cam-1", Action::Publish, unix_now() + 25 * 3600);
+    // A wildcard inside a part (`cam-1*` would cover `cam-10` too) is malformed.
+    let mid_part = valid("cam-1*", Action::Publish);
     for (what, t) in [
         ("garbage", "not-a-token"),
         ("forged", forged.as_str()),
@@ -85,6 +89,8 @@ async fn tokens_gate_whip_and_whep() {
         ("alg none", none),
         ("expired", expired.as_str()),
         ("unknown kid", unknown_kid.as_str()),
+        ("lifetime over the maximum", too_long.as_str()),
+        ("wildcard inside a part", mid_part.as_str()),
     ] {
         let r = post(&whip, Some(t), NOT_SDP).await;
         assert_eq!(r.status, 401, "{what}: {}", r.text());
@@ -99,7 +105,7 @@ async fn tokens_gate_whip_and_whep() {
     // Valid tokens for another stream or another action: 403.
     for (what, t) in [
         ("other stream", valid("dog", Action::Publish)),
-        ("other prefix", valid("cam-2*", Action::Publish)),
+        ("other prefix", valid("cam-2-*", Action::Publish)),
         ("play token on WHIP", valid("cam-1", Action::Play)),
     ] {
         let r = post(&whip, Some(&t), NOT_SDP).await;
@@ -141,14 +147,15 @@ async fn tokens_gate_whip_and_whep() {
         );
     }
 
-    // Pages, health and metrics need no token; preflight neither.
-    assert_eq!(
-        http::get(&format!("{}/play/cam-1", node.http))
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    // Pages, health and metrics need no token; preflight neither. Tokens travel in page
+    // URLs (`?token=`): no answer lets the browser send its URL on as a Referer.
+    let page = http::get(&format!("{}/play/cam-1?token=x", node.http))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    let refused = post(&whip, None, NOT_SDP).await;
+    assert_eq!(refused.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(
         http::request("OPTIONS", &whip, &[], &[])
             .await
@@ -157,6 +164,84 @@ async fn tokens_gate_whip_and_whep() {
         204
     );
     node.stop().await.unwrap();
+}
+
+/// POSTs until `want` answers, within 10 s; returns the last status.
+async fn until_status(url: &str, token: &str, want: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = post(url, Some(token), NOT_SDP).await.status;
+        if status == want || Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_keys_reload_without_a_restart() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "strata-reload-{}-{}",
+        std::process::id(),
+        unix_now()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token-keys");
+    std::fs::write(&file, format!("old={}\n", b64(SECRET_1))).unwrap();
+    let mut cfg = cluster.node_config("rk", "r");
+    cfg.auth = AuthMode::Required;
+    cfg.token_keys = Some(file.clone());
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let node = cluster.node_with_reloads(cfg, reloads).await.unwrap();
+    let whip = format!("{}/whip/cam-1", node.http);
+    let old = token("old", "cam-1", Action::Publish, unix_now() + 600);
+    let new = token("new", "cam-1", Action::Publish, unix_now() + 600);
+    // 400: past the token gate, refused by the offer check.
+    assert_eq!(post(&whip, Some(&old), NOT_SDP).await.status, 400);
+    assert_eq!(post(&whip, Some(&new), NOT_SDP).await.status, 401);
+
+    // Rotate in the file, then reload (what SIGHUP does in strata-node).
+    std::fs::write(&file, format!("new={}\n", b64(SECRET_2))).unwrap();
+    reload.send(()).await.unwrap();
+    assert_eq!(until_status(&whip, &new, 400).await, 400);
+    assert_eq!(post(&whip, Some(&old), NOT_SDP).await.status, 401);
+
+    // A broken file is not taken: the node keeps the keys it has.
+    std::fs::write(&file, "new=not-base64-and-short\n").unwrap();
+    // The node takes one message at a time and reloads before it takes the next, and the
+    // channel holds one: the third send returns only once the first reload is done.
+    for _ in 0..3 {
+        reload.send(()).await.unwrap();
+    }
+    assert_eq!(post(&whip, Some(&new), NOT_SDP).await.status, 400);
+    node.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_names_no_node_or_region() {
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let here = cluster.node("edge-here", "region-here").await.unwrap();
+    let there = cluster.node("origin-7f3a", "region-far").await.unwrap();
+    // The stream is live on the other node (claimed as its WHIP would).
+    let mut c = cluster.clients.clone();
+    c.routing
+        .publish(strata_proto::v1::PublishRequest {
+            stream: "cam".into(),
+            node_id: "origin-7f3a".into(),
+        })
+        .await
+        .unwrap();
+    let r = post(&format!("{}/whip/cam", here.http), None, NOT_SDP).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("live elsewhere"), "{text}");
+    for secret in ["origin-7f3a", "region-far"] {
+        assert!(!text.contains(secret), "the 409 names {secret}: {text}");
+    }
+    there.stop().await.unwrap();
+    here.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,10 +376,9 @@ async fn redirect_carries_the_token_to_the_next_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_publish_and_play_with_tokens() {
-    if !require_netns("netns_publish_and_play_with_tokens") {
-        return;
-    }
+    require_netns("netns_publish_and_play_with_tokens");
     let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
     let node = cluster
         .node_with(secured(&cluster, "t1", "r"))

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod security_common;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -239,10 +241,9 @@ fn check_node(node: &Value, id: &str) -> (u32, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_strata_dev_smoke() {
-    if !require_netns("netns_strata_dev_smoke") {
-        return;
-    }
+    require_netns("netns_strata_dev_smoke");
     let dir = fresh_dir("strata-dev-smoke");
     let json_path = dir.join("cluster.json");
     let log = dir.join("strata-dev.log");
@@ -349,5 +350,78 @@ async fn netns_strata_dev_smoke() {
     wait_all_gone(&pids, Duration::from_secs(5), "strata-dev exited").await;
     let log = dev.log();
     assert!(log.contains("no process left"), "{log}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A real `strata-node` reads its token keys again on SIGHUP, keeps running, and keeps the
+/// keys it has when the file is broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_token_keys() {
+    use security_common::{NOT_SDP, SECRET_1, SECRET_2, b64, post, token};
+    use strata_node::auth::{Action, unix_now};
+
+    let dir = fresh_dir("strata-sighup");
+    let keys = dir.join("token-keys");
+    fs::write(&keys, format!("old={}\n", b64(SECRET_1))).unwrap();
+    let mut cluster = ProcCluster::start(ProcOptions {
+        store: StoreMode::Etcd,
+        nodes: vec![("n1".into(), "r1".into())],
+        node_args: vec![
+            "--auth".into(),
+            "required".into(),
+            "--token-keys".into(),
+            keys.display().to_string(),
+        ],
+        ..ProcOptions::default()
+    })
+    .await
+    .unwrap();
+    let node = cluster.node_mut("n1").unwrap();
+    let pid = node.pid().unwrap();
+    let whip = format!("{}/whip/cam", node.http_url());
+    let log = node.process().log_path().to_owned();
+    let old = token("old", "cam", Action::Publish, unix_now() + 600);
+    let new = token("new", "cam", Action::Publish, unix_now() + 600);
+    // 400: past the token gate, refused by the offer check; 401: the gate.
+    assert_eq!(post(&whip, Some(&old), NOT_SDP).await.status, 400);
+    assert_eq!(post(&whip, Some(&new), NOT_SDP).await.status, 401);
+
+    // Rotate in the file (a rename, as an operator's tooling would), then SIGHUP.
+    let staged = dir.join(".token-keys.new");
+    fs::write(&staged, format!("new={}\n", b64(SECRET_2))).unwrap();
+    fs::rename(&staged, &keys).unwrap();
+    signal::kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = post(&whip, Some(&new), NOT_SDP).await.status;
+        if status == 400 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new key is not in use 10 s after SIGHUP: {status}"
+        );
+        assert!(alive(pid), "the node died of SIGHUP");
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(post(&whip, Some(&old), NOT_SDP).await.status, 401);
+
+    // A broken file is refused: the node says so, keeps the key it has and keeps running.
+    fs::write(&keys, "new=short\n").unwrap();
+    signal::kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("token keys NOT reloaded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no refused reload logged 10 s after SIGHUP"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(post(&whip, Some(&new), NOT_SDP).await.status, 400);
+    assert!(alive(pid));
+    cluster.stop().await.unwrap();
     let _ = fs::remove_dir_all(&dir);
 }

@@ -192,6 +192,13 @@ pub struct NodeConfig {
     #[serde(skip)]
     pub token_key_entries: Option<SecretString>,
 
+    /// Longest lifetime a token may claim: `exp` minus `iat` (minus now when
+    /// it has no `iat`). Longer-lived tokens are refused (401), so a leaked
+    /// token cannot have been minted to last for years.
+    #[arg(long, env = "STRATA_TOKEN_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub token_max_ttl: Duration,
+
     /// WHIP/WHEP POSTs one client address may make per second (0: no limit).
     /// IPv6 clients are counted per /64.
     #[arg(long, env = "STRATA_POST_RATE_PER_IP", default_value_t = 10.0)]
@@ -220,6 +227,16 @@ pub struct NodeConfig {
     /// Most concurrent HTTP connections; more are closed at once.
     #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
+
+    /// Most concurrent HTTP connections of one client address (IPv6 clients:
+    /// one /64), so that one address cannot hold every connection; more are
+    /// closed at once. 0: only --http-max-connections applies.
+    #[arg(
+        long,
+        env = "STRATA_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub http_max_connections_per_ip: usize,
 }
 
 impl Default for NodeConfig {

@@ -6,6 +6,10 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::{AuthError, TokenError};
 use crate::control::ControlError;
 
+/// What a publisher is told when its stream is already published on another
+/// node (409).
+pub const LIVE_ELSEWHERE: &str = "the stream is already live elsewhere";
+
 /// Why a WHIP/WHEP request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -59,7 +63,13 @@ impl ApiError {
     /// Maps a control-plane failure.
     pub fn from_control(e: ControlError) -> Self {
         match e.code() {
-            tonic::Code::AlreadyExists => ApiError::Conflict(e.to_string()),
+            // The control plane's message names the origin node and its
+            // region: cluster topology that is no client's business. The
+            // detail stays in this node's log.
+            tonic::Code::AlreadyExists => {
+                tracing::debug!(error = %e, "publish refused: the stream is live elsewhere");
+                ApiError::Conflict(LIVE_ELSEWHERE.into())
+            }
             tonic::Code::NotFound => ApiError::NotFound(e.to_string()),
             tonic::Code::InvalidArgument => ApiError::BadRequest(e.to_string()),
             _ => ApiError::Unavailable(e.to_string()),

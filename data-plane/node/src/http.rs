@@ -68,7 +68,19 @@ pub fn router(state: Arc<NodeState>) -> Router {
             state.cfg.http_request_timeout,
             request_timeout,
         ))
+        .layer(middleware::map_response(no_referrer))
         .with_state(state)
+}
+
+/// Tokens travel in query strings (`/play/s?token=…`, and the `Location` of
+/// a redirect): no page or answer of the node may leak its URL to another
+/// site through `Referer`.
+async fn no_referrer(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 /// Bounds a whole request, body upload included. Session creation runs in a

@@ -19,4 +19,4 @@ pub mod sessions;
 pub mod state;
 
 pub use config::NodeConfig;
-pub use node::{Listeners, run};
+pub use node::{Listeners, run, run_with_reload};

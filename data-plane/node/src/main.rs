@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
             cfg.token_key_entries = std::env::var("STRATA_TOKEN_KEYS").ok().map(SecretString);
             tracing::info!(config = ?cfg, "starting");
             let listeners = strata_node::Listeners::bind(&cfg).await?;
-            strata_node::run(cfg, listeners, shutdown_signal()).await
+            let reloads = reload_signal()?;
+            strata_node::run_with_reload(cfg, listeners, shutdown_signal(), reloads).await
         }
     }
 }
@@ -77,15 +78,31 @@ fn token(
         iat: Some(now),
     };
     anyhow::ensure!(
-        strata_node::http::valid_stream_name(stream.strip_suffix('*').unwrap_or(stream))
-            || stream == "*",
-        "--stream must be a stream name or a prefix ending in *"
+        strata_node::auth::valid_subject(stream),
+        "--stream must be a stream name, * or a prefix ending in - . _ or ~ then * \
+         (cam-1-*, not cam-1*, which would cover cam-10)"
     );
     let token = keys
         .mint(kid, &claims)
         .with_context(|| format!("no key {kid:?} in {}", key_file.display()))?;
     println!("{token}");
     Ok(())
+}
+
+/// SIGHUP: read the token keys again. The handler is installed before the
+/// node starts, so a SIGHUP never kills a running node.
+fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading token keys");
+            // Several signals while a reload is pending fold into it.
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
 }
 
 /// SIGTERM or Ctrl-C: drain and stop.

@@ -16,10 +16,10 @@ use strata_relay::{
 };
 use strata_rtc::{RtcConfig, RtcEngine};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::auth::{Auth, AuthMode, TokenKeys};
+use crate::auth::{Auth, AuthMode, KeyError, KeySource};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlClient};
 use crate::limits::HttpLimits;
@@ -74,37 +74,47 @@ fn relay_tls(cfg: &NodeConfig) -> anyhow::Result<RelayTls> {
 /// The token policy of the configuration: keys from `--token-keys` and
 /// `STRATA_TOKEN_KEYS`; `required` without keys is a configuration error.
 pub fn load_auth(cfg: &NodeConfig) -> anyhow::Result<Auth> {
-    let mut keys = TokenKeys::new();
-    if let Some(path) = &cfg.token_keys {
-        keys.add_path(path)?;
-    }
-    if let Some(entries) = &cfg.token_key_entries {
-        keys.add_entries(&entries.0)
-            .context("in STRATA_TOKEN_KEYS")?;
-    }
+    let source = KeySource {
+        path: cfg.token_keys.clone(),
+        entries: cfg.token_key_entries.clone(),
+    };
+    let auth = match Auth::new(cfg.auth, source, cfg.token_max_ttl.as_secs()) {
+        Err(KeyError::NoKeys) => anyhow::bail!(
+            "--auth required needs token keys (--token-keys FILE|DIR or STRATA_TOKEN_KEYS); \
+             pass --auth open only for local development"
+        ),
+        r => r.context("loading token keys")?,
+    };
     match cfg.auth {
         AuthMode::Required => {
-            anyhow::ensure!(
-                !keys.is_empty(),
-                "--auth required needs token keys (--token-keys FILE|DIR or STRATA_TOKEN_KEYS); \
-                 pass --auth open only for local development"
-            );
-            info!(kids = ?keys.kids().collect::<Vec<_>>(), "publish and play need a token");
+            info!(kids = ?auth.kids(), max_ttl = ?cfg.token_max_ttl, "publish and play need a token");
         }
         AuthMode::Open => {
             warn!(
                 "!!! --auth open: ANYONE CAN PUBLISH AND PLAY ANY STREAM ON THIS NODE. \
                  Local development only; use --auth required with --token-keys in production !!!"
             );
-            if !keys.is_empty() {
+            if !auth.kids().is_empty() {
                 warn!("token keys are configured but ignored with --auth open");
             }
         }
     }
-    Ok(Auth {
-        mode: cfg.auth,
-        keys,
-    })
+    Ok(auth)
+}
+
+/// Reads the token keys again, as on SIGHUP; on failure the node keeps the
+/// keys it had (and says why). What the signal handler of `strata-node` runs.
+pub fn reload_token_keys(auth: &Auth) -> Result<Vec<String>, KeyError> {
+    match auth.reload() {
+        Ok(kids) => {
+            info!(?kids, "token keys reloaded");
+            Ok(kids)
+        }
+        Err(e) => {
+            warn!(error = %e, "token keys NOT reloaded; the previous keys stay in use");
+            Err(e)
+        }
+    }
 }
 
 /// Measures egress bit/s and CPU between load reports.
@@ -162,6 +172,20 @@ pub async fn run(
     cfg: NodeConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    // No sender: the reload task ends at once.
+    let (_, reloads) = mpsc::channel(1);
+    run_with_reload(cfg, listeners, shutdown, reloads).await
+}
+
+/// [`run`], reloading the token keys ([`reload_token_keys`]) on every
+/// message of `reloads`: `strata-node` sends one per SIGHUP, tests send
+/// their own (a signal would reach every node of a test process).
+pub async fn run_with_reload(
+    cfg: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    mut reloads: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         valid_name(&cfg.id),
@@ -352,6 +376,7 @@ pub async fn run(
     let http_limits = HttpLimits {
         header_timeout: state.cfg.http_header_timeout,
         max_connections: state.cfg.http_max_connections,
+        max_connections_per_client: state.cfg.http_max_connections_per_ip,
     };
     let http_task = tokio::spawn(crate::limits::serve(
         listeners.http,
@@ -363,6 +388,14 @@ pub async fn run(
         Duration::from_secs(2),
     ));
     tokio::spawn(refresh_peer_regions(state.clone(), stop_rx.clone()));
+    {
+        let auth = state.auth.clone();
+        tokio::spawn(async move {
+            while reloads.recv().await.is_some() {
+                let _ = reload_token_keys(&auth);
+            }
+        });
+    }
     tokio::spawn(reclaim_after_reregistration(state.clone(), stop_rx.clone()));
     tokio::spawn(follow_drain_orders(state.clone(), stop_rx.clone()));
 

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ApiError;
 use crate::pull::{self, PullStatus};
-use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind};
+use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
 
 /// How long a WHEP request waits for an upstream subscription to deliver the
 /// stream's catalog.
@@ -89,8 +89,10 @@ pub async fn publish(
         .counters
         .publishers_total
         .fetch_add(1, Ordering::Relaxed);
-    info!(stream, session = %id, epoch = origin.epoch, catalog = ?session.catalog(), "publisher connected");
-    let span = info_span!("ingest", stream, session = %id);
+    // The id is the DELETE capability: logs name the session by a hash.
+    let log_id = session_log_id(&id);
+    info!(stream, session = %log_id, epoch = origin.epoch, catalog = ?session.catalog(), "publisher connected");
+    let span = info_span!("ingest", stream, session = %log_id);
     tokio::spawn(
         ingest(
             state.clone(),
@@ -225,8 +227,9 @@ pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<C
         },
     );
     state.counters.players_total.fetch_add(1, Ordering::Relaxed);
-    debug!(stream, session = %id, "player accepted");
-    let span = info_span!("play", stream, session = %id);
+    let log_id = session_log_id(&id);
+    debug!(stream, session = %log_id, "player accepted");
+    let span = info_span!("play", stream, session = %log_id);
     tokio::spawn(watch_player(state.clone(), id.clone(), player, stop_rx).instrument(span));
     Ok(Created { id, etag, answer })
 }

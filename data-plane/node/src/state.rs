@@ -461,9 +461,33 @@ impl NodeState {
     }
 }
 
+/// How a session is named in logs: the first 8 hex digits of the SHA-256 of
+/// its id. The id itself is the capability to PATCH and DELETE the session,
+/// so it must not reach a log that more people read than the session's
+/// owner; the short hash still tells one session's lines from another's.
+pub fn session_log_id(id: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_log_id_is_a_short_hash_not_the_id() {
+        let id = "1f0e1d2c3b4a5968778695a4b3c2d1e0f";
+        let logged = session_log_id(id);
+        assert_eq!(logged.len(), 8);
+        assert!(logged.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!id.contains(&logged), "{logged} is part of the id");
+        // Stable, so one session's lines can be followed; distinct per session.
+        assert_eq!(logged, session_log_id(id));
+        assert_ne!(logged, session_log_id("1f0e1d2c3b4a5968778695a4b3c2d1e0e"));
+    }
 
     fn view(nodes: &[&str], at: Instant) -> RegistryView {
         let mut v = RegistryView::default();

@@ -38,10 +38,9 @@ fn pcmu_only() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_malformed_offers_are_bad_requests() {
-    if !in_netns("netns_malformed_offers_are_bad_requests") {
-        return;
-    }
+    in_netns("netns_malformed_offers_are_bad_requests");
     let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
     let catalog = vp8_catalog();
     let (_publisher, good) = client_offer().await;
@@ -125,10 +124,9 @@ async fn netns_malformed_offers_are_bad_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_trickle_candidates() {
-    if !in_netns("netns_trickle_candidates") {
-        return;
-    }
+    in_netns("netns_trickle_candidates");
     let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
     let (_publisher, offer) = client_offer().await;
     let ufrag = offer
@@ -166,10 +164,9 @@ async fn netns_trickle_candidates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_unanswered_session_times_out() {
-    if !in_netns("netns_unanswered_session_times_out") {
-        return;
-    }
+    in_netns("netns_unanswered_session_times_out");
     let engine = RtcEngine::bind(RtcConfig {
         connect_timeout: Duration::from_millis(500),
         ..RtcConfig::default()

@@ -118,10 +118,9 @@ fn forward(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_publish_and_play_over_one_port() {
-    if !in_netns("netns_publish_and_play_over_one_port") {
-        return;
-    }
+    in_netns("netns_publish_and_play_over_one_port");
     let engine = engine().await;
     let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
     let (publisher, ingest) = publish(&engine, &clip).await;
@@ -246,10 +245,9 @@ async fn netns_publish_and_play_over_one_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_h264_publish_and_play() {
-    if !in_netns("netns_h264_publish_and_play") {
-        return;
-    }
+    in_netns("netns_h264_publish_and_play");
     let engine = engine().await;
     let clip = Arc::new(Clip::load(fixture_path("clip-h264.strm")).expect("fixture"));
     let (publisher, ingest) = publish(&engine, &clip).await;
@@ -294,10 +292,9 @@ async fn netns_h264_publish_and_play() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_many_players_share_one_port() {
-    if !in_netns("netns_many_players_share_one_port") {
-        return;
-    }
+    in_netns("netns_many_players_share_one_port");
     const PLAYERS: usize = 8;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = socket.local_addr().expect("addr").port();

@@ -354,8 +354,9 @@ impl ProcCluster {
             self.certs_dir.display().to_string(),
         ];
         // A dev cluster takes anyone (explicitly: the binary's default is
-        // `--auth required`) and puts no rate limit on 127.0.0.1, the address of
-        // every local client; `node_args` may say otherwise.
+        // `--auth required`) and puts no rate limit or connection share on
+        // 127.0.0.1, the address of every local client; `node_args` may say
+        // otherwise.
         let given = |flag: &str| {
             self.node_args
                 .iter()
@@ -366,6 +367,9 @@ impl ProcCluster {
         }
         if !given("--post-rate-per-ip") {
             args.extend(["--post-rate-per-ip".to_owned(), "0".to_owned()]);
+        }
+        if !given("--http-max-connections-per-ip") {
+            args.extend(["--http-max-connections-per-ip".to_owned(), "0".to_owned()]);
         }
         args.extend(self.node_args.iter().cloned());
         let proc = Proc::new(

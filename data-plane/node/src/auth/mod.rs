@@ -1,12 +1,17 @@
 //! Publish and play tokens: JWTs (RFC 7519) signed with HS256, verified
 //! locally against keys from the node's configuration.
 //!
-//! A token names a stream (or a prefix ending in `*`), an action and an expiry:
+//! A token names a stream (or a prefix ending in a separator and `*`), an
+//! action and an expiry:
 //!
 //! ```text
 //! header  {"alg":"HS256","typ":"JWT","kid":"k1"}
-//! claims  {"sub":"cam-*","act":"play","exp":1767225600,"nbf":1767222000}
+//! claims  {"sub":"cam-*","act":"play","exp":1767225600,"iat":1767222000}
 //! ```
+//!
+//! The keys can be read again while the node runs ([`Auth::reload`], on
+//! SIGHUP), and a token may not claim to live longer than the node's
+//! `--token-max-ttl`.
 //!
 //! Everything here is a pure function of its inputs (the current time is an
 //! argument), so the parser is fuzzed (`fuzz/fuzz_targets/token.rs`) and unit-tested
@@ -14,7 +19,8 @@
 //! [`SecretString`] print redacted, and no error message carries token text.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -87,6 +93,10 @@ pub enum TokenError {
     /// `nbf` is still in the future.
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// `exp` is further from `iat` (or from now, without `iat`) than the
+    /// node's maximum token lifetime.
+    #[error("the token's lifetime exceeds this node's maximum")]
+    LifetimeTooLong,
 }
 
 /// A valid token that does not cover the request: answered with 403.
@@ -122,17 +132,22 @@ pub enum KeyError {
     /// Two entries have the same key id.
     #[error("token key id {0:?} appears twice")]
     Duplicate(String),
+    /// `--auth required` and the sources hold no key at all.
+    #[error("no token keys (--token-keys FILE|DIR or STRATA_TOKEN_KEYS)")]
+    NoKeys,
 }
 
 /// The verified claims of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// A stream name, or a prefix ending in `*`.
+    /// A stream name, `*`, or a prefix ending in a separator and `*`.
     pub sub: String,
     /// The allowed action.
     pub action: Action,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Issued at, seconds since the epoch, when the token says.
+    pub iat: Option<u64>,
 }
 
 impl Grant {
@@ -146,10 +161,31 @@ impl Grant {
         }
         Ok(())
     }
+
+    /// How long the token claims to live at `now`: `exp` minus `iat`, or
+    /// minus `now` when `iat` is absent or in the future (a future `iat`
+    /// must not shorten the lifetime of a token that is valid already).
+    pub fn lifetime(&self, now: u64) -> u64 {
+        let start = self.iat.map_or(now, |iat| iat.min(now));
+        self.exp.saturating_sub(start)
+    }
 }
 
-/// `sub` is the stream itself, or a prefix ending in `*` (`*` alone: every stream).
+/// Characters a wildcard prefix must end with: the name characters that are
+/// not letters or digits, i.e. the separators of a stream name's parts.
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether `sub` covers `stream`: the stream itself; `*`, every stream; or
+/// `prefix*` where the prefix ends in a separator (`-` `.` `_` `~`), every
+/// stream that starts with the prefix, so whole parts are matched: `cam-1-*`
+/// covers `cam-1-hd`, never `cam-10`. A malformed wildcard (`cam-1*`,
+/// `c*m`, `**`) covers nothing; [`verify`] refuses tokens that carry one.
 pub fn subject_matches(sub: &str, stream: &str) -> bool {
+    if !valid_subject(sub) {
+        return false;
+    }
     match sub.strip_suffix('*') {
         Some(prefix) => stream.starts_with(prefix),
         None => sub == stream,
@@ -366,6 +402,8 @@ struct RawClaims {
     exp: Option<serde_json::Number>,
     #[serde(default)]
     nbf: Option<serde_json::Number>,
+    #[serde(default)]
+    iat: Option<serde_json::Number>,
 }
 
 /// A NumericDate (RFC 7519 §2): seconds, possibly fractional, never negative.
@@ -377,9 +415,10 @@ fn numeric_date(n: &serde_json::Number) -> Option<u64> {
     (f.is_finite() && (0.0..1e15).contains(&f)).then_some(f as u64)
 }
 
-/// `*`, a prefix ending in `*`, or a valid stream name (not `.` or `..`,
-/// which no stream can be called).
-fn valid_subject(sub: &str) -> bool {
+/// `*`; a prefix of stream-name characters ending in a separator, then `*`
+/// (`cam-*`, `cam-1-*`, not `cam-1*`, which would cover `cam-10` too); or a
+/// valid stream name (not `.` or `..`, which no stream can be called).
+pub fn valid_subject(sub: &str) -> bool {
     let (name, prefix) = match sub.strip_suffix('*') {
         Some(p) => (p, true),
         None => (sub, false),
@@ -388,17 +427,19 @@ fn valid_subject(sub: &str) -> bool {
         || (!name.is_empty()
             && sub.len() <= 128
             && (prefix || (name != "." && name != ".."))
+            && (!prefix || name.bytes().last().is_some_and(is_separator))
             && name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')))
+                .all(|b| b.is_ascii_alphanumeric() || is_separator(b)))
 }
 
 /// Verifies `token` against `keys` at `now` (seconds since the epoch).
 ///
 /// Checks, in order: size, shape, header (`alg` HS256, no `crit`, known
 /// `kid`), the signature (constant time, `ring::hmac::verify`), and only then
-/// the claims: `exp` required, `nbf` optional, `sub` a stream name or a prefix
-/// ending in `*`, `act` `publish` or `play`.
+/// the claims: `exp` required, `nbf` and `iat` optional, `sub` a stream name,
+/// `*` or a prefix ending in a separator and `*`, `act` `publish` or `play`.
+/// The lifetime bound is the caller's ([`Auth::check`]), as it is a setting.
 pub fn verify(keys: &TokenKeys, token: &str, now: u64) -> Result<Grant, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong);
@@ -451,18 +492,27 @@ pub fn verify(keys: &TokenKeys, token: &str, now: u64) -> Result<Grant, TokenErr
             return Err(TokenError::NotYetValid);
         }
     }
+    let iat = match &claims.iat {
+        Some(n) => Some(numeric_date(n).ok_or(TokenError::Malformed("iat is not a NumericDate"))?),
+        None => None,
+    };
     let sub = claims
         .sub
         .filter(|s| valid_subject(s))
         .ok_or(TokenError::Malformed(
-            "sub must be a stream name or a prefix ending in *",
+            "sub must be a stream name, * or a prefix ending in - . _ or ~ then *",
         ))?;
     let action = match claims.act.as_deref() {
         Some("publish") => Action::Publish,
         Some("play") => Action::Play,
         _ => return Err(TokenError::Malformed("act must be publish or play")),
     };
-    Ok(Grant { sub, action, exp })
+    Ok(Grant {
+        sub,
+        action,
+        exp,
+        iat,
+    })
 }
 
 /// The bearer token of a request: the `Authorization: Bearer` header, else a
@@ -509,13 +559,40 @@ pub enum AuthError {
     Forbidden(#[from] Denied),
 }
 
-/// The node's token policy: the mode and the verification keys.
+/// Where a node's keys come from, kept so that they can be read again.
+#[derive(Debug, Clone, Default)]
+pub struct KeySource {
+    /// `--token-keys`: a file, or a directory of files, read at every load.
+    pub path: Option<PathBuf>,
+    /// `STRATA_TOKEN_KEYS` as it was at start (a process's environment does
+    /// not change from outside).
+    pub entries: Option<SecretString>,
+}
+
+impl KeySource {
+    /// Reads every key of the sources.
+    pub fn load(&self) -> Result<TokenKeys, KeyError> {
+        let mut keys = TokenKeys::new();
+        if let Some(path) = &self.path {
+            keys.add_path(path)?;
+        }
+        if let Some(entries) = &self.entries {
+            keys.add_entries(&entries.0)?;
+        }
+        Ok(keys)
+    }
+}
+
+/// The node's token policy: the mode, the verification keys (replaced as a
+/// whole by [`Auth::reload`]) and the longest token lifetime accepted.
 #[derive(Debug, Clone)]
 pub struct Auth {
     /// `open` or `required`.
     pub mode: AuthMode,
-    /// Keys by id.
-    pub keys: TokenKeys,
+    /// Most seconds between a token's `iat` (or now) and its `exp`.
+    pub max_ttl_secs: u64,
+    keys: Arc<RwLock<TokenKeys>>,
+    source: KeySource,
 }
 
 impl Auth {
@@ -523,8 +600,51 @@ impl Auth {
     pub fn open() -> Self {
         Self {
             mode: AuthMode::Open,
-            keys: TokenKeys::new(),
+            max_ttl_secs: u64::MAX,
+            keys: Arc::default(),
+            source: KeySource::default(),
         }
+    }
+
+    /// A policy with the keys of `source`; `required` without any key is an
+    /// error (a node that fails closed at start rather than refusing every
+    /// client).
+    pub fn new(mode: AuthMode, source: KeySource, max_ttl_secs: u64) -> Result<Self, KeyError> {
+        let keys = source.load()?;
+        if mode == AuthMode::Required && keys.is_empty() {
+            return Err(KeyError::NoKeys);
+        }
+        Ok(Self {
+            mode,
+            max_ttl_secs,
+            keys: Arc::new(RwLock::new(keys)),
+            source,
+        })
+    }
+
+    /// Key ids in use, for logs.
+    pub fn kids(&self) -> Vec<String> {
+        self.read_keys().kids().map(str::to_owned).collect()
+    }
+
+    /// Reads the keys from their sources again and uses them from the next
+    /// request on; returns the new key ids. On any error (unreadable file,
+    /// bad entry, no key at all under `required`) the keys in use stay as
+    /// they were: a half-written key file must not lock every client out.
+    pub fn reload(&self) -> Result<Vec<String>, KeyError> {
+        let keys = self.source.load()?;
+        if self.mode == AuthMode::Required && keys.is_empty() {
+            return Err(KeyError::NoKeys);
+        }
+        let kids = keys.kids().map(str::to_owned).collect();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(kids)
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, TokenKeys> {
+        // The lock only guards a whole-value swap: a poisoned one still holds
+        // a complete key set.
+        self.keys.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `token` (from [`bearer`]) allows `action` on `stream` at `now`.
@@ -539,7 +659,10 @@ impl Auth {
             return Ok(());
         }
         let token = token.ok_or(TokenError::Missing)?;
-        let grant = self.keys.verify(token, now)?;
+        let grant = self.read_keys().verify(token, now)?;
+        if grant.lifetime(now) > self.max_ttl_secs {
+            return Err(TokenError::LifetimeTooLong.into());
+        }
         grant.allows(stream, action)?;
         Ok(())
     }

@@ -186,3 +186,135 @@ fn bearer_and_redaction() {
     );
     assert_eq!(redact_uri("/play/s"), "/play/s");
 }
+
+#[test]
+fn wildcards_match_whole_parts() {
+    let k = keys();
+    let grant = |sub: &str| {
+        k.verify(
+            &k.mint("k1", &claims(sub, Action::Play, 99)).expect("mint"),
+            0,
+        )
+    };
+    let g = grant("cam-1-*").expect("a prefix ending in a separator");
+    assert!(g.allows("cam-1-hd", Action::Play).is_ok());
+    assert!(g.allows("cam-1-", Action::Play).is_ok());
+    assert_eq!(g.allows("cam-10", Action::Play), Err(Denied::WrongStream));
+    assert_eq!(g.allows("cam-1", Action::Play), Err(Denied::WrongStream));
+    for sep in ["cam.*", "cam_*", "cam~*", "cam-*"] {
+        assert!(grant(sep).is_ok(), "{sep}");
+    }
+    // A wildcard in the middle of a part would silently widen the grant
+    // (`cam-1*` covers `cam-10`): refused, and it matches nothing.
+    for bad in ["cam-1*", "c*", "c*m", "**", "*-*", "cam-*x", "-*x"] {
+        assert!(
+            matches!(grant(bad), Err(TokenError::Malformed(_))),
+            "{bad} was accepted"
+        );
+        assert!(!subject_matches(bad, "cam-10"), "{bad}");
+        assert!(!valid_subject(bad), "{bad}");
+    }
+    assert!(subject_matches("*", "anything"));
+    assert!(subject_matches("cam-1", "cam-1"));
+    assert!(!subject_matches("cam-1", "cam-10"));
+}
+
+fn required(max_ttl_secs: u64) -> Auth {
+    let source = KeySource {
+        path: None,
+        entries: Some(SecretString(format!("k1={}", STANDARD.encode(SECRET)))),
+    };
+    Auth::new(AuthMode::Required, source, max_ttl_secs).expect("auth")
+}
+
+#[test]
+fn lifetime_is_bounded() {
+    let auth = required(3600);
+    let now = 1_000_000;
+    let with = |iat: Option<u64>, exp: u64| {
+        let mut c = claims("s", Action::Play, exp);
+        c.iat = iat;
+        keys().mint("k1", &c).expect("mint")
+    };
+    let check = |t: &str| auth.check(Some(t), "s", Action::Play, now);
+    // Issued an hour ago, valid for another second: one hour and a second.
+    assert_eq!(
+        check(&with(Some(now - 3600), now + 1)),
+        Err(AuthError::Unauthorized(TokenError::LifetimeTooLong))
+    );
+    assert!(check(&with(Some(now - 1800), now + 1800)).is_ok());
+    // Without iat the lifetime counts from now.
+    assert!(check(&with(None, now + 3600)).is_ok());
+    assert_eq!(
+        check(&with(None, now + 3601)),
+        Err(AuthError::Unauthorized(TokenError::LifetimeTooLong))
+    );
+    // An iat in the future does not make a ten-year token short.
+    assert_eq!(
+        check(&with(Some(now + 315_360_000), now + 315_360_000 + 60)),
+        Err(AuthError::Unauthorized(TokenError::LifetimeTooLong))
+    );
+    // A malformed iat is a malformed token.
+    let bad = sign_raw(
+        r#"{"alg":"HS256","kid":"k1"}"#,
+        r#"{"sub":"s","act":"play","exp":1000010,"iat":"x"}"#,
+    );
+    assert!(matches!(
+        check(&bad),
+        Err(AuthError::Unauthorized(TokenError::Malformed(_)))
+    ));
+    // Open mode checks nothing.
+    assert!(Auth::open().check(None, "s", Action::Play, now).is_ok());
+}
+
+#[test]
+fn reload_replaces_keys_and_keeps_them_on_error() {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-auth-reload-{}-{}",
+        std::process::id(),
+        unix_now()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("keys");
+    let other: &[u8] = b"another-secret-another-secret-0123";
+    std::fs::write(&file, format!("k1={}\n", STANDARD.encode(SECRET))).expect("write");
+    let source = KeySource {
+        path: Some(file.clone()),
+        entries: None,
+    };
+    let auth = Auth::new(AuthMode::Required, source, 86_400).expect("auth");
+    let mut new_keys = TokenKeys::new();
+    new_keys.insert("k2", other).expect("key");
+    let old_token = keys()
+        .mint("k1", &claims("s", Action::Play, 100))
+        .expect("mint");
+    let new_token = new_keys
+        .mint("k2", &claims("s", Action::Play, 100))
+        .expect("mint");
+    let ok = |t: &str| auth.check(Some(t), "s", Action::Play, 50).is_ok();
+    assert!(ok(&old_token));
+    assert!(!ok(&new_token));
+
+    // Rotate: the file now holds only k2.
+    std::fs::write(&file, format!("k2={}\n", STANDARD.encode(other))).expect("write");
+    assert_eq!(auth.reload().expect("reload"), vec!["k2".to_owned()]);
+    assert!(ok(&new_token));
+    assert!(!ok(&old_token));
+    // Clones (the node's state holds one) see the same keys.
+    assert!(
+        auth.clone()
+            .check(Some(&new_token), "s", Action::Play, 50)
+            .is_ok()
+    );
+
+    // A broken or empty file is refused and the keys in use stay.
+    std::fs::write(&file, "k3=short\n").expect("write");
+    assert!(matches!(auth.reload(), Err(KeyError::BadEntry { .. })));
+    std::fs::write(&file, "# nothing\n").expect("write");
+    assert!(matches!(auth.reload(), Err(KeyError::NoKeys)));
+    std::fs::remove_file(&file).expect("rm");
+    assert!(matches!(auth.reload(), Err(KeyError::Io { .. })));
+    assert!(ok(&new_token));
+    assert_eq!(auth.kids(), vec!["k2".to_owned()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,17 @@ use strata_control::config::parse_duration;
 
 use crate::bench::machine::Machine;
 
+pub use latency::LatencyResult;
+
+/// What a relay bench run measured, and its markdown report.
+#[derive(Debug)]
+pub struct RelayReport {
+    /// One latency run per stream count, in the order asked for.
+    pub latency: Vec<LatencyResult>,
+    /// The report printed by `strata-bench relay`.
+    pub text: String,
+}
+
 /// `strata-bench relay` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayArgs {
@@ -56,6 +67,13 @@ pub struct RelayArgs {
 
 /// Run every measurement and print the report.
 pub async fn run(args: RelayArgs) -> Result<()> {
+    let report = measure(args).await?;
+    print!("{}", report.text);
+    Ok(())
+}
+
+/// Run every measurement; the caller prints (or checks) the result.
+pub async fn measure(args: RelayArgs) -> Result<RelayReport> {
     let quick = args.quick;
     let streams = match args.streams.is_empty() {
         false => args.streams,
@@ -135,6 +153,6 @@ pub async fn run(args: RelayArgs) -> Result<()> {
         "{machine}; {} build; 1-min load average {load_before} before, {load_after} after",
         machine.profile()
     );
-    print!("{}", report::render(&context, &lat, raw, others));
-    Ok(())
+    let text = report::render(&context, &lat, raw, others);
+    Ok(RelayReport { latency: lat, text })
 }

@@ -192,6 +192,9 @@ fn optional_node_flags(node: &Path) -> &'static [String] {
         if help.contains("--post-rate-per-ip") {
             flags.extend(["--post-rate-per-ip".to_owned(), "0".to_owned()]);
         }
+        if help.contains("--http-max-connections-per-ip") {
+            flags.extend(["--http-max-connections-per-ip".to_owned(), "0".to_owned()]);
+        }
         flags
     })
 }
