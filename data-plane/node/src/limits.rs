@@ -1,23 +1,15 @@
-//! Limits that keep hostile or broken clients from exhausting a node:
-//! a per-client rate limit on session creation, and the HTTP server loop with
-//! a connection cap and a header read timeout (slow-loris clients).
+//! A per-client rate limit on session creation. The HTTP server loop with its
+//! connection cap, per-address share and header read timeout is shared with
+//! the control plane and lives in `strata_common::limits`.
 //!
 //! [`RateLimiter`] is sans-IO: time is an argument, so it is unit-tested
-//! without sleeping. [`serve`] is the thin shell around hyper.
+//! without sleeping.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
-use tracing::{debug, warn};
+pub use strata_common::limits::{HttpLimits, client_key, remote_of, serve};
 
 /// A token bucket per client address, in a bounded map.
 ///
@@ -35,20 +27,6 @@ pub struct RateLimiter {
 struct Bucket {
     tokens: f64,
     at: Instant,
-}
-
-/// The key a client address is limited under.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
 }
 
 impl RateLimiter {
@@ -128,92 +106,6 @@ impl RateLimiter {
             self.buckets.remove(k);
         }
     }
-}
-
-/// Limits of the HTTP server.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// A client must send a request's complete headers within this time
-    /// (also bounds an idle keep-alive connection).
-    pub header_timeout: Duration,
-    /// Most concurrent connections; more are closed at once.
-    pub max_connections: usize,
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish (bounded by `drain`).
-///
-/// Each connection is HTTP/1.1 with `header_read_timeout`, so a slow-loris
-/// client is closed after `header_timeout`; the request body and handler
-/// are bounded by the router's request timeout. The client address is
-/// available to handlers as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: HttpLimits,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (closing_tx, closing_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(%remote, "HTTP connection refused: at the connection limit");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                app.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(%remote, error = %e, "HTTP connection ended");
-                    }
-                }
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let _ = closing_tx.send(true);
-    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(drain, slots.acquire_many(all)).await;
-}
-
-/// Remote address of a request served by [`serve`] (loopback when absent,
-/// e.g. in router unit tests).
-pub fn remote_of(ext: &axum::http::Extensions) -> SocketAddr {
-    ext.get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 #[cfg(test)]

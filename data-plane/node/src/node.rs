@@ -345,6 +345,7 @@ pub async fn run(
     let http_limits = HttpLimits {
         header_timeout: state.cfg.http_header_timeout,
         max_connections: state.cfg.http_max_connections,
+        max_connections_per_address: state.cfg.http_max_connections_per_ip,
     };
     let http_task = tokio::spawn(crate::limits::serve(
         listeners.http,
