@@ -110,10 +110,28 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let http = match config.http_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await?),
+        Some(addr) => Some(bind_http(addr)?),
         None => None,
     };
     run_with_listeners(config, kv, listener, http, shutdown).await
+}
+
+/// Accept queue of the HTTP listener. A burst of connections (a slow-loris
+/// client opening thousands at once) then meets the per-address share and the
+/// cap, which close them, instead of overflowing the kernel's queue and
+/// leaving honest clients' handshakes waiting on SYN retransmissions.
+/// Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener with [`HTTP_BACKLOG`].
+pub fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)
 }
 
 /// Like [`run_with_store`], on an already bound HTTP listener (tests bind

@@ -68,7 +68,12 @@ impl ControlPlane {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let http_listener = match options.http {
-            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            // A deep accept queue, as the binary has: a burst of connections (the slow-loris
+            // test opens 5,000) must reach the server's limits, not overflow the kernel's queue.
+            true => {
+                let any = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+                Some(strata_control::server::bind_http(any)?)
+            }
             false => None,
         };
         let http = match &http_listener {

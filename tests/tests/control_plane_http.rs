@@ -804,6 +804,19 @@ async fn slow_loris_does_not_starve_metrics_or_node_keepalives() {
     )
     .await;
     let lease = e.c.register("eu-1", "eu").await.unwrap().lease_id;
+    // Kept alive in the background too, as a node does, while the sockets are opened.
+    let mut bg = e.c.clone();
+    e.keepalive.push(tokio::spawn(async move {
+        loop {
+            let req = v1::KeepAliveRequest {
+                node_id: "eu-1".into(),
+                lease_id: lease,
+                load: None,
+            };
+            let _ = bg.nodes.keep_alive(req).await;
+            tokio::time::sleep(TTL / 6).await;
+        }
+    }));
     let addr: std::net::SocketAddr = e.http.trim_start_matches("http://").parse().unwrap();
     let mut c = e.c.clone();
     let url = format!("{}/metrics", e.http);
