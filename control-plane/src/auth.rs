@@ -200,6 +200,45 @@ impl Policy {
     }
 }
 
+/// Why an HTTP request for operator data (`/api/v1/topology`) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HttpDenied {
+    /// No `Authorization: Bearer` header.
+    #[error("an operator token is required (Authorization: Bearer <token>)")]
+    Missing,
+    /// A token that is not one of `--operator-tokens`, or another scheme.
+    #[error("invalid operator token")]
+    Invalid,
+    /// TLS mode without `--operator-tokens`: nobody may read operator data.
+    #[error("operator data over HTTP needs --operator-tokens on the control plane")]
+    NotConfigured,
+}
+
+impl Policy {
+    /// Decides who reads operator data over HTTP, from the request's
+    /// `Authorization` header. With operator tokens configured, one of them is
+    /// required, in plaintext mode too (the tokens say the operator wants the
+    /// data closed). Without any: open in plaintext mode (the open dev
+    /// cluster, where gRPC is open as well), closed in TLS mode.
+    pub fn http_operator(&self, authorization: Option<&str>) -> Result<Caller, HttpDenied> {
+        if self.operators.is_empty() {
+            return match self.plaintext {
+                true => Ok(Caller::Dev),
+                false => Err(HttpDenied::NotConfigured),
+            };
+        }
+        let value = authorization.ok_or(HttpDenied::Missing)?.trim();
+        let token = match value.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => return Err(HttpDenied::Invalid),
+        };
+        match self.operators.find(token) {
+            Some(name) => Ok(Caller::Operator(name.to_owned())),
+            None => Err(HttpDenied::Invalid),
+        }
+    }
+}
+
 /// Whether `caller` satisfies `need` (pure; see [`require`]).
 pub fn allows(caller: &Caller, need: Need<'_>) -> Result<(), Status> {
     let denied = |why: String| Err(Status::permission_denied(why));
@@ -294,5 +333,44 @@ mod tests {
         assert!(p.caller(&req).is_err());
         // No caller in the extensions: refused.
         assert!(require(&Request::new(()), Need::Member).is_err());
+    }
+
+    #[test]
+    fn http_operator_data_needs_a_token_when_tokens_exist() {
+        let tokens = || OperatorTokens::parse("alice=0123456789abcdef").expect("parse");
+        for plaintext in [false, true] {
+            let p = Policy {
+                plaintext,
+                operators: tokens(),
+            };
+            assert_eq!(p.http_operator(None), Err(HttpDenied::Missing));
+            assert_eq!(
+                p.http_operator(Some("Bearer nope")),
+                Err(HttpDenied::Invalid)
+            );
+            assert_eq!(
+                p.http_operator(Some("Basic 0123456789abcdef")),
+                Err(HttpDenied::Invalid)
+            );
+            assert_eq!(p.http_operator(Some("Bearer")), Err(HttpDenied::Invalid));
+            assert_eq!(
+                p.http_operator(Some("bearer  0123456789abcdef ")),
+                Ok(Caller::Operator("alice".into()))
+            );
+        }
+        // Without tokens: the open dev cluster reads it, a TLS control plane nobody.
+        let dev = Policy {
+            plaintext: true,
+            operators: OperatorTokens::default(),
+        };
+        assert_eq!(dev.http_operator(None), Ok(Caller::Dev));
+        let tls = Policy {
+            plaintext: false,
+            operators: OperatorTokens::default(),
+        };
+        assert_eq!(
+            tls.http_operator(Some("Bearer 0123456789abcdef")),
+            Err(HttpDenied::NotConfigured)
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! `strata-control` configuration: flags, `STRATA_*` environment variables
-//! and a TOML file underneath (flags and environment win over the file).
+//! and a TOML file underneath (flags and environment win over the file),
+//! merged by `strata_common::config::layered`.
+//! `deploy/examples/strata-control.toml` sets every setting.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 /// Which store backs the control plane.
@@ -103,6 +105,37 @@ pub struct Config {
     #[serde(default)]
     pub plaintext: bool,
 
+    /// Time an HTTP client has to send a request's headers; slower
+    /// connections (slow-loris) and idle keep-alive connections are closed.
+    #[arg(long, env = "STRATA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+
+    /// Most time one HTTP request may take (then 503 with Retry-After).
+    #[arg(long, env = "STRATA_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub http_request_timeout: Duration,
+
+    /// Most concurrent HTTP connections; more are closed at once.
+    #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+
+    /// Most concurrent HTTP connections from one client address (IPv6: one
+    /// /64), so one client cannot hold every slot; 0: only the total cap.
+    #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub http_max_connections_per_ip: usize,
+
+    /// Time a gRPC client has to complete the TLS handshake; connections
+    /// that stall in it are closed.
+    #[arg(long, env = "STRATA_GRPC_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub grpc_tls_handshake_timeout: Duration,
+
+    /// Most concurrent gRPC connections (nodes keep one each); more are
+    /// closed at once.
+    #[arg(long, env = "STRATA_GRPC_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub grpc_max_connections: usize,
+
     /// An operator command; without one, the server runs.
     #[command(subcommand)]
     #[serde(skip)]
@@ -145,84 +178,142 @@ impl Default for Config {
     }
 }
 
-/// Parses "250ms", "3s", "1m" or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Durations in TOML as strings like "3s".
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
+use strata_common::config::duration as humantime_serde;
+pub use strata_common::config::parse_duration;
 
 impl Config {
     /// Flags and environment over the TOML file named by `--config`.
+    /// `--help`, `--version` and bad flags print and exit, like clap's `parse`.
     pub fn load() -> anyhow::Result<Self> {
-        let cli = Config::parse();
-        // Operator commands do not read the server's file.
-        if cli.command.is_some() {
-            return Ok(cli);
-        }
-        let Some(path) = cli.config.clone() else {
-            return Ok(cli);
+        let matches = Config::command().get_matches();
+        let cli = Config::from_arg_matches(&matches)?;
+        cli.with_file(&matches)
+    }
+
+    /// [`Config::load`] from these arguments (the program name first).
+    pub fn load_from<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Config::command().try_get_matches_from(args)?;
+        let cli = Config::from_arg_matches(&matches)?;
+        cli.with_file(&matches)
+    }
+
+    /// Puts the TOML file of `--config` (if any) under the values clap
+    /// parsed into `matches`. Operator commands do not read the server's file.
+    pub fn with_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
+        let (None, Some(path)) = (&self.command, self.config.clone()) else {
+            return Ok(self);
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let file: Config = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
-        // Re-parse with the file's values as defaults so that explicit flags
-        // and environment variables still win.
-        let mut args = vec!["strata-control".to_owned()];
-        let file_val = toml::Value::try_from(&file)?;
-        if let toml::Value::Table(t) = file_val {
-            for (k, v) in t {
-                let flag = format!("--{}", k.replace('_', "-"));
-                let explicit =
-                    std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-                let env = format!("STRATA_{}", k.to_uppercase());
-                if explicit || std::env::var_os(&env).is_some() {
-                    continue;
-                }
-                let value = match v {
-                    toml::Value::String(s) => s,
-                    toml::Value::Array(a) => a
-                        .iter()
-                        .filter_map(|x| x.as_str().map(str::to_owned))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
-                args.push(flag);
-                args.push(value);
-            }
-        }
-        args.extend(std::env::args().skip(1));
-        Ok(Config::try_parse_from(args)?)
+        let mut merged = strata_common::config::layered(matches, &self, &path)?;
+        // Not settings of the file (serde skips them): keep what was given.
+        merged.config = self.config;
+        merged.command = self.command;
+        Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/examples/strata-control.toml");
+
+    /// The example written to a file of its own (tests run in parallel).
+    fn example_file(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("strata-control-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_example_sets_every_setting() {
+        let missing =
+            strata_common::config::missing_from_example(&Config::command(), EXAMPLE, &["config"])
+                .unwrap();
+        assert!(
+            missing.is_empty(),
+            "deploy/examples/strata-control.toml lacks {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = example_file("full.toml", EXAMPLE);
+        let c = Config::load_from(["strata-control", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7400".parse().unwrap());
+        assert_eq!(c.http_listen, Some("0.0.0.0:7401".parse().unwrap()));
+        assert_eq!(c.default_region.as_deref(), Some("eu"));
+        assert_eq!(c.store, StoreKind::Etcd);
+        assert_eq!(c.etcd_endpoints.len(), 3);
+        assert_eq!(c.lease_ttl, Duration::from_secs(3));
+        assert_eq!(
+            c.tls_cert,
+            Some(PathBuf::from("/etc/strata/certs/cp-1.pem"))
+        );
+        assert_eq!(
+            c.operator_tokens,
+            Some(PathBuf::from("/etc/strata/operator-tokens"))
+        );
+        assert!(!c.plaintext);
+        assert_eq!(c.http_max_connections_per_ip, 64);
+        assert_eq!(c.grpc_tls_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.config, Some(path));
+        assert!(c.check_transport().is_ok());
+    }
+
+    #[test]
+    fn booleans_from_the_file_load() {
+        // Every boolean used to become `--flag false`, which clap refused.
+        let path = example_file("plaintext.toml", "plaintext = true\nstore = \"memory\"\n");
+        let c = Config::load_from(["strata-control", "--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.plaintext);
+        assert_eq!(c.store, StoreKind::Memory);
+        assert!(c.check_transport().is_ok());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let path = example_file("override.toml", EXAMPLE);
+        let c = Config::load_from([
+            "strata-control",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9400",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--lease-ttl",
+            "5s",
+            "--http-max-connections-per-ip=8",
+            "--store",
+            "memory",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9400".parse().unwrap());
+        assert_eq!(c.etcd_endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.http_max_connections_per_ip, 8);
+        assert_eq!(c.store, StoreKind::Memory);
+        // What no flag named still comes from the file.
+        assert_eq!(c.prefix, "/strata/");
+        assert_eq!(c.default_region.as_deref(), Some("eu"));
+        assert_eq!(c.http_listen, Some("0.0.0.0:7401".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let path = example_file("typo.toml", "lease_tll = \"3s\"\n");
+        let e = Config::load_from(["strata-control", "--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lease_tll"), "{e}");
     }
 }

@@ -6,7 +6,7 @@
 //! | POST | `/whep/{stream}?region=R` | front door: `307` to a node for a player, preferring one that carries the stream |
 //! | OPTIONS | `/whip/{stream}`, `/whep/{stream}` | CORS preflight |
 //! | GET | `/`, `/dashboard` | the live dashboard (self-contained HTML) |
-//! | GET | `/api/v1/topology` | regions, nodes with load, streams with their trees (JSON, see [`crate::dashboard::model`]) |
+//! | GET | `/api/v1/topology` | regions, nodes with load, streams with their trees (JSON, see [`crate::dashboard::model`]); operators only |
 //! | GET | `/healthz` | `200` when the store is reachable and the cache in sync, else `503` |
 //! | GET | `/metrics` | Prometheus text |
 //!
@@ -18,28 +18,50 @@
 //! does not check access tokens (nodes do); a token the client sent (`Authorization: Bearer`
 //! or `?token=`) is carried to the node as `?token=` in the `Location`, since browsers drop
 //! `Authorization` on a cross-origin redirect.
+//!
+//! `/api/v1/topology` is operator data (every stream, tree, relay address and lease):
+//! it needs `Authorization: Bearer <operator token>` as decided by
+//! [`Policy::http_operator`], is answered without CORS headers (only the dashboard's own
+//! origin reads it) and `401` with `WWW-Authenticate: Bearer` otherwise. The front door
+//! keeps `Access-Control-Allow-Origin: *`: browser WHIP/WHEP clients of any origin need
+//! it, and its answers carry no operator data.
+//!
+//! Served by [`strata_common::limits::serve`]: a header read timeout (slow-loris and idle
+//! keep-alive connections are closed), a connection cap with a per-address share, and a
+//! whole-request timeout (`503`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use strata_common::limits::HttpLimits;
 use strata_proto::v1;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::auth::{HttpDenied, Policy};
 use crate::dashboard::{self, Topology};
 use crate::error::Error;
 use crate::service::{self, State, convert};
 
 /// Settings of the HTTP side.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Region used by the front door when a request names none.
     pub default_region: Option<String>,
+    /// Header timeout and connection caps.
+    pub limits: HttpLimits,
+    /// Most time one request may take (then `503`).
+    pub request_timeout: Duration,
+    /// Who may read operator data (the same policy as gRPC's).
+    pub policy: Arc<Policy>,
 }
 
 #[derive(Clone)]
@@ -48,15 +70,22 @@ struct Http {
     options: HttpOptions,
 }
 
-/// Serves HTTP on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, state: State, options: HttpOptions) {
-    if let Err(e) = axum::serve(listener, router(state, options)).await {
-        warn!(error = %e, "HTTP server stopped");
-    }
+/// Serves HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = options.limits;
+    let app = router(state, options);
+    strata_common::limits::serve(listener, app, limits, shutdown, Duration::from_secs(2)).await;
+    debug!("HTTP server stopped");
 }
 
 /// The HTTP routes of one replica.
 pub fn router(state: State, options: HttpOptions) -> Router {
+    let timeout = options.request_timeout;
     Router::new()
         .route("/", get(dashboard_page))
         .route("/dashboard", get(dashboard_page))
@@ -69,7 +98,19 @@ pub fn router(state: State, options: HttpOptions) -> Router {
         .route("/whip/", post(no_stream).options(preflight))
         .route("/whep", post(no_stream).options(preflight))
         .route("/whep/", post(no_stream).options(preflight))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .with_state(Http { state, options })
+}
+
+/// Bounds a whole request. The handlers answer from the cache without reading a body,
+/// so this is a backstop: nothing a client does can hold a request open longer.
+async fn request_timeout(AxState(limit): AxState<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            Error::Unavailable(format!("the request took longer than {limit:?}")).into_response()
+        }
+    }
 }
 
 /// CORS headers, the same as a node's, so browsers can follow the redirect.
@@ -328,11 +369,38 @@ pub fn topology_of(state: &State) -> Topology {
     Topology::build(&nodes, &streams, view.revision, healthy, service::now_ms())
 }
 
-async fn topology(AxState(http): AxState<Http>) -> Response {
+/// The topology document, for operators only (see the module documentation). No CORS
+/// headers: the dashboard reads it from its own origin, and no other page should.
+async fn topology(AxState(http): AxState<Http>, headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = http.options.policy.http_operator(authorization) {
+        return unauthorized(e);
+    }
     let doc = topology_of(&http.state);
     let mut resp = axum::Json(doc).into_response();
     let h = resp.headers_mut();
-    cors(h);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `401` with a `WWW-Authenticate` challenge; the presented token is never echoed.
+fn unauthorized(e: HttpDenied) -> Response {
+    let challenge = match e {
+        HttpDenied::Missing | HttpDenied::NotConfigured => r#"Bearer realm="strata-operator""#,
+        HttpDenied::Invalid => r#"Bearer realm="strata-operator", error="invalid_token""#,
+    };
+    let mut resp = (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

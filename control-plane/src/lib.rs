@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod election;
 pub mod error;
 pub mod http;
+pub mod incoming;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
@@ -21,4 +22,4 @@ pub mod server;
 pub mod service;
 
 pub use config::{Config, StoreKind};
-pub use server::{run, run_with_store};
+pub use server::{run, run_with_listeners, run_with_store};

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_common::limits::ConnectionLimiter;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -68,7 +69,10 @@ fn server_tls(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
             .identity(Identity::from_pem(read(cert)?, read(key)?))
             .client_ca_root(Certificate::from_pem(read(ca)?))
             // Operators come with a token instead of a certificate.
-            .client_auth_optional(true),
+            .client_auth_optional(true)
+            // A client that opens a socket and stalls in the handshake would otherwise
+            // hold it (and a task) for as long as it likes.
+            .timeout(config.grpc_tls_handshake_timeout),
     ))
 }
 
@@ -97,11 +101,46 @@ pub async fn run(
 }
 
 /// Like [`run`], over a store the caller opened (tests share one memory store
-/// between replicas this way).
+/// between replicas this way). The HTTP side, if any, is bound from
+/// `config.http_listen`.
 pub async fn run_with_store(
     config: Config,
     kv: Kv,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let http = match config.http_listen {
+        Some(addr) => Some(bind_http(addr)?),
+        None => None,
+    };
+    run_with_listeners(config, kv, listener, http, shutdown).await
+}
+
+/// Accept queue of the HTTP listener. A burst of connections (a slow-loris
+/// client opening thousands at once) then meets the per-address share and the
+/// cap, which close them, instead of overflowing the kernel's queue and
+/// leaving honest clients' handshakes waiting on SYN retransmissions.
+/// Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener with [`HTTP_BACKLOG`].
+pub fn bind_http(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)
+}
+
+/// Like [`run_with_store`], on an already bound HTTP listener (tests bind
+/// `127.0.0.1:0`); `config.http_listen` is not used.
+pub async fn run_with_listeners(
+    config: Config,
+    kv: Kv,
+    listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = Keys::new(&config.prefix);
@@ -158,18 +197,33 @@ pub async fn run_with_store(
     let reflection_v1alpha =
         reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
 
-    if let Some(addr) = config.http_listen {
-        let http = TcpListener::bind(addr).await?;
+    let policy = Arc::new(policy(&config)?);
+    // The HTTP side stops with gRPC, or when this future is dropped (the sender with it).
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(http) = http {
         info!(addr = %http.local_addr()?, "HTTP listening");
         let options = crate::http::HttpOptions {
             default_region: config.default_region.clone(),
+            limits: strata_common::limits::HttpLimits {
+                header_timeout: config.http_header_timeout,
+                max_connections: config.http_max_connections,
+                max_connections_per_address: config.http_max_connections_per_ip,
+            },
+            request_timeout: config.http_request_timeout,
+            policy: policy.clone(),
         };
-        tokio::spawn(crate::http::serve(http, state.clone(), options));
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(crate::http::serve(http, state.clone(), options, stopped));
     }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
 
     info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,
         lease_ttl = ?config.lease_ttl, "control plane listening");
-    let policy = Arc::new(policy(&config)?);
     let mut builder = Server::builder();
     if let Some(tls) = server_tls(&config)? {
         builder = builder.tls_config(tls)?;
@@ -203,10 +257,12 @@ pub async fn run_with_store(
                 intercept(),
             ),
         )
-        // TCP_NODELAY: a unary answer is one small write; with Nagle on it can wait for the
-        // client's delayed ACK (40 ms on Linux), which showed up as the claim latency tail.
+        // Capped, with TCP_NODELAY (see `incoming`).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::incoming::limited(
+                listener,
+                ConnectionLimiter::new(config.grpc_max_connections, 0),
+            ),
             shutdown,
         )
         .await?;

@@ -42,6 +42,10 @@ pub struct Options {
     pub http: bool,
     /// The front door's `--default-region`.
     pub default_region: Option<String>,
+    /// `--operator-tokens`: the HTTP side then shows `/api/v1/topology` only with one of them.
+    pub operator_tokens: Option<std::path::PathBuf>,
+    /// `--http-header-timeout`, when not the default.
+    pub http_header_timeout: Option<Duration>,
 }
 
 /// One control-plane replica running in this process.
@@ -63,12 +67,18 @@ impl ControlPlane {
     pub async fn start_with(store: &Store, lease_ttl: Duration, options: Options) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let http = match options.http {
-            true => Some(SocketAddr::from((
-                std::net::Ipv4Addr::LOCALHOST,
-                crate::ports::free_tcp_port()?,
-            ))),
+        let http_listener = match options.http {
+            // A deep accept queue, as the binary has: a burst of connections (the slow-loris
+            // test opens 5,000) must reach the server's limits, not overflow the kernel's queue.
+            true => {
+                let any = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+                Some(strata_control::server::bind_http(any)?)
+            }
             false => None,
+        };
+        let http = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
         };
         let mut config = Config {
             listen: addr,
@@ -76,8 +86,12 @@ impl ControlPlane {
             default_region: options.default_region,
             lease_ttl,
             etcd_timeout: Duration::from_millis(1000),
+            operator_tokens: options.operator_tokens,
             ..Config::default()
         };
+        if let Some(t) = options.http_header_timeout {
+            config.http_header_timeout = t;
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;
@@ -88,15 +102,29 @@ impl ControlPlane {
                 config.etcd_endpoints = endpoints.clone();
                 let span = tracing::info_span!("cp", etcd = %endpoints.join(","));
                 tokio::spawn(tracing::Instrument::instrument(
-                    strata_control::run(config, listener, shutdown),
+                    async move {
+                        let kv = strata_control::server::open_store(&config).await?;
+                        strata_control::run_with_listeners(
+                            config,
+                            kv,
+                            listener,
+                            http_listener,
+                            shutdown,
+                        )
+                        .await
+                    },
                     span,
                 ))
             }
             Store::Memory(kv) => {
                 config.store = StoreKind::Memory;
                 let kv = Kv::Memory(kv.clone());
-                tokio::spawn(strata_control::run_with_store(
-                    config, kv, listener, shutdown,
+                tokio::spawn(strata_control::run_with_listeners(
+                    config,
+                    kv,
+                    listener,
+                    http_listener,
+                    shutdown,
                 ))
             }
         };

@@ -1,11 +1,13 @@
 //! `strata-node` configuration: flags, `STRATA_*` environment variables and a
-//! TOML file underneath (flags and environment win over the file).
+//! TOML file underneath (flags and environment win over the file), merged by
+//! `strata_common::config::layered`. `deploy/examples/strata-node.toml` sets
+//! every setting.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Action, AuthMode, SecretString};
@@ -228,9 +230,9 @@ pub struct NodeConfig {
     #[arg(long, env = "STRATA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
     pub http_max_connections: usize,
 
-    /// Most concurrent HTTP connections of one client address (IPv6 clients:
-    /// one /64), so that one address cannot hold every connection; more are
-    /// closed at once. 0: only --http-max-connections applies.
+    /// Most concurrent HTTP connections from one client address (IPv6: one
+    /// /64), so one client cannot hold every slot; 0: only the total cap.
+    /// Players behind one NAT share an address, hence a generous default.
     #[arg(
         long,
         env = "STRATA_HTTP_MAX_CONNECTIONS_PER_IP",
@@ -264,85 +266,121 @@ impl NodeConfig {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
-    /// Merges a TOML file under the values given on the command line or in
-    /// the environment.
-    pub fn with_file(self) -> anyhow::Result<Self> {
+    /// Puts the TOML file of `--config` (if any) under the values clap
+    /// parsed into `matches` from flags and the environment.
+    pub fn with_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let file: toml::Table = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
-        // Validate the file's keys and types against the struct.
-        let _: NodeConfig = toml::Value::Table(file.clone())
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut args = vec!["strata-node".to_owned()];
-        for (k, v) in file {
-            let flag = format!("--{}", k.replace('_', "-"));
-            let env = format!("STRATA_{}", k.to_uppercase());
-            let explicit =
-                std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-            if explicit || std::env::var_os(env).is_some() {
-                continue;
-            }
-            match v {
-                toml::Value::Boolean(true) => args.push(flag),
-                toml::Value::Boolean(false) => {}
-                toml::Value::String(s) => args.extend([flag, s]),
-                toml::Value::Array(a) => {
-                    let items: Vec<String> = a
-                        .iter()
-                        .map(|x| {
-                            x.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| x.to_string())
-                        })
-                        .collect();
-                    args.extend([flag, items.join(",")]);
-                }
-                other => args.extend([flag, other.to_string()]),
-            }
-        }
-        args.extend(std::env::args().skip(1));
-        let cli = Cli::try_parse_from(args)?;
-        Ok(cli.run)
+        let mut merged = strata_common::config::layered(matches, &self, &path)?;
+        // Not settings of the file (serde skips them): keep what was given.
+        merged.config = self.config;
+        merged.token_key_entries = self.token_key_entries;
+        Ok(merged)
     }
 }
 
-/// Parses "250ms", "3s", "1m", "1h" or a plain number of seconds (at most a day).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+use strata_common::config::duration as duration_str;
+pub use strata_common::config::parse_duration;
 
-mod duration_str {
-    use std::time::Duration;
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use clap::{CommandFactory, FromArgMatches};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../deploy/examples/strata-node.toml");
+
+    fn example_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("strata-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    /// What `main` does: parse, then the file under flags and environment.
+    fn load(args: &[&str]) -> anyhow::Result<NodeConfig> {
+        let argv = std::iter::once("strata-node").chain(args.iter().copied());
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&matches)?.run.with_file(&matches)
+    }
+
+    #[test]
+    fn the_example_sets_every_setting() {
+        let missing = strata_common::config::missing_from_example(
+            &Cli::command(),
+            EXAMPLE,
+            &["config", "command"],
+        )
+        .unwrap();
+        assert!(
+            missing.is_empty(),
+            "deploy/examples/strata-node.toml lacks {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = example_file("full.toml", EXAMPLE);
+        let c = load(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((c.id.as_str(), c.region.as_str()), ("eu-1", "eu"));
+        assert_eq!(c.public_url(), "https://eu-1.example.net");
+        assert_eq!(c.announce_ips, ["203.0.113.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.control_plane.len(), 2);
+        assert_eq!(c.orphan_grace, Duration::from_secs(30));
+        assert!(!c.insecure_relay);
+        assert_eq!(c.auth, AuthMode::Required);
+        assert_eq!(c.token_keys, Some(PathBuf::from("/etc/strata/token-keys")));
+        assert_eq!(c.post_rate_per_ip, 10.0);
+        assert_eq!(c.http_max_connections_per_ip, 256);
+        assert_eq!(c.config, Some(path));
+    }
+
+    #[test]
+    fn booleans_from_the_file_load() {
+        let path = example_file("bools.toml", "insecure_relay = true\nauth = \"open\"\n");
+        let c = load(&["--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.insecure_relay);
+        assert_eq!(c.auth, AuthMode::Open);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let path = example_file("override.toml", EXAMPLE);
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--id",
+            "us-7",
+            "--announce-ips",
+            "127.0.0.1,127.0.0.2",
+            "--linger=1s",
+            "--auth",
+            "open",
+            "--capacity",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.id, "us-7");
+        assert_eq!(c.announce_ips.len(), 2);
+        assert_eq!(c.linger, Duration::from_secs(1));
+        assert_eq!(c.auth, AuthMode::Open);
+        assert_eq!(c.capacity, 3);
+        // What no flag named still comes from the file.
+        assert_eq!(c.region, "eu");
+        assert_eq!(c.max_publishers, 100);
+        assert_eq!(c.relay_advertise.as_deref(), Some("eu-1.example.net:4433"));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let path = example_file("typo.toml", "capacty = 5\n");
+        let e = load(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacty"), "{e}");
     }
 }

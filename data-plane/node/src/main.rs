@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use strata_node::auth::{Action, Claims, SecretString, TokenKeys, unix_now};
 use strata_node::config::{Cli, Command};
 use strata_relay::certs::{DevCa, NodeCredentials};
@@ -21,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
         Some(Command::CertsInit { dir }) => certs_init(&dir),
         Some(Command::CertsIssue { dir, node_id, ip }) => certs_issue(&dir, &node_id, &ip),
@@ -33,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         }) => token(&key_file, &kid, &stream, action, ttl),
         None => {
-            let mut cfg = cli.run.with_file()?;
+            let mut cfg = cli.run.with_file(&matches)?;
             // Secrets come from the environment only, never from a flag.
             cfg.token_key_entries = std::env::var("STRATA_TOKEN_KEYS").ok().map(SecretString);
             tracing::info!(config = ?cfg, "starting");

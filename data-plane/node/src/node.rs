@@ -376,7 +376,7 @@ pub async fn run_with_reload(
     let http_limits = HttpLimits {
         header_timeout: state.cfg.http_header_timeout,
         max_connections: state.cfg.http_max_connections,
-        max_connections_per_client: state.cfg.http_max_connections_per_ip,
+        max_connections_per_address: state.cfg.http_max_connections_per_ip,
     };
     let http_task = tokio::spawn(crate::limits::serve(
         listeners.http,
