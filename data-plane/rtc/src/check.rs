@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use strata_media::Catalog;
 
-use crate::{RtcError, player, publisher, sdp};
+use crate::{RtcError, egress, publisher, sdp};
 
 /// A WHIP offer: size and line limits, SDP parse, codec choice. Returns the catalog a
 /// publisher with this offer would publish.
@@ -19,8 +19,8 @@ pub fn publisher_offer(
     Ok(publisher::catalog_of(&parsed)?.0)
 }
 
-/// A WHEP offer for a stream with `catalog`: limits, parse, codec assignment. Returns the
-/// number of tracks the player would get.
+/// A WHEP offer for a stream with `catalog`: limits, parse, codec assignment and the answer
+/// the egress would write. Returns the number of tracks the player would get.
 pub fn player_offer(
     offer: &str,
     max_bytes: usize,
@@ -28,7 +28,7 @@ pub fn player_offer(
     catalog: &Catalog,
 ) -> Result<usize, RtcError> {
     let parsed = sdp::parse_offer(offer, max_bytes, max_lines)?;
-    Ok(player::assign(&parsed, catalog)?.len())
+    egress::check_offer(&parsed, catalog)
 }
 
 /// A trickle-ICE `sdpfrag` (PATCH body): returns the number of candidates taken.

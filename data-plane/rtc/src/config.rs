@@ -25,9 +25,8 @@ pub struct RtcConfig {
     /// How long a session may stay ICE-disconnected before it counts as closed.
     pub disconnect_grace: Duration,
     /// Packets buffered per publisher session between the WebRTC stack and
-    /// [`PublisherSession::recv`](crate::PublisherSession::recv), and per player track between
-    /// [`PlayerSession::send`](crate::PlayerSession::send) and the WebRTC stack. Beyond it,
-    /// packets are dropped and counted.
+    /// [`PublisherSession::recv`](crate::PublisherSession::recv). Beyond it, packets are
+    /// dropped and counted.
     pub queue_packets: usize,
     /// Egress loops (player sessions are spread over them). Default: one per core.
     pub rtc_workers: usize,

@@ -6,16 +6,14 @@ use std::sync::Arc;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use strata_media::Catalog;
 use tracing::info;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceServer,
     Registry, SettingEngineBuilder,
 };
 
-use crate::egress::Egress;
+use crate::egress::{Egress, EgressPlayer};
 use crate::mux::{MuxConn, MuxRuntime, UdpMux};
-use crate::player::{self, PlayerSession};
 use crate::publisher::{self, PublisherSession};
 use crate::session::{self, PcEvents, Timeouts};
 use crate::{RtcConfig, RtcError};
@@ -113,14 +111,14 @@ impl RtcEngine {
         publisher::accept(self, offer_sdp).await
     }
 
-    /// Accepts a WHEP offer for a stream with this catalog: returns the player session and
-    /// the answer SDP, with one send-only track per catalog track the player can receive.
+    /// Accepts a WHEP offer for a stream the node carries: the player is served by the egress
+    /// loops ([`Egress::accept`]).
     pub async fn accept_player(
         &self,
         offer_sdp: &str,
-        catalog: &Catalog,
-    ) -> Result<(PlayerSession, String), RtcError> {
-        player::accept(self, offer_sdp, catalog).await
+        stream: &strata_media::hub::StreamHandle,
+    ) -> Result<(EgressPlayer, String), RtcError> {
+        self.inner.egress.accept(offer_sdp, stream).await
     }
 
     pub(crate) fn timeouts(&self) -> Timeouts {

@@ -6,8 +6,9 @@
 //! * [`RtcEngine::accept_publisher`] turns a WHIP offer into a [`PublisherSession`]: the
 //!   negotiated [`Catalog`](strata_media::Catalog) and a stream of
 //!   [`MediaPacket`](strata_media::MediaPacket)s with keyframes detected.
-//! * [`RtcEngine::accept_player`] turns a WHEP offer into a [`PlayerSession`] that takes
-//!   packets of a stream and rewrites them for that player ([`RtpRewriter`]).
+//! * [`RtcEngine::accept_player`] turns a WHEP offer into an [`EgressPlayer`], served by the
+//!   engine's [`Egress`] loops: a few loops drive every player, each packet of a stream
+//!   reaching a loop once and rewritten for each player ([`RtpRewriter`]).
 //! * [`client`] has the other ends (a WHIP publisher and a WHEP player) for tests and tools;
 //!   [`fixture`] reads the recorded RTP clips under `tests/fixtures/`.
 //!
@@ -24,7 +25,6 @@ mod error;
 pub mod fixture;
 mod interceptor;
 mod mux;
-mod player;
 mod publisher;
 pub mod rewriter;
 mod sdp;
@@ -35,7 +35,6 @@ pub use config::RtcConfig;
 pub use egress::{Counter, Egress, EgressCounters, EgressPlayer};
 pub use engine::RtcEngine;
 pub use error::RtcError;
-pub use player::{PlayerHandle, PlayerSession, PlayerStats, SendOutcome};
 pub use publisher::{PublisherHandle, PublisherSession, PublisherStats};
 pub use rewriter::{Rewritten, RtpRewriter};
 pub use session::SessionState;

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{STEP, in_netns};
+use strata_media::hub::{Hub, HubConfig, StreamHandle};
 use strata_media::{Catalog, TrackInfo, TrackKind};
 use strata_rtc::client::{ClientConfig, Publisher};
 use strata_rtc::fixture::{Clip, fixture_path};
@@ -16,6 +17,13 @@ fn vp8_catalog() -> Catalog {
     Clip::load(fixture_path("clip-vp8.strm"))
         .expect("fixture")
         .catalog()
+}
+
+/// A live hub stream with this catalog (nothing flows: offers are only negotiated).
+fn stream_of(hub: &Hub, name: &str, catalog: Catalog) -> (strata_media::hub::Source, StreamHandle) {
+    let source = hub.attach_source(name, catalog).expect("attach");
+    let stream = source.stream();
+    (source, stream)
 }
 
 async fn client_offer() -> (Publisher, String) {
@@ -42,7 +50,8 @@ fn pcmu_only() -> String {
 async fn netns_malformed_offers_are_bad_requests() {
     in_netns("netns_malformed_offers_are_bad_requests");
     let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
-    let catalog = vp8_catalog();
+    let hub = Hub::new(HubConfig::default());
+    let (_vp8, catalog) = stream_of(&hub, "vp8", vp8_catalog());
     let (_publisher, good) = client_offer().await;
 
     let mut cases: Vec<(&str, String)> = vec![
@@ -99,8 +108,9 @@ async fn netns_malformed_offers_are_bad_requests() {
         (player, offer)
     };
     let offer = player.offer().await.expect("offer");
+    let (_empty, empty) = stream_of(&hub, "empty", Catalog::default());
     let err = engine
-        .accept_player(&offer, &Catalog::default())
+        .accept_player(&offer, &empty)
         .await
         .err()
         .expect("no tracks to play");
@@ -117,6 +127,7 @@ async fn netns_malformed_offers_are_bad_requests() {
             payload_type: 45,
         }],
     };
+    let (_av1, av1) = stream_of(&hub, "av1", av1);
     assert!(matches!(
         engine.accept_player(&offer, &av1).await,
         Err(RtcError::NoCommonCodec)

@@ -1,4 +1,5 @@
-//! Real WebRTC on loopback: client publisher → engine → engine player session → client player.
+//! Real WebRTC on loopback: client publisher → engine → hub stream → egress loops → client
+//! players.
 //! Run with `data-plane/rtc/run-netns-tests.sh` (see `common::in_netns`).
 
 mod common;
@@ -9,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{STEP, in_netns};
-use strata_media::{Catalog, MediaPacket, TrackKind};
+use strata_media::hub::{Hub, HubConfig, StreamHandle};
+use strata_media::{MediaPacket, TrackKind};
 use strata_rtc::client::{ClientCodec, ClientConfig, Player, PlayerOptions, Publisher};
 use strata_rtc::fixture::{Clip, fixture_path};
 use strata_rtc::{
-    PlayerHandle, PublisherHandle, PublisherSession, RtcConfig, RtcEngine, SessionState,
+    EgressPlayer, PublisherHandle, PublisherSession, RtcConfig, RtcEngine, SessionState,
 };
 use tokio::time::timeout;
 
@@ -59,62 +61,59 @@ fn pace(publisher: Arc<Publisher>, clip: Arc<Clip>, loops: u32) -> tokio::task::
 
 async fn play(
     engine: &RtcEngine,
-    catalog: &Catalog,
+    stream: &StreamHandle,
     options: PlayerOptions,
-) -> (Player, strata_rtc::PlayerSession) {
+) -> (Player, EgressPlayer) {
     let player = Player::new(&options, &ClientConfig::default())
         .await
         .expect("player");
     let offer = player.offer().await.expect("offer");
     let (session, answer) = engine
-        .accept_player(&offer, catalog)
+        .accept_player(&offer, stream)
         .await
         .expect("accept player");
-    assert_eq!(
-        answer.matches("a=sendonly").count(),
-        session.handle().tracks().len(),
-        "{answer}"
-    );
+    assert!(answer.contains("a=sendonly"), "{answer}");
     assert!(!answer.contains("a=sendrecv"), "{answer}");
     player.set_answer(&answer).await.expect("answer");
     player.connected(STEP).await.expect("player connects");
     (player, session)
 }
 
-/// Forwards ingest packets to players, and player keyframe requests to the publisher: the
-/// smallest possible hub.
+/// The smallest possible node: ingest packets into a hub stream, its keyframe requests back
+/// to the publisher. Returns the stream, the publisher's handle, and what was ingested.
 fn forward(
+    hub: &Hub,
     mut ingest: PublisherSession,
-    players: Vec<strata_rtc::PlayerSession>,
 ) -> (
+    StreamHandle,
     PublisherHandle,
-    Vec<PlayerHandle>,
     tokio::task::JoinHandle<Vec<MediaPacket>>,
 ) {
     let publisher = ingest.handle();
-    let mut handles = Vec::new();
-    for player in players {
-        let (handle, mut requests) = player.into_parts();
-        handles.push(handle);
-        let publisher = publisher.clone();
-        tokio::spawn(async move {
-            while let Some(track) = requests.recv().await {
-                let _ = publisher.request_keyframe(track).await;
-            }
-        });
-    }
-    let sinks = handles.clone();
+    let mut source = hub
+        .attach_source("s", ingest.catalog().clone())
+        .expect("attach");
+    let stream = source.stream();
+    let control = publisher.clone();
     let task = tokio::spawn(async move {
         let mut received = Vec::new();
-        while let Some(packet) = ingest.recv().await {
-            for sink in &sinks {
-                sink.send(&packet);
+        loop {
+            tokio::select! {
+                packet = ingest.recv() => match packet {
+                    Some(p) => {
+                        source.push(p.clone());
+                        received.push(p);
+                    }
+                    None => break,
+                },
+                Some(track) = source.keyframe_request() => {
+                    let _ = control.request_keyframe(track).await;
+                }
             }
-            received.push(packet);
         }
         received
     });
-    (publisher, handles, task)
+    (stream, publisher, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,21 +140,20 @@ async fn netns_publish_and_play_over_one_port() {
         ("audio/opus", 111)
     );
 
+    let hub_registry = Hub::new(HubConfig::default());
+    let (stream, publisher_handle, hub) = forward(&hub_registry, ingest);
+
     // Two players on the same port, numbering VP8 and Opus differently from the publisher.
     let (mut player_a, session_a) = play(
         &engine,
-        &catalog,
+        &stream,
         PlayerOptions {
             codecs: vec![ClientCodec::vp8(120), ClientCodec::opus(109)],
         },
     )
     .await;
-    let (mut player_b, session_b) = play(&engine, &catalog, PlayerOptions::default()).await;
-    assert_eq!(session_a.handle().payload_type(video.id), Some(120));
-    assert_eq!(session_a.handle().payload_type(audio.id), Some(109));
-    assert_eq!(session_b.handle().payload_type(video.id), Some(96));
-
-    let (publisher_handle, players, hub) = forward(ingest, vec![session_a, session_b]);
+    let (mut player_b, session_b) = play(&engine, &stream, PlayerOptions::default()).await;
+    let players = [session_a, session_b];
     let sender = pace(Arc::clone(&publisher), Arc::clone(&clip), 1);
 
     // Each player gets video starting with a keyframe, with continuous sequence numbers and its
@@ -186,14 +184,15 @@ async fn netns_publish_and_play_over_one_port() {
         assert!(audio.iter().all(|p| p.payload_type == audio_pt));
     }
 
-    // A PLI from a player reaches its session, and through the hub, the publisher.
-    let before = players[0].stats().keyframe_requests;
+    // A PLI from a player reaches its loop, and through the hub, the publisher.
+    let counters = engine.egress().counters();
+    let before = counters.keyframe_requests.get();
     player_a
         .request_keyframe(TrackKind::Video)
         .await
         .expect("send PLI");
     timeout(STEP, async {
-        while players[0].stats().keyframe_requests == before {
+        while counters.keyframe_requests.get() == before {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -204,11 +203,9 @@ async fn netns_publish_and_play_over_one_port() {
         .expect("publisher gets a PLI");
     assert_eq!(requested, Some(video.id));
     assert!(publisher_handle.stats().keyframe_requests >= 1);
-
-    let stats = players[0].stats();
     assert!(
-        stats.packets_sent > 100 && stats.bytes_sent > 50_000,
-        "{stats:?}"
+        counters.packets_out.get() > 200 && counters.bytes_out.get() > 100_000,
+        "{counters:?}"
     );
 
     // The ingest saw keyframes exactly where the clip has them, the first packet included.
@@ -236,10 +233,11 @@ async fn netns_publish_and_play_over_one_port() {
     );
     assert!(received.iter().all(|p| p.ingest_us > 1_600_000_000_000_000));
 
-    // The publisher left: its session is closed, and so are the players once closed.
+    // The publisher left: its session is closed. When the stream closes, so do its players.
     assert_eq!(publisher_handle.state(), SessionState::Closed);
+    stream.close();
     for player in &players {
-        player.close().await;
+        timeout(STEP, player.closed()).await.expect("player closed");
         assert_eq!(player.state(), SessionState::Closed);
     }
 }
@@ -254,6 +252,8 @@ async fn netns_h264_publish_and_play() {
     let catalog = ingest.catalog().clone();
     let video = catalog.video().cloned().expect("video");
     assert_eq!(video.mime, "video/H264");
+    let hub = Hub::new(HubConfig::default());
+    let (stream, _publisher_handle, _ingested) = forward(&hub, ingest);
 
     // A player offering only VP8 cannot play it: 415-ish, no panic.
     let vp8_only = Player::new(
@@ -265,21 +265,19 @@ async fn netns_h264_publish_and_play() {
     .await
     .expect("player");
     let offer = vp8_only.offer().await.expect("offer");
-    match engine.accept_player(&offer, &catalog).await {
+    match engine.accept_player(&offer, &stream).await {
         Err(e) => assert!(e.is_unsupported_media(), "{e}"),
         Ok(_) => panic!("a VP8-only player was accepted for an H.264 stream"),
     }
 
-    let (mut player, session) = play(
+    let (mut player, _session) = play(
         &engine,
-        &catalog,
+        &stream,
         PlayerOptions {
             codecs: vec![ClientCodec::h264(125)],
         },
     )
     .await;
-    assert_eq!(session.handle().payload_type(video.id), Some(125));
-    let (_publisher_handle, _players, _hub) = forward(ingest, vec![session]);
     let _sender = pace(Arc::clone(&publisher), clip, 1);
     let first = timeout(STEP, player.recv())
         .await
@@ -309,7 +307,8 @@ async fn netns_many_players_share_one_port() {
     assert_eq!(engine.local_addr().port(), port);
     let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
     let (publisher, ingest) = publish(&engine, &clip).await;
-    let catalog = ingest.catalog().clone();
+    let hub = Hub::new(HubConfig::default());
+    let (stream, _publisher_handle, _ingested) = forward(&hub, ingest);
     let mut clients = Vec::new();
     let mut sessions = Vec::new();
     for i in 0..PLAYERS {
@@ -320,11 +319,11 @@ async fn netns_many_players_share_one_port() {
                 ClientCodec::opus(111),
             ],
         };
-        let (client, session) = play(&engine, &catalog, options).await;
+        let (client, session) = play(&engine, &stream, options).await;
         clients.push(client);
         sessions.push(session);
     }
-    let (_publisher_handle, handles, _hub) = forward(ingest, sessions);
+    let handles = sessions;
     let _sender = pace(Arc::clone(&publisher), clip, 1);
     for (i, client) in clients.iter_mut().enumerate() {
         let mut video = Vec::new();

@@ -253,6 +253,7 @@ impl Egress {
                 state,
                 counters: Arc::clone(&inner.counters),
                 candidates: Arc::new(AtomicUsize::new(0)),
+                remote_ufrag: offer.ice_ufrag.clone().unwrap_or_default(),
                 config: inner.config.clone(),
             },
             answer,
@@ -314,6 +315,32 @@ impl Egress {
     }
 }
 
+/// What [`Egress::accept`] does to an offer before any session exists: codec assignment and
+/// the answer (for the fuzz targets, through [`crate::check`]). Returns the tracks assigned.
+pub(crate) fn check_offer(
+    offer: &ParsedOffer,
+    catalog: &strata_media::Catalog,
+) -> Result<usize, RtcError> {
+    let mut ssrc = 0u32;
+    let assigned = answer::assign(offer, catalog, || {
+        ssrc += 1;
+        ssrc
+    })?;
+    let candidates = [SocketAddr::from(([127, 0, 0, 1], 9))];
+    answer::write(
+        offer,
+        &assigned,
+        &LocalDescription {
+            ice_ufrag: "check",
+            ice_pwd: "check-password-0123456789",
+            fingerprint: "00:11",
+            candidates: &candidates,
+            session_id: 1,
+        },
+    )?;
+    Ok(assigned.len())
+}
+
 /// Keeps the pending count while a session connects.
 async fn count_pending(mut state: watch::Receiver<SessionState>, pending: Arc<AtomicUsize>) {
     let _ = state.wait_for(|s| *s != SessionState::Connecting).await;
@@ -358,6 +385,7 @@ pub struct EgressPlayer {
     state: watch::Receiver<SessionState>,
     counters: Arc<EgressCounters>,
     candidates: Arc<AtomicUsize>,
+    remote_ufrag: String,
     config: RtcConfig,
 }
 
@@ -393,11 +421,21 @@ impl EgressPlayer {
     /// candidates only need to be well-formed; beyond the cap, or outside the allowed address
     /// ranges, they are counted as refused.
     pub fn add_remote_candidates(&self, sdpfrag: &str) -> Result<(), RtcError> {
+        if self.state() == SessionState::Closed {
+            return Err(RtcError::Closed);
+        }
         let frag = sdp::parse_sdpfrag(
             sdpfrag,
             self.config.max_sdp_bytes,
             self.config.max_sdp_lines,
         )?;
+        if frag
+            .ice_ufrag
+            .as_deref()
+            .is_some_and(|u| u != self.remote_ufrag)
+        {
+            return Err(RtcError::IceRestartUnsupported);
+        }
         for candidate in &frag.candidates {
             let ip = candidate
                 .candidate
