@@ -4,7 +4,8 @@
 //! the whole burst before it waits again.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use rtc::crypto::RTCCryptoProvider;
 use strata_media::hub::{Sink, StreamHandle};
 use strata_media::{MediaPacket, TrackId};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
@@ -329,31 +332,64 @@ impl Worker {
         }
     }
 
-    /// Sends everything queued. A full socket buffer waits for room (the loop's inputs queue
-    /// up meanwhile, bounded); other errors drop the datagram.
+    /// Sends everything queued, [`SEND_BATCH`] datagrams a system call. A full socket buffer
+    /// waits for room (the loop's inputs queue up meanwhile, bounded); a datagram the kernel
+    /// refuses outright is dropped.
     async fn flush(&mut self) {
+        let mut start = 0;
         let mut failures = 0u64;
-        for (to, data) in self.out.drain(..) {
-            loop {
-                match self.socket.try_send_to(&data, to) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if self.socket.writable().await.is_err() {
-                            failures += 1;
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        failures += 1;
+        while start < self.out.len() {
+            let end = (start + SEND_BATCH).min(self.out.len());
+            let batch = &self.out[start..end];
+            let fd = self.socket.as_raw_fd();
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || send_batch(fd, batch))
+            {
+                Ok(0) => start += 1,
+                Ok(sent) => start += sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        failures += (self.out.len() - start) as u64;
                         break;
                     }
                 }
+                Err(_) => {
+                    // The first datagram of the batch was refused (e.g. an ICMP error of an
+                    // earlier send): skip it, send the rest.
+                    failures += 1;
+                    start += 1;
+                }
             }
         }
+        self.out.clear();
         if failures > 0 {
             trace!(failures, "egress sends failed");
         }
     }
+}
+
+/// Datagrams per `sendmmsg`.
+const SEND_BATCH: usize = 64;
+
+/// Sends a batch with one `sendmmsg`; returns how many datagrams went out.
+fn send_batch(fd: std::os::fd::RawFd, batch: &[Transmit]) -> io::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = batch
+        .iter()
+        .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+    let sent = sendmmsg(
+        fd,
+        &mut headers,
+        &slices,
+        &addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
 }
 
 /// Forwards one stream's packets from the loop's hub sink to the loop, in batches, and the
