@@ -275,11 +275,21 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(r.status, 429, "{}", r.text());
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=100).contains(&retry), "Retry-After {retry}");
-    // WHIP shares the budget; other routes are not limited.
+    // WHIP and trickle PATCH share the budget; other routes are not limited.
     let r = http::request("POST", &format!("{}/whip/x", node.http), &wrong_type, b"x")
         .await
         .unwrap();
     assert_eq!(r.status, 429);
+    let frag = [("Content-Type", "application/trickle-ice-sdpfrag")];
+    let r = http::request(
+        "PATCH",
+        &format!("{}/whep/x/some-session", node.http),
+        &frag,
+        b"a=ice-ufrag:x\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
     let m = http::get(&format!("{}/metrics", node.http)).await.unwrap();
     assert_eq!(m.status, 200);
     node.stop().await.unwrap();

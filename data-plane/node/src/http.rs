@@ -98,8 +98,8 @@ async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next
     }
 }
 
-/// A WHIP/WHEP POST the client's rate limit allows (429 otherwise). Runs
-/// before the body is read.
+/// A WHIP/WHEP POST or a trickle PATCH the client's rate limit allows (429
+/// otherwise). Runs before the body is read.
 struct Admitted;
 
 impl FromRequestParts<Arc<NodeState>> for Admitted {
@@ -396,6 +396,7 @@ async fn whep_post(
 
 async fn session_patch(
     State(state): State<Arc<NodeState>>,
+    _admitted: Admitted,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
