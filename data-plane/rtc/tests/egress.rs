@@ -50,18 +50,23 @@ async fn published(engine: &RtcEngine, hub: &Hub, clip: &Arc<Clip>) -> StreamHan
     stream
 }
 
-async fn play(engine: &RtcEngine, stream: &StreamHandle) -> (Player, EgressPlayer, String) {
+/// A client player whose answer is applied; also returns when its offer was handed over.
+async fn play(
+    engine: &RtcEngine,
+    stream: &StreamHandle,
+) -> (Player, EgressPlayer, String, std::time::Instant) {
     let player = Player::new(&PlayerOptions::default(), &ClientConfig::default())
         .await
         .expect("player");
     let offer = player.offer().await.expect("offer");
+    let asked = std::time::Instant::now();
     let (session, answer) = engine
         .egress()
         .accept(&offer, stream)
         .await
         .expect("accept player");
     player.set_answer(&answer).await.expect("answer");
-    (player, session, answer)
+    (player, session, answer, asked)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,11 +77,17 @@ async fn netns_egress_serves_players_from_its_loops() {
     let hub = Hub::new(HubConfig::default());
     let clip = Arc::new(Clip::load(fixture_path("clip-vp8.strm")).expect("fixture"));
     let stream = published(&engine, &hub, &clip).await;
-    let (mut player, session, answer) = play(&engine, &stream).await;
+    let (mut player, session, answer, asked) = play(&engine, &stream).await;
     assert!(answer.contains("a=ice-lite"), "{answer}");
     player.connected(STEP).await.expect("player connects");
+    let connected = asked.elapsed();
+    let first = player.recv().await.expect("first packet");
+    eprintln!(
+        "offer → connected {connected:?}, → first packet {:?}",
+        asked.elapsed()
+    );
     assert!(session.connected(STEP).await, "egress session connects");
-    let mut video = Vec::new();
+    let mut video = vec![first];
     let mut audio = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     while tokio::time::Instant::now() < deadline {

@@ -244,6 +244,7 @@ impl Session {
         // address serves. Only a request that passed MESSAGE-INTEGRITY gets here.
         let moved = self.remote != Some(from) && (request.use_candidate || self.remote.is_none());
         if moved {
+            tracing::trace!(session = self.id, %from, nominated = request.use_candidate, "player address checked");
             self.remote = Some(from);
         }
         moved
@@ -258,7 +259,15 @@ impl Session {
         events: &mut Vec<SessionEvent>,
     ) {
         let result = self.dtls.read(now, DTLS_PEER, None, BytesMut::from(data));
+        let before = out.len();
         self.flush_dtls(out);
+        tracing::trace!(
+            session = self.id,
+            len = data.len(),
+            replies = out.len() - before,
+            ok = result.is_ok(),
+            "DTLS in"
+        );
         let dtls_events = match result {
             Ok(events) => events,
             Err(_) => {
@@ -275,6 +284,7 @@ impl Session {
             match event {
                 EndpointEvent::HandshakeComplete => match self.srtp_contexts(crypto) {
                     Ok((local, remote)) => {
+                        tracing::trace!(session = self.id, "DTLS complete");
                         self.local = Some(local);
                         self.remote_srtcp = Some(remote);
                         self.state.send_replace(SessionState::Connected);
