@@ -281,7 +281,11 @@ pub(crate) async fn answer(
         .await
         .ok_or(RtcError::Timeout("local description"))?;
     if let Some(ufrag) = sdp::ice_ufrag(&local.sdp) {
-        conn.register_ufrag(ufrag);
+        let pwd = local
+            .sdp
+            .lines()
+            .find_map(|line| line.trim_end().strip_prefix("a=ice-pwd:"));
+        conn.register_ufrag(ufrag, pwd);
     }
     let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|done| *done)).await;
     let local = pc.local_description().await.unwrap_or(local);

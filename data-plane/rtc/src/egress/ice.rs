@@ -98,6 +98,13 @@ impl IceCredentials {
     }
 }
 
+/// Whether a STUN message's MESSAGE-INTEGRITY verifies with `pwd` (short-term credentials).
+pub(crate) fn integrity_ok(data: &[u8], pwd: &str, crypto: &dyn RTCCrypto) -> bool {
+    let mut message = Message::new();
+    message.unmarshal_binary(data).is_ok()
+        && MessageIntegrity::check(&mut message, pwd.as_bytes(), crypto).is_ok()
+}
+
 /// True when a datagram is STUN by its first byte (RFC 7983 §7).
 pub(crate) fn looks_like_stun(data: &[u8]) -> bool {
     data.first().is_some_and(|b| *b <= 3)

@@ -14,7 +14,7 @@
 
 mod answer;
 mod history;
-mod ice;
+pub(crate) mod ice;
 mod nack;
 mod rtp;
 mod session;

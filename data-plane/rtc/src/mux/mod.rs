@@ -41,7 +41,9 @@ struct Datagram {
 
 #[derive(Default)]
 struct Routes {
-    by_ufrag: HashMap<String, Weak<ConnQueue>>,
+    /// A connection and its local ICE password: a STUN request from an address not yet
+    /// routed moves the route only if its MESSAGE-INTEGRITY verifies with it.
+    by_ufrag: HashMap<String, (Weak<ConnQueue>, Option<String>)>,
     by_addr: HashMap<SocketAddr, Weak<ConnQueue>>,
     /// Player sessions of the egress loops. A STUN request naming one is handed to its loop
     /// without moving any address: the loop checks MESSAGE-INTEGRITY and only then claims
@@ -72,6 +74,7 @@ enum Route {
 struct Shared {
     socket: Arc<UdpSocket>,
     routes: RwLock<Routes>,
+    crypto: Arc<dyn rtc::crypto::RTCCryptoProvider>,
 }
 
 struct ConnQueue {
@@ -96,9 +99,11 @@ impl UdpMux {
     pub(crate) fn from_socket(socket: UdpSocket) -> io::Result<Arc<UdpMux>> {
         let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;
+        let crypto = rtc::crypto::default_provider().map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
             socket,
             routes: RwLock::new(Routes::default()),
+            crypto,
         });
         let task = tokio::spawn(receive_loop(Arc::clone(&shared)));
         Ok(Arc::new(UdpMux {
@@ -229,14 +234,27 @@ impl Shared {
             if let Some(route) = routes.egress_by_ufrag.get(ufrag) {
                 return Some(Route::Egress(route.clone()));
             }
-            if let Some(queue) = routes.by_ufrag.get(ufrag).and_then(Weak::upgrade) {
+            if let Some((weak, pwd)) = routes.by_ufrag.get(ufrag)
+                && let Some(queue) = weak.upgrade()
+            {
                 let known = routes
                     .by_addr
                     .get(&from)
                     .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(&queue)));
+                let pwd = pwd.clone();
                 drop(routes);
-                if !known && let Ok(mut routes) = self.routes.write() {
-                    routes.by_addr.insert(from, Arc::downgrade(&queue));
+                if !known {
+                    // Only a request signed with the connection's password moves an address:
+                    // a forged one would steer that connection's traffic to its sender.
+                    let verified = pwd.as_deref().is_some_and(|pwd| {
+                        crate::egress::ice::integrity_ok(data, pwd, self.crypto.crypto())
+                    });
+                    if !verified {
+                        return None;
+                    }
+                    if let Ok(mut routes) = self.routes.write() {
+                        routes.by_addr.insert(from, Arc::downgrade(&queue));
+                    }
                 }
                 return Some(Route::Conn(queue));
             }
@@ -286,14 +304,16 @@ pub(crate) struct MuxConn {
 }
 
 impl MuxConn {
-    /// Routes STUN requests naming `ufrag` (our side's ICE ufrag) to this connection.
-    pub(crate) fn register_ufrag(&self, ufrag: &str) {
+    /// Routes STUN requests naming `ufrag` (our side's ICE ufrag) to this connection; a
+    /// request from a new address must verify with `pwd` (our side's ICE password).
+    pub(crate) fn register_ufrag(&self, ufrag: &str, pwd: Option<&str>) {
         if let Some(shared) = self.shared.upgrade()
             && let Ok(mut routes) = shared.routes.write()
         {
-            routes
-                .by_ufrag
-                .insert(ufrag.to_owned(), Arc::downgrade(&self.queue));
+            routes.by_ufrag.insert(
+                ufrag.to_owned(),
+                (Arc::downgrade(&self.queue), pwd.map(str::to_owned)),
+            );
         }
     }
 
@@ -318,7 +338,7 @@ impl Drop for MuxConn {
         // Also sweeps routes of connections that are gone without cleaning up.
         routes
             .by_ufrag
-            .retain(|_, w| !Weak::ptr_eq(w, &mine) && w.strong_count() > 0);
+            .retain(|_, (w, _)| !Weak::ptr_eq(w, &mine) && w.strong_count() > 0);
         routes
             .by_addr
             .retain(|_, w| !Weak::ptr_eq(w, &mine) && w.strong_count() > 0);
@@ -353,6 +373,27 @@ mod tests {
         msg
     }
 
+    /// A Binding request signed with `pwd` (short-term MESSAGE-INTEGRITY).
+    fn signed_request(username: &str, pwd: &str) -> Vec<u8> {
+        use rtc::stun::attributes::ATTR_USERNAME;
+        use rtc::stun::integrity::MessageIntegrity;
+        use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+        use rtc::stun::textattrs::Username;
+        let provider = rtc::crypto::default_provider().expect("crypto");
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd.to_owned(),
+                provider.crypto(),
+            )),
+        ])
+        .expect("build");
+        m.raw
+    }
+
     #[test]
     fn finds_local_ufrag_in_binding_requests() {
         let msg = binding_request("serverufrag:clientufrag");
@@ -376,8 +417,8 @@ mod tests {
             .expect("bind");
         let a = mux.new_conn();
         let b = mux.new_conn();
-        a.register_ufrag("aaaa");
-        b.register_ufrag("bbbb");
+        a.register_ufrag("aaaa", Some("password-of-a-0123456789"));
+        b.register_ufrag("bbbb", Some("password-of-b-0123456789"));
         let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind peer");
         let peer_addr = peer.local_addr().expect("addr");
         let recv = |conn: &Arc<MuxConn>| {
@@ -391,13 +432,23 @@ mod tests {
                     .map(|d| (d.data, d.from))
             }
         };
-        // Unknown sender, not STUN: dropped. Then a request for "bbbb" claims the address.
+        // Unknown sender, not STUN: dropped. A request for "bbbb" with a forged
+        // MESSAGE-INTEGRITY: dropped, claims nothing. Then a signed one claims the address.
         peer.send_to(b"nobody", mux.local_addr())
             .await
             .expect("send");
         peer.send_to(&binding_request("bbbb:peer"), mux.local_addr())
             .await
             .expect("send");
+        peer.send_to(b"dtls-too-early", mux.local_addr())
+            .await
+            .expect("send");
+        peer.send_to(
+            &signed_request("bbbb:peer", "password-of-b-0123456789"),
+            mux.local_addr(),
+        )
+        .await
+        .expect("send");
         peer.send_to(b"dtls", mux.local_addr()).await.expect("send");
         let (first, from) = recv(&b).await.expect("stun for b");
         assert_eq!(from, peer_addr);
@@ -409,9 +460,12 @@ mod tests {
         // Dropping b forgets its routes.
         drop(b);
         peer.send_to(b"late", mux.local_addr()).await.expect("send");
-        peer.send_to(&binding_request("aaaa:peer"), mux.local_addr())
-            .await
-            .expect("send");
+        peer.send_to(
+            &signed_request("aaaa:peer", "password-of-a-0123456789"),
+            mux.local_addr(),
+        )
+        .await
+        .expect("send");
         let (stun, _) = recv(&a).await.expect("stun for a");
         assert!(stun_binding_request_ufrag(&stun).is_some());
     }
