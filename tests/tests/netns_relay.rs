@@ -260,6 +260,12 @@ async fn netns_full_node_redirects_to_another() {
         .unwrap();
     let first = TestPlayer::start(&a2.http, "s").await.unwrap();
     assert_eq!(first.node, "a2");
+    // Capacity counts connected players (one still connecting is pending, not counted):
+    // wait until the first one plays.
+    first
+        .wait_for(Duration::from_secs(15), "media", |s| s.video_packets >= 1)
+        .await
+        .unwrap();
     // a2 is full: its answer is a 307 to the node placement picks.
     let second = TestPlayer::start(&a2.http, "s").await.unwrap();
     assert_eq!(second.node, "a1");
