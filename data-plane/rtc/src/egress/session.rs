@@ -41,6 +41,12 @@ const DTLS_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9
 /// handshake's last flight, and packets that overtake that are lost (with them, the keyframe
 /// the player starts on).
 const MEDIA_DELAY: Duration = Duration::from_millis(30);
+/// A player that just connected catches up on the stream's current group at most this many
+/// packets per tick (20 ms): about 2,000 packets a second. Sent in one burst, a whole group
+/// (hundreds of packets) overflows a player's socket buffer and starts it with losses.
+const CATCH_UP_PER_TICK: usize = 40;
+/// Packets a catching-up player may have waiting; beyond it, it waits for the next keyframe.
+const BACKLOG_MAX: usize = 4096;
 /// Sender reports per track, for the player's lip sync and RTT.
 const SR_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -100,6 +106,8 @@ pub(crate) struct Session {
     /// When media may start (set once DTLS completes).
     media_at: Option<Instant>,
     media_ready: bool,
+    /// Packets waiting while the player catches up (shared bytes, not copies).
+    backlog: std::collections::VecDeque<MediaPacket>,
 }
 
 impl Session {
@@ -157,6 +165,7 @@ impl Session {
             rtt: None,
             media_at: None,
             media_ready: false,
+            backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -504,6 +513,36 @@ impl Session {
         if !self.media_ready {
             return;
         }
+        if !self.backlog.is_empty() {
+            // Still catching up: live packets wait their turn, in order.
+            if self.backlog.len() < BACKLOG_MAX {
+                self.backlog.push_back(packet.clone());
+            } else {
+                self.backlog.clear();
+                self.mark_all_gaps();
+            }
+            return;
+        }
+        self.send_now(packet, wall_us, out);
+    }
+
+    /// Starts a player that just connected on `group` (the stream's packets from its last
+    /// resume point), paced by [`Session::catch_up`].
+    pub(crate) fn start_catch_up(&mut self, group: &[MediaPacket]) {
+        self.backlog.extend(group.iter().cloned());
+    }
+
+    /// Sends the next packets of the catch-up backlog.
+    pub(crate) fn catch_up(&mut self, wall_us: u64, out: &mut Vec<Transmit>) {
+        for _ in 0..CATCH_UP_PER_TICK {
+            let Some(packet) = self.backlog.pop_front() else {
+                return;
+            };
+            self.send_now(&packet, wall_us, out);
+        }
+    }
+
+    fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) {
         let Some(to) = self.remote else { return };
         let Some(index) = self.tracks.iter().position(|t| t.id == packet.track) else {
             return;
@@ -605,6 +644,9 @@ impl Session {
             for track in self.tracks.iter().filter(|t| t.kind == TrackKind::Video) {
                 events.push(SessionEvent::KeyframeRequest(track.id));
             }
+        }
+        if !self.backlog.is_empty() {
+            self.catch_up(wall_us, out);
         }
         if now >= self.next_report {
             self.next_report = now + SR_INTERVAL;

@@ -242,7 +242,7 @@ impl Worker {
         }
     }
 
-    /// A player that just connected starts on the stream's current group.
+    /// A player that just connected starts on the stream's current group, paced.
     fn replay_group(&mut self, id: u64) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
@@ -250,10 +250,8 @@ impl Worker {
         let Some(fan) = self.streams.get(&session.stream) else {
             return;
         };
-        let wall = wall_clock_us();
-        for packet in fan.history.group() {
-            session.send_media(packet, wall, &mut self.out);
-        }
+        session.start_catch_up(fan.history.group());
+        session.catch_up(wall_clock_us(), &mut self.out);
     }
 
     fn media(&mut self, input: MediaInput) {
