@@ -30,7 +30,7 @@ use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
 use tokio::task::JoinHandle;
 
-use self::client::{LoadPeer, Tally};
+use self::client::{LoadPeer, RecvLoop, Tally};
 use self::procstat::{CpuMark, rss_bytes};
 use self::source::Source;
 use crate::bench::machine::Machine;
@@ -251,6 +251,8 @@ struct Server {
     bind_ip: IpAddr,
     fed: Arc<Fed>,
     feeder: JoinHandle<Result<()>>,
+    /// Receives every player's media.
+    recv: RecvLoop,
     // Kept alive while the server runs.
     _parts: Parts,
 }
@@ -302,6 +304,7 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
                 bind_ip: Ipv4Addr::LOCALHOST.into(),
                 fed,
                 feeder,
+                recv: RecvLoop::start()?,
                 _parts: Parts::Strata {
                     _node: node,
                     _control: control,
@@ -333,6 +336,7 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
                 bind_ip: ice_ip.into(),
                 fed,
                 feeder,
+                recv: RecvLoop::start()?,
                 _parts: Parts::Janus {
                     _janus: janus,
                     _iface: Some(iface),
@@ -346,8 +350,16 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
 impl Server {
     async fn new_peer(&self) -> Result<LoadPeer> {
         match self.kind {
-            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip).await,
-            Kind::Janus => LoadPeer::janus(&self.url, janus::MOUNTPOINT, self.bind_ip).await,
+            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip, &self.recv.handle()).await,
+            Kind::Janus => {
+                LoadPeer::janus(
+                    &self.url,
+                    janus::MOUNTPOINT,
+                    self.bind_ip,
+                    &self.recv.handle(),
+                )
+                .await
+            }
         }
     }
 
