@@ -45,6 +45,8 @@ use crate::http;
 
 /// How long ICE gathering (host candidates only) may take.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pace of the client's ICE connectivity checks.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Receive buffer of each load-client socket.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
@@ -300,6 +302,10 @@ async fn build(bind_ip: IpAddr, recv: &RecvHandle) -> Result<Built> {
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // Check the candidate pair at once and every 20 ms rather than on the stack's 200 ms
+        // tick (for the same 1.4 s): first packet then times the server, not this timer.
+        // Browsers also send their first check without waiting.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(70))
         .with_network_types(vec![if bind_ip.is_ipv6() {
             NetworkType::Udp6
         } else {
