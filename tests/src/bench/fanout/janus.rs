@@ -56,14 +56,14 @@ pub struct Janus {
 }
 
 impl Janus {
-    /// Starts Janus (pinned to `cpu` when given) with a mountpoint for `clip`'s VP8 and Opus
+    /// Starts Janus (pinned to the `taskset` CPU list `cpus` when given) with a mountpoint for `clip`'s VP8 and Opus
     /// tracks, ICE on interface `iface` (which carries `ice_ip`), and waits until it answers.
     pub async fn start(
         dir: &Path,
         clip: &Clip,
         iface: &str,
         ice_ip: Ipv4Addr,
-        cpu: Option<usize>,
+        cpus: Option<&str>,
         event_loops: usize,
     ) -> Result<Janus> {
         let lib = janus_lib_dir().context("Janus plugins not found")?;
@@ -168,10 +168,10 @@ events: {{ broadcast = false }}
             "-C".to_owned(),
             cfg.join("janus.jcfg").display().to_string(),
         ];
-        let mut cmd = match (cpu, find_executable("taskset")) {
-            (Some(cpu), Some(taskset)) => {
+        let mut cmd = match (cpus, find_executable("taskset")) {
+            (Some(cpus), Some(taskset)) => {
                 let mut cmd = child_command(&taskset);
-                cmd.arg("-c").arg(cpu.to_string()).arg(&janus);
+                cmd.arg("-c").arg(cpus).arg(&janus);
                 cmd
             }
             _ => child_command(&janus),

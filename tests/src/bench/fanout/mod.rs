@@ -17,11 +17,14 @@
 
 mod client;
 mod janus;
+mod plot;
 pub(crate) mod procstat;
 mod report;
+mod results;
 mod source;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,14 +33,14 @@ use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
 use tokio::task::JoinHandle;
 
-use self::client::{LoadPeer, Tally};
+use self::client::{LoadPeer, RecvLoop, Tally};
 use self::procstat::{CpuMark, rss_bytes};
 use self::source::Source;
 use crate::bench::machine::Machine;
 use crate::bench::wan::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
 use crate::bench::wan::netns;
 
-pub use report::{ServerResult, StepResult};
+pub use report::{Latency, ServerResult, StepResult};
 
 /// `strata-bench fanout` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,6 +80,26 @@ pub struct FanoutArgs {
     /// little better than 1 on one core.
     #[arg(long, default_value_t = 2)]
     pub janus_event_loops: usize,
+    /// CPUs given to each server. 1: the server is pinned to `--server-cpu` and the load
+    /// client to `--client-cpu`. N > 1: the server is pinned to CPUs 0 … N−1 and the load
+    /// client is not pinned, so it shares those CPUs with the server.
+    #[arg(long, default_value_t = 1)]
+    pub server_cores: usize,
+    /// Strata's `--rtc-workers` (event loops driving players); each value of a list such as
+    /// `1,2` is one Strata ramp [default: the node's own, one per CPU it may run on].
+    #[arg(long, value_delimiter = ',')]
+    pub rtc_workers: Vec<usize>,
+    /// Directory for this run's `fanout.json` and plot [default: a new directory under
+    /// $TMPDIR/strata-bench-results].
+    #[arg(long, env = "STRATA_BENCH_RESULTS")]
+    pub results_dir: Option<PathBuf>,
+    /// The SVG plot of server CPU and loss against players [default: RESULTS_DIR/fanout.svg].
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// An earlier run to draw as "before" curves beside this one: its `fanout.json`, or a CSV
+    /// with a header line and rows `server,players,cpu_cores,loss_pct`.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
 }
 
 impl FanoutArgs {
@@ -94,12 +117,17 @@ impl FanoutArgs {
             no_pin: true,
             perf: false,
             janus_event_loops: 2,
+            server_cores: 1,
+            rtc_workers: Vec::new(),
+            results_dir: None,
+            svg: None,
+            compare: None,
         }
     }
 }
 
 /// Which server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// A Strata node.
     Strata,
@@ -108,7 +136,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    /// The server's name.
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Strata => "Strata",
             Kind::Janus => "Janus",
@@ -129,6 +158,9 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     }
     let report = measure(args).await?;
     println!("{}", report.text);
+    for f in &report.files {
+        eprintln!("fanout: wrote {}", f.display());
+    }
     Ok(())
 }
 
@@ -141,18 +173,28 @@ pub struct FanoutReport {
     pub notes: Vec<String>,
     /// The report.
     pub text: String,
+    /// Files written: the results (`fanout.json`) and the plot.
+    pub files: Vec<PathBuf>,
 }
 
 /// Runs the benchmark. Must run in a private network namespace
 /// (or as non-root, Strata only) — [`run`] takes care of it.
 pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     let quick = args.quick;
+    // Read the earlier run first: a bad path should fail now, not after the ramp.
+    let before = match &args.compare {
+        Some(path) => results::load_compare(path)?,
+        None => Vec::new(),
+    };
     let machine = Machine::detect();
     let load_before = procstat::load_average();
-    let mut kinds = Vec::new();
+    let mut targets = Vec::new();
     let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
     if want("strata") {
-        kinds.push(Kind::Strata);
+        match args.rtc_workers.is_empty() {
+            true => targets.push((Kind::Strata, None)),
+            false => targets.extend(args.rtc_workers.iter().map(|&w| (Kind::Strata, Some(w)))),
+        }
     }
     let mut notes = Vec::new();
     if want("janus") {
@@ -160,7 +202,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
             (!netns::is_root()).then(|| "Janus needs root for its extra interface".to_owned())
         });
         match reason {
-            None => kinds.push(Kind::Janus),
+            None => targets.push((Kind::Janus, None)),
             Some(why) if args.servers.is_empty() => notes.push(format!("Janus skipped: {why}")),
             Some(why) => bail!("cannot run Janus: {why}"),
         }
@@ -185,7 +227,14 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     });
     let source = source::load(quick).await?;
     let pin = !args.no_pin && !quick && machine.nproc >= 2;
-    if pin {
+    let server_cores = args.server_cores.clamp(1, machine.nproc.max(1));
+    let server_cpus = match server_cores {
+        1 => args.server_cpu.to_string(),
+        n => format!("0-{}", n - 1),
+    };
+    // With more than one core for the server, the client shares them (not pinned).
+    let pin_client = pin && server_cores == 1;
+    if pin_client {
         procstat::pin_self(args.client_cpu)?;
     }
     let cfg = RampConfig {
@@ -193,39 +242,73 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         window,
         settle,
         max_loss: args.max_loss,
-        server_cpu: pin.then_some(args.server_cpu),
+        server_cpus: pin.then(|| server_cpus.clone()),
+        server_cores,
         perf: args.perf,
         janus_event_loops: args.janus_event_loops,
     };
     let mut results = Vec::new();
-    for kind in kinds {
-        eprintln!("fanout: {}", kind.name());
-        let r = measure_server(kind, &source, &cfg).await;
+    for (kind, workers) in targets {
+        let label = report::label(kind, workers);
+        eprintln!("fanout: {label}");
+        let r = measure_server(kind, workers, &source, &cfg).await;
         match r {
             Ok(r) => results.push(r),
-            Err(e) if quick => return Err(e.context(format!("{} fan-out", kind.name()))),
-            Err(e) => notes.push(format!("{} failed: {e:#}", kind.name())),
+            Err(e) if quick => return Err(e.context(format!("{label} fan-out"))),
+            Err(e) => notes.push(format!("{label} failed: {e:#}")),
         }
     }
-    if pin {
+    if pin_client {
         procstat::unpin_self();
     }
+    let placement = match (pin, server_cores) {
+        (false, _) => "Nothing pinned.".to_owned(),
+        (true, 1) => format!(
+            "Server pinned to CPU {} (`taskset`), load client to CPU {}.",
+            args.server_cpu, args.client_cpu
+        ),
+        (true, n) => format!(
+            "Server pinned to CPUs {server_cpus} ({n} cores, `taskset`); the load client is \
+             not pinned and shares them."
+        ),
+    };
     let text = report::render(&report::Context {
         machine: &machine,
         source: &source,
         window,
         max_loss: args.max_loss,
-        pinned: pin.then_some((args.server_cpu, args.client_cpu)),
+        placement: &placement,
+        server_cores,
         janus_event_loops: args.janus_event_loops,
         load_before,
         load_after: procstat::load_average(),
         results: &results,
         notes: &notes,
     });
+    let run = results::Run {
+        machine: machine.to_string(),
+        source: source.label.clone(),
+        window_s: window.as_secs_f64(),
+        max_loss: args.max_loss,
+        server_cores,
+        placement,
+        results: results.clone(),
+    };
+    let (files, text) = match results::write(&run, &args, &before) {
+        Ok(files) => {
+            let list: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
+            (files, format!("{text}\nFiles: {}.\n", list.join(", ")))
+        }
+        Err(e) => (
+            Vec::new(),
+            format!("{text}\nNote: results not written: {e:#}\n"),
+        ),
+    };
     Ok(FanoutReport {
         results,
         notes,
         text,
+        files,
     })
 }
 
@@ -234,7 +317,9 @@ struct RampConfig {
     window: Duration,
     settle: Duration,
     max_loss: f64,
-    server_cpu: Option<usize>,
+    /// `taskset -c` list for the server, when pinned.
+    server_cpus: Option<String>,
+    server_cores: usize,
     perf: bool,
     janus_event_loops: usize,
 }
@@ -251,6 +336,8 @@ struct Server {
     bind_ip: IpAddr,
     fed: Arc<Fed>,
     feeder: JoinHandle<Result<()>>,
+    /// Receives every player's media.
+    recv: RecvLoop,
     // Kept alive while the server runs.
     _parts: Parts,
 }
@@ -274,8 +361,13 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<Server> {
-    let cpu = cfg.server_cpu;
+async fn start_server(
+    kind: Kind,
+    rtc_workers: Option<usize>,
+    source: &Source,
+    cfg: &RampConfig,
+) -> Result<Server> {
+    let cpus = cfg.server_cpus.clone();
     let fed = Arc::new(Fed::default());
     let clip = Arc::clone(&source.clip);
     match kind {
@@ -283,13 +375,17 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
             let dir = ClusterDir::new("fanout")?;
             let control =
                 InProcessControl::start(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(3)).await?;
+            let mut args = vec!["--capacity".to_owned(), "100000".to_owned()];
+            if let Some(w) = rtc_workers {
+                args.extend(["--rtc-workers".to_owned(), w.to_string()]);
+            }
             let spec = NodeSpec {
                 id: "fanout-1".into(),
                 region: "bench".into(),
                 ip: Ipv4Addr::LOCALHOST,
                 netns: None,
-                cpu,
-                args: vec!["--capacity".into(), "100000".into()],
+                cpus,
+                args,
             };
             let mut node = NodeProcess::spawn(&dir, &control.url(), &spec)?;
             node.wait_ready(Duration::from_secs(40)).await?;
@@ -302,6 +398,7 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
                 bind_ip: Ipv4Addr::LOCALHOST.into(),
                 fed,
                 feeder,
+                recv: RecvLoop::start()?,
                 _parts: Parts::Strata {
                     _node: node,
                     _control: control,
@@ -318,7 +415,7 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
                 &clip,
                 iface.name(),
                 ice_ip,
-                cpu,
+                cpus.as_deref(),
                 cfg.janus_event_loops,
             )
             .await?;
@@ -333,6 +430,7 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
                 bind_ip: ice_ip.into(),
                 fed,
                 feeder,
+                recv: RecvLoop::start()?,
                 _parts: Parts::Janus {
                     _janus: janus,
                     _iface: Some(iface),
@@ -346,8 +444,16 @@ async fn start_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<S
 impl Server {
     async fn new_peer(&self) -> Result<LoadPeer> {
         match self.kind {
-            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip).await,
-            Kind::Janus => LoadPeer::janus(&self.url, janus::MOUNTPOINT, self.bind_ip).await,
+            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip, &self.recv.handle()).await,
+            Kind::Janus => {
+                LoadPeer::janus(
+                    &self.url,
+                    janus::MOUNTPOINT,
+                    self.bind_ip,
+                    &self.recv.handle(),
+                )
+                .await
+            }
         }
     }
 
@@ -361,8 +467,14 @@ const CONNECT_CONCURRENCY: usize = 16;
 /// How long a new player may take to receive its first packet.
 const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
 
-async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result<ServerResult> {
-    let server = start_server(kind, source, cfg).await?;
+async fn measure_server(
+    kind: Kind,
+    rtc_workers: Option<usize>,
+    source: &Source,
+    cfg: &RampConfig,
+) -> Result<ServerResult> {
+    let server = start_server(kind, rtc_workers, source, cfg).await?;
+    let label = report::label(kind, rtc_workers);
     // Idle with the source flowing: the baseline for memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base_mark = CpuMark::take(server.pid);
@@ -372,18 +484,19 @@ async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result
     let mut peers: Vec<LoadPeer> = Vec::new();
     let mut steps: Vec<StepResult> = Vec::new();
     let mut connect_failures = 0usize;
-    let mut first_packet = Vec::new();
     // Up the steps until one fails. Never down again: a server that was overloaded may carry
     // backlog into the next window, so every measured step starts from a lighter one.
     let mut pass: Option<usize> = None;
     for &target in &cfg.steps {
         let t0 = Instant::now();
+        let mut first_packet = Vec::new();
         let failed_now = set_players(&server, &mut peers, target, &mut first_packet).await;
         connect_failures += failed_now;
         let setup = t0.elapsed();
         tokio::time::sleep(cfg.settle).await;
-        let step = measure_step(&server, &peers, target, failed_now, setup, cfg.window).await;
-        eprintln!("  {}", step.progress_line(kind.name()));
+        let mut step = measure_step(&server, &peers, target, failed_now, setup, cfg.window).await;
+        step.first_packet = Latency::of(first_packet);
+        eprintln!("  {}", step.progress_line(&label));
         let failed = step.loss() > cfg.max_loss || step.failed * 50 > target.max(1);
         steps.push(step);
         if failed {
@@ -408,14 +521,14 @@ async fn measure_server(kind: Kind, source: &Source, cfg: &RampConfig) -> Result
         tokio::spawn(p.close());
     }
     drop(server);
-    first_packet.sort();
     Ok(ServerResult {
         kind,
+        rtc_workers,
+        server_cores: cfg.server_cores,
         steps,
         idle_cores,
         base_rss,
         connect_failures,
-        first_packet_p50: first_packet.get(first_packet.len() / 2).copied(),
         perf: perf_report,
     })
 }
@@ -508,6 +621,7 @@ async fn measure_step(
         loss_rate: loss(offered.saturating_sub(window.received), offered),
         udp_drops,
         mbit_out: window.bytes as f64 * 8.0 / window_len.as_secs_f64() / 1e6,
+        first_packet: None,
     }
 }
 

@@ -11,10 +11,65 @@ use crate::bench::machine::Machine;
 use crate::grpcurl::find_executable;
 
 /// Strata must carry at least this many times Janus's players per core.
-pub const GOAL: f64 = 1.5;
+pub const GOAL: f64 = 2.0;
+/// Strata's CPU per player below saturation must be at most this fraction of Janus's.
+pub const GOAL_CPU: f64 = 0.5;
+/// Strata's memory per player (RSS slope) must stay under this many bytes.
+pub const GOAL_RSS_SLOPE: f64 = 64.0 * 1024.0;
+/// Strata's first packet p50 (WHEP offer → first RTP) on loopback must stay under this.
+pub const GOAL_FIRST_PACKET: Duration = Duration::from_millis(100);
+
+/// Percentiles of the time from a player's request to its first RTP packet.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: Duration,
+    /// 95th percentile.
+    pub p95: Duration,
+    /// Players measured.
+    pub n: usize,
+}
+
+impl Latency {
+    /// The percentiles of `samples`, if there are any.
+    pub fn of(mut samples: Vec<Duration>) -> Option<Latency> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Some(Latency {
+            p50: at(0.5),
+            p95: at(0.95),
+            n: samples.len(),
+        })
+    }
+
+    fn text(l: Option<&Latency>) -> String {
+        l.map_or_else(
+            || "–".into(),
+            |l| {
+                format!(
+                    "{:.0} / {:.0} ms",
+                    l.p50.as_secs_f64() * 1e3,
+                    l.p95.as_secs_f64() * 1e3
+                )
+            },
+        )
+    }
+}
+
+/// The name of a ramp: the server, and Strata's RTC workers when set.
+pub fn label(kind: Kind, rtc_workers: Option<usize>) -> String {
+    match rtc_workers {
+        Some(1) => format!("{} (1 RTC worker)", kind.name()),
+        Some(w) => format!("{} ({w} RTC workers)", kind.name()),
+        None => kind.name().to_owned(),
+    }
+}
 
 /// One step of a ramp.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepResult {
     /// Players asked for.
     pub target: usize,
@@ -41,6 +96,9 @@ pub struct StepResult {
     pub udp_drops: u64,
     /// RTP delivered to all players, Mbit/s.
     pub mbit_out: f64,
+    /// Request → first RTP of the players this step added.
+    #[serde(default)]
+    pub first_packet: Option<Latency>,
 }
 
 impl StepResult {
@@ -53,7 +111,7 @@ impl StepResult {
     /// A progress line for stderr.
     pub fn progress_line(&self, server: &str) -> String {
         format!(
-            "{server}: {} players ({} failed) cpu {} client {} loss {:.2}% (seq {:.2}%) udp drops {} rss {} out {:.0} Mbit/s (setup {:.1}s)",
+            "{server}: {} players ({} failed) cpu {} client {} loss {:.2}% (seq {:.2}%) udp drops {} rss {} out {:.0} Mbit/s first packet p50/p95 {} (setup {:.1}s)",
             self.players,
             self.failed,
             fmt_cores(self.cores),
@@ -63,16 +121,23 @@ impl StepResult {
             self.udp_drops,
             fmt_mib(self.rss),
             self.mbit_out,
+            Latency::text(self.first_packet.as_ref()),
             self.setup.as_secs_f64()
         )
     }
 }
 
 /// One server's ramp.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServerResult {
     /// Which server.
     pub kind: Kind,
+    /// Strata's `--rtc-workers`, when set.
+    #[serde(default)]
+    pub rtc_workers: Option<usize>,
+    /// CPUs the server was given.
+    #[serde(default = "one")]
+    pub server_cores: usize,
     /// Steps in order; the last one failed unless the ramp ran out of steps.
     pub steps: Vec<StepResult>,
     /// CPU with the source flowing and no players.
@@ -81,13 +146,46 @@ pub struct ServerResult {
     pub base_rss: Option<u64>,
     /// Players that failed to connect over the whole ramp.
     pub connect_failures: usize,
-    /// Median time from the start of signalling to the first RTP packet.
-    pub first_packet_p50: Option<Duration>,
     /// `perf report` of the server under the last step's load.
     pub perf: Option<String>,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl ServerResult {
+    /// The ramp's name.
+    pub fn label(&self) -> String {
+        label(self.kind, self.rtc_workers)
+    }
+
+    /// Request → first RTP at the first (lightest) step.
+    pub fn first_packet(&self) -> Option<&Latency> {
+        self.steps.first().and_then(|s| s.first_packet.as_ref())
+    }
+
+    /// Memory per player: least-squares slope of RSS against players over the passing steps
+    /// (the idle baseline included), in bytes.
+    pub fn rss_slope(&self, max_loss: f64) -> Option<f64> {
+        let mut pts: Vec<(f64, f64)> = self
+            .passing(max_loss)
+            .filter_map(|s| Some((s.players as f64, s.rss? as f64)))
+            .collect();
+        if let Some(b) = self.base_rss {
+            pts.push((0.0, b as f64));
+        }
+        let n = pts.len() as f64;
+        if pts.len() < 2 {
+            return None;
+        }
+        let (mx, my) = pts
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        let sxx: f64 = pts.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+        let sxy: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+        (sxx > 0.0).then(|| sxy / sxx)
+    }
     fn passing(&self, max_loss: f64) -> impl Iterator<Item = &StepResult> {
         self.steps
             .iter()
@@ -112,7 +210,8 @@ pub struct Context<'a> {
     pub source: &'a Source,
     pub window: Duration,
     pub max_loss: f64,
-    pub pinned: Option<(usize, usize)>,
+    pub placement: &'a str,
+    pub server_cores: usize,
     pub janus_event_loops: usize,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
@@ -146,24 +245,82 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Per-player figures at `players`.
+/// Per-player figures at one step.
 struct PerPlayer {
     cpu: Option<f64>,
-    memory: Option<f64>,
 }
 
-fn per_player(r: &ServerResult, s: &StepResult) -> PerPlayer {
-    let n = s.players.max(1) as f64;
+fn per_player(s: &StepResult) -> PerPlayer {
     PerPlayer {
-        cpu: s.cores.map(|c| c / n),
-        memory: match (s.rss, r.base_rss) {
-            (Some(rss), Some(base)) => Some((rss as f64 - base as f64) / n),
-            _ => None,
-        },
+        cpu: s.cores.map(|c| c / s.players.max(1) as f64),
     }
 }
 
-type Summary = (Kind, Option<f64>, Option<f64>, Option<f64>);
+/// One server's headline figures.
+struct Summary {
+    label: String,
+    kind: Kind,
+    /// Players per core at ≤ max loss.
+    per_core: Option<f64>,
+    /// CPU per player (cores) at the common load.
+    cpu: Option<f64>,
+    /// RSS slope, bytes per player.
+    memory: Option<f64>,
+    /// First packet p50 at the first step.
+    first_packet: Option<Duration>,
+}
+
+/// The goals, one line per goal and Strata ramp: met, NOT met or not decided.
+fn render_goals(summary: &[Summary], every_ramp_failed: bool) -> String {
+    let mut out = String::new();
+    let janus = summary.iter().find(|s| s.kind == Kind::Janus);
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    };
+    for s in summary.iter().filter(|s| s.kind == Kind::Strata) {
+        if let Some(j) = janus {
+            let players = match (s.per_core, j.per_core) {
+                _ if !every_ramp_failed => {
+                    "not decided (a ramp ended before loss exceeded the bound)"
+                }
+                (Some(a), Some(b)) => verdict(Some(b > 0.0 && a / b >= GOAL)),
+                _ => verdict(None),
+            };
+            let _ = writeln!(
+                out,
+                "- {}: players per core ≥ {GOAL}× Janus: **{players}**",
+                s.label
+            );
+            let cpu = match (s.cpu, j.cpu) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b <= GOAL_CPU),
+                _ => None,
+            };
+            let _ = writeln!(
+                out,
+                "- {}: CPU per player ≤ {GOAL_CPU}× Janus: **{}**",
+                s.label,
+                verdict(cpu)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "- {}: memory per player (RSS slope) ≤ {:.0} KiB: **{}**",
+            s.label,
+            GOAL_RSS_SLOPE / 1024.0,
+            verdict(s.memory.map(|m| m <= GOAL_RSS_SLOPE))
+        );
+        let _ = writeln!(
+            out,
+            "- {}: first packet p50 ≤ {} ms: **{}**",
+            s.label,
+            GOAL_FIRST_PACKET.as_millis(),
+            verdict(s.first_packet.map(|d| d <= GOAL_FIRST_PACKET))
+        );
+    }
+    out
+}
 
 /// The markdown report.
 pub fn render(c: &Context<'_>) -> String {
@@ -183,17 +340,7 @@ pub fn render(c: &Context<'_>) -> String {
         "Source (the same packets to both): {}.  ",
         c.source.label
     );
-    match c.pinned {
-        Some((server, client)) => {
-            let _ = writeln!(
-                out,
-                "Server pinned to CPU {server} (`taskset`), load client to CPU {client}. "
-            );
-        }
-        None => {
-            let _ = writeln!(out, "Nothing pinned. ");
-        }
-    }
+    let _ = writeln!(out, "{} ", c.placement);
     if c.results.iter().any(|r| r.kind == Kind::Janus) {
         let loops = match c.janus_event_loops {
             0 => "Janus's stock setting, a thread per handle".to_owned(),
@@ -210,13 +357,15 @@ pub fn render(c: &Context<'_>) -> String {
     );
 
     // Per-player figures at equal load: the largest step every server passed below 90 % of
-    // its core (at saturation CPU ÷ players is only 1 ÷ players), else the largest passed.
+    // its cores (at saturation CPU ÷ players is only cores ÷ players), else the largest passed.
     let common_where = |unsaturated: bool| {
         c.results
             .iter()
             .map(|r| {
                 r.passing(c.max_loss)
-                    .filter(|s| !unsaturated || s.cores.is_some_and(|x| x < 0.9))
+                    .filter(|s| {
+                        !unsaturated || s.cores.is_some_and(|x| x < 0.9 * r.server_cores as f64)
+                    })
                     .map(|s| s.target)
                     .collect::<std::collections::BTreeSet<_>>()
             })
@@ -225,23 +374,31 @@ pub fn render(c: &Context<'_>) -> String {
     };
     let common = common_where(true).or_else(|| common_where(false));
 
+    let per_core = match c.server_cores {
+        1 => "players per core".to_owned(),
+        n => format!("players on {n} cores (per core)"),
+    };
     let _ = writeln!(
         out,
-        "| server | players per core (loss ≤ {:.0} %) | CPU per player (at N players) | memory per player | idle CPU (source only) | first packet p50 |",
+        "| server | {per_core} (loss ≤ {:.0} %) | CPU per player (at N players) | memory per player (RSS slope) | idle CPU (source only) | first packet p50 / p95 (first step) |",
         c.max_loss * 100.0,
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    // (server, players per core, CPU per player, memory per player)
     let mut summary: Vec<Summary> = Vec::new();
     let mut every_ramp_failed = true;
     for r in c.results {
         let (best, failed) = r.capacity(c.max_loss);
         every_ramp_failed &= failed;
         let cap = best.map(|s| s.players);
-        let capped = match (cap, failed) {
-            (Some(n), true) => n.to_string(),
-            (Some(n), false) => format!("≥ {n} (ramp ended)"),
+        let cores = r.server_cores.max(1);
+        let capped = match (cap, cores) {
+            (Some(n), 1) => n.to_string(),
+            (Some(n), k) => format!("{n} ({:.0})", n as f64 / k as f64),
             (None, _) => "0".into(),
+        };
+        let capped = match (cap, failed) {
+            (Some(_), false) => format!("≥ {capped} (ramp ended)"),
+            _ => capped,
         };
         let client_bound = r
             .steps
@@ -251,61 +408,61 @@ pub fn render(c: &Context<'_>) -> String {
             .is_some_and(|c| c > 0.9);
         // At the load every server carried, else at this server's own largest passing step.
         let at = common.and_then(|n| r.at(n, c.max_loss)).or(best);
-        let pp = at.map(|s| per_player(r, s));
+        let pp = at.map(per_player);
+        let slope = r.rss_slope(c.max_loss);
         let _ = writeln!(
             out,
             "| {} | {capped}{} | {} of a core{} | {} | {} cores | {} |",
-            r.kind.name(),
+            r.label(),
             if client_bound { " (client-bound)" } else { "" },
             fmt_pct_core(pp.as_ref().and_then(|p| p.cpu)),
             at.map_or_else(String::new, |s| format!(" (N = {})", s.players)),
-            fmt_kib(pp.as_ref().and_then(|p| p.memory)),
+            fmt_kib(slope),
             fmt_cores(r.idle_cores),
-            r.first_packet_p50.map_or_else(
-                || "–".into(),
-                |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)
-            ),
+            Latency::text(r.first_packet()),
         );
-        summary.push((
-            r.kind,
-            cap.map(|n| n as f64),
-            pp.as_ref().and_then(|p| p.cpu),
-            pp.as_ref().and_then(|p| p.memory),
-        ));
+        summary.push(Summary {
+            label: r.label(),
+            kind: r.kind,
+            per_core: cap.map(|n| n as f64 / cores as f64),
+            cpu: pp.as_ref().and_then(|p| p.cpu),
+            memory: slope,
+            first_packet: r.first_packet().map(|l| l.p50),
+        });
     }
-    let strata = summary.iter().find(|s| s.0 == Kind::Strata);
-    let janus = summary.iter().find(|s| s.0 == Kind::Janus);
-    if let (Some(s), Some(j)) = (strata, janus) {
-        let _ = writeln!(
-            out,
-            "| **Strata ÷ Janus** | **{}** | {} | {} | | |",
-            ratio(s.1, j.1),
-            ratio(s.2, j.2),
-            ratio(s.3, j.3),
-        );
-        let verdict = match (s.1, j.1) {
-            _ if !every_ramp_failed => "not decided (a ramp ended before loss exceeded the bound)",
-            (Some(a), Some(b)) if b > 0.0 && a / b >= GOAL => "met",
-            (Some(_), Some(_)) => "NOT met",
-            _ => "not measured",
-        };
-        let _ = writeln!(
-            out,
-            "\nGoal Strata ≥ {GOAL}× Janus players per core: **{verdict}**."
-        );
-    }
-    for r in c.results {
-        let _ = writeln!(out, "\n#### {} ramp\n", r.kind.name());
-        let _ = writeln!(
-            out,
-            "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | UDP buffer drops | client CPU | delivered |"
-        );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for s in &r.steps {
-            let pp = per_player(r, s);
+    let janus = summary.iter().find(|s| s.kind == Kind::Janus);
+    for s in summary.iter().filter(|s| s.kind == Kind::Strata) {
+        if let Some(j) = janus {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {} | {:.0} Mbit/s |",
+                "| **{} ÷ Janus** | **{}** | {} | {} | | |",
+                s.label,
+                ratio(s.per_core, j.per_core),
+                ratio(s.cpu, j.cpu),
+                ratio(s.memory, j.memory),
+            );
+        }
+    }
+    let goals = render_goals(&summary, every_ramp_failed);
+    if !goals.is_empty() {
+        let _ = writeln!(out, "\nGoals:\n{goals}");
+    }
+    for r in c.results {
+        let _ = writeln!(out, "\n#### {} ramp\n", r.label());
+        let _ = writeln!(
+            out,
+            "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | UDP buffer drops | client CPU | delivered | first packet p50 / p95 |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for s in &r.steps {
+            let pp = per_player(s);
+            let client_bound = s.client_cores.is_some_and(|c| c > 0.9);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {}{} | {:.0} Mbit/s | {} |",
                 s.players,
                 s.failed,
                 fmt_cores(s.cores),
@@ -315,7 +472,9 @@ pub fn render(c: &Context<'_>) -> String {
                 s.loss_seq * 100.0,
                 s.udp_drops,
                 fmt_cores(s.client_cores),
+                if client_bound { " (client-bound)" } else { "" },
                 s.mbit_out,
+                Latency::text(s.first_packet.as_ref()),
             );
         }
         if let Some(p) = &r.perf {
@@ -323,7 +482,7 @@ pub fn render(c: &Context<'_>) -> String {
             let _ = writeln!(
                 out,
                 "\n`perf` profile of the {} server (self time, top symbols), {at}:\n\n```\n{}\n```",
-                r.kind.name(),
+                r.label(),
                 body.trim_end()
             );
         }

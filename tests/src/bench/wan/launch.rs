@@ -113,8 +113,8 @@ pub struct NodeSpec {
     pub ip: Ipv4Addr,
     /// Network namespace to run in (`ip netns exec`), if any.
     pub netns: Option<String>,
-    /// CPU to pin the node to (`taskset -c`), if any.
-    pub cpu: Option<usize>,
+    /// CPUs to pin the node to (a `taskset -c` list such as `1` or `0-1`), if any.
+    pub cpus: Option<String>,
     /// Extra flags (e.g. `--capacity 100000`).
     pub args: Vec<String>,
 }
@@ -257,10 +257,10 @@ impl NodeProcess {
                 ns.clone(),
             ]);
         }
-        if let Some(cpu) = spec.cpu
+        if let Some(cpus) = &spec.cpus
             && let Some(taskset) = find_executable("taskset")
         {
-            chain.extend([taskset.display().to_string(), "-c".into(), cpu.to_string()]);
+            chain.extend([taskset.display().to_string(), "-c".into(), cpus.clone()]);
         }
         chain.push(bins.node.display().to_string());
         chain.extend(args);

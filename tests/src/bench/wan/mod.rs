@@ -202,7 +202,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
                 region: region.name.to_owned(),
                 ip: Ipv4Addr::new(10, 99, i as u8 + 1, k as u8),
                 netns: Some(region.ns.clone()),
-                cpu: None,
+                cpus: None,
                 args: vec!["--linger".into(), "1s".into()],
             };
             region

@@ -42,3 +42,41 @@ fn counts_loss_across_wrap_and_reordering() {
     };
     assert_eq!(later.since(&t).lost(), 2);
 }
+
+#[tokio::test]
+async fn receive_loop_counts_rtp_and_passes_the_rest_on() {
+    let recv = RecvLoop::start().expect("receive loop");
+    let counters = Arc::new(Counters::default());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = socket.local_addr().expect("addr");
+    let socket = recv
+        .handle()
+        .register(socket, Arc::clone(&counters))
+        .expect("register");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for seq in 0..40u16 {
+        peer.send_to(&rtp(seq, 7), to).expect("send");
+    }
+    let stun = [0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    peer.send_to(&stun, to).expect("send");
+    // The one non-RTP datagram comes out of the socket, from the peer.
+    let mut buf = [0u8; 64];
+    let mut meta = [webrtc::runtime::RecvMeta::default()];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::future::poll_fn(|cx| {
+            let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+            socket.poll_recv(cx, &mut bufs, &mut meta)
+        }),
+    )
+    .await
+    .expect("STUN passed on")
+    .expect("poll_recv");
+    assert_eq!(n, 1);
+    assert_eq!(&buf[..meta[0].len], &stun);
+    assert_eq!(meta[0].addr, peer.local_addr().expect("addr"));
+    // RTP was counted before it, on the same socket, in order.
+    let t = counters.tally();
+    assert_eq!((t.received, t.expected), (40, 40));
+    assert!(counters.first_packet().is_some());
+}
