@@ -1,10 +1,11 @@
 //! What both Strata binaries need in the same form: the HTTP server loop with
-//! its limits (header timeout, connection cap, per-address share of the cap)
-//! and configuration loading (a TOML file under environment variables under
-//! flags).
+//! its limits (header timeout, connection cap, per-address share of the cap),
+//! configuration loading (a TOML file under environment variables under
+//! flags), and what a cluster certificate says about its holder (`cert`).
 //!
 //! Kept small on purpose: code lands here only when the control plane and the
 //! node would otherwise each carry a copy.
 
+pub mod cert;
 pub mod config;
 pub mod limits;

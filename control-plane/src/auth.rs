@@ -1,7 +1,10 @@
 //! Who is calling the control plane, and what they may do.
 //!
 //! - **Nodes** authenticate with mutual TLS: a client certificate of the
-//!   cluster CA (`--client-ca`) whose DNS name is the node id. A node may act
+//!   cluster CA (`--client-ca`) whose DNS name is the node id, whose extended
+//!   key usage names clientAuth (the control plane's own server certificate
+//!   does not, so it is no node credential) and that no operator revoked
+//!   (`revoked/` in etcd, read from the cache). A node may act
 //!   only as itself (Register, KeepAlive, Publish, Unpublish, Resolve, Release,
 //!   Drain, Undrain and Deregister of itself); it may also read what a node needs
 //!   (ListNodes, GetNode, WatchStream, Place, Ping).
@@ -20,7 +23,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ring::digest;
+use strata_common::cert::CertInfo;
 use tonic::{Request, Status};
+
+use crate::cache::Cache;
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,22 +145,40 @@ impl OperatorTokens {
 }
 
 /// How the server authenticates callers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Policy {
     /// Plaintext development mode: everyone is [`Caller::Dev`].
     pub plaintext: bool,
     /// Operator tokens.
     pub operators: OperatorTokens,
+    /// Where revoked certificates are looked up (the replica's cache); `None`
+    /// checks none (unit tests).
+    pub revocations: Option<Cache>,
 }
 
-/// The node id in a DER certificate: its first DNS subject alternative name.
-pub fn node_id_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-        _ => None,
-    })
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("plaintext", &self.plaintext)
+            .field("operators", &self.operators)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client certificate of a node's request, put in the request
+/// extensions beside its [`Caller`] (Register checks its names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCert(pub CertInfo);
+
+/// Why a client certificate is not a node credential, if it is not.
+pub fn node_credential_refusal(cert: &CertInfo) -> Option<Status> {
+    if !cert.client_auth {
+        return Some(Status::permission_denied(
+            "this certificate is not a client credential (no clientAuth extended key usage): \
+             a server certificate cannot act as a node",
+        ));
+    }
+    None
 }
 
 impl Policy {
@@ -176,15 +200,42 @@ impl Policy {
                 None => Err(Status::unauthenticated("invalid operator token")),
             };
         }
-        let node = req
+        let cert = req
             .peer_certs()
-            .and_then(|chain| chain.first().and_then(|c| node_id_of(c.as_ref())));
-        match node {
-            Some(id) => Ok(Caller::Node(id)),
+            .and_then(|chain| chain.first().and_then(|c| CertInfo::parse(c.as_ref())));
+        match cert {
+            Some(cert) => {
+                if let Some(refusal) = node_credential_refusal(&cert) {
+                    return Err(refusal);
+                }
+                let revoked = self
+                    .revocations
+                    .as_ref()
+                    .is_some_and(|c| c.read().is_revoked(&cert.serial, &cert.sha256));
+                if revoked {
+                    return Err(Status::permission_denied(format!(
+                        "certificate serial {} is revoked",
+                        cert.serial
+                    )));
+                }
+                match cert.node_id() {
+                    Some(id) => Ok(Caller::Node(id.to_owned())),
+                    None => Err(Status::unauthenticated(
+                        "the client certificate names no node (no DNS name)",
+                    )),
+                }
+            }
             None => Err(Status::unauthenticated(
                 "a node client certificate of the cluster CA or an operator token is required",
             )),
         }
+    }
+
+    /// The client certificate of a request, if it presented one that parses.
+    pub fn node_cert<T>(req: &Request<T>) -> Option<NodeCert> {
+        req.peer_certs()
+            .and_then(|chain| chain.first().and_then(|c| CertInfo::parse(c.as_ref())))
+            .map(NodeCert)
     }
 
     /// A tonic interceptor putting the [`Caller`] in the request extensions.
@@ -194,6 +245,11 @@ impl Policy {
     {
         move |mut req: Request<()>| {
             let caller = self.caller(&req)?;
+            if matches!(caller, Caller::Node(_))
+                && let Some(cert) = Self::node_cert(&req)
+            {
+                req.extensions_mut().insert(cert);
+            }
             req.extensions_mut().insert(caller);
             Ok(req)
         }
@@ -312,6 +368,7 @@ mod tests {
         let p = Policy {
             plaintext: false,
             operators: OperatorTokens::parse("alice=0123456789abcdef").expect("parse"),
+            revocations: None,
         };
         let req = Request::new(());
         assert_eq!(
@@ -342,6 +399,7 @@ mod tests {
             let p = Policy {
                 plaintext,
                 operators: tokens(),
+                revocations: None,
             };
             assert_eq!(p.http_operator(None), Err(HttpDenied::Missing));
             assert_eq!(
@@ -362,11 +420,13 @@ mod tests {
         let dev = Policy {
             plaintext: true,
             operators: OperatorTokens::default(),
+            revocations: None,
         };
         assert_eq!(dev.http_operator(None), Ok(Caller::Dev));
         let tls = Policy {
             plaintext: false,
             operators: OperatorTokens::default(),
+            revocations: None,
         };
         assert_eq!(
             tls.http_operator(Some("Bearer 0123456789abcdef")),

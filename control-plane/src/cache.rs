@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::keys::{
-    self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, SubscriberRecord,
+    self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, RevocationRecord,
+    RevokedBy, SubscriberRecord,
 };
 use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
 
@@ -68,6 +69,19 @@ pub struct View {
     pub loads: HashMap<String, LoadRecord>,
     /// Streams by id.
     pub streams: BTreeMap<String, StreamState>,
+    /// Revoked certificates by how they are named.
+    pub revoked: BTreeMap<(RevokedBy, String), RevocationRecord>,
+}
+
+impl View {
+    /// Whether a certificate with this serial or fingerprint is revoked.
+    pub fn is_revoked(&self, serial: &str, sha256: &str) -> bool {
+        self.revoked
+            .contains_key(&(RevokedBy::Serial, serial.to_owned()))
+            || self
+                .revoked
+                .contains_key(&(RevokedBy::Sha256, sha256.to_owned()))
+    }
 }
 
 impl View {
@@ -111,6 +125,11 @@ impl View {
                     st.subscribers.insert(n.to_owned(), ver(r, kv));
                 }
             }
+            KeyKind::Revoked(by, id) => {
+                if let Some(r) = keys::decode::<RevocationRecord>(&kv.value) {
+                    self.revoked.insert((by, id.to_owned()), r);
+                }
+            }
         }
     }
 
@@ -123,6 +142,10 @@ impl View {
             }
             KeyKind::Load(n) => {
                 self.loads.remove(n);
+                return None;
+            }
+            KeyKind::Revoked(by, id) => {
+                self.revoked.remove(&(by, id.to_owned()));
                 return None;
             }
             KeyKind::Main(s) => {

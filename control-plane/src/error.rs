@@ -19,6 +19,10 @@ pub enum Error {
     /// calling node is not registered, or is not the stream's origin).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (a revoked certificate, an address its
+    /// certificate does not name).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store (etcd) is unreachable; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -54,6 +58,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             Error::Internal(_) => tonic::Status::internal(msg),
         }

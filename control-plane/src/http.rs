@@ -133,6 +133,7 @@ impl IntoResponse for Error {
         let status = match &self {
             Error::InvalidArgument(_) | Error::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

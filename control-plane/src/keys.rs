@@ -7,6 +7,7 @@
 //! | `streams/{stream}/main` | [`MainRecord`] | the main origin node's |
 //! | `streams/{stream}/regions/{region}` | [`RegionalRecord`] | the regional origin node's |
 //! | `streams/{stream}/subscribers/{node}` | [`SubscriberRecord`] | the subscribing node's |
+//! | `revoked/serial/{hex}`, `revoked/sha256/{hex}` | [`RevocationRecord`] | none: kept for good |
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,26 @@ pub enum KeyKind<'a> {
     Regional(&'a str, &'a str),
     /// `streams/{stream}/subscribers/{node}`
     Subscriber(&'a str, &'a str),
+    /// `revoked/{serial|sha256}/{hex}`
+    Revoked(RevokedBy, &'a str),
+}
+
+/// How a revoked certificate is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RevokedBy {
+    /// Its serial number (normalized hex).
+    Serial,
+    /// Its SHA-256 fingerprint (lowercase hex).
+    Sha256,
+}
+
+impl RevokedBy {
+    fn segment(self) -> &'static str {
+        match self {
+            RevokedBy::Serial => "serial",
+            RevokedBy::Sha256 => "sha256",
+        }
+    }
 }
 
 impl Keys {
@@ -76,6 +97,11 @@ impl Keys {
         format!("{}streams/{stream}/subscribers/{node}", self.prefix)
     }
 
+    /// `revoked/{serial|sha256}/{hex}`
+    pub fn revoked(&self, by: RevokedBy, id: &str) -> String {
+        format!("{}revoked/{}/{id}", self.prefix, by.segment())
+    }
+
     /// Classifies a full key; `None` for keys that are not ours.
     pub fn parse<'a>(&self, key: &'a str) -> Option<KeyKind<'a>> {
         let rest = key.strip_prefix(self.prefix.as_str())?;
@@ -86,6 +112,8 @@ impl Keys {
             ["streams", s, "main"] => Some(KeyKind::Main(s)),
             ["streams", s, "regions", r] => Some(KeyKind::Regional(s, r)),
             ["streams", s, "subscribers", n] => Some(KeyKind::Subscriber(s, n)),
+            ["revoked", "serial", id] => Some(KeyKind::Revoked(RevokedBy::Serial, id)),
+            ["revoked", "sha256", id] => Some(KeyKind::Revoked(RevokedBy::Sha256, id)),
             _ => None,
         }
     }
@@ -113,6 +141,24 @@ pub struct NodeRecord {
     /// Whether the node is draining.
     #[serde(default)]
     pub draining: bool,
+    /// Serial of the client certificate the node registered with (TLS mode),
+    /// so that revoking it ends the registration at once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_serial: String,
+    /// SHA-256 of that certificate.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_sha256: String,
+}
+
+/// `revoked/{serial|sha256}/{hex}`: a certificate an operator revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// Why, as the operator wrote it.
+    pub reason: String,
+    /// The operator token's name.
+    pub revoked_by: String,
+    /// Unix ms of the revocation.
+    pub revoked_at_ms: i64,
 }
 
 /// `load/{node}`: the latest load report.
@@ -198,6 +244,11 @@ mod tests {
             k.parse(&k.subscriber("s", "n")),
             Some(KeyKind::Subscriber("s", "n"))
         );
+        assert_eq!(
+            k.parse(&k.revoked(RevokedBy::Sha256, "ab")),
+            Some(KeyKind::Revoked(RevokedBy::Sha256, "ab"))
+        );
+        assert_eq!(k.parse("/strata/revoked/other/ab"), None);
         assert_eq!(k.parse("/other/nodes/x"), None);
         assert_eq!(k.parse("/strata/streams/s/what"), None);
     }

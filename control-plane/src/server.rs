@@ -30,7 +30,7 @@ const SERVICES: [&str; 4] = [
 
 /// Who may call what (see [`crate::auth`]). Without TLS the server runs in
 /// plaintext development mode: no authentication, logged loudly.
-fn policy(config: &Config) -> anyhow::Result<Policy> {
+fn policy(config: &Config, cache: &cache::Cache) -> anyhow::Result<Policy> {
     let operators = match &config.operator_tokens {
         Some(path) => OperatorTokens::load(path)?,
         None => OperatorTokens::default(),
@@ -48,6 +48,7 @@ fn policy(config: &Config) -> anyhow::Result<Policy> {
     Ok(Policy {
         plaintext,
         operators,
+        revocations: Some(cache.clone()),
     })
 }
 
@@ -197,7 +198,7 @@ pub async fn run_with_listeners(
     let reflection_v1alpha =
         reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
 
-    let policy = Arc::new(policy(&config)?);
+    let policy = Arc::new(policy(&config, &cache)?);
     // The HTTP side stops with gRPC, or when this future is dropped (the sender with it).
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     if let Some(http) = http {

@@ -1,5 +1,5 @@
 //! Operator commands of `strata-control`: `nodes`, `streams`, `stream`,
-//! `drain`, `undrain`. They talk to a running control plane over gRPC (the same API as
+//! `drain`, `undrain`, `revoke`, `revoked`. They talk to a running control plane over gRPC (the same API as
 //! grpcurl) and print aligned tables, or with `--json` the documents of
 //! [`crate::dashboard::model`] (the shapes `GET /api/v1/topology` uses).
 //!
@@ -9,6 +9,9 @@
 //! strata-control stream ID               the stream's tree, indented
 //! strata-control drain NODE              no new sessions for NODE; it hands its regional origins over
 //! strata-control undrain NODE            NODE takes sessions again
+//! strata-control revoke (--serial HEX | --sha256 HEX) [--reason TEXT]
+//!                                        refuse a node certificate for good (control plane and relay)
+//! strata-control revoked                 revoked certificates, oldest first
 //!   --json                               JSON for scripts
 //!   --control-plane http://HOST:PORT     gRPC address(es), comma separated (env STRATA_CONTROL_PLANE)
 //!   --ca-cert PATH                       CA of the control plane's certificate, for https:// (env STRATA_CA_CERT)
@@ -76,6 +79,27 @@ pub enum Command {
     Undrain {
         /// Node id.
         node: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a node certificate for good: the control plane refuses it and ends the
+    /// registration made with it, nodes refuse it on the relay. Install the node's
+    /// renewed certificate first (`certs-issue`, then SIGHUP the node).
+    Revoke {
+        /// Serial number in hex (`openssl x509 -noout -serial -in NODE.pem`).
+        #[arg(long, conflicts_with = "sha256", required_unless_present = "sha256")]
+        serial: Option<String>,
+        /// SHA-256 fingerprint (`openssl x509 -noout -fingerprint -sha256 -in NODE.pem`).
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Why, kept with the revocation.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List revoked certificates.
+    Revoked {
         #[command(flatten)]
         common: Common,
     },
@@ -235,7 +259,9 @@ impl Command {
             | Command::Streams { common }
             | Command::Stream { common, .. }
             | Command::Drain { common, .. }
-            | Command::Undrain { common, .. } => common,
+            | Command::Undrain { common, .. }
+            | Command::Revoke { common, .. }
+            | Command::Revoked { common } => common,
         }
     }
 }
@@ -326,8 +352,93 @@ pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
                 "{node} is back in service: it takes new publishers and players again"
             )?;
         }
+        Command::Revoke {
+            serial,
+            sha256,
+            reason,
+            ..
+        } => {
+            let mut client = v1::node_service_client::NodeServiceClient::new(channel);
+            let req = v1::RevokeCertificateRequest {
+                serial: serial.clone().unwrap_or_default(),
+                sha256: sha256.clone().unwrap_or_default(),
+                reason: reason.clone(),
+            };
+            let resp = bounded(client.revoke_certificate(req)).await?;
+            let revoked = resp.revoked.as_ref().map(Revoked::from);
+            if common.json {
+                return json(
+                    out,
+                    &serde_json::json!({ "revoked": revoked, "deregistered": resp.deregistered }),
+                );
+            }
+            if let Some(r) = revoked {
+                writeln!(out, "revoked {}", r.name())?;
+            }
+            for node in &resp.deregistered {
+                writeln!(
+                    out,
+                    "{node}: its registration with that certificate was ended"
+                )?;
+            }
+        }
+        Command::Revoked { .. } => {
+            let mut client = v1::node_service_client::NodeServiceClient::new(channel);
+            let resp = bounded(client.list_revoked(v1::ListRevokedRequest {})).await?;
+            let list: Vec<Revoked> = resp.revoked.iter().map(Revoked::from).collect();
+            if common.json {
+                return json(out, &list);
+            }
+            if list.is_empty() {
+                writeln!(out, "no revoked certificates")?;
+            }
+            for r in &list {
+                writeln!(
+                    out,
+                    "{}  by {}  {} ago  {}",
+                    r.name(),
+                    r.revoked_by,
+                    age(now - r.revoked_at_ms),
+                    r.reason
+                )?;
+            }
+        }
     }
     Ok(())
+}
+
+/// A revoked certificate, as `revoke` and `revoked` print it.
+#[derive(Serialize)]
+struct Revoked {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    serial: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    sha256: String,
+    reason: String,
+    revoked_by: String,
+    revoked_at_ms: i64,
+}
+
+impl From<&v1::RevokedCertificate> for Revoked {
+    fn from(r: &v1::RevokedCertificate) -> Self {
+        Revoked {
+            serial: r.serial.clone(),
+            sha256: r.sha256.clone(),
+            reason: r.reason.clone(),
+            revoked_by: r.revoked_by.clone(),
+            revoked_at_ms: r.revoked_at_ms,
+        }
+    }
+}
+
+impl Revoked {
+    fn name(&self) -> String {
+        if self.serial.is_empty() {
+            format!("sha256 {}", self.sha256)
+        } else {
+            format!("serial {}", self.serial)
+        }
+    }
 }
 
 /// The `--json` answer of `drain` and `undrain`.

@@ -7,8 +7,9 @@ use tracing::{info, warn};
 use strata_proto::v1::{self, node_service_server::NodeService};
 
 use super::{State, convert, now_ms};
+use crate::auth::{Caller, NodeCert};
 use crate::error::{Error, Result};
-use crate::keys::{self, LoadRecord, NodeRecord};
+use crate::keys::{self, LoadRecord, NodeRecord, RevocationRecord, RevokedBy};
 use crate::kv::KvError;
 use crate::names::{self, NameKind};
 
@@ -65,14 +66,65 @@ fn validate_info(info: &v1::NodeInfo) -> Result<()> {
     Ok(())
 }
 
+/// Over TLS, a node may advertise only hosts its certificate names: with a
+/// stolen key, an attacker could otherwise register as the node and send its
+/// relay peers and redirected players (tokens and all) to a host of theirs.
+fn check_hosts(info: &v1::NodeInfo, cert: &NodeCert) -> Result<()> {
+    let cert = &cert.0;
+    for (what, value) in [
+        ("relay_addr", &info.relay_addr),
+        ("http_url", &info.http_url),
+    ] {
+        let host = strata_common::cert::host_of(value).unwrap_or_default();
+        if !cert.covers_host(host) {
+            return Err(Error::PermissionDenied(format!(
+                "{what} host {:?} is not among the certificate's subject alternative names \
+                 (DNS {:?}, IP {:?}); issue the node a certificate naming it",
+                host.chars().take(64).collect::<String>(),
+                cert.dns_names,
+                cert.ips
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl NodeApi {
-    async fn register(&self, req: v1::RegisterRequest) -> Result<v1::RegisterResponse> {
+    /// Whether a certificate is revoked, from the store: a revocation made
+    /// through another replica may not have reached this cache yet.
+    async fn revoked_in_store(&self, cert: &NodeCert) -> Result<bool> {
+        let s = &self.state;
+        for (by, id) in [
+            (RevokedBy::Serial, &cert.0.serial),
+            (RevokedBy::Sha256, &cert.0.sha256),
+        ] {
+            if s.kv().get(&s.keys().revoked(by, id)).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn register(
+        &self,
+        req: v1::RegisterRequest,
+        cert: Option<NodeCert>,
+    ) -> Result<v1::RegisterResponse> {
         let s = &self.state;
         s.ensure_healthy()?;
         let info = req
             .node
             .ok_or_else(|| Error::InvalidArgument("node is required".into()))?;
         validate_info(&info)?;
+        if let Some(cert) = &cert {
+            if self.revoked_in_store(cert).await? {
+                return Err(Error::PermissionDenied(format!(
+                    "certificate serial {} is revoked",
+                    cert.0.serial
+                )));
+            }
+            check_hosts(&info, cert)?;
+        }
         if let Some(old) = s.node(&info.id).await? {
             // A restarted node comes back without its streams: drop what the
             // old registration held so nobody is sent to it for them.
@@ -91,6 +143,11 @@ impl NodeApi {
             lease,
             registered_at_ms: now_ms(),
             draining: false,
+            cert_serial: cert
+                .as_ref()
+                .map(|c| c.0.serial.clone())
+                .unwrap_or_default(),
+            cert_sha256: cert.map(|c| c.0.sha256).unwrap_or_default(),
         };
         let rev = s
             .kv()
@@ -107,7 +164,11 @@ impl NodeApi {
         })
     }
 
-    async fn keep_alive(&self, req: v1::KeepAliveRequest) -> Result<v1::KeepAliveResponse> {
+    async fn keep_alive(
+        &self,
+        req: v1::KeepAliveRequest,
+        cert: Option<NodeCert>,
+    ) -> Result<v1::KeepAliveResponse> {
         let s = &self.state;
         s.ensure_healthy()?;
         names::validate(NameKind::Node, &req.node_id)?;
@@ -125,6 +186,28 @@ impl NodeApi {
             Ok(()) => {}
             Err(KvError::LeaseNotFound(_)) => return Err(not_found()),
             Err(e) => return Err(e.into()),
+        }
+        // A renewed certificate (the node reloaded its files): the
+        // registration is bound to it from now on, so that revoking the old
+        // one afterwards does not end the node's registration. The new one
+        // must name the hosts the node registered with, like at Register.
+        if let Some(cert) = cert
+            && (cert.0.serial != node.value.cert_serial || cert.0.sha256 != node.value.cert_sha256)
+        {
+            let info = v1::NodeInfo {
+                relay_addr: node.value.relay_addr.clone(),
+                http_url: node.value.http_url.clone(),
+                ..v1::NodeInfo::default()
+            };
+            check_hosts(&info, &cert)?;
+            let mut record = node.value.clone();
+            record.cert_serial = cert.0.serial;
+            record.cert_sha256 = cert.0.sha256;
+            let key = s.keys().node(&req.node_id);
+            s.kv()
+                .put(&key, keys::encode(&record), req.lease_id)
+                .await?;
+            info!(node = %req.node_id, serial = %record.cert_serial, "node presents a renewed certificate");
         }
         if let Some(l) = req.load {
             let record = LoadRecord {
@@ -200,6 +283,7 @@ impl NodeApi {
             names::validate(NameKind::Region, &req.region)?;
         }
         let view = s.cache().read();
+        let revoked = revoked_list(&view);
         let mut nodes: Vec<v1::Node> = view
             .nodes
             .values()
@@ -210,7 +294,90 @@ impl NodeApi {
             let key = |n: &v1::Node| n.info.as_ref().map(|i| (i.region.clone(), i.id.clone()));
             key(a).cmp(&key(b))
         });
-        Ok(v1::ListNodesResponse { nodes })
+        Ok(v1::ListNodesResponse { nodes, revoked })
+    }
+
+    async fn revoke(
+        &self,
+        req: v1::RevokeCertificateRequest,
+        by: &str,
+    ) -> Result<v1::RevokeCertificateResponse> {
+        use strata_common::cert::{normalize_serial, normalize_sha256};
+        let s = &self.state;
+        s.ensure_healthy()?;
+        let (kind, id) = match (req.serial.trim(), req.sha256.trim()) {
+            (serial, "") if !serial.is_empty() => (
+                RevokedBy::Serial,
+                normalize_serial(serial).ok_or_else(|| {
+                    Error::InvalidArgument("serial must be 1 to 40 hex digits".into())
+                })?,
+            ),
+            ("", sha) if !sha.is_empty() => (
+                RevokedBy::Sha256,
+                normalize_sha256(sha)
+                    .ok_or_else(|| Error::InvalidArgument("sha256 must be 64 hex digits".into()))?,
+            ),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "set exactly one of serial and sha256".into(),
+                ));
+            }
+        };
+        if req.reason.len() > MAX_FIELD {
+            return Err(Error::InvalidArgument(
+                "reason is longer than 512 bytes".into(),
+            ));
+        }
+        let key = s.keys().revoked(kind, &id);
+        let record = match s.kv().get(&key).await? {
+            // Idempotent: the first revocation's reason and time stay.
+            Some(kv) => keys::decode::<RevocationRecord>(&kv.value),
+            None => None,
+        };
+        let record = match record {
+            Some(r) => r,
+            None => {
+                let r = RevocationRecord {
+                    reason: req.reason,
+                    revoked_by: by.to_owned(),
+                    revoked_at_ms: now_ms(),
+                };
+                // No lease: a revocation outlives every node and replica.
+                let rev = s.kv().put(&key, keys::encode(&r), 0).await?;
+                s.cache().wait_for(rev, s.config().lease_ttl).await;
+                r
+            }
+        };
+        warn!(?kind, %id, by, reason = %record.reason, "certificate revoked");
+        // End the registrations made with it now, rather than at their next
+        // keep-alive (which the interceptor refuses anyway).
+        let holders: Vec<(String, i64)> = s
+            .cache()
+            .read()
+            .nodes
+            .values()
+            .filter(|n| match kind {
+                RevokedBy::Serial => n.value.cert_serial == id,
+                RevokedBy::Sha256 => n.value.cert_sha256 == id,
+            })
+            .map(|n| (n.value.id.clone(), n.value.lease))
+            .collect();
+        let mut deregistered = Vec::new();
+        for (node, lease) in holders {
+            match s.kv().revoke(lease).await {
+                Ok(rev) => {
+                    s.cache().wait_for(rev, s.config().lease_ttl).await;
+                    warn!(%node, "registration made with a revoked certificate ended");
+                    deregistered.push(node);
+                }
+                Err(KvError::LeaseNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(v1::RevokeCertificateResponse {
+            revoked: Some(revoked_message(kind, &id, &record)),
+            deregistered,
+        })
     }
 
     async fn get(&self, req: v1::GetNodeRequest) -> Result<v1::Node> {
@@ -224,6 +391,31 @@ impl NodeApi {
         let load = s.cache().read().loads.get(&req.node_id).cloned();
         Ok(convert::node(&node.value, load.as_ref()))
     }
+}
+
+fn revoked_message(kind: RevokedBy, id: &str, r: &RevocationRecord) -> v1::RevokedCertificate {
+    let (serial, sha256) = match kind {
+        RevokedBy::Serial => (id.to_owned(), String::new()),
+        RevokedBy::Sha256 => (String::new(), id.to_owned()),
+    };
+    v1::RevokedCertificate {
+        serial,
+        sha256,
+        reason: r.reason.clone(),
+        revoked_by: r.revoked_by.clone(),
+        revoked_at_ms: r.revoked_at_ms,
+    }
+}
+
+/// Every revocation in the view, oldest first.
+fn revoked_list(view: &crate::cache::View) -> Vec<v1::RevokedCertificate> {
+    let mut list: Vec<v1::RevokedCertificate> = view
+        .revoked
+        .iter()
+        .map(|((kind, id), r)| revoked_message(*kind, id, r))
+        .collect();
+    list.sort_by_key(|r| r.revoked_at_ms);
+    list
 }
 
 use crate::auth::{self, Need};
@@ -240,15 +432,17 @@ impl NodeService for NodeApi {
             .map(|n| n.id.as_str())
             .unwrap_or("");
         auth::require(&r, Need::NodeItself(id))?;
+        let cert = r.extensions().get::<NodeCert>().cloned();
         Ok(Response::new(
-            NodeApi::register(self, r.into_inner()).await?,
+            NodeApi::register(self, r.into_inner(), cert).await?,
         ))
     }
 
     async fn keep_alive(&self, r: Request<v1::KeepAliveRequest>) -> Reply<v1::KeepAliveResponse> {
         auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
+        let cert = r.extensions().get::<NodeCert>().cloned();
         Ok(Response::new(
-            NodeApi::keep_alive(self, r.into_inner()).await?,
+            NodeApi::keep_alive(self, r.into_inner(), cert).await?,
         ))
     }
 
@@ -280,5 +474,27 @@ impl NodeService for NodeApi {
     async fn get_node(&self, r: Request<v1::GetNodeRequest>) -> Reply<v1::Node> {
         auth::require(&r, Need::Member)?;
         Ok(Response::new(self.get(r.into_inner()).await?))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        r: Request<v1::RevokeCertificateRequest>,
+    ) -> Reply<v1::RevokeCertificateResponse> {
+        auth::require(&r, Need::Operator)?;
+        let by = match r.extensions().get::<Caller>() {
+            Some(Caller::Operator(name)) => name.clone(),
+            _ => "dev".to_owned(),
+        };
+        Ok(Response::new(self.revoke(r.into_inner(), &by).await?))
+    }
+
+    async fn list_revoked(
+        &self,
+        r: Request<v1::ListRevokedRequest>,
+    ) -> Reply<v1::ListRevokedResponse> {
+        auth::require(&r, Need::Member)?;
+        self.state.ensure_healthy()?;
+        let revoked = revoked_list(&self.state.cache().read());
+        Ok(Response::new(v1::ListRevokedResponse { revoked }))
     }
 }

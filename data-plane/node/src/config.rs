@@ -39,17 +39,29 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Issue a node certificate signed by the CA in `--dir`, written there as
-    /// `NODE_ID.pem` and `NODE_ID.key`.
+    /// `NODE_ID.pem` and `NODE_ID.key` (over the old ones: renewal is issuing
+    /// again, then `systemctl reload strata-node`).
     CertsIssue {
         /// Directory holding the CA.
         #[arg(long)]
         dir: PathBuf,
-        /// The node id (the certificate's DNS name).
+        /// The node id (the certificate's first DNS name).
         #[arg(long)]
         node_id: String,
-        /// IP addresses to include, comma separated.
+        /// IP addresses to include, comma separated. The control plane accepts a
+        /// node's relay address and public URL only on hosts its certificate names.
         #[arg(long, value_delimiter = ',')]
         ip: Vec<IpAddr>,
+        /// Further DNS names, comma separated (e.g. the host of `--public-url`).
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// How long the certificate is valid: 30d, 12h, 90m (1 minute to 397 days).
+        #[arg(long, default_value = "30d", value_parser = parse_validity)]
+        valid_for: Duration,
+        /// A server-only certificate (the control plane's): no clientAuth usage,
+        /// so it cannot act as a node.
+        #[arg(long)]
+        server_only: bool,
     },
     /// Print a publish or play token (a JWT signed with HS256).
     Token {
@@ -70,6 +82,27 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
     },
+}
+
+/// Parses a certificate lifetime: `30d`, `12h`, `90m` (1 minute to 397 days,
+/// the longest public CAs may issue).
+pub fn parse_validity(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid lifetime {s:?}; use e.g. 30d, 12h, 90m"))?;
+    let secs = match unit {
+        "d" => n.saturating_mul(86_400),
+        "h" => n.saturating_mul(3600),
+        "m" => n.saturating_mul(60),
+        _ => return Err(format!("invalid lifetime unit in {s:?}; use d, h or m")),
+    };
+    if !(60..=397 * 86_400).contains(&secs) {
+        return Err(format!("lifetime {s:?} out of range (1m to 397d)"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Everything a running node needs.

@@ -10,8 +10,8 @@
 
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use strata_proto::v1;
@@ -74,8 +74,11 @@ macro_rules! rpc {
 /// A cheap-to-clone client of every control-plane service.
 #[derive(Clone)]
 pub struct ControlClient {
-    /// One lazily connected channel per endpoint.
-    channels: Arc<[Channel]>,
+    /// The endpoint URLs, to build the channels again with new TLS settings.
+    endpoints: Arc<[String]>,
+    /// One lazily connected channel per endpoint; replaced as a whole when the
+    /// node's certificate is renewed ([`ControlClient::set_tls`]).
+    channels: Arc<RwLock<Arc<[Channel]>>>,
     /// The replica requests go to first: the last one that answered.
     current: Arc<AtomicUsize>,
 }
@@ -95,6 +98,33 @@ impl ControlClient {
         if endpoints.is_empty() {
             return Err(ControlError::NoEndpoint);
         }
+        let channels = Self::channels(endpoints, tls.as_ref())?;
+        // Spread nodes over the replicas: start at a random one.
+        let start = (std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+            % channels.len() as u64) as usize;
+        Ok(Self {
+            endpoints: endpoints.into(),
+            channels: Arc::new(RwLock::new(channels)),
+            current: Arc::new(AtomicUsize::new(start)),
+        })
+    }
+
+    /// Connects through new channels built with `tls` (a renewed certificate)
+    /// from the next request on. Requests under way finish on the old ones;
+    /// the old connections close when the last of them is done.
+    pub fn set_tls(
+        &self,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<(), ControlError> {
+        let channels = Self::channels(&self.endpoints, tls.as_ref())?;
+        *self.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
+        Ok(())
+    }
+
+    fn channels(
+        endpoints: &[String],
+        tls: Option<&tonic::transport::ClientTlsConfig>,
+    ) -> Result<Arc<[Channel]>, ControlError> {
         let mut channels = Vec::new();
         for e in endpoints {
             let ep = Endpoint::from_shared(e.clone())
@@ -104,7 +134,7 @@ impl ControlClient {
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(2))
                 .keep_alive_while_idle(true);
-            let ep = match &tls {
+            let ep = match tls {
                 Some(tls) if e.starts_with("https://") => ep
                     .tls_config(tls.clone())
                     .map_err(|err| ControlError::Endpoint(e.clone(), err.to_string()))?,
@@ -112,13 +142,7 @@ impl ControlClient {
             };
             channels.push(ep.connect_lazy());
         }
-        // Spread nodes over the replicas: start at a random one.
-        let start = (std::collections::hash_map::RandomState::new().hash_one(std::process::id())
-            % channels.len() as u64) as usize;
-        Ok(Self {
-            channels: channels.into(),
-            current: Arc::new(AtomicUsize::new(start)),
-        })
+        Ok(channels.into())
     }
 
     /// Sends a request to the current replica and, if it fails to answer, to
@@ -128,12 +152,17 @@ impl ControlClient {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let n = self.channels.len();
+        let channels = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let n = channels.len();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut last = None;
         for i in 0..n {
             let at = (first + i) % n;
-            match f(self.channels[at].clone()).await {
+            match f(channels[at].clone()).await {
                 Err(status) if try_next_replica(&status) => last = Some(status),
                 result => {
                     if i > 0 {
@@ -209,6 +238,16 @@ impl ControlClient {
             v1::ListNodesRequest::default()
         )?;
         Ok(r.nodes)
+    }
+
+    /// The registry view: live nodes and revoked certificates.
+    pub async fn registry(&self) -> Result<v1::ListNodesResponse, ControlError> {
+        rpc!(
+            self,
+            NodesClient,
+            list_nodes,
+            v1::ListNodesRequest::default()
+        )
     }
 
     /// Claims the main origin of a stream.

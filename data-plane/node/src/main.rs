@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use strata_node::auth::{Action, Claims, SecretString, TokenKeys, unix_now};
 use strata_node::config::{Cli, Command};
-use strata_relay::certs::{DevCa, NodeCredentials};
+use strata_relay::certs::{CertKind, DevCa, IssueOptions, NodeCredentials};
 use tracing_subscriber::EnvFilter;
 
 /// The log filter when `RUST_LOG` is unset: Strata at info, the WebRTC stack only on errors
@@ -25,7 +25,26 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
         Some(Command::CertsInit { dir }) => certs_init(&dir),
-        Some(Command::CertsIssue { dir, node_id, ip }) => certs_issue(&dir, &node_id, &ip),
+        Some(Command::CertsIssue {
+            dir,
+            node_id,
+            ip,
+            dns,
+            valid_for,
+            server_only,
+        }) => {
+            let options = IssueOptions {
+                valid_for,
+                kind: if server_only {
+                    CertKind::Server
+                } else {
+                    CertKind::Node
+                },
+                dns_names: dns,
+                ..IssueOptions::default()
+            };
+            certs_issue(&dir, &node_id, &ip, &options)
+        }
         Some(Command::Token {
             key_file,
             kid,
@@ -53,11 +72,32 @@ fn certs_init(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn certs_issue(dir: &Path, node_id: &str, ips: &[std::net::IpAddr]) -> anyhow::Result<()> {
+fn certs_issue(
+    dir: &Path,
+    node_id: &str,
+    ips: &[std::net::IpAddr],
+    options: &IssueOptions,
+) -> anyhow::Result<()> {
     let ca = DevCa::load(dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
-    let creds: NodeCredentials = ca.issue(node_id, ips)?;
+    let creds: NodeCredentials = ca.issue_with(node_id, ips, options)?;
     creds.write(dir)?;
-    println!("certificate of {node_id} written to {}", dir.display());
+    let info = creds
+        .chain
+        .first()
+        .and_then(|c| strata_common::cert::CertInfo::parse(c))
+        .context("the new certificate does not parse")?;
+    println!(
+        "certificate of {node_id} written to {} (serial {}, sha256 {}, valid for {}d{})",
+        dir.display(),
+        info.serial,
+        info.sha256,
+        options.valid_for.as_secs() / 86_400,
+        if options.kind == CertKind::Server {
+            ", server only"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -90,7 +130,7 @@ fn token(
     Ok(())
 }
 
-/// SIGHUP: read the token keys again. The handler is installed before the
+/// SIGHUP: read the token keys and the node's certificate files again. The handler is installed before the
 /// node starts, so a SIGHUP never kills a running node.
 fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -98,7 +138,7 @@ fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received; reloading token keys");
+            tracing::info!("SIGHUP received; reloading token keys and certificates");
             // Several signals while a reload is pending fold into it.
             let _ = tx.try_send(());
         }

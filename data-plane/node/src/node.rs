@@ -11,8 +11,8 @@ use anyhow::Context;
 use strata_media::hub::{Hub, HubConfig};
 use strata_proto::v1;
 use strata_relay::{
-    Refusal, RelayClient, RelayConfig, RelayServer, RelayStats, RelayTls, SubscribeErrorCode,
-    SubscribeRequest, certs::NodeCredentials,
+    LiveTls, Refusal, RelayClient, RelayConfig, RelayServer, RelayStats, RelayTls, Revocations,
+    SubscribeErrorCode, SubscribeRequest, certs::NodeCredentials,
 };
 use strata_rtc::{RtcConfig, RtcEngine};
 use tokio::net::TcpListener;
@@ -56,19 +56,81 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
-fn relay_tls(cfg: &NodeConfig) -> anyhow::Result<RelayTls> {
+/// The relay's TLS; with certificates, also the handle to renew them and to
+/// set the revocation list while the node runs.
+fn relay_tls(cfg: &NodeConfig) -> anyhow::Result<(RelayTls, Option<LiveTls>)> {
     if cfg.insecure_relay {
         warn!("relay runs WITHOUT authentication (--insecure-relay): experiments only");
-        return Ok(RelayTls::Insecure {
-            node_id: cfg.id.clone(),
-        });
+        return Ok((
+            RelayTls::Insecure {
+                node_id: cfg.id.clone(),
+            },
+            None,
+        ));
     }
+    let live = LiveTls::new(&load_credentials(cfg)?)?;
+    log_certificate(&live, "certificate loaded");
+    Ok((RelayTls::Live(live.clone()), Some(live)))
+}
+
+fn load_credentials(cfg: &NodeConfig) -> anyhow::Result<NodeCredentials> {
     let dir = cfg.certs_dir.as_ref().context(
         "--certs-dir is required (or --insecure-relay): create one with `strata-node certs-init` and `certs-issue`",
     )?;
-    let creds = NodeCredentials::load(dir, &cfg.id)
-        .with_context(|| format!("loading certificates of {} from {}", cfg.id, dir.display()))?;
-    Ok(RelayTls::Mutual(creds))
+    NodeCredentials::load(dir, &cfg.id)
+        .with_context(|| format!("loading certificates of {} from {}", cfg.id, dir.display()))
+}
+
+/// Seconds from now until `unix`.
+fn seconds_until(unix: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    unix - now
+}
+
+fn log_certificate(live: &LiveTls, what: &str) {
+    let left = seconds_until(live.not_after());
+    if left < 7 * 86_400 {
+        warn!(
+            not_after = live.not_after(),
+            hours_left = left / 3600,
+            "{what}; it expires soon: renew it (strata-node certs-issue, then SIGHUP)"
+        );
+    } else {
+        info!(
+            not_after = live.not_after(),
+            days_left = left / 86_400,
+            "{what}"
+        );
+    }
+}
+
+/// Reads the node's certificate files again, as on SIGHUP, for the relay
+/// (next handshakes) and the control-plane client (new connections). On
+/// failure the node keeps the certificate it had and says why: a
+/// half-installed renewal must not cut the node off.
+pub fn reload_certificates(
+    cfg: &NodeConfig,
+    live: &LiveTls,
+    control: &ControlClient,
+) -> anyhow::Result<()> {
+    let result = (|| {
+        let creds = load_credentials(cfg)?;
+        let control_tls =
+            crate::control_tls::client_tls(&cfg.control_plane, cfg.certs_dir.as_deref(), &cfg.id)?;
+        live.replace(&creds)?;
+        control.set_tls(control_tls)?;
+        anyhow::Ok(())
+    })();
+    match &result {
+        Ok(()) => log_certificate(live, "certificate reloaded"),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "certificate NOT reloaded; the previous one stays in use");
+        }
+    }
+    result
 }
 
 /// The token policy of the configuration: keys from `--token-keys` and
@@ -198,7 +260,7 @@ pub async fn run_with_reload(
         cfg.region
     );
     let auth = load_auth(&cfg)?;
-    let tls = relay_tls(&cfg)?;
+    let (tls, live_tls) = relay_tls(&cfg)?;
     let hub = Hub::new(HubConfig::default());
     let relay_stats = RelayStats::new();
     let relay_cfg = RelayConfig::default();
@@ -358,8 +420,8 @@ pub async fn run_with_reload(
         auth,
     );
     // The registry view before the relay serves anyone (then every 2 s).
-    if let Ok(nodes) = state.control.list_nodes().await {
-        state.set_peer_regions(registry_view(nodes));
+    if let Ok(registry) = state.control.registry().await {
+        apply_registry(&state, live_tls.as_ref(), registry);
     }
     let _ = me.set(Arc::downgrade(&state));
     info!(
@@ -387,12 +449,19 @@ pub async fn run_with_reload(
         },
         Duration::from_secs(2),
     ));
-    tokio::spawn(refresh_peer_regions(state.clone(), stop_rx.clone()));
+    tokio::spawn(refresh_peer_regions(
+        state.clone(),
+        live_tls.clone(),
+        stop_rx.clone(),
+    ));
     {
-        let auth = state.auth.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             while reloads.recv().await.is_some() {
-                let _ = reload_token_keys(&auth);
+                let _ = reload_token_keys(&state.auth);
+                if let Some(live) = &live_tls {
+                    let _ = reload_certificates(&state.cfg, live, &state.control);
+                }
             }
         });
     }
@@ -509,14 +578,44 @@ fn registry_view(nodes: Vec<v1::Node>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Takes a `ListNodes` answer: the registered nodes, and the revoked
+/// certificates the relay must refuse from its next handshake on.
+fn apply_registry(state: &NodeState, live: Option<&LiveTls>, registry: v1::ListNodesResponse) {
+    if let Some(live) = live {
+        let mut revoked = Revocations::default();
+        for r in registry.revoked {
+            if !r.serial.is_empty() {
+                revoked.serials.insert(r.serial);
+            }
+            if !r.sha256.is_empty() {
+                revoked.sha256.insert(r.sha256);
+            }
+        }
+        if *live.revoked() != revoked {
+            info!(
+                serials = revoked.serials.len(),
+                fingerprints = revoked.sha256.len(),
+                "revocation list updated"
+            );
+            live.set_revoked(revoked);
+        }
+    }
+    state.set_peer_regions(registry_view(registry.nodes));
+}
+
 /// Keeps the registry view (node id → region): per-region metrics, and the
-/// relay's check that a peer is a registered node. Every 2 s, and at once
-/// when the relay meets a peer it does not know. A failed `ListNodes` keeps
-/// the last view, so a control-plane outage does not cut the relay.
-async fn refresh_peer_regions(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+/// relay's check that a peer is a registered node; and the revocation list.
+/// Every 2 s, and at once when the relay meets a peer it does not know. A
+/// failed `ListNodes` keeps the last view, so a control-plane outage does
+/// not cut the relay (nor forget a revocation).
+async fn refresh_peer_regions(
+    state: Arc<NodeState>,
+    live: Option<LiveTls>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        if let Ok(nodes) = state.control.list_nodes().await {
-            state.set_peer_regions(registry_view(nodes));
+        if let Ok(registry) = state.control.registry().await {
+            apply_registry(&state, live.as_ref(), registry);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

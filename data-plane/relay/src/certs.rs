@@ -6,7 +6,8 @@
 //! ca.pem          the cluster CA certificate (every node trusts it); during a CA rotation,
 //!                 several: the relay trusts every certificate in the file
 //! ca.key          the CA's private key (only needed to issue node certificates)
-//! {node}.pem      a node's certificate; SAN = node id (DNS name) and its IPs
+//! {node}.pem      a node's certificate; SAN = node id (DNS name), further DNS names and
+//!                 its IPs; valid for 30 days by default (renewed by issuing again)
 //! {node}.key      the node's private key
 //! ```
 //!
@@ -15,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -204,31 +206,100 @@ impl DevCa {
         &self.cert
     }
 
-    /// Issue a certificate for `node_id` (its DNS SAN) and `ips` (IP SANs),
-    /// valid for both server and client authentication.
+    /// Issue a node certificate for `node_id` (its DNS SAN) and `ips` (IP SANs),
+    /// valid for server and client authentication for [`DEFAULT_VALIDITY`].
     pub fn issue(&self, node_id: &str, ips: &[IpAddr]) -> Result<NodeCredentials, CertError> {
-        check_node_id(node_id)?;
+        self.issue_with(node_id, ips, &IssueOptions::default())
+    }
+
+    /// Issue a certificate for `name` (its first DNS SAN), `ips` (IP SANs)
+    /// and the further DNS names of `options`, as `options` say.
+    pub fn issue_with(
+        &self,
+        name: &str,
+        ips: &[IpAddr],
+        options: &IssueOptions,
+    ) -> Result<NodeCredentials, CertError> {
+        check_node_id(name)?;
+        for extra in &options.dns_names {
+            check_node_id(extra)?;
+        }
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![node_id.to_owned()])?;
+        let mut names = vec![name.to_owned()];
+        names.extend(options.dns_names.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, node_id);
+        params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = match options.kind {
+            CertKind::Node => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            // Without clientAuth, TLS verifiers (the relay's, the control
+            // plane's) refuse the certificate as a client credential: a
+            // stolen control-plane key does not make its holder a node.
+            CertKind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
+        params.not_before = options.valid_from.into();
+        params.not_after = (options.valid_from + options.valid_for).into();
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeCredentials {
-            node_id: node_id.to_owned(),
+            node_id: name.to_owned(),
             ca: self.cert.clone(),
             extra_cas: Vec::new(),
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         })
+    }
+}
+
+/// How long a certificate from [`DevCa::issue`] (and `strata-node
+/// certs-issue` without `--valid-for`) is valid: short enough that a stolen
+/// key stops working by itself within a month, long enough that a renewal
+/// every week or two leaves plenty of slack.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertKind {
+    /// A node: relay server and client, control-plane client
+    /// (extended key usage serverAuth and clientAuth).
+    #[default]
+    Node,
+    /// A server only (the control plane): serverAuth, no clientAuth.
+    Server,
+}
+
+/// Settings of [`DevCa::issue_with`].
+#[derive(Debug, Clone)]
+pub struct IssueOptions {
+    /// Start of validity. The default is five minutes ago, so that a peer
+    /// whose clock is a little behind accepts a certificate issued just now.
+    pub valid_from: SystemTime,
+    /// Length of validity from `valid_from`.
+    pub valid_for: Duration,
+    /// Node or server-only certificate.
+    pub kind: CertKind,
+    /// DNS names beside the first (e.g. the host name in a node's public URL).
+    pub dns_names: Vec<String>,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        let skew = Duration::from_secs(300);
+        IssueOptions {
+            valid_from: SystemTime::now()
+                .checked_sub(skew)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            valid_for: DEFAULT_VALIDITY + skew,
+            kind: CertKind::Node,
+            dns_names: Vec::new(),
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //!   downstream nodes; [`RelayClient`] subscribes to upstream nodes, one
 //!   pooled connection per upstream.
 //! - [`certs`] makes and loads the cluster CA and node certificates;
-//!   [`RelayTls`] chooses mutual TLS (the default) or an explicit insecure mode.
+//!   [`RelayTls`] chooses mutual TLS (the default) or an explicit insecure mode;
+//!   [`LiveTls`] lets a node renew its certificate and refuse revoked peers
+//!   while it runs.
 //! - [`RelayStats`]: counters and per-hop latency for the node's metrics.
 
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@ mod error;
 pub mod framing;
 pub mod groups;
 mod io;
+mod live;
 mod server;
 mod stats;
 mod tls;
@@ -30,6 +33,7 @@ pub use client::{RelayClient, Subscription, SubscriptionEvent};
 pub use config::RelayConfig;
 pub use error::RelayError;
 pub use framing::SubscribeErrorCode;
+pub use live::{LiveTls, Revocations};
 pub use server::RelayServer;
 pub use stats::{HopSample, LATENCY_BUCKETS_US, LatencyHistogram, PeerStats, RelayStats};
 pub use tls::{ALPN, RelayTls, quic_client_config, quic_server_config};

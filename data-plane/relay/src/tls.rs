@@ -4,15 +4,14 @@
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::RootCertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 
 use crate::certs::{NodeCredentials, node_id_of};
 use crate::config::RelayConfig;
 use crate::error::RelayError;
+use crate::live::LiveTls;
 
 /// The relay's ALPN protocol id; connections negotiating anything else are closed.
 pub const ALPN: &[u8] = b"strata-relay/1";
@@ -23,6 +22,9 @@ pub enum RelayTls {
     /// Present `chain` and require every peer to present a certificate signed
     /// by the cluster CA (both directions).
     Mutual(NodeCredentials),
+    /// Like `Mutual`, with credentials and a revocation list the node can
+    /// change while the relay runs (renewal, revocation).
+    Live(LiveTls),
     /// Self-signed server certificate, no client certificate, no verification
     /// of anything. Only for experiments; logs a warning when used.
     Insecure {
@@ -39,32 +41,27 @@ fn tls_err(e: impl std::fmt::Display) -> RelayError {
     RelayError::Tls(e.to_string())
 }
 
-/// Every CA of the node's `ca.pem` as a trust anchor.
-fn roots(creds: &NodeCredentials) -> Result<Arc<RootCertStore>, RelayError> {
-    let mut roots = RootCertStore::empty();
-    for ca in std::iter::once(&creds.ca).chain(&creds.extra_cas) {
-        roots.add(ca.clone()).map_err(tls_err)?;
+/// Mutual TLS always runs on a [`LiveTls`]; a fixed `Mutual` is one nobody changes.
+fn live(tls: &RelayTls) -> Result<Option<LiveTls>, RelayError> {
+    match tls {
+        RelayTls::Mutual(creds) => LiveTls::new(creds).map(Some),
+        RelayTls::Live(live) => Ok(Some(live.clone())),
+        RelayTls::Insecure { .. } => Ok(None),
     }
-    Ok(Arc::new(roots))
 }
 
 /// The rustls + quinn server side.
 fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
-    let provider = provider();
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let live = live(tls)?;
+    let provider = live.as_ref().map_or_else(provider, LiveTls::provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?;
-    let mut config = match tls {
-        RelayTls::Mutual(creds) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots(creds)?, provider)
-                .build()
-                .map_err(tls_err)?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(creds.chain.clone(), creds.key.clone_key())
-                .map_err(tls_err)?
-        }
-        RelayTls::Insecure { node_id } => {
+    let mut config = match (tls, live) {
+        (_, Some(live)) => builder
+            .with_client_cert_verifier(live.client_verifier())
+            .with_cert_resolver(live.server_resolver()),
+        (RelayTls::Insecure { node_id }, None) => {
             tracing::warn!(
                 node_id,
                 "relay server in INSECURE mode: peers are not authenticated"
@@ -77,6 +74,7 @@ fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
                 .with_single_cert(vec![certified.cert.der().clone()], key)
                 .map_err(tls_err)?
         }
+        (_, None) => return Err(tls_err("mutual TLS without credentials")),
     };
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(
@@ -86,16 +84,17 @@ fn server_crypto(tls: &RelayTls) -> Result<Arc<QuicServerConfig>, RelayError> {
 
 /// The rustls + quinn client side.
 fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
-    let provider = provider();
+    let live = live(tls)?;
+    let provider = live.as_ref().map_or_else(provider, LiveTls::provider);
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?;
-    let mut config = match tls {
-        RelayTls::Mutual(creds) => builder
-            .with_root_certificates(roots(creds)?)
-            .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
-            .map_err(tls_err)?,
-        RelayTls::Insecure { node_id } => {
+    let mut config = match (tls, live) {
+        (_, Some(live)) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(live.server_verifier())
+            .with_client_cert_resolver(live.client_resolver()),
+        (RelayTls::Insecure { node_id }, None) => {
             tracing::warn!(
                 node_id,
                 "relay client in INSECURE mode: upstreams are not verified"
@@ -105,6 +104,7 @@ fn client_crypto(tls: &RelayTls) -> Result<Arc<QuicClientConfig>, RelayError> {
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
                 .with_no_client_auth()
         }
+        (_, None) => return Err(tls_err("mutual TLS without credentials")),
     };
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(

@@ -66,6 +66,8 @@ impl Fixture {
             lease: self.lease,
             registered_at_ms: 0,
             draining,
+            cert_serial: String::new(),
+            cert_sha256: String::new(),
         };
         let key = self.keys.node(id);
         self.kv

@@ -1,0 +1,466 @@
+//! Node certificates against a TLS control plane on a real etcd: revocation
+//! (control plane and relay), the certificate's names bounding what a node may
+//! advertise, the control plane's own certificate as a client, expiry, and
+//! renewal while running.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use strata_common::cert::CertInfo;
+use strata_control::kv::Kv;
+use strata_proto::v1;
+use strata_proto::v1::node_service_client::NodeServiceClient;
+use strata_relay::certs::{CertKind, DevCa, IssueOptions, NodeCredentials};
+use strata_relay::{
+    LiveTls, RelayClient, RelayConfig, RelayServer, RelayStats, RelayTls, Revocations,
+};
+use strata_tests::etcd::EtcdProcess;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+const TOKEN: &str = "alice-token-0123456789";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A TLS control plane on a real etcd, a CA, and certificates in `dir`.
+struct Setup {
+    _etcd: EtcdProcess,
+    dir: PathBuf,
+    ca: DevCa,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn localhost() -> Vec<IpAddr> {
+    vec!["127.0.0.1".parse().unwrap()]
+}
+
+impl Setup {
+    async fn start(name: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("strata-certs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = DevCa::generate().unwrap();
+        ca.write(&dir).unwrap();
+        // The control plane's certificate is server-only, as `certs-issue --server-only` makes it.
+        ca.issue_with(
+            "cp",
+            &localhost(),
+            &IssueOptions {
+                kind: CertKind::Server,
+                ..IssueOptions::default()
+            },
+        )
+        .unwrap()
+        .write(&dir)
+        .unwrap();
+        let ops = dir.join("operators");
+        std::fs::write(&ops, format!("alice={TOKEN}\n")).unwrap();
+        let etcd = EtcdProcess::start().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = strata_control::Config {
+            listen: addr,
+            store: strata_control::StoreKind::Etcd,
+            etcd_endpoints: vec![etcd.endpoint()],
+            tls_cert: Some(dir.join("cp.pem")),
+            tls_key: Some(dir.join("cp.key")),
+            client_ca: Some(dir.join("ca.pem")),
+            operator_tokens: Some(ops),
+            lease_ttl: Duration::from_secs(3),
+            ..strata_control::Config::default()
+        };
+        config.check_transport().unwrap();
+        let kv: Kv = strata_control::server::open_store(&config).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(strata_control::run_with_store(
+            config,
+            kv,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Setup {
+            _etcd: etcd,
+            dir,
+            ca,
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    fn issue(&self, id: &str, options: &IssueOptions) -> NodeCredentials {
+        let creds = self.ca.issue_with(id, &localhost(), options).unwrap();
+        creds.write(&self.dir).unwrap();
+        creds
+    }
+
+    /// A channel presenting `id`'s certificate files from the directory.
+    async fn node_channel(&self, id: &str) -> Result<Channel, tonic::transport::Error> {
+        channel_with(self.addr, &self.dir, Some(id)).await
+    }
+
+    fn operator(
+        &self,
+        ch: Channel,
+    ) -> NodeServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
+    > {
+        NodeServiceClient::with_interceptor(ch, |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+            Ok(req)
+        })
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn channel_with(
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    id: Option<&str>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("cp");
+    if let Some(id) = id {
+        let cert = std::fs::read(dir.join(format!("{id}.pem"))).unwrap();
+        let key = std::fs::read(dir.join(format!("{id}.key"))).unwrap();
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+fn info(id: &str) -> v1::NodeInfo {
+    v1::NodeInfo {
+        id: id.into(),
+        region: "eu".into(),
+        relay_addr: "127.0.0.1:4433".into(),
+        http_url: "http://127.0.0.1:8080".into(),
+        capacity: 0,
+        version: "test".into(),
+    }
+}
+
+/// Registers once the replica serves (its cache syncs after start).
+async fn register(ch: Channel, info: v1::NodeInfo) -> Result<v1::RegisterResponse, tonic::Status> {
+    let mut c = NodeServiceClient::new(ch);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match c
+            .register(v1::RegisterRequest {
+                node: Some(info.clone()),
+            })
+            .await
+        {
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r.map(tonic::Response::into_inner),
+        }
+    }
+}
+
+async fn keep_alive(ch: Channel, id: &str, lease: i64) -> Result<(), tonic::Status> {
+    NodeServiceClient::new(ch)
+        .keep_alive(v1::KeepAliveRequest {
+            node_id: id.into(),
+            lease_id: lease,
+            load: None,
+        })
+        .await
+        .map(drop)
+}
+
+/// Whether a relay client with `client` can subscribe at a relay server with `server`
+/// (the server names the stream; a refused handshake is an error).
+async fn relay_accepts(server: &LiveTls, client: &NodeCredentials) -> bool {
+    let hub = strata_media::hub::Hub::new(strata_media::hub::HubConfig::default());
+    let relay = RelayServer::new(
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        &RelayTls::Live(server.clone()),
+        RelayConfig::default(),
+        hub.clone(),
+        RelayStats::new(),
+    )
+    .unwrap();
+    let addr = relay.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run(async {
+        let _ = stopped.await;
+    }));
+    let _source = hub
+        .attach_source("cam", strata_media::Catalog { tracks: Vec::new() })
+        .unwrap();
+    let c = RelayClient::new(
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        &RelayTls::Mutual(client.clone()),
+        RelayConfig::default(),
+        RelayStats::new(),
+    )
+    .unwrap();
+    let result = tokio::time::timeout(DEADLINE, c.subscribe(addr, "n2", "cam", 1))
+        .await
+        .expect("relay answered in time");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(DEADLINE, task).await;
+    result.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_cannot_register_keep_alive_or_relay() {
+    let s = Setup::start("revoke").await;
+    let stolen = s.issue("n1", &IssueOptions::default());
+    let stolen_info = CertInfo::parse(&stolen.chain[0]).unwrap();
+    let n1 = s.node_channel("n1").await.unwrap();
+    let lease = register(n1.clone(), info("n1")).await.unwrap().lease_id;
+    keep_alive(n1.clone(), "n1", lease).await.unwrap();
+
+    // The operator revokes it (by fingerprint, as openssl prints it).
+    let colons: Vec<String> = stolen_info
+        .sha256
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_uppercase())
+        .collect();
+    let anon = channel_with(s.addr, &s.dir, None).await.unwrap();
+    let answer = s
+        .operator(anon.clone())
+        .revoke_certificate(v1::RevokeCertificateRequest {
+            serial: String::new(),
+            sha256: colons.join(":"),
+            reason: "key leaked".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.deregistered, ["n1"], "the registration ends at once");
+    assert_eq!(answer.revoked.unwrap().sha256, stolen_info.sha256);
+    // A node cannot revoke.
+    let e = NodeServiceClient::new(n1.clone())
+        .revoke_certificate(v1::RevokeCertificateRequest {
+            serial: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Register and KeepAlive with it: PERMISSION_DENIED.
+    let e = keep_alive(n1.clone(), "n1", lease).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+    let e = register(n1.clone(), info("n1")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Other nodes learn it from ListNodes, and their relay refuses it.
+    s.issue("n2", &IssueOptions::default());
+    let n2_creds = NodeCredentials::load(&s.dir, "n2").unwrap();
+    let n2 = s.node_channel("n2").await.unwrap();
+    register(n2.clone(), info("n2")).await.unwrap();
+    let registry = NodeServiceClient::new(n2)
+        .list_nodes(v1::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(registry.revoked.len(), 1);
+    let mut revoked = Revocations::default();
+    for r in registry.revoked {
+        revoked.sha256.insert(r.sha256);
+    }
+    let relay = LiveTls::new(&n2_creds).unwrap();
+    assert!(
+        relay_accepts(&relay, &stolen).await,
+        "accepted before it knew"
+    );
+    relay.set_revoked(revoked);
+    assert!(
+        !relay_accepts(&relay, &stolen).await,
+        "refused once it knows"
+    );
+
+    // The node's renewed certificate works everywhere.
+    let renewed = s.issue("n1", &IssueOptions::default());
+    assert!(relay_accepts(&relay, &renewed).await);
+    let n1 = s.node_channel("n1").await.unwrap();
+    let lease = register(n1.clone(), info("n1")).await.unwrap().lease_id;
+    keep_alive(n1, "n1", lease).await.unwrap();
+    let listed = s
+        .operator(anon)
+        .list_revoked(v1::ListRevokedRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.revoked.len(), 1);
+    assert_eq!(listed.revoked[0].reason, "key leaked");
+    assert_eq!(listed.revoked[0].revoked_by, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_may_advertise_only_hosts_its_certificate_names() {
+    let s = Setup::start("sans").await;
+    s.issue(
+        "n1",
+        &IssueOptions {
+            dns_names: vec!["n1.example.net".into()],
+            ..IssueOptions::default()
+        },
+    );
+    let n1 = s.node_channel("n1").await.unwrap();
+    let mut other_relay = info("n1");
+    other_relay.relay_addr = "10.9.9.9:4433".into();
+    let e = register(n1.clone(), other_relay).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("relay_addr"), "{e:?}");
+    let mut other_url = info("n1");
+    other_url.http_url = "https://attacker.example.org/".into();
+    let e = register(n1.clone(), other_url).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("http_url"), "{e:?}");
+    // Names the certificate carries pass: its IP, its DNS names.
+    let mut by_name = info("n1");
+    by_name.http_url = "https://n1.example.net".into();
+    by_name.relay_addr = "n1:4433".into();
+    register(n1, by_name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_certificate_is_no_node_credential() {
+    let s = Setup::start("cp-client").await;
+    // Let the replica serve first, so a refusal is about the credential.
+    s.issue("n1", &IssueOptions::default());
+    register(s.node_channel("n1").await.unwrap(), info("n1"))
+        .await
+        .unwrap();
+    // Presenting cp.pem/cp.key (no clientAuth): the handshake or the request fails.
+    let refused = match s.node_channel("cp").await {
+        Err(_) => true,
+        Ok(ch) => {
+            let mut cp_info = info("cp");
+            cp_info.id = "cp".into();
+            match register(ch, cp_info).await {
+                Ok(_) => false,
+                Err(e) => {
+                    assert_ne!(e.code(), Code::Unavailable, "{e:?}");
+                    true
+                }
+            }
+        }
+    };
+    assert!(
+        refused,
+        "the control plane's certificate registered as a node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let s = Setup::start("expired").await;
+    s.issue("n1", &IssueOptions::default());
+    register(s.node_channel("n1").await.unwrap(), info("n1"))
+        .await
+        .unwrap();
+    s.issue(
+        "n1",
+        &IssueOptions {
+            valid_from: SystemTime::now() - Duration::from_secs(2 * 86_400),
+            valid_for: Duration::from_secs(86_400),
+            ..IssueOptions::default()
+        },
+    );
+    let refused = match s.node_channel("n1").await {
+        Err(_) => true,
+        Ok(ch) => register(ch, info("n1")).await.is_err(),
+    };
+    assert!(refused, "an expired certificate registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_keeps_the_node_registered_and_the_old_certificate_can_go() {
+    let s = Setup::start("renew").await;
+    let old = s.issue("n1", &IssueOptions::default());
+    let old_info = CertInfo::parse(&old.chain[0]).unwrap();
+    let cfg = strata_node::NodeConfig {
+        id: "n1".into(),
+        control_plane: vec![format!("https://{}", s.addr)],
+        certs_dir: Some(s.dir.clone()),
+        ..strata_node::NodeConfig::default()
+    };
+    let tls = strata_node::control_tls::client_tls(&cfg.control_plane, Some(&s.dir), "n1")
+        .unwrap()
+        .map(|t| t.domain_name("cp"));
+    let control = strata_node::control::ControlClient::with_tls(&cfg.control_plane, tls).unwrap();
+    let live = LiveTls::new(&old).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let lease = loop {
+        match control.register(info("n1")).await {
+            Ok(r) => break r.lease_id,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+
+    // Renewal: certs-issue writes new files, the node reloads them (what SIGHUP runs).
+    let renewed = s.issue("n1", &IssueOptions::default());
+    let renewed_info = CertInfo::parse(&renewed.chain[0]).unwrap();
+    strata_node::node::reload_certificates(&cfg, &live, &control).unwrap();
+    assert_eq!(live.not_after(), renewed_info.not_after);
+    control
+        .keep_alive("n1", lease, v1::Load::default())
+        .await
+        .unwrap();
+
+    // The registration now names the renewed certificate: revoking the old one
+    // ends nothing, and the node keeps going.
+    let anon = channel_with(s.addr, &s.dir, None).await.unwrap();
+    let answer = s
+        .operator(anon)
+        .revoke_certificate(v1::RevokeCertificateRequest {
+            serial: old_info.serial.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.deregistered.is_empty(), "{:?}", answer.deregistered);
+    control
+        .keep_alive("n1", lease, v1::Load::default())
+        .await
+        .unwrap();
+
+    // A broken renewal (a key that is not the certificate's) changes nothing.
+    let other = s.ca.issue("n1", &localhost()).unwrap();
+    std::fs::write(s.dir.join("n1.key"), rustls_pem(&other)).unwrap();
+    assert!(strata_node::node::reload_certificates(&cfg, &live, &control).is_err());
+    assert_eq!(live.not_after(), renewed_info.not_after);
+    control
+        .keep_alive("n1", lease, v1::Load::default())
+        .await
+        .unwrap();
+}
+
+/// The PEM of a credential's private key.
+fn rustls_pem(creds: &NodeCredentials) -> String {
+    let dir = std::env::temp_dir().join(format!("strata-certs-key-{}", std::process::id()));
+    creds.write(&dir).unwrap();
+    let pem = std::fs::read_to_string(dir.join(format!("{}.key", creds.node_id))).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    pem
+}
