@@ -88,7 +88,7 @@ variable "grpc_allowed_cidrs" {
 
 variable "control_plane_dns_name" {
   type        = string
-  description = "DNS name the nodes and operators use for the control plane (e.g. cp.example.net), pointing at the load balancer (a CNAME of load_balancer_dns_name; created when route53_zone_id is set). The nodes check the replicas' certificate against it, so tls_cert_pem must be issued for this name: `strata-node certs-issue --node-id NAME`."
+  description = "DNS name the nodes and operators use for the control plane (e.g. cp.example.net), pointing at the load balancer (a CNAME of load_balancer_dns_name; created when route53_zone_id is set). The nodes check the replicas' certificate against it, so tls_cert_pem must be issued for this name: `strata-node certs-issue --node-id NAME --server-only`."
 
   validation {
     condition     = can(regex("^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$", var.control_plane_dns_name))
@@ -114,7 +114,7 @@ variable "ca_cert_pem" {
 
 variable "tls_cert_pem" {
   type        = string
-  description = "PEM certificate the replicas present on the gRPC port, issued by the cluster CA for control_plane_dns_name (`strata-node certs-issue --dir certs --node-id NAME` writes NAME.pem). Every replica presents the same one."
+  description = "PEM certificate the replicas present on the gRPC port, issued by the cluster CA for control_plane_dns_name (`strata-node certs-issue --dir certs --node-id NAME --server-only --valid-for 397d` writes NAME.pem; server-only, so it can never act as a node). Every replica presents the same one."
 
   validation {
     condition     = can(regex("-----BEGIN CERTIFICATE-----", var.tls_cert_pem))

@@ -68,7 +68,7 @@ variable "node_certificates" {
     cert_pem = string
     key_pem  = string
   }))
-  description = "Certificate and private key PEM of every node, keyed by node id (REGION-1 … REGION-N), from `strata-node certs-issue --node-id ID`. The keys end up in the Terraform state and in the instances' user data: keep the state private."
+  description = "Certificate and private key PEM of every node, keyed by node id (REGION-1 … REGION-N), from `strata-node certs-issue --node-id ID --ip EIP --dns PUBLIC_HOST`: the control plane registers a node only if its relay address (the Elastic IP) and the host of its public URL are among its certificate's names, so allocate the Elastic IPs first (`terraform apply -target` on the `aws_eip` resources), then issue. The keys end up in the Terraform state and in the instances' user data: keep the state private."
   sensitive   = true
 }
 
