@@ -69,6 +69,9 @@ impl Setup {
             client_ca: Some(dir.join("ca.pem")),
             operator_tokens: Some(ops),
             lease_ttl: Duration::from_secs(3),
+            // Short, so the stalled-handshake test waits little; real handshakes on loopback
+            // take milliseconds.
+            grpc_tls_handshake_timeout: Duration::from_secs(1),
             ..strata_control::Config::default()
         };
         config.check_transport().unwrap();
@@ -463,4 +466,37 @@ fn rustls_pem(creds: &NodeCredentials) -> String {
     let pem = std::fs::read_to_string(dir.join(format!("{}.key", creds.node_id))).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     pem
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_closed_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::start("stall").await;
+    // Half a ClientHello record header, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(setup.addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03]).await.unwrap();
+    let opened = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let after = opened.elapsed();
+    assert!(
+        closed.is_ok(),
+        "a stalled handshake held its connection for 10 s"
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "closed after {after:?}, the timeout is 1 s"
+    );
+    // The control plane still answers real clients.
+    setup.issue("n-ok", &IssueOptions::default());
+    let ch = setup.node_channel("n-ok").await.unwrap();
+    register(ch, info("n-ok")).await.unwrap();
 }
