@@ -209,26 +209,34 @@ impl Player {
 
     /// Sends a PLI for the stream of this kind; fails until its first packet arrived.
     pub async fn request_keyframe(&self, kind: TrackKind) -> Result<(), RtcError> {
-        let remote = self
-            .remotes
-            .lock()
-            .ok()
-            .and_then(|r| r.iter().find(|(k, ..)| *k == kind).cloned());
-        let Some((_, remote, media_ssrc)) = remote else {
-            return Err(RtcError::NotConnected);
-        };
-        remote
-            .write_rtcp(vec![Box::new(PictureLossIndication {
+        self.feedback(kind, |media_ssrc| {
+            Box::new(PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc,
-            })])
-            .await?;
-        Ok(())
+            })
+        })
+        .await
     }
 
     /// Sends one generic NACK (RFC 4585 §6.2.1) naming `seqs` of the stream of this kind, as a
     /// player that lost them (or a hostile one) would; fails until its first packet arrived.
     pub async fn send_nack(&self, kind: TrackKind, seqs: &[u16]) -> Result<(), RtcError> {
+        self.feedback(kind, |media_ssrc| {
+            Box::new(TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(seqs),
+            })
+        })
+        .await
+    }
+
+    /// Sends one RTCP feedback packet about the stream of this kind, built for its SSRC.
+    async fn feedback(
+        &self,
+        kind: TrackKind,
+        packet: impl FnOnce(u32) -> Box<dyn rtc::rtcp::Packet>,
+    ) -> Result<(), RtcError> {
         let remote = self
             .remotes
             .lock()
@@ -237,13 +245,7 @@ impl Player {
         let Some((_, remote, media_ssrc)) = remote else {
             return Err(RtcError::NotConnected);
         };
-        remote
-            .write_rtcp(vec![Box::new(TransportLayerNack {
-                sender_ssrc: 0,
-                media_ssrc,
-                nacks: nack_pairs_from_sequence_numbers(seqs),
-            })])
-            .await?;
+        remote.write_rtcp(vec![packet(media_ssrc)]).await?;
         Ok(())
     }
 
