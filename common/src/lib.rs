@@ -1,7 +1,8 @@
 //! What both Strata binaries need in the same form: the HTTP server loop with
 //! its limits (header timeout, connection cap, per-address share of the cap),
 //! configuration loading (a TOML file under environment variables under
-//! flags), and what a cluster certificate says about its holder (`cert`).
+//! flags), what a cluster certificate says about its holder (`cert`), and
+//! the rule for stream, region and node names (`names`).
 //!
 //! Kept small on purpose: code lands here only when the control plane and the
 //! node would otherwise each carry a copy.
@@ -9,3 +10,4 @@
 pub mod cert;
 pub mod config;
 pub mod limits;
+pub mod names;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
+use strata_common::names::{self, NameKind};
 
 /// Which store backs the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -144,7 +145,7 @@ pub struct Config {
 
 /// Checks a region name given on the command line.
 fn parse_region(s: &str) -> Result<String, String> {
-    crate::names::validate(crate::names::NameKind::Region, s).map_err(|e| e.to_string())?;
+    names::validate(NameKind::Region, s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
 }
 

@@ -1,7 +1,7 @@
 //! Control-plane errors and their one conversion to gRPC status codes.
 
 use crate::kv::KvError;
-use crate::names::InvalidName;
+use strata_common::names::InvalidName;
 
 /// Why a control-plane request failed.
 #[derive(Debug, thiserror::Error)]

@@ -42,6 +42,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_common::limits::HttpLimits;
+use strata_common::names::{self, NameKind};
 use strata_proto::v1;
 use tokio::net::TcpListener;
 use tracing::debug;
@@ -295,8 +296,8 @@ fn front_door(
             }
         };
         // Bad names are told apart from an outage even while the store is down.
-        crate::names::validate(crate::names::NameKind::Stream, stream)?;
-        crate::names::validate(crate::names::NameKind::Region, &region)?;
+        names::validate(NameKind::Stream, stream)?;
+        names::validate(NameKind::Region, &region)?;
         state.ensure_healthy()?;
         let view = state.cache().read();
         service::place(

@@ -17,7 +17,6 @@ pub mod incoming;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
-pub mod names;
 pub mod server;
 pub mod service;
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
-use strata_control::names::{NameKind, validate};
+use strata_common::names::{self, NameKind, validate};
 use strata_media::Catalog;
 use strata_node::auth::{self, Action, TokenKeys};
 use strata_relay::framing::{
@@ -121,20 +121,19 @@ pub fn relay_framing(data: &[u8]) {
     }
 }
 
-/// Names that become etcd keys and URL path segments: the control plane's
-/// rule and the node's must agree, and a token subject never covers a stream
-/// name the node would refuse.
+/// Names that become etcd keys and URL path segments: the checked and the
+/// yes/no form of the one rule agree, and a token subject never covers a
+/// stream name the node would refuse.
 pub fn names(data: &[u8]) {
     let Ok(name) = std::str::from_utf8(data) else {
         return;
     };
     for kind in [NameKind::Stream, NameKind::Region, NameKind::Node] {
         let control = validate(kind, name);
-        let node = strata_node::http::valid_stream_name(name);
         assert_eq!(
             control.is_ok(),
-            node,
-            "control plane and node disagree on {name:?}"
+            names::is_valid(name),
+            "validate and is_valid disagree on {name:?}"
         );
         if let Err(e) = control {
             // Hostile input is shown only as a bounded prefix.
@@ -186,9 +185,9 @@ pub fn token(data: &[u8]) {
         let valid = match g.sub.strip_suffix('*') {
             Some(prefix) => {
                 (prefix.is_empty() || prefix.ends_with(['-', '.', '_', '~']))
-                    && strata_node::http::valid_stream_name(&format!("{prefix}x"))
+                    && names::is_valid(&format!("{prefix}x"))
             }
-            None => strata_node::http::valid_stream_name(&g.sub),
+            None => names::is_valid(&g.sub),
         };
         assert!(valid, "invalid subject accepted: {:?}", g.sub);
         let _ = g.allows("stream", Action::Play);

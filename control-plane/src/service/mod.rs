@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::keys::{self, Keys, NodeRecord};
 use crate::kv::Kv;
 use crate::metrics::{Metrics, TimedKv};
-use crate::names::{self, NameKind};
+use strata_common::names::{self, NameKind};
 
 pub use nodes::NodeApi;
 pub use placement::{PlacementApi, place};

@@ -11,7 +11,7 @@ use crate::auth::{Caller, NodeCert};
 use crate::error::{Error, Result};
 use crate::keys::{self, LoadRecord, NodeRecord, RevocationRecord, RevokedBy};
 use crate::kv::KvError;
-use crate::names::{self, NameKind};
+use strata_common::names::{self, NameKind};
 
 /// The node lifecycle service.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use strata_proto::v1::{self, placement_service_server::PlacementService};
 use super::{State, convert};
 use crate::cache::View;
 use crate::error::{Error, Result};
-use crate::names::{self, NameKind};
+use strata_common::names::{self, NameKind};
 
 /// The placement service.
 #[derive(Clone)]

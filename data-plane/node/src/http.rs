@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use strata_common::names;
 use strata_proto::v1;
 use tracing::debug;
 
@@ -207,20 +208,8 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
-/// Whether a stream name is `[A-Za-z0-9._~-]{1,128}` and not `.` or `..`
-/// (the control plane's rule, `strata_control::names::validate`).
-pub fn valid_stream_name(stream: &str) -> bool {
-    !stream.is_empty()
-        && stream.len() <= 128
-        && stream
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-        && stream != "."
-        && stream != ".."
-}
-
 fn check_stream(stream: &str) -> Result<(), ApiError> {
-    if valid_stream_name(stream) {
+    if names::is_valid(stream) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(

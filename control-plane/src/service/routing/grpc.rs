@@ -11,8 +11,8 @@ use strata_proto::v1::{self, routing_service_server::RoutingService};
 
 use super::RoutingApi;
 use crate::error::Error;
-use crate::names::{self, NameKind};
 use crate::service::convert;
+use strata_common::names::{self, NameKind};
 
 use crate::auth::{self, Need};
 

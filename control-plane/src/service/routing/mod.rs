@@ -12,7 +12,7 @@ use crate::election::{Decision, decide};
 use crate::error::{Error, Result};
 use crate::keys::{self, MainRecord, NodeRecord, RegionalRecord, SubscriberRecord};
 use crate::kv::{Compare, KeyValue, Op};
-use crate::names::{self, NameKind};
+use strata_common::names::{self, NameKind};
 
 mod grpc;
 #[cfg(test)]

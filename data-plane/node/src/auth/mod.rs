@@ -26,6 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use strata_common::names;
 
 /// Longest token accepted (bytes); real ones are a few hundred.
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -217,11 +218,7 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 fn valid_kid(kid: &str) -> bool {
-    !kid.is_empty()
-        && kid.len() <= MAX_KID_LEN
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+    !kid.is_empty() && kid.len() <= MAX_KID_LEN && kid.bytes().all(names::is_name_byte)
 }
 
 /// Decodes a secret: standard or URL-safe base64, padded or not.
@@ -419,18 +416,15 @@ fn numeric_date(n: &serde_json::Number) -> Option<u64> {
 /// (`cam-*`, `cam-1-*`, not `cam-1*`, which would cover `cam-10` too); or a
 /// valid stream name (not `.` or `..`, which no stream can be called).
 pub fn valid_subject(sub: &str) -> bool {
-    let (name, prefix) = match sub.strip_suffix('*') {
-        Some(p) => (p, true),
-        None => (sub, false),
-    };
-    (prefix && name.is_empty())
-        || (!name.is_empty()
-            && sub.len() <= 128
-            && (prefix || (name != "." && name != ".."))
-            && (!prefix || name.bytes().last().is_some_and(is_separator))
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || is_separator(b)))
+    match sub.strip_suffix('*') {
+        None => names::is_valid(sub),
+        Some("") => true,
+        Some(prefix) => {
+            sub.len() <= names::MAX_NAME_LEN
+                && prefix.bytes().last().is_some_and(is_separator)
+                && prefix.bytes().all(names::is_name_byte)
+        }
+    }
 }
 
 /// Verifies `token` against `keys` at `now` (seconds since the epoch).

@@ -1,4 +1,6 @@
-//! Validation of the names that become parts of etcd keys.
+//! The rule for stream ids, region names and node ids: `[A-Za-z0-9._~-]{1,128}`,
+//! and not `.` or `..`. These names become parts of etcd keys and URL path
+//! segments, so the control plane and the node must agree on them.
 
 /// Longest allowed stream id, region name or node id.
 pub const MAX_NAME_LEN: usize = 128;
@@ -33,31 +35,45 @@ pub struct InvalidName {
     why: &'static str,
 }
 
+/// Whether `b` may appear in a name: `A-Z a-z 0-9 . _ ~ -`.
+pub fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+}
+
+/// Whether `name` follows the rule of [`validate`].
+pub fn is_valid(name: &str) -> bool {
+    problem(name).is_none()
+}
+
 /// Checks a stream id, region name or node id: `[A-Za-z0-9._~-]{1,128}`,
 /// and not `.` or `..` (they would read as path steps in URLs).
 pub fn validate(kind: NameKind, name: &str) -> Result<(), InvalidName> {
-    let err = |why| InvalidName {
-        field: kind.field(),
-        // Show at most a prefix of hostile input.
-        shown: name.chars().take(40).collect(),
-        why,
-    };
+    match problem(name) {
+        None => Ok(()),
+        Some(why) => Err(InvalidName {
+            field: kind.field(),
+            // Show at most a prefix of hostile input.
+            shown: name.chars().take(40).collect(),
+            why,
+        }),
+    }
+}
+
+/// What is wrong with `name`, if anything.
+fn problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
-        return Err(err("it is empty"));
+        return Some("it is empty");
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(err("it is too long"));
+        return Some("it is too long");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-    {
-        return Err(err("it has a character that is not allowed"));
+    if !name.bytes().all(is_name_byte) {
+        return Some("it has a character that is not allowed");
     }
     if name == "." || name == ".." {
-        return Err(err("it is a path step"));
+        return Some("it is a path step");
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
@@ -68,6 +84,7 @@ mod tests {
     fn accepts_allowed_names() {
         for ok in ["a", "eu-west.1", "cam_01~hd", &"x".repeat(128)] {
             assert!(validate(NameKind::Stream, ok).is_ok(), "{ok}");
+            assert!(is_valid(ok), "{ok}");
         }
     }
 
@@ -87,6 +104,24 @@ mod tests {
         ] {
             let e = validate(NameKind::Region, bad).unwrap_err();
             assert!(e.to_string().contains("allowed are"), "{e}");
+            assert!(!is_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_names_the_field_and_bounds_the_input() {
+        let e = validate(NameKind::Node, &"/".repeat(1000)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("invalid node id "), "{text}");
+        assert!(text.len() < 200, "{text}");
+    }
+
+    #[test]
+    fn name_bytes_are_letters_digits_and_four_marks() {
+        let allowed: Vec<u8> = (0..=255u8).filter(|&b| is_name_byte(b)).collect();
+        assert_eq!(allowed.len(), 26 + 26 + 10 + 4);
+        for b in *b"._~-" {
+            assert!(is_name_byte(b));
         }
     }
 }
