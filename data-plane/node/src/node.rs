@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use strata_common::names::{self, NameKind};
 use strata_media::hub::{Hub, HubConfig};
 use strata_proto::v1;
 use strata_relay::{
@@ -47,13 +48,6 @@ impl Listeners {
             .with_context(|| format!("binding relay {}", cfg.relay_listen))?;
         Ok(Self { http, relay })
     }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
 /// The relay's TLS; with certificates, also the handle to renew them and to
@@ -249,16 +243,8 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()> + Send,
     mut reloads: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        valid_name(&cfg.id),
-        "invalid --id {:?}: use 1-128 of A-Z a-z 0-9 . _ ~ -",
-        cfg.id
-    );
-    anyhow::ensure!(
-        valid_name(&cfg.region),
-        "invalid --region {:?}: use 1-128 of A-Z a-z 0-9 . _ ~ -",
-        cfg.region
-    );
+    names::validate(NameKind::Node, &cfg.id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    names::validate(NameKind::Region, &cfg.region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
     let auth = load_auth(&cfg)?;
     let (tls, live_tls) = relay_tls(&cfg)?;
     let hub = Hub::new(HubConfig::default());

@@ -17,6 +17,7 @@ use clap::Parser;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
+use strata_common::names::{self, NameKind};
 use strata_tests::etcd::EtcdProcess;
 use strata_tests::media::{TestPublisher, vp8_clip};
 use strata_tests::procs::{
@@ -233,12 +234,7 @@ fn validate(args: &Args) -> Result<()> {
     ensure!(!args.regions.is_empty(), "--regions: give at least one");
     ensure!(args.nodes_per_region >= 1, "--nodes-per-region: at least 1");
     for r in &args.regions {
-        ensure!(
-            !r.is_empty()
-                && r.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')),
-            "--regions: invalid region {r:?} (use A-Z a-z 0-9 . _ ~ -)"
-        );
+        names::validate(NameKind::Region, r).map_err(|e| anyhow::anyhow!("--regions: {e}"))?;
     }
     let mut seen = std::collections::HashSet::new();
     for r in &args.regions {
