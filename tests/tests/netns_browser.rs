@@ -23,13 +23,7 @@ const SETUP_HINT: &str = "run scripts/setup.sh --browser";
 const DRIVER_DEADLINE: Duration = Duration::from_secs(180);
 
 fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    strata_tests::init_test_tracing("warn");
 }
 
 fn browser_dir() -> PathBuf {

@@ -17,16 +17,7 @@ use strata_tests::ports::require_netns;
 use tokio::net::UdpSocket;
 
 fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    "warn,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error",
-                )
-            }),
-        )
-        .with_test_writer()
-        .try_init();
+    strata_tests::init_test_tracing("warn,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error");
 }
 
 async fn metric(node: &TestNode, name: &str) -> f64 {

@@ -12,13 +12,7 @@ use strata_tests::media::{TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
 
 fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    strata_tests::init_test_tracing("warn");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

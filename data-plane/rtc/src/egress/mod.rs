@@ -199,7 +199,7 @@ impl Egress {
             };
             (assigned, ice)
         };
-        let refused = count_refused_candidates(offer_sdp, &inner.config);
+        let (usable, refused) = count_offer_candidates(offer_sdp, &inner.config);
         inner.counters.refused_candidates.add(refused);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let answer = answer::write(
@@ -252,7 +252,8 @@ impl Egress {
                 commands: chosen.commands.clone(),
                 state,
                 counters: Arc::clone(&inner.counters),
-                candidates: Arc::new(AtomicUsize::new(0)),
+                // The cap covers the offer and PATCH together.
+                candidates: Arc::new(AtomicUsize::new(usable)),
                 remote_ufrag: offer.ice_ufrag.clone().unwrap_or_default(),
                 config: inner.config.clone(),
             },
@@ -354,28 +355,32 @@ fn random_token(rng: &mut impl Rng, len: usize) -> String {
         .collect()
 }
 
-/// Candidates an offer names beyond the cap or outside the allowed ranges. ICE-lite never
-/// sends a check to any of them; they are counted so that an abuse shows in `/metrics`.
-fn count_refused_candidates(sdp: &str, config: &RtcConfig) -> u64 {
-    let mut allowed = 0usize;
+/// Whether one more remote candidate (the text after `candidate:`) counts as usable for a
+/// session that has `taken` already: under the cap, on an allowed address. ICE-lite never
+/// sends a check to any candidate; refused ones are counted so that abuse shows in `/metrics`.
+fn candidate_usable(candidate: &str, taken: usize, config: &RtcConfig) -> bool {
+    let ip = candidate
+        .split_whitespace()
+        .nth(4)
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    taken < config.max_remote_candidates && ip.is_some_and(|ip| config.candidate_allowed(ip))
+}
+
+/// An offer's candidates: how many count as usable, how many are refused.
+fn count_offer_candidates(sdp: &str, config: &RtcConfig) -> (usize, u64) {
+    let mut usable = 0usize;
     let mut refused = 0u64;
     for line in sdp.lines() {
         let Some(candidate) = line.trim_end().strip_prefix("a=candidate:") else {
             continue;
         };
-        let ip = candidate
-            .split_whitespace()
-            .nth(4)
-            .and_then(|a| a.parse::<IpAddr>().ok());
-        if allowed < config.max_remote_candidates
-            && ip.is_some_and(|ip| config.candidate_allowed(ip))
-        {
-            allowed += 1;
+        if candidate_usable(candidate, usable, config) {
+            usable += 1;
         } else {
             refused += 1;
         }
     }
-    refused
+    (usable, refused)
 }
 
 /// A player session of the egress. Dropping it closes the session.
@@ -437,15 +442,12 @@ impl EgressPlayer {
             return Err(RtcError::IceRestartUnsupported);
         }
         for candidate in &frag.candidates {
-            let ip = candidate
+            let text = candidate
                 .candidate
-                .split_whitespace()
-                .nth(4)
-                .and_then(|a| a.parse::<IpAddr>().ok());
+                .strip_prefix("candidate:")
+                .unwrap_or(&candidate.candidate);
             let taken = self.candidates.load(Ordering::Relaxed);
-            if taken < self.config.max_remote_candidates
-                && ip.is_some_and(|ip| self.config.candidate_allowed(ip))
-            {
+            if candidate_usable(text, taken, &self.config) {
                 self.candidates.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.counters.refused_candidates.inc();
