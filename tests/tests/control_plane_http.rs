@@ -436,6 +436,9 @@ async fn metrics_have_store_latency_cache_and_cluster_series() {
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let m = r.text();
+    strata_tests::promtool::check_metrics(&m)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{m}"));
     let get = |name: &str, labels: &[(&str, &str)]| metric_sum(&m, name, labels);
 
     // Store latency: a histogram per operation, with the calls made so far.
@@ -492,8 +495,11 @@ async fn metrics_have_store_latency_cache_and_cluster_series() {
         "{m}"
     );
     assert_eq!(
-        get("strata_control_egress_bits_per_second", &[("region", "us")]),
-        8_900_000.0
+        get(
+            "strata_control_egress_bytes_per_second",
+            &[("region", "us")]
+        ),
+        8_900_000.0 / 8.0
     );
     assert_eq!(get("strata_control_streams", &[]), 1.0);
     assert_eq!(get("strata_control_regional_origins", &[]), 1.0);

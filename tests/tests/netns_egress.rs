@@ -145,6 +145,11 @@ async fn netns_nack_flood_is_held_to_the_budget() {
         "the hostile player still plays"
     );
     assert!(over > 1_000.0, "the flood shows in /metrics: {over}");
+    // The egress families, NACK refusals included, pass Prometheus' own linter.
+    let text = node.metrics().await.unwrap();
+    strata_tests::promtool::check_metrics(&text)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{text}"));
     // The honest player on the same node lost nothing.
     assert_eq!(
         honest_after.seq_gaps, honest_before.seq_gaps,

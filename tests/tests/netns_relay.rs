@@ -66,6 +66,10 @@ async fn netns_publish_in_a_play_everywhere() {
     // One copy crossed into rb: the regional origin received it from a1,
     // the other rb node from the regional origin.
     let m = a1.metrics().await.unwrap();
+    // Every family the node exports, relay ones included, passes Prometheus' own linter.
+    strata_tests::promtool::check_metrics(&m)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{m}"));
     let to_rb = strata_tests::http::metric_sum(
         &m,
         "strata_relay_bytes_total",
