@@ -2,12 +2,14 @@
 //! its limits (header timeout, connection cap, per-address share of the cap),
 //! configuration loading (a TOML file under environment variables under
 //! flags), what a cluster certificate says about its holder (`cert`), and
-//! the rule for stream, region and node names (`names`).
+//! the rule for stream, region and node names (`names`), and the WHIP/WHEP HTTP
+//! conventions (CORS, preflight, bearer tokens: `http`).
 //!
 //! Kept small on purpose: code lands here only when the control plane and the
 //! node would otherwise each carry a copy.
 
 pub mod cert;
 pub mod config;
+pub mod http;
 pub mod limits;
 pub mod names;

@@ -41,6 +41,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use strata_common::http::{self as shared, cors, preflight};
 use strata_common::limits::HttpLimits;
 use strata_common::names::{self, NameKind};
 use strata_proto::v1;
@@ -114,18 +115,6 @@ async fn request_timeout(AxState(limit): AxState<Duration>, req: Request, next: 
     }
 }
 
-/// CORS headers, the same as a node's, so browsers can follow the redirect.
-fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, X-Strata-Node, Retry-After"),
-    );
-}
-
 /// The one mapping from control-plane errors to HTTP answers (the gRPC one is
 /// in [`crate::error`]). Every answer carries CORS headers; `503` carries
 /// `Retry-After`.
@@ -152,26 +141,6 @@ impl IntoResponse for Error {
         }
         resp
     }
-}
-
-async fn preflight() -> Response {
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    let h = resp.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    resp
 }
 
 /// WHIP or WHEP.
@@ -220,21 +189,13 @@ async fn whep(
 }
 
 /// The client's access token (`Authorization: Bearer …`, else `?token=`), when it is
-/// made of token characters (base64url and dots) and so can travel in a URL as is.
+/// made of token characters and so can travel in the redirect's URL as is.
 fn token<'a>(headers: &'a HeaderMap, params: &'a HashMap<String, String>) -> Option<&'a str> {
-    let from_header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    from_header
-        .or_else(|| params.get("token").map(String::as_str))
-        .filter(|t| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
+    match headers.get(header::AUTHORIZATION) {
+        Some(v) => shared::bearer(Some(v.to_str().ok()?), None),
+        None => params.get("token").map(String::as_str),
+    }
+    .filter(|t| shared::is_token(t))
 }
 
 async fn no_stream(AxState(http): AxState<Http>) -> Response {

@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use strata_common::http::{content_type_is, cors, preflight};
 use strata_common::names;
 use strata_proto::v1;
 use tracing::debug;
@@ -155,7 +156,7 @@ impl<A: Needs> FromRequestParts<Arc<NodeState>> for Authorized<A> {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = auth::bearer(authorization, parts.uri.query());
+        let token = strata_common::http::bearer(authorization, parts.uri.query());
         match state
             .auth
             .check(token, &stream, A::ACTION, auth::unix_now())
@@ -167,45 +168,6 @@ impl<A: Needs> FromRequestParts<Arc<NodeState>> for Authorized<A> {
             Err(e) => Err(failed(state, ApiError::from_auth(e))),
         }
     }
-}
-
-fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, X-Strata-Node, Retry-After"),
-    );
-}
-
-async fn preflight() -> Response {
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    let h = resp.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    resp
-}
-
-fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
 fn check_stream(stream: &str) -> Result<(), ApiError> {

@@ -509,23 +509,6 @@ pub fn verify(keys: &TokenKeys, token: &str, now: u64) -> Result<Grant, TokenErr
     })
 }
 
-/// The bearer token of a request: the `Authorization: Bearer` header, else a
-/// `token` query parameter (the built-in pages pass it on that way).
-pub fn bearer<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
-    if let Some(v) = authorization {
-        let v = v.trim();
-        let (scheme, rest) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim())
-            .filter(|t| !t.is_empty());
-    }
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .filter(|t| !t.is_empty())
-}
-
 /// A URI (path and query) with the value of any `token` parameter replaced,
 /// for logs.
 pub fn redact_uri(uri: &str) -> String {
