@@ -43,11 +43,7 @@ pub async fn publish(
             "stream {stream:?} is already published on this node"
         )));
     };
-    let origin = state
-        .control
-        .publish(stream, state.id())
-        .await
-        .map_err(ApiError::from_control)?;
+    let origin = crate::takeover::claim(state, stream).await?;
     let (session, answer) = match state.rtc.accept_publisher(offer).await {
         Ok(x) => x,
         Err(e) => {

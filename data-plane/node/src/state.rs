@@ -30,6 +30,16 @@ pub struct NodeCounters {
     pub redirects_total: AtomicU64,
     /// RTP bytes received from publishers.
     pub publisher_bytes_in: AtomicU64,
+    /// Probes of a main origin holder's relay port (refused, listening, no
+    /// answer), see `takeover.rs`.
+    pub takeover_probes: [AtomicU64; 3],
+}
+
+impl NodeCounters {
+    /// Counts one takeover probe by what it found.
+    pub fn takeover_probe(&self, found: crate::probe::Probe) {
+        self.takeover_probes[found as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Kind of an HTTP-created session.

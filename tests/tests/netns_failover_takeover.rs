@@ -1,0 +1,164 @@
+//! Case 2 of the failover suite: the main origin is SIGKILLed and the publisher comes back on
+//! another node at once; that node finds nothing listening on the dead origin's relay port and
+//! takes the stream over without waiting for the dead node's lease (ARCHITECTURE.md, "Taking
+//! over a dead main origin"). Real processes, real WebRTC and QUIC, like `netns_failover.rs`;
+//! the partition case there checks that a node cut off from a live origin cannot take it over.
+//!
+//! Needs the binaries: `cargo build -p strata-control -p strata-node --bins` first. Runs in the
+//! loopback-only network namespace (`scripts/test.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use strata_tests::faults::{DeadNodes, TreeMonitor, arm, ms, record_holders, wait_resumed};
+use strata_tests::http::{self, metric_sum};
+use strata_tests::media::{PreparedPublisher, vp8_clip};
+use strata_tests::ports::require_netns;
+use strata_tests::procs::ProcOptions;
+use tokio::time::{Instant, sleep};
+
+mod failover_common;
+use failover_common::*;
+
+/// The most a takeover may cost the players: the issue's bound.
+const TAKEOVER_STALL: Duration = Duration::from_secs(1);
+
+/// Case 2: main origin O1 (Region1) SIGKILLed; the publisher re-publishes on E12 every 100 ms
+/// from the moment of the kill. E12's first publish finds O1's relay port closed and takes the
+/// main origin over; E11 (Region1) and the Region2 nodes follow through their topology watch;
+/// the same players resume within a second, well before O1's lease could have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_failover_main_origin_sigkill() {
+    require_netns("netns_failover_main_origin_sigkill");
+    let _serial = SERIAL.lock().await;
+    let case = "main SIGKILL takeover";
+    let mut c = start(ProcOptions {
+        nodes: nodes(&[
+            ("O1", "Region1"),
+            ("E11", "Region1"),
+            ("E12", "Region1"),
+            ("E21", "Region2"),
+            ("E22", "Region2"),
+        ]),
+        ..ProcOptions::default()
+    })
+    .await;
+    let publisher = publish(&c, "O1").await;
+    let p11 = play(&c, "E11").await;
+    let p21 = play(&c, "E21").await;
+    let p22 = play(&c, "E22").await;
+    let before = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
+        regional_of(t, "Region2").as_deref() == Some("E21")
+            && upstream_of(t, "E11").as_deref() == Some("O1")
+            && upstream_of(t, "E22").as_deref() == Some("E21")
+    })
+    .await
+    .unwrap();
+    let old_epoch = before.main.as_ref().unwrap().epoch;
+
+    let dead = DeadNodes::default();
+    let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], dead.clone());
+    sleep(Duration::from_millis(200)).await;
+    let players = [&p11, &p21, &p22];
+    let since = arm(&players);
+    c.node_mut("O1").unwrap().kill().unwrap();
+    let killed_at = Instant::now();
+    dead.mark_dead("O1", TTL + RECORDS_SLACK);
+
+    // The encoder comes back on E12 at once and retries every 100 ms.
+    let e12 = url(&c, "E12");
+    let republish = tokio::spawn(async move {
+        let deadline = Instant::now() + TTL + Duration::from_secs(5);
+        let mut conflicts = 0u32;
+        loop {
+            let prepared = PreparedPublisher::new(vp8_clip().unwrap()).await.unwrap();
+            let attempt = Instant::now();
+            match prepared.post(&e12, STREAM).await.unwrap() {
+                Ok(p) => return (p, conflicts, Instant::now()),
+                Err(resp) if resp.status == 409 && Instant::now() < deadline => {
+                    conflicts += 1;
+                    sleep(Duration::from_millis(100).saturating_sub(attempt.elapsed())).await;
+                }
+                Err(resp) => panic!("republishing on E12: {} {}", resp.status, resp.text()),
+            }
+        }
+    });
+    publisher.vanish().await;
+    let (publisher, conflicts, republished_at) = republish.await.unwrap();
+    assert_eq!(publisher.node, "E12");
+    let stalls = wait_resumed(
+        &players,
+        since,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "[{case}] republished on E12 {} ms after the kill, after {conflicts} × 409",
+        ms(republished_at - killed_at)
+    );
+    print_stalls(case, &["E11", "E21", "E22"], &stalls);
+
+    // The new tree: main E12 at a new epoch, E11 pulls from it, Region2 has one regional
+    // origin and the other Region2 node pulls from it; O1 holds nothing but its registration.
+    let tree = wait_tree(&c, Duration::from_secs(5), "rebuilt", |t| {
+        t.is_some_and(|t| {
+            t.main.as_ref().is_some_and(|m| m.node_id == "E12")
+                && upstream_of(Some(t), "E11").as_deref() == Some("E12")
+                && matches!(
+                    regional_of(Some(t), "Region2").as_deref(),
+                    Some("E21" | "E22")
+                )
+        })
+    })
+    .await
+    .unwrap();
+    assert!(tree.main.as_ref().unwrap().epoch > old_epoch, "{tree:?}");
+    assert!(
+        !record_holders(&tree).contains(&"O1".to_owned()),
+        "{tree:?}"
+    );
+    let holder = regional_of(Some(&tree), "Region2").unwrap();
+    let other = if holder == "E21" { "E22" } else { "E21" };
+    wait_tree(&c, Duration::from_secs(5), "edge moved", |t| {
+        upstream_of(t, other).as_deref() == Some(holder.as_str())
+    })
+    .await;
+    // One main origin in the data plane too: E12 sends the stream to one node of Region2.
+    assert_eq!(
+        receiving_from(&c, "E12", &["E21", "E22"]).await,
+        BTreeSet::from([holder.clone()])
+    );
+    // The same sessions: one WHEP each, ever.
+    for n in ["E11", "E21", "E22"] {
+        let m = http::get(&format!("{}/metrics", url(&c, n)))
+            .await
+            .unwrap()
+            .text();
+        assert_eq!(
+            metric_sum(&m, "strata_node_players_total", &[]),
+            1.0,
+            "{n}: players resumed through a new WHEP session?"
+        );
+    }
+    let m = http::get(&format!("{}/metrics", url(&c, "E12")))
+        .await
+        .unwrap()
+        .text();
+    let refused = metric_sum(
+        &m,
+        "strata_node_takeover_probes_total",
+        &[("result", "refused")],
+    );
+    assert!(refused >= 1.0, "E12 never found O1 dead: {m}");
+    // O1's registration still goes with its lease; nothing else of it was left to go.
+    c.wait_node_gone("O1", TTL + RECORDS_SLACK).await.unwrap();
+    assert_no_violations(case, monitor);
+    for (n, s) in ["E11", "E21", "E22"].iter().zip(&stalls) {
+        assert!(*s < TAKEOVER_STALL, "[{case}] {n} stalled {s:?}");
+    }
+}
