@@ -12,7 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use strata_tests::faults::{DeadNodes, TreeMonitor, arm, ms, record_holders, wait_resumed};
+use strata_proto::v1;
+use strata_tests::faults::{
+    DeadNodes, TreeMonitor, arm, ms, record_holders, regionals, wait_resumed,
+};
 use strata_tests::http::{self, metric_sum};
 use strata_tests::media::{PreparedPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
@@ -25,16 +28,41 @@ use failover_common::*;
 /// The most a takeover may cost the players: the bound.
 const TAKEOVER_STALL: Duration = Duration::from_secs(1);
 
-/// Case 2: main origin O1 (Region1) SIGKILLed; the publisher re-publishes on E12 every 100 ms
-/// from the moment of the kill. E12's first publish finds O1's relay port closed and takes the
-/// main origin over; E11 (Region1) and the Region2 nodes follow through their topology watch;
-/// the same players resume within a second, well before O1's lease could have expired.
+/// Case 2: main origin O1 (Region1) SIGKILLed; the publisher re-publishes on E12 (Region1, no
+/// players) every 100 ms from the moment of the kill. E12's first publish finds O1's relay port
+/// closed and takes the main origin over; E11 (Region1) and the Region2 nodes follow through
+/// their topology watch; the same players resume within a second, well before O1's lease could
+/// have expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_failover_main_origin_sigkill() {
     require_netns("netns_failover_main_origin_sigkill");
     let _serial = SERIAL.lock().await;
-    let case = "main SIGKILL takeover";
+    let tree = main_origin_sigkill("main SIGKILL takeover", "E12").await;
+    let holder = regional_of(Some(&tree), "Region2").unwrap();
+    assert!(matches!(holder.as_str(), "E21" | "E22"), "{tree:?}");
+    assert_eq!(upstream_of(Some(&tree), "E11").as_deref(), Some("E12"));
+}
+
+/// Case 2b: the same, but the publisher comes back in the other region, on E21, which was
+/// Region2's regional origin and has a player: E21's puller hands the hub over to the
+/// publisher (its player stays), Region2 stops having a regional origin (E22 pulls from E21,
+/// the main origin), and Region1 elects one (E11, the only Region1 node with a player).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_failover_main_origin_sigkill_other_region() {
+    require_netns("netns_failover_main_origin_sigkill_other_region");
+    let _serial = SERIAL.lock().await;
+    let tree = main_origin_sigkill("main SIGKILL takeover, Region2", "E21").await;
+    assert_eq!(regional_of(Some(&tree), "Region2"), None, "{tree:?}");
+    assert_eq!(regional_of(Some(&tree), "Region1").as_deref(), Some("E11"));
+    assert_eq!(upstream_of(Some(&tree), "E22").as_deref(), Some("E21"));
+}
+
+/// Players on E11 (Region1), E21 and E22 (Region2), publisher on O1 (Region1); O1 is
+/// SIGKILLed and the publisher re-publishes on `target` every 100 ms. Checks the stalls, the
+/// sessions, the invariants, one copy per region, and returns the settled tree.
+async fn main_origin_sigkill(case: &str, target: &str) -> v1::StreamTree {
     let mut c = start(ProcOptions {
         nodes: nodes(&[
             ("O1", "Region1"),
@@ -68,27 +96,27 @@ async fn netns_failover_main_origin_sigkill() {
     let killed_at = Instant::now();
     dead.mark_dead("O1", TTL + RECORDS_SLACK);
 
-    // The encoder comes back on E12 at once and retries every 100 ms.
-    let e12 = url(&c, "E12");
+    // The encoder comes back on `target` at once and retries every 100 ms.
+    let base = url(&c, target);
     let republish = tokio::spawn(async move {
         let deadline = Instant::now() + TTL + Duration::from_secs(5);
         let mut conflicts = 0u32;
         loop {
             let prepared = PreparedPublisher::new(vp8_clip().unwrap()).await.unwrap();
             let attempt = Instant::now();
-            match prepared.post(&e12, STREAM).await.unwrap() {
+            match prepared.post(&base, STREAM).await.unwrap() {
                 Ok(p) => return (p, conflicts, Instant::now()),
                 Err(resp) if resp.status == 409 && Instant::now() < deadline => {
                     conflicts += 1;
                     sleep(Duration::from_millis(100).saturating_sub(attempt.elapsed())).await;
                 }
-                Err(resp) => panic!("republishing on E12: {} {}", resp.status, resp.text()),
+                Err(resp) => panic!("republishing: {} {}", resp.status, resp.text()),
             }
         }
     });
     publisher.vanish().await;
     let (publisher, conflicts, republished_at) = republish.await.unwrap();
-    assert_eq!(publisher.node, "E12");
+    assert_eq!(publisher.node, target);
     let stalls = wait_resumed(
         &players,
         since,
@@ -98,22 +126,24 @@ async fn netns_failover_main_origin_sigkill() {
     .await
     .unwrap();
     eprintln!(
-        "[{case}] republished on E12 {} ms after the kill, after {conflicts} × 409",
+        "[{case}] republished on {target} {} ms after the kill, after {conflicts} × 409",
         ms(republished_at - killed_at)
     );
     print_stalls(case, &["E11", "E21", "E22"], &stalls);
 
-    // The new tree: main E12 at a new epoch, E11 pulls from it, Region2 has one regional
-    // origin and the other Region2 node pulls from it; O1 holds nothing but its registration.
+    // The new tree: `target` main at a new epoch, every other player's node an origin of its
+    // region or pulling from one; O1 holds nothing but its registration.
+    let settled = |t: &v1::StreamTree| {
+        t.main.as_ref().is_some_and(|m| m.node_id == target)
+            && ["E11", "E21", "E22"].iter().all(|n| {
+                *n == target
+                    || upstream_of(Some(t), n).is_some()
+                    || regionals(t).values().any(|(h, _)| h == n)
+            })
+            && !regionals(t).contains_key(region_of(target))
+    };
     let tree = wait_tree(&c, Duration::from_secs(5), "rebuilt", |t| {
-        t.is_some_and(|t| {
-            t.main.as_ref().is_some_and(|m| m.node_id == "E12")
-                && upstream_of(Some(t), "E11").as_deref() == Some("E12")
-                && matches!(
-                    regional_of(Some(t), "Region2").as_deref(),
-                    Some("E21" | "E22")
-                )
-        })
+        t.is_some_and(settled)
     })
     .await
     .unwrap();
@@ -122,43 +152,64 @@ async fn netns_failover_main_origin_sigkill() {
         !record_holders(&tree).contains(&"O1".to_owned()),
         "{tree:?}"
     );
-    let holder = regional_of(Some(&tree), "Region2").unwrap();
-    let other = if holder == "E21" { "E22" } else { "E21" };
-    wait_tree(&c, Duration::from_secs(5), "edge moved", |t| {
-        upstream_of(t, other).as_deref() == Some(holder.as_str())
-    })
-    .await;
-    // One main origin in the data plane too: E12 sends the stream to one node of Region2.
+    // One main origin in the data plane too: `target` sends the stream to one node of the
+    // other region.
+    let (other_region, peers) = if region_of(target) == "Region1" {
+        ("Region2", ["E21", "E22"])
+    } else {
+        ("Region1", ["E11", "E12"])
+    };
+    let holder = regional_of(Some(&tree), other_region).unwrap();
     assert_eq!(
-        receiving_from(&c, "E12", &["E21", "E22"]).await,
-        BTreeSet::from([holder.clone()])
+        receiving_from(&c, target, &peers).await,
+        BTreeSet::from([holder])
     );
     // The same sessions: one WHEP each, ever.
     for n in ["E11", "E21", "E22"] {
-        let m = http::get(&format!("{}/metrics", url(&c, n)))
-            .await
-            .unwrap()
-            .text();
         assert_eq!(
-            metric_sum(&m, "strata_node_players_total", &[]),
+            metric(&c, n, "strata_node_players_total", &[]).await,
             1.0,
             "{n}: players resumed through a new WHEP session?"
         );
     }
-    let m = http::get(&format!("{}/metrics", url(&c, "E12")))
-        .await
-        .unwrap()
-        .text();
-    let refused = metric_sum(
-        &m,
+    let refused = metric(
+        &c,
+        target,
         "strata_node_takeover_probes_total",
         &[("result", "refused")],
-    );
-    assert!(refused >= 1.0, "E12 never found O1 dead: {m}");
+    )
+    .await;
+    assert!(refused >= 1.0, "{target} never found O1 dead");
     // O1's registration still goes with its lease; nothing else of it was left to go.
     c.wait_node_gone("O1", TTL + RECORDS_SLACK).await.unwrap();
     assert_no_violations(case, monitor);
     for (n, s) in ["E11", "E21", "E22"].iter().zip(&stalls) {
         assert!(*s < TAKEOVER_STALL, "[{case}] {n} stalled {s:?}");
     }
+    wait_tree(&c, Duration::from_secs(5), "settled", |t| {
+        t.is_some_and(settled)
+    })
+    .await
+    .unwrap()
+}
+
+fn region_of(node: &str) -> &'static str {
+    if node.starts_with("E2") {
+        "Region2"
+    } else {
+        "Region1"
+    }
+}
+
+async fn metric(
+    c: &strata_tests::procs::ProcCluster,
+    node: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let m = http::get(&format!("{}/metrics", url(c, node)))
+        .await
+        .unwrap()
+        .text();
+    metric_sum(&m, name, labels)
 }
