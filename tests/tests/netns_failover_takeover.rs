@@ -213,3 +213,60 @@ async fn metric(
         .text();
     metric_sum(&m, name, labels)
 }
+
+/// A publisher (or an attacker with a publish token) hammering a node with publishes of a
+/// stream that is live elsewhere: every one gets 409, the live origin is never taken over, and
+/// the node looks at the holder and probes it at most once per stream per 100 ms
+/// (`takeover::PROBE_EVERY`), however fast the POSTs come (the per-address POST limit is off
+/// here so that it cannot hide the probe budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_failover_takeover_probe_budget() {
+    require_netns("netns_failover_takeover_probe_budget");
+    let _serial = SERIAL.lock().await;
+    let c = start(ProcOptions {
+        nodes: nodes(&[("O1", "Region1"), ("E11", "Region1")]),
+        node_args: vec!["--post-rate-per-ip".into(), "0".into()],
+        ..ProcOptions::default()
+    })
+    .await;
+    let _publisher = publish(&c, "O1").await;
+    let before = wait_tree(&c, Duration::from_secs(5), "live", |t| t.is_some())
+        .await
+        .unwrap();
+    // Not a usable offer: refused publishes never get as far as negotiating.
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let whip = format!("{}/whip/{STREAM}", url(&c, "E11"));
+    let started = Instant::now();
+    let mut posts = 0u32;
+    while started.elapsed() < Duration::from_secs(1) {
+        let resp = http::post_sdp(&whip, offer).await.unwrap();
+        assert_eq!(resp.status, 409, "{}", resp.text());
+        posts += 1;
+    }
+    let elapsed = started.elapsed();
+    let mut probes = 0.0;
+    for result in ["refused", "listening", "no_answer"] {
+        probes += metric(
+            &c,
+            "E11",
+            "strata_node_takeover_probes_total",
+            &[("result", result)],
+        )
+        .await;
+    }
+    eprintln!(
+        "[probe budget] {posts} refused publishes in {} ms, {probes} probes",
+        ms(elapsed)
+    );
+    let allowed = 1 + elapsed.as_millis() / 100;
+    assert!(
+        probes >= 1.0 && probes <= allowed as f64,
+        "{probes} probes for {posts} publishes"
+    );
+    assert!(posts as f64 > 2.0 * allowed as f64, "too few POSTs to tell");
+    let after = wait_tree(&c, Duration::from_secs(1), "live", |t| t.is_some())
+        .await
+        .unwrap();
+    assert_eq!(after.main, before.main, "the live origin moved");
+}

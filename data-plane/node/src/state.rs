@@ -126,6 +126,8 @@ pub struct NodeState {
     /// Streams a WHIP session of this node holds, from before its Publish
     /// call until after its Unpublish (see [`NodeState::reserve_publish`]).
     publish_slots: Mutex<HashSet<String>>,
+    /// Spaces out takeover probes (see `takeover.rs`).
+    pub takeover_budget: crate::takeover::ProbeBudget,
     pullers: Mutex<HashMap<String, PullerEntry>>,
     /// Epoch of each origin record this node holds (main or regional), by
     /// stream: relay subscriptions must name it.
@@ -265,6 +267,7 @@ impl NodeState {
             limiter: Mutex::new(limiter),
             sessions: Mutex::new(HashMap::new()),
             publish_slots: Mutex::new(HashSet::new()),
+            takeover_budget: Default::default(),
             pullers: Mutex::new(HashMap::new()),
             origin_epochs: Mutex::new(HashMap::new()),
             registry: Mutex::new(RegistryView::default()),
