@@ -35,13 +35,6 @@ pub struct NodeCounters {
     pub takeover_probes: [AtomicU64; 3],
 }
 
-impl NodeCounters {
-    /// Counts one takeover probe by what it found.
-    pub fn takeover_probe(&self, found: crate::probe::Probe) {
-        self.takeover_probes[found as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Kind of an HTTP-created session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {

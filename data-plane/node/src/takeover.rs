@@ -86,6 +86,13 @@ impl ProbeBudget {
     }
 }
 
+impl crate::state::NodeCounters {
+    /// Counts one takeover probe by what it found.
+    pub fn takeover_probe(&self, found: Probe) {
+        self.takeover_probes[found as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Claims the main origin of `stream` for this node; takes it over from a
 /// holder found dead. The caller holds the stream's publish reservation.
 pub async fn claim(state: &Arc<NodeState>, stream: &str) -> Result<v1::MainOrigin, ApiError> {
