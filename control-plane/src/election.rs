@@ -77,6 +77,52 @@ pub fn decide<'a>(
     }
 }
 
+/// What the rules say for one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishDecision {
+    /// Nobody holds the main origin: create the record.
+    Create,
+    /// The asking node holds it already (Publish is idempotent).
+    Holds,
+    /// The holder is dead: replace its record, guarded by `replace`, its
+    /// mod revision (the epoch the evidence names).
+    TakeOver {
+        /// Mod revision of the record to replace.
+        replace: i64,
+    },
+    /// Another node holds it and nothing says it is dead: ALREADY_EXISTS.
+    Refuse,
+}
+
+/// Decides a publish of `node` for a stream whose main origin record is
+/// `main`.
+///
+/// The evidence rule is the regional one: the holder is no longer registered,
+/// or the asking node reports it unreachable at exactly the record's epoch.
+/// The asking node reports only a definite "nothing listens on its relay
+/// port" (see `PublishRequest.unreachable`), so a partition between regions,
+/// where packets are only lost, never takes a live origin over.
+pub fn decide_publish(
+    main: Option<&Versioned<MainRecord>>,
+    node: &str,
+    unreachable: Option<(&str, i64)>,
+    is_live: &dyn Fn(&str) -> bool,
+) -> PublishDecision {
+    let Some(main) = main else {
+        return PublishDecision::Create;
+    };
+    let holder = main.value.node_id.as_str();
+    if holder == node {
+        return PublishDecision::Holds;
+    }
+    if !is_live(holder) || unreachable == Some((holder, main.epoch())) {
+        return PublishDecision::TakeOver {
+            replace: main.mod_revision,
+        };
+    }
+    PublishDecision::Refuse
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +204,57 @@ mod tests {
         assert_eq!(
             decide(Some(&m), Some(&r), "b", "us", Some(("a", 7)), ALL),
             Decision::PullFromRegional("a")
+        );
+    }
+
+    #[test]
+    fn publish_creates_or_holds() {
+        let m = main_rec("o", "eu", 10);
+        assert_eq!(
+            decide_publish(None, "a", None, ALL),
+            PublishDecision::Create
+        );
+        assert_eq!(
+            decide_publish(Some(&m), "o", None, ALL),
+            PublishDecision::Holds
+        );
+        // The holder's own "unreachable" report about itself changes nothing.
+        assert_eq!(
+            decide_publish(Some(&m), "o", Some(("o", 10)), ALL),
+            PublishDecision::Holds
+        );
+    }
+
+    #[test]
+    fn a_live_holder_is_not_taken_over() {
+        let m = main_rec("o", "eu", 10);
+        assert_eq!(
+            decide_publish(Some(&m), "a", None, ALL),
+            PublishDecision::Refuse
+        );
+        // A report about an older epoch (the stream was published again
+        // since), or about another node, changes nothing.
+        assert_eq!(
+            decide_publish(Some(&m), "a", Some(("o", 9)), ALL),
+            PublishDecision::Refuse
+        );
+        assert_eq!(
+            decide_publish(Some(&m), "a", Some(("p", 10)), ALL),
+            PublishDecision::Refuse
+        );
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over_at_its_epoch() {
+        let m = main_rec("o", "eu", 10);
+        assert_eq!(
+            decide_publish(Some(&m), "a", Some(("o", 10)), ALL),
+            PublishDecision::TakeOver { replace: 10 }
+        );
+        let dead: &dyn Fn(&str) -> bool = &|n| n != "o";
+        assert_eq!(
+            decide_publish(Some(&m), "a", None, dead),
+            PublishDecision::TakeOver { replace: 10 }
         );
     }
 }

@@ -173,6 +173,8 @@ pub struct Metrics {
     pub claims_lost: Counter,
     /// Main origin claims (publish) won.
     pub publishes: Counter,
+    /// Main origins taken over from a dead holder (part of `publishes`).
+    pub main_takeovers: Counter,
     /// Lookups (node records, main origins) answered by the cache.
     pub cache_hits: Counter,
     /// Node lookups that missed the cache and read the store.
@@ -195,7 +197,7 @@ impl Metrics {
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         let fd = &self.front_door;
-        let counters: [(&str, &str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &str, &Counter); 15] = [
             (
                 "strata_control_resolves_total",
                 "Resolve calls answered",
@@ -225,6 +227,12 @@ impl Metrics {
                 "Main origin claims won",
                 "",
                 &self.publishes,
+            ),
+            (
+                "strata_control_main_takeovers_total",
+                "Main origins taken over from a dead holder before its lease expired",
+                "",
+                &self.main_takeovers,
             ),
             (
                 "strata_control_cache_hits_total",

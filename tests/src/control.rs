@@ -335,9 +335,21 @@ impl Clients {
         stream: &str,
         node: &str,
     ) -> std::result::Result<v1::PublishResponse, tonic::Status> {
+        self.publish_over(stream, node, None).await
+    }
+
+    /// Claims the main origin of `stream` for `node`, reporting the current
+    /// holder dead (`unreachable`) if given.
+    pub async fn publish_over(
+        &mut self,
+        stream: &str,
+        node: &str,
+        unreachable: Option<v1::Upstream>,
+    ) -> std::result::Result<v1::PublishResponse, tonic::Status> {
         let req = v1::PublishRequest {
             stream: stream.into(),
             node_id: node.into(),
+            unreachable,
         };
         Ok(self.routing.publish(req).await?.into_inner())
     }

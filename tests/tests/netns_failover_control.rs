@@ -335,7 +335,7 @@ async fn control_client_fails_over_between_replicas() {
         .await
         .unwrap()
         .lease_id;
-    client.publish("s", "n1").await.unwrap();
+    client.publish("s", "n1", None).await.unwrap();
     a.stop().await.unwrap();
     for i in 0..20 {
         client

@@ -230,6 +230,7 @@ async fn conflict_names_no_node_or_region() {
         .publish(strata_proto::v1::PublishRequest {
             stream: "cam".into(),
             node_id: "origin-7f3a".into(),
+            unreachable: None,
         })
         .await
         .unwrap();

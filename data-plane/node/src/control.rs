@@ -250,11 +250,18 @@ impl ControlClient {
         )
     }
 
-    /// Claims the main origin of a stream.
-    pub async fn publish(&self, stream: &str, node: &str) -> Result<v1::MainOrigin, ControlError> {
+    /// Claims the main origin of a stream; `dead` reports its current holder
+    /// dead (see `takeover.rs`).
+    pub async fn publish(
+        &self,
+        stream: &str,
+        node: &str,
+        dead: Option<v1::Upstream>,
+    ) -> Result<v1::MainOrigin, ControlError> {
         let req = v1::PublishRequest {
             stream: stream.into(),
             node_id: node.into(),
+            unreachable: dead,
         };
         let r = rpc!(self, RoutingClient, publish, req)?;
         r.origin

@@ -14,9 +14,11 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod pages;
+pub mod probe;
 pub mod pull;
 pub mod sessions;
 pub mod state;
+pub mod takeover;
 
 pub use config::NodeConfig;
 pub use node::{Listeners, run, run_with_reload};

@@ -83,6 +83,18 @@ pub fn render(state: &NodeState) -> String {
         "Requests redirected elsewhere",
         c.redirects_total.load(Relaxed),
     );
+    let _ = writeln!(
+        out,
+        "# HELP strata_node_takeover_probes_total Probes of a main origin holder's relay port after a refused publish, by result\n\
+         # TYPE strata_node_takeover_probes_total counter"
+    );
+    for (i, result) in ["refused", "listening", "no_answer"].iter().enumerate() {
+        let v = c.takeover_probes[i].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "strata_node_takeover_probes_total{{result=\"{result}\"}} {v}"
+        );
+    }
     egress_metrics(&mut out, state);
     counter(
         &mut out,

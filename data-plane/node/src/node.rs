@@ -621,7 +621,7 @@ async fn reclaim_after_reregistration(state: Arc<NodeState>, mut stop: watch::Re
             _ = stop.changed() => return,
         }
         for stream in state.published_streams() {
-            match state.control.publish(&stream, state.id()).await {
+            match state.control.publish(&stream, state.id(), None).await {
                 Ok(o) => {
                     state.set_origin_epoch(&stream, o.epoch);
                     info!(%stream, epoch = o.epoch, "stream claimed again after re-registration");

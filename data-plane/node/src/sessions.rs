@@ -43,11 +43,7 @@ pub async fn publish(
             "stream {stream:?} is already published on this node"
         )));
     };
-    let origin = state
-        .control
-        .publish(stream, state.id())
-        .await
-        .map_err(ApiError::from_control)?;
+    let origin = crate::takeover::claim(state, stream).await?;
     let (session, answer) = match state.rtc.accept_publisher(offer).await {
         Ok(x) => x,
         Err(e) => {
@@ -59,7 +55,7 @@ pub async fn publish(
             return Err(ApiError::from_rtc(e));
         }
     };
-    let source = match state.hub.attach_source(stream, session.catalog().clone()) {
+    let source = match attach_after_puller(state, stream, session.catalog()).await {
         Ok(s) => s,
         Err(e) => {
             session.close().await;
@@ -67,7 +63,7 @@ pub async fn publish(
                 .control
                 .unpublish(stream, state.id(), origin.epoch)
                 .await;
-            return Err(ApiError::Conflict(e.to_string()));
+            return Err(e);
         }
     };
     state.set_origin_epoch(stream, origin.epoch);
@@ -109,6 +105,36 @@ pub async fn publish(
         .instrument(span),
     );
     Ok(Created { id, etag, answer })
+}
+
+/// How long a publish waits for this node's puller of the stream to end.
+const PULLER_HANDOVER: Duration = Duration::from_secs(3);
+
+/// Attaches the publisher as the stream's hub source. If this node pulls the
+/// stream for its own players (the publisher came back here after the main
+/// origin died, or before a stalled stream's grace ran out), the puller holds
+/// the source: it learns from its topology watch that this node is the main
+/// origin now and ends, releasing its records; only then does the publisher
+/// take the source over, so the players' sinks stay attached and resume at
+/// its first keyframe.
+async fn attach_after_puller(
+    state: &NodeState,
+    stream: &str,
+    catalog: &strata_media::Catalog,
+) -> Result<strata_media::hub::Source, ApiError> {
+    if let Some(mut status) = state.puller(stream) {
+        // The sender goes when the puller's task ends, after its cleanup.
+        let ended = async { while status.changed().await.is_ok() {} };
+        if tokio::time::timeout(PULLER_HANDOVER, ended).await.is_err() {
+            return Err(ApiError::Conflict(format!(
+                "stream {stream:?} is still pulled from another origin on this node"
+            )));
+        }
+    }
+    state
+        .hub
+        .attach_source(stream, catalog.clone())
+        .map_err(|e| ApiError::Conflict(e.to_string()))
 }
 
 /// What an ingest task owns besides its media.

@@ -30,6 +30,9 @@ pub struct NodeCounters {
     pub redirects_total: AtomicU64,
     /// RTP bytes received from publishers.
     pub publisher_bytes_in: AtomicU64,
+    /// Probes of a main origin holder's relay port (refused, listening, no
+    /// answer), see `takeover.rs`.
+    pub takeover_probes: [AtomicU64; 3],
 }
 
 /// Kind of an HTTP-created session.
@@ -116,6 +119,8 @@ pub struct NodeState {
     /// Streams a WHIP session of this node holds, from before its Publish
     /// call until after its Unpublish (see [`NodeState::reserve_publish`]).
     publish_slots: Mutex<HashSet<String>>,
+    /// Spaces out takeover probes (see `takeover.rs`).
+    pub takeover_budget: crate::takeover::ProbeBudget,
     pullers: Mutex<HashMap<String, PullerEntry>>,
     /// Epoch of each origin record this node holds (main or regional), by
     /// stream: relay subscriptions must name it.
@@ -255,6 +260,7 @@ impl NodeState {
             limiter: Mutex::new(limiter),
             sessions: Mutex::new(HashMap::new()),
             publish_slots: Mutex::new(HashSet::new()),
+            takeover_budget: Default::default(),
             pullers: Mutex::new(HashMap::new()),
             origin_epochs: Mutex::new(HashMap::new()),
             registry: Mutex::new(RegistryView::default()),

@@ -6,7 +6,7 @@ use tracing::{debug, info};
 
 use strata_proto::v1;
 
-use super::{State, convert, now_ms};
+use super::{State, convert};
 use crate::cache::{StreamState, Versioned};
 use crate::election::{Decision, decide};
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::kv::{Compare, KeyValue, Op};
 use strata_common::names::{self, NameKind};
 
 mod grpc;
+mod publish;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +35,7 @@ impl RoutingApi {
     }
 }
 
-fn versioned<T: for<'de> serde::Deserialize<'de>>(
+pub(super) fn versioned<T: for<'de> serde::Deserialize<'de>>(
     kv: Option<KeyValue>,
 ) -> Option<Arc<Versioned<T>>> {
     let kv = kv?;
@@ -93,51 +94,6 @@ fn subscribed(st: &StreamState, node: &NodeRecord, upstream: &str) -> bool {
 }
 
 impl RoutingApi {
-    async fn publish(&self, req: v1::PublishRequest) -> Result<v1::PublishResponse> {
-        let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
-        let node = s.caller(&req.node_id).await?;
-        let node = &node.value;
-        let key = s.keys().main(&req.stream);
-        let record = MainRecord {
-            node_id: node.id.clone(),
-            region: node.region.clone(),
-            relay_addr: node.relay_addr.clone(),
-            started_at_ms: now_ms(),
-        };
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::encode(&record),
-            lease: node.lease,
-        };
-        let out = s
-            .kv()
-            .txn(
-                vec![Compare::CreateRevision(key.clone(), 0)],
-                vec![put, Op::Get(key.clone())],
-                vec![Op::Get(key)],
-            )
-            .await?;
-        let current: Arc<Versioned<MainRecord>> = versioned(out.gets.into_iter().next().flatten())
-            .ok_or_else(|| Error::Internal("main origin record unreadable".into()))?;
-        if !out.succeeded && current.value.node_id != node.id {
-            return Err(Error::AlreadyExists(format!(
-                "stream {:?} is already live on node {:?} (region {:?})",
-                req.stream, current.value.node_id, current.value.region
-            )));
-        }
-        if out.succeeded {
-            // No wait for the cache here: a resolve that misses the main
-            // origin in the cache confirms with the store.
-            s.metrics().publishes.inc();
-            info!(stream = %req.stream, node = %node.id, epoch = current.epoch(), "stream published");
-        }
-        Ok(v1::PublishResponse {
-            origin: Some(convert::main_origin(&req.stream, &current)),
-        })
-    }
-
     async fn unpublish(&self, req: v1::UnpublishRequest) -> Result<v1::UnpublishResponse> {
         let s = &self.state;
         s.ensure_healthy()?;

@@ -128,6 +128,7 @@ async fn cluster() -> Fixture {
         .publish(v1::PublishRequest {
             stream: "s".into(),
             node_id: "o".into(),
+            unreachable: None,
         })
         .await
         .unwrap();

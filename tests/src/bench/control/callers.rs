@@ -81,6 +81,7 @@ impl Caller for Claim {
         let req = v1::PublishRequest {
             stream: self.names.next(),
             node_id: self.node_id.clone(),
+            unreachable: None,
         };
         let resp = self.client.publish(req).await?.into_inner();
         let holder = resp.origin.map(|o| o.node_id).unwrap_or_default();
