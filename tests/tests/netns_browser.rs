@@ -1,6 +1,7 @@
 //! A real browser against a real cluster: headless Chromium (Debian's, driven by
 //! `tests/browser/drive.mjs` through playwright-core) publishes its fake camera with the node's
-//! `/publish` page on r1-a and plays it back with the `/play` page on r2-b; it also plays a
+//! `/publish` page on r1-a (three simulcast layers) and plays it back with the `/play` page on
+//! r2-b (top layer) and on r2-a pinned to the low layer; it also plays a
 //! stream the test publishes from the committed fixture. Runs inside a loopback-only network
 //! namespace (scripts/test.sh). Needs `scripts/setup.sh --browser`; fails, not skips, without it.
 
@@ -84,6 +85,7 @@ async fn netns_browser_publishes_and_plays_across_regions() {
         .arg(&driver)
         .args(["--publish", &format!("{}/publish/browsercam", r1a.http)])
         .args(["--play", &format!("{}/play/browsercam", r2b.http)])
+        .args(["--low", &format!("{}/play/browsercam?layer=low", r2a.http)])
         .args(["--fixture", &format!("{}/play/fixture", r2a.http)])
         .args(["--fixture-size", "640x360", "--frames", "30"])
         .args(["--timeout-ms", "40000", "--hold"])
@@ -140,6 +142,13 @@ async fn netns_browser_publishes_and_plays_across_regions() {
         "{res}"
     );
     assert!(num(&res, "/play/firstFrameMs") > 0.0, "{res}");
+    // The publish page sends three simulcast layers: the top one is 1280x720 unless the
+    // encoder adapted, and a player pinned to `low` decodes the 1/4 layer.
+    assert!(num(&res, "/publish/finalWidth") >= 640.0, "{res}");
+    assert_eq!(res["low"]["node"], "r2-a", "{res}");
+    assert!(num(&res, "/low/framesDecoded") > 30.0, "{res}");
+    let (lw, lh) = (num(&res, "/low/width"), num(&res, "/low/height"));
+    assert!(lw > 0.0 && lw * 2.0 < w && lh * 2.0 < h, "{res}");
     // Fixture: 640x360 VP8 (tests/fixtures/README.md), played on r2-a.
     assert_eq!(res["fixture"]["node"], "r2-a", "{res}");
     assert!(num(&res, "/fixture/framesDecoded") > 30.0, "{res}");

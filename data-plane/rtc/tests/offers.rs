@@ -125,6 +125,7 @@ async fn netns_malformed_offers_are_bad_requests() {
             channels: 0,
             fmtp: String::new(),
             payload_type: 45,
+            layer: None,
         }],
     };
     let (_av1, av1) = stream_of(&hub, "av1", av1);

@@ -53,7 +53,10 @@ struct StreamFan {
     history: History,
     keyframes: mpsc::Sender<TrackId>,
     pump: tokio::task::JoinHandle<()>,
-    bytes: u64,
+    /// Bytes this period by catalog track id (the layer choice compares layers' rates).
+    bytes: Vec<u64>,
+    /// The last period's rates, bytes/s by catalog track id.
+    rates: Vec<u64>,
 }
 
 impl Drop for StreamFan {
@@ -165,12 +168,21 @@ impl Worker {
                 self.media_tx.clone(),
                 requests,
             ));
+            let catalog = stream.catalog();
+            // Track ids are below 256: a slot per id the catalog uses.
+            let slots = catalog
+                .tracks
+                .iter()
+                .map(|t| usize::from(t.id) + 1)
+                .max()
+                .unwrap_or(0);
             StreamFan {
                 players: Vec::new(),
-                history: History::new(&stream.catalog()),
+                history: History::new(&catalog),
                 keyframes,
                 pump,
-                bytes: 0,
+                bytes: vec![0; slots],
+                rates: vec![0; slots],
             }
         });
         fan.players.push(session.id);
@@ -263,7 +275,9 @@ impl Worker {
                 let wall = wall_clock_us();
                 for packet in &packets {
                     fan.history.push(packet);
-                    fan.bytes += packet.rtp.len() as u64;
+                    if let Some(bytes) = fan.bytes.get_mut(usize::from(packet.track)) {
+                        *bytes += packet.rtp.len() as u64;
+                    }
                     for id in &fan.players {
                         if let Some(session) = self.sessions.get_mut(id) {
                             session.send_media(packet, wall, &mut self.out);
@@ -319,11 +333,15 @@ impl Worker {
         }
         if now >= self.next_rate {
             self.next_rate = now + RATE_PERIOD;
+            let period = RATE_PERIOD.as_secs_f64();
             for fan in self.streams.values_mut() {
-                let rate = std::mem::take(&mut fan.bytes) as f64 / RATE_PERIOD.as_secs_f64();
+                for (rate, bytes) in fan.rates.iter_mut().zip(fan.bytes.iter_mut()) {
+                    *rate = (std::mem::take(bytes) as f64 / period) as u64;
+                }
+                let rate = fan.rates.iter().sum::<u64>() as f64;
                 for id in &fan.players {
                     if let Some(session) = self.sessions.get_mut(id) {
-                        session.set_stream_rate(rate);
+                        session.set_stream_rate(rate, &fan.rates);
                     }
                 }
             }
