@@ -204,8 +204,8 @@ mod tests {
                 passed += 1_200;
             }
         }
-        // 2 s at 75 kB/s plus the burst, give or take one datagram.
-        let expected = 2.0 * 75_000.0 + 3_750.0;
+        // The span (311 intervals) at 75 kB/s plus the burst, give or take one datagram.
+        let expected = 311.0 * 0.0064 * 75_000.0 + 3_750.0;
         assert!(
             (f64::from(passed) - expected).abs() <= 1_200.0,
             "{passed} vs {expected}"
