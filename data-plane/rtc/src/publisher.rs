@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::shared::marshal::Marshal;
 use strata_media::{Catalog, Layer, MediaPacket, TrackId, TrackInfo};
 use tokio::sync::{mpsc, watch};
@@ -19,7 +18,7 @@ use webrtc::peer_connection::{MediaEngine, RTCSessionDescription, Registry};
 use crate::codec::{Codec, codec_parameters};
 use crate::interceptor::with_keyframe_requests;
 use crate::session::{self, SessionCore, SessionState, wall_clock_us};
-use crate::{RtcEngine, RtcError, sdp, simulcast};
+use crate::{RtcEngine, RtcError, sdp};
 
 /// Counters of a publisher session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -270,17 +269,8 @@ pub(crate) async fn accept(
             codec_kind(track.kind),
         )?;
     }
-    if !catalog.layers().is_empty() {
-        for uri in simulcast::HEADER_EXTENSIONS {
-            media_engine.register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: uri.to_owned(),
-                },
-                RtpCodecKind::Video,
-                None,
-            )?;
-        }
-    }
+    // The default interceptors also register the mid, rid and repaired-rid header
+    // extensions, through which the stack matches a simulcast layer's SSRC to its rid.
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let registry = with_keyframe_requests(registry);
 

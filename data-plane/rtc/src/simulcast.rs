@@ -15,14 +15,6 @@ pub const MAX_LAYERS: usize = 3;
 /// Longest rid accepted (RFC 8851 sets no bound; real ones are a few characters).
 const MAX_RID_LEN: usize = 16;
 
-/// RTP header extensions a simulcast publisher tags its packets with; the receiver matches
-/// each new SSRC to its rid through them.
-pub(crate) const HEADER_EXTENSIONS: [&str; 3] = [
-    "urn:ietf:params:rtp-hdrext:sdes:mid",
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-];
-
 /// The layers a media section sends, `(rid, layer)` lowest first; empty when the section
 /// does not send simulcast. `attributes` are the section's `a=` lines as (key, value).
 pub(crate) fn send_layers<'a>(

@@ -87,15 +87,18 @@ impl Layers {
         }
     }
 
-    /// The stream's measured rates, bytes/s by catalog track id.
-    pub(crate) fn set_track_rates(&mut self, bytes_per_sec: &[u64]) {
+    /// The stream's measured rates (bytes/s) and upstream loss, by catalog track id.
+    pub(crate) fn set_track_flow(&mut self, bytes_per_sec: &[u64], upstream_loss: &[f32]) {
         let Some(s) = &mut self.selector else { return };
         let mut rates = [0u64; 3];
+        let mut loss = [0f32; 3];
         for (layer, track) in &self.all {
-            let rate = bytes_per_sec.get(usize::from(*track)).copied().unwrap_or(0);
-            rates[layer.index()] = rate.saturating_mul(8);
+            let t = usize::from(*track);
+            rates[layer.index()] = bytes_per_sec.get(t).copied().unwrap_or(0).saturating_mul(8);
+            loss[layer.index()] = upstream_loss.get(t).copied().unwrap_or(0.0);
         }
         s.set_rates(rates);
+        s.set_upstream_loss(loss);
     }
 
     /// The bandwidth estimate, if the player sends one.
@@ -109,6 +112,7 @@ impl Layers {
         let want = self.selector.as_mut()?.poll(now);
         let pending = self.target_layer().unwrap_or(self.current_layer()?);
         if want != pending {
+            tracing::debug!(from = ?pending, to = ?want, rates = ?self.selector.as_ref().map(Selector::rates), "layer switch wanted");
             let track = self.switch_to(want);
             self.asked = track.map(|_| now);
             return track;
@@ -247,7 +251,7 @@ mod tests {
         let counters = Arc::new(EgressCounters::default());
         let mut layers = three(&counters).with_selector(SelectorConfig::default(), t0);
         // Rates by track id: 0 is audio, 1..=3 the layers.
-        layers.set_track_rates(&[4_000, 20_000, 60_000, 190_000]);
+        layers.set_track_flow(&[4_000, 20_000, 60_000, 190_000], &[0.0; 4]);
         assert_eq!(layers.poll(t0), None, "high is where it starts");
         layers.on_loss(t0 + Duration::from_millis(100), 0.6);
         let t1 = t0 + Duration::from_millis(120);

@@ -13,6 +13,7 @@
 //!   checked STUN request proved.
 
 pub(crate) mod answer;
+mod flow;
 mod history;
 pub(crate) mod ice;
 mod layers;

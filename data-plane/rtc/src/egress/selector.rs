@@ -51,6 +51,10 @@ pub(crate) struct Selector {
     rates: [u64; 3],
     /// The player's bandwidth estimate in bit/s, if it sends one.
     estimate: Option<u64>,
+    /// The last receiver report lost more than `loss_clean`.
+    lossy: bool,
+    /// Loss before the node, by `Layer::index`.
+    upstream_loss: [f32; 3],
     clean_since: Option<Instant>,
     stable: Duration,
     /// When the current move up started, while it is still a probe.
@@ -72,6 +76,8 @@ impl Selector {
             layer: start,
             rates: [0; 3],
             estimate: None,
+            lossy: false,
+            upstream_loss: [0.0; 3],
             clean_since: Some(now),
             probe_started: None,
         }
@@ -83,18 +89,47 @@ impl Selector {
         self.layer
     }
 
+    /// Each layer's bitrate in bit/s now, by `Layer::index`.
+    pub(crate) fn rates(&self) -> [u64; 3] {
+        self.rates
+    }
+
     /// The bandwidth estimate, if any.
     pub(crate) fn estimate(&self) -> Option<u64> {
         self.estimate
     }
 
-    /// Each layer's bitrate in bit/s, by `Layer::index`.
+    /// Each layer's bitrate in bit/s, by `Layer::index`. A layer measured at 0 while others
+    /// flow is not being sent (a publisher pauses layers its own bandwidth or CPU cannot
+    /// carry): a player on it moves to the highest layer that flows, and none climbs to it.
     pub(crate) fn set_rates(&mut self, rates: [u64; 3]) {
         self.rates = rates;
+        if self.rate(self.layer) == 0
+            && let Some(flowing) = self
+                .available
+                .iter()
+                .rev()
+                .copied()
+                .find(|l| self.rate(*l) > 0)
+        {
+            self.layer = flowing;
+            self.probe_started = None;
+        }
+    }
+
+    /// Each layer's loss before the node (by `Layer::index`): every player sees it, so it
+    /// says nothing about a player's path and is taken off what the player reports.
+    pub(crate) fn set_upstream_loss(&mut self, loss: [f32; 3]) {
+        self.upstream_loss = loss;
     }
 
     /// A receiver report for the video: `fraction` of packets lost since the last one.
     pub(crate) fn on_loss(&mut self, now: Instant, fraction: f32) {
+        let fraction = (fraction - self.upstream_loss[self.layer.index()]).max(0.0);
+        self.lossy = fraction > self.cfg.loss_clean;
+        if self.lossy {
+            tracing::debug!(fraction, layer = ?self.layer, "player reports loss");
+        }
         if fraction > self.cfg.loss_down {
             // What got through of the current layer bounds what fits.
             let delivered = self.rate(self.layer) as f32 * (1.0 - fraction);
@@ -107,10 +142,13 @@ impl Selector {
         }
     }
 
-    /// A bandwidth estimate from the player (REMB), in bit/s.
+    /// A bandwidth estimate from the player (REMB), in bit/s. A receive-side estimate
+    /// cannot see capacity beyond what the player receives, and it starts low: on its own it
+    /// would pin every player to a low layer. It moves a player down only while the player
+    /// also reports loss, and never holds a climb back (the climb is the probe).
     pub(crate) fn on_estimate(&mut self, now: Instant, bps: u64) {
         self.estimate = Some(bps);
-        if self.rate(self.layer) as f32 > bps as f32 * self.cfg.headroom {
+        if self.lossy && self.rate(self.layer) as f32 > bps as f32 * self.cfg.headroom {
             let target = self
                 .highest_within(bps as f32 * self.cfg.headroom, self.layer)
                 .unwrap_or(self.lowest());
@@ -119,7 +157,7 @@ impl Selector {
     }
 
     /// Time passes: returns the layer to be on now (a move up after a clean, stable period,
-    /// if the estimate allows it).
+    /// to a layer that flows).
     pub(crate) fn poll(&mut self, now: Instant) -> Layer {
         if let Some(started) = self.probe_started
             && now >= started + self.cfg.probe
@@ -137,11 +175,8 @@ impl Selector {
         let Some(next) = self.available.iter().copied().find(|l| *l > self.layer) else {
             return self.layer;
         };
-        let fits = match self.estimate {
-            Some(bps) => self.rate(next) as f32 <= bps as f32 * self.cfg.headroom,
-            None => true,
-        };
-        if fits {
+        let measured = self.rates.iter().any(|&r| r > 0);
+        if !measured || self.rate(next) > 0 {
             self.layer = next;
             self.probe_started = Some(now);
             self.clean_since = Some(now);
@@ -218,6 +253,22 @@ mod tests {
     }
 
     #[test]
+    fn loss_before_the_node_is_not_the_players() {
+        let t0 = Instant::now();
+        let mut s = selector(t0);
+        // The publisher's top layer loses 15 % on its way in: every player sees that much.
+        s.set_upstream_loss([0.0, 0.0, 0.15]);
+        s.on_loss(secs(t0, 1.0), 0.16);
+        assert_eq!(s.layer(), Layer::High);
+        s.on_loss(secs(t0, 2.0), 0.45);
+        assert_eq!(
+            s.layer(),
+            Layer::Mid,
+            "30 % more than upstream is the player's"
+        );
+    }
+
+    #[test]
     fn moderate_loss_holds_and_clean_time_climbs() {
         let t0 = Instant::now();
         let mut s = selector(t0);
@@ -281,22 +332,44 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_moves_down_and_caps_the_climb() {
+    fn the_estimate_moves_down_only_with_loss() {
         let t0 = Instant::now();
         let mut s = selector(t0);
-        s.on_estimate(secs(t0, 0.5), 700_000);
+        // A low estimate from a player that loses nothing (a receive-side estimator ramping
+        // up) moves nobody.
+        s.on_estimate(secs(t0, 0.5), 300_000);
+        assert_eq!(s.layer(), Layer::High);
+        assert_eq!(s.estimate(), Some(300_000));
+        // With some loss reported, the estimate decides where to go.
+        s.on_loss(secs(t0, 1.0), 0.05);
+        assert_eq!(s.layer(), Layer::High, "5 % alone is no reason to move");
+        s.on_estimate(secs(t0, 1.1), 700_000);
         assert_eq!(s.layer(), Layer::Mid);
-        assert_eq!(s.estimate(), Some(700_000));
-        s.on_loss(secs(t0, 1.0), 0.0);
-        assert_eq!(
-            s.poll(secs(t0, 30.0)),
-            Layer::Mid,
-            "high does not fit 700 kbit/s"
-        );
-        s.on_estimate(secs(t0, 31.0), 2_500_000);
-        assert_eq!(s.poll(secs(t0, 31.0)), Layer::High);
-        s.on_estimate(secs(t0, 32.0), 100_000);
+        s.on_estimate(secs(t0, 1.2), 100_000);
         assert_eq!(s.layer(), Layer::Low, "nothing fits: the lowest");
+        // Clean again: it climbs whatever the (stale) estimate says.
+        s.on_loss(secs(t0, 2.0), 0.0);
+        assert_eq!(s.poll(secs(t0, 5.0)), Layer::Mid);
+    }
+
+    #[test]
+    fn layers_that_do_not_flow_are_left_and_not_climbed_to() {
+        let t0 = Instant::now();
+        let mut s = Selector::new(
+            SelectorConfig::default(),
+            Layer::ALL.to_vec(),
+            Layer::High,
+            t0,
+        );
+        // Nothing measured yet: no decision.
+        s.set_rates([0; 3]);
+        assert_eq!(s.layer(), Layer::High);
+        // The publisher sends only low and mid so far.
+        s.set_rates([150_000, 500_000, 0]);
+        assert_eq!(s.layer(), Layer::Mid);
+        assert_eq!(s.poll(secs(t0, 30.0)), Layer::Mid, "high does not flow");
+        s.set_rates(RATES);
+        assert_eq!(s.poll(secs(t0, 30.0)), Layer::High);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod rtcp;
 mod srtp;
 
 use super::answer::Assigned;
+use super::flow::Flow;
 use super::history::History;
 use super::ice::{IceCredentials, looks_like_stun};
 use super::layers::{KEYFRAME_RETRY, Layers};
@@ -341,12 +342,12 @@ impl Session {
         }
     }
 
-    /// Follows the stream's bitrate (bytes/s) with the retransmission budget, and each
-    /// track's (bytes/s by catalog track id) with the layer choice.
-    pub(crate) fn set_stream_rate(&mut self, bytes_per_sec: f64, tracks: &[u64]) {
-        self.nack.set_stream_rate(bytes_per_sec);
+    /// Follows the stream's bitrate with the retransmission budget, and each track's rate
+    /// and upstream loss with the layer choice.
+    pub(crate) fn set_stream_rate(&mut self, flow: &Flow) {
+        self.nack.set_stream_rate(flow.total_rate() as f64);
         for track in &mut self.tracks {
-            track.layers.set_track_rates(tracks);
+            track.layers.set_track_flow(flow.rates(), flow.loss());
         }
     }
 

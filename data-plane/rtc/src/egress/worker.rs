@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
+use super::flow::Flow;
 use super::history::History;
 use super::session::{Session, SessionEvent, Transmit};
 use crate::mux::{EgressDatagram, EgressRoute, UdpMux};
@@ -53,10 +54,8 @@ struct StreamFan {
     history: History,
     keyframes: mpsc::Sender<TrackId>,
     pump: tokio::task::JoinHandle<()>,
-    /// Bytes this period by catalog track id (the layer choice compares layers' rates).
-    bytes: Vec<u64>,
-    /// The last period's rates, bytes/s by catalog track id.
-    rates: Vec<u64>,
+    /// Rates and upstream loss by catalog track id (for the layer choice).
+    flow: Flow,
 }
 
 impl Drop for StreamFan {
@@ -181,8 +180,7 @@ impl Worker {
                 history: History::new(&catalog),
                 keyframes,
                 pump,
-                bytes: vec![0; slots],
-                rates: vec![0; slots],
+                flow: Flow::new(slots),
             }
         });
         fan.players.push(session.id);
@@ -275,9 +273,11 @@ impl Worker {
                 let wall = wall_clock_us();
                 for packet in &packets {
                     fan.history.push(packet);
-                    if let Some(bytes) = fan.bytes.get_mut(usize::from(packet.track)) {
-                        *bytes += packet.rtp.len() as u64;
-                    }
+                    let seq = packet
+                        .rtp
+                        .get(2..4)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    fan.flow.on_packet(packet.track, packet.rtp.len(), seq);
                     for id in &fan.players {
                         if let Some(session) = self.sessions.get_mut(id) {
                             session.send_media(packet, wall, &mut self.out);
@@ -333,15 +333,11 @@ impl Worker {
         }
         if now >= self.next_rate {
             self.next_rate = now + RATE_PERIOD;
-            let period = RATE_PERIOD.as_secs_f64();
             for fan in self.streams.values_mut() {
-                for (rate, bytes) in fan.rates.iter_mut().zip(fan.bytes.iter_mut()) {
-                    *rate = (std::mem::take(bytes) as f64 / period) as u64;
-                }
-                let rate = fan.rates.iter().sum::<u64>() as f64;
+                fan.flow.end_period(RATE_PERIOD.as_secs_f64());
                 for id in &fan.players {
                     if let Some(session) = self.sessions.get_mut(id) {
-                        session.set_stream_rate(rate, &fan.rates);
+                        session.set_stream_rate(&fan.flow);
                     }
                 }
             }
