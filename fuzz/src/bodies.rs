@@ -39,14 +39,18 @@ fn catalog() -> Option<&'static Catalog> {
 
 /// WHIP/WHEP offer bodies and PATCH sdpfrags: limits, parse, codec choice,
 /// answer candidate rewrite. Must never panic; a publisher catalog has at
-/// most one track per offered media section.
+/// most one track per offered media section, except the one simulcast video
+/// section, which gives at most three (one per layer).
 pub fn sdp_offer(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     if let Ok(c) = strata_rtc::check::publisher_offer(text, MAX_SDP_BYTES, MAX_SDP_LINES) {
         let sections = text.lines().filter(|l| l.starts_with("m=")).count();
-        assert!(c.tracks.len() <= sections, "more tracks than m= sections");
+        let layers = c.tracks.iter().filter(|t| t.layer.is_some()).count();
+        assert!(layers <= 3, "more than three simulcast layers");
+        let per_section = c.tracks.len() - layers + usize::from(layers > 0);
+        assert!(per_section <= sections, "more tracks than m= sections");
     }
     if let Some(c) = catalog()
         && let Ok(n) = strata_rtc::check::player_offer(text, MAX_SDP_BYTES, MAX_SDP_LINES, c)

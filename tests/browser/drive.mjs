@@ -4,12 +4,14 @@
 // plays it back with the /play page on another node, and plays a second, already-live stream.
 // Used by tests/tests/netns_browser.rs; see README.md next to this file.
 //
-//   node drive.mjs --publish URL --play URL [--fixture URL --fixture-size 640x360]
+//   node drive.mjs --publish URL --play URL [--low URL] [--fixture URL --fixture-size 640x360]
 //                  [--frames 30] [--timeout-ms 40000] [--hold]
 //
 // --publish    the /publish/{stream} page to open first (fake camera over WHIP)
 // --play       the /play/{stream} page for the same stream; must decode more than --frames
 //              frames at the resolution the publish page reports it sends
+// --low        a /play/{stream}?layer=low page for the same stream (the publish page sends
+//              simulcast); must decode more than --frames frames at 1/4 of the top layer's size
 // --fixture    a /play/{stream} page for a stream published by someone else; must decode more
 //              than --frames frames at --fixture-size
 // --timeout-ms deadline for each page to reach its condition
@@ -60,6 +62,7 @@ function parseArgs(argv) {
     switch (a) {
       case '--publish': o.publish = val(); break;
       case '--play': o.play = val(); break;
+      case '--low': o.low = val(); break;
       case '--fixture': o.fixture = val(); break;
       case '--fixture-size': o.fixtureSize = val(); break;
       case '--frames': o.frames = Number(val()); break;
@@ -257,9 +260,12 @@ try {
     }).catch(() => {});
   }, 500);
 
-  // 2. Play it on another node.
+  // 2. Play it on another node (and its low layer, if asked).
+  // The low layer is the top one scaled down by 4 (the encoder rounds down).
+  const lowNow = () => ({ width: Math.floor(sent.width / 4), height: Math.floor(sent.height / 4) });
   try {
     result.play = await play('play', opts.play, sentNow);
+    if (opts.low) result.low = await play('low', opts.low, lowNow);
   } finally {
     clearInterval(pubPoll);
   }

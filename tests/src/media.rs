@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http;
+use crate::shaper::{ShapedLink, answer_address};
 
 /// The committed VP8 + Opus test clip.
 pub fn vp8_clip() -> Result<Arc<Clip>> {
@@ -200,15 +201,39 @@ pub struct TestPlayer {
 impl TestPlayer {
     /// Plays `base_url/whep/stream`.
     pub async fn start(base_url: &str, stream: &str) -> Result<TestPlayer> {
+        Ok(Self::start_with(base_url, stream, "", None).await?.0)
+    }
+
+    /// Plays `base_url/whep/stream?query` (e.g. `layer=low`); with `limit_bps`, over a
+    /// [`ShapedLink`] limiting what the node sends to that many bit/s (0: no limit yet).
+    pub async fn start_with(
+        base_url: &str,
+        stream: &str,
+        query: &str,
+        limit_bps: Option<u64>,
+    ) -> Result<(TestPlayer, Option<ShapedLink>)> {
         let requested_at = Instant::now();
         let player = Player::new(&PlayerOptions::default(), &ClientConfig::default()).await?;
-        let url = format!("{base_url}/whep/{stream}");
+        let url = if query.is_empty() {
+            format!("{base_url}/whep/{stream}")
+        } else {
+            format!("{base_url}/whep/{stream}?{query}")
+        };
         let offer = player.offer().await?;
         let resp = http::post_sdp(&url, &offer).await?;
         if resp.status != 201 {
             bail!("WHEP POST {url}: {} {}", resp.status, resp.text());
         }
-        player.set_answer(&resp.text()).await?;
+        let mut answer = resp.text();
+        let link = match limit_bps {
+            Some(bps) => {
+                let link = ShapedLink::start(answer_address(&answer)?, bps).await?;
+                answer = link.rewrite_answer(&answer);
+                Some(link)
+            }
+            None => None,
+        };
+        player.set_answer(&answer).await?;
         let location = resp.header("location").context("no Location")?.to_owned();
         let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
         let stats = Arc::new(Mutex::new(PlayStats::default()));
@@ -266,14 +291,15 @@ impl TestPlayer {
         } else {
             format!("http://{authority}{location}")
         };
-        Ok(TestPlayer {
+        let player = TestPlayer {
             session_url,
             node,
             requested_at,
             stats,
             keyframes,
             task,
-        })
+        };
+        Ok((player, link))
     }
 
     /// Sends a PLI for the video track, as a decoder that lost a frame would.

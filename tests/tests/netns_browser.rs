@@ -1,6 +1,7 @@
 //! A real browser against a real cluster: headless Chromium (Debian's, driven by
 //! `tests/browser/drive.mjs` through playwright-core) publishes its fake camera with the node's
-//! `/publish` page on r1-a and plays it back with the `/play` page on r2-b; it also plays a
+//! `/publish` page on r1-a (three simulcast layers) and plays it back with the `/play` page on
+//! r2-b (top layer) and on r2-a pinned to the low layer; it also plays a
 //! stream the test publishes from the committed fixture. Runs inside a loopback-only network
 //! namespace (scripts/test.sh). Needs `scripts/setup.sh --browser`; fails, not skips, without it.
 
@@ -8,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_tests::cluster::{Cluster, topology};
@@ -63,29 +64,13 @@ fn num(v: &Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("driver result has no number at {path}: {v}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
-async fn netns_browser_publishes_and_plays_across_regions() {
-    require_netns("netns_browser_publishes_and_plays_across_regions");
-    init();
-    let (node, driver) = browser_tools();
-
-    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
-    let r1a = cluster.node("r1-a", "r1").await.unwrap();
-    let r2a = cluster.node("r2-a", "r2").await.unwrap();
-    let r2b = cluster.node("r2-b", "r2").await.unwrap();
-
-    let fixture = TestPublisher::start(&r1a.http, "fixture", vp8_clip().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(fixture.node, "r1-a");
-
-    let mut child = Command::new(&node)
-        .arg(&driver)
-        .args(["--publish", &format!("{}/publish/browsercam", r1a.http)])
-        .args(["--play", &format!("{}/play/browsercam", r2b.http)])
-        .args(["--fixture", &format!("{}/play/fixture", r2a.http)])
-        .args(["--fixture-size", "640x360", "--frames", "30"])
+/// Starts the driver with `args` (plus `--timeout-ms 40000 --hold`) and waits for its JSON
+/// line; panics unless it says `ok`. The driver keeps its sessions open until its stdin
+/// closes.
+async fn run_driver(node: &Path, driver: &Path, args: &[&str]) -> (tokio::process::Child, Value) {
+    let mut child = Command::new(node)
+        .arg(driver)
+        .args(args)
         .args(["--timeout-ms", "40000", "--hold"])
         .current_dir(browser_dir())
         .stdin(Stdio::piped())
@@ -94,9 +79,6 @@ async fn netns_browser_publishes_and_plays_across_regions() {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {} {}: {e}", node.display(), driver.display()));
-
-    // The driver prints one JSON line, then (with --hold) keeps the sessions open until its
-    // stdin closes.
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(DRIVER_DEADLINE, async {
@@ -124,6 +106,55 @@ async fn netns_browser_publishes_and_plays_across_regions() {
             res["error"].as_str().unwrap_or("?")
         );
     }
+    (child, res)
+}
+
+/// Closes the driver's stdin and waits for it to exit cleanly.
+async fn release_driver(mut child: tokio::process::Child) {
+    drop(child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the browser driver did not exit after stdin closed")
+        .unwrap();
+    assert!(status.success(), "driver exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_browser_publishes_and_plays_across_regions() {
+    require_netns("netns_browser_publishes_and_plays_across_regions");
+    init();
+    let (node, driver) = browser_tools();
+
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let r1a = cluster.node("r1-a", "r1").await.unwrap();
+    let r2a = cluster.node("r2-a", "r2").await.unwrap();
+    let r2b = cluster.node("r2-b", "r2").await.unwrap();
+
+    let fixture = TestPublisher::start(&r1a.http, "fixture", vp8_clip().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fixture.node, "r1-a");
+
+    let (child, res) = run_driver(
+        &node,
+        &driver,
+        &[
+            "--publish",
+            &format!("{}/publish/browsercam", r1a.http),
+            "--play",
+            &format!("{}/play/browsercam", r2b.http),
+            "--low",
+            &format!("{}/play/browsercam?layer=low", r2a.http),
+            "--fixture",
+            &format!("{}/play/fixture", r2a.http),
+            "--fixture-size",
+            "640x360",
+            "--frames",
+            "30",
+        ],
+    )
+    .await;
 
     // Camera: published on r1-a, decoded on r2-b at the resolution sent.
     assert_eq!(res["publish"]["node"], "r1-a", "{res}");
@@ -140,6 +171,14 @@ async fn netns_browser_publishes_and_plays_across_regions() {
         "{res}"
     );
     assert!(num(&res, "/play/firstFrameMs") > 0.0, "{res}");
+    // The publish page sends three simulcast layers: the top one is 1280x720 unless the
+    // encoder adapted, and a player pinned to `low` decodes the 1/4 layer.
+    assert!(num(&res, "/publish/finalWidth") >= 640.0, "{res}");
+    assert_eq!(res["low"]["node"], "r2-a", "{res}");
+    assert!(num(&res, "/low/framesDecoded") > 30.0, "{res}");
+    let (lw, lh) = (num(&res, "/low/width"), num(&res, "/low/height"));
+    // (The driver checked it against a quarter of the top layer sent at the time.)
+    assert!(lw > 0.0 && lw < w && lh < h, "{res}");
     // Fixture: 640x360 VP8 (tests/fixtures/README.md), played on r2-a.
     assert_eq!(res["fixture"]["node"], "r2-a", "{res}");
     assert!(num(&res, "/fixture/framesDecoded") > 30.0, "{res}");
@@ -178,15 +217,172 @@ async fn netns_browser_publishes_and_plays_across_regions() {
     viewer.stop().await.unwrap();
 
     // Release the driver: it closes the browser (the pages DELETE their sessions) and exits.
-    drop(child.stdin.take());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the browser driver did not exit after stdin closed")
-        .unwrap();
-    assert!(status.success(), "driver exit status {status}");
+    release_driver(child).await;
 
     fixture.stop().await.unwrap();
     for n in [r1a, r2a, r2b] {
+        n.stop().await.unwrap();
+    }
+}
+
+/// The layer the node says a player receives (`GET` on its WHEP session).
+async fn layer_of(player: &TestPlayer) -> Option<String> {
+    let resp = strata_tests::http::get(&player.session_url).await.ok()?;
+    let v: Value = serde_json::from_str(&resp.text()).ok()?;
+    v["layer"].as_str().map(str::to_owned)
+}
+
+/// Waits until the player's layer satisfies `cond`; returns how long it took.
+async fn wait_layer(
+    player: &TestPlayer,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let layer = layer_of(player).await;
+        if layer.as_deref().is_some_and(&cond) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "no {what} within {within:?}: layer {layer:?}, stats {:?}",
+            player.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Chromium publishes three layers on r1-a; on r2-a a Chromium player on a clean path gets
+/// the top layer, and a player behind a 600 kbit/s path moves to a lower layer within 5 s
+/// without a freeze over 1 s, then climbs back to the top within 15 s of the limit being
+/// lifted, its stream keyframe-first, on one SSRC and gap-free across the switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_browser_simulcast_adapts_to_a_limited_path() {
+    require_netns("netns_browser_simulcast_adapts_to_a_limited_path");
+    init();
+    let (node, driver) = browser_tools();
+    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let r1a = cluster.node("r1-a", "r1").await.unwrap();
+    let r2a = cluster.node("r2-a", "r2").await.unwrap();
+    let (child, res) = run_driver(
+        &node,
+        &driver,
+        &[
+            "--publish",
+            &format!("{}/publish/simcam", r1a.http),
+            "--play",
+            &format!("{}/play/simcam", r2a.http),
+            "--frames",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(res["play"]["node"], "r2-a", "{res}");
+    assert!(num(&res, "/publish/finalWidth") >= 640.0, "{res}");
+    assert_eq!(
+        num(&res, "/play/width"),
+        num(&res, "/play/expectedWidth"),
+        "the clean player decodes the top layer: {res}"
+    );
+
+    // Chromium adds layers as its own bandwidth estimate grows: the clean player climbs to
+    // the top layer once the publisher sends it.
+    let metrics_url = format!("{}/metrics", r2a.http);
+    let on_layer = |metrics: &str, l: &str| {
+        strata_tests::http::metric_sum(metrics, "strata_egress_players_on_layer", &[("layer", l)])
+    };
+    let start = Instant::now();
+    loop {
+        let metrics = strata_tests::http::get(&metrics_url).await.unwrap().text();
+        if on_layer(&metrics, "high") == 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the clean player never reached the top layer:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "clean player on the top layer {} ms after its check",
+        start.elapsed().as_millis()
+    );
+
+    let (limited, link) = TestPlayer::start_with(&r2a.http, "simcam", "", Some(600_000))
+        .await
+        .unwrap();
+    let link = link.unwrap();
+    assert_eq!(limited.node, "r2-a");
+    limited
+        .wait_for(Duration::from_secs(15), "first video", |s| {
+            s.video_packets > 0
+        })
+        .await
+        .unwrap();
+    let down = wait_layer(&limited, Duration::from_secs(5), "lower layer", |l| {
+        l != "high"
+    })
+    .await;
+    // Settled on a lower layer: video keeps coming, no freeze over 1 s.
+    limited.reset_gap();
+    let before = limited.stats().video_packets;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while limited.stats().video_packets < before + 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("video kept flowing on the lower layer");
+    let st = limited.stats();
+    assert!(
+        st.longest_video_gap < Duration::from_secs(1),
+        "freeze on the lower layer: {st:?}"
+    );
+    let metrics = strata_tests::http::get(&metrics_url).await.unwrap().text();
+    let on = |l: &str| on_layer(&metrics, l);
+    assert_eq!(on("high"), 1.0, "the clean player stays on top:\n{metrics}");
+    assert_eq!(on("low") + on("mid"), 1.0, "{metrics}");
+    eprintln!(
+        "limited path: dropped {} datagrams",
+        link.stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+
+    // Lift the limit: back to the top, without gaps on the way up.
+    link.set_limit(0);
+    let gaps = limited.stats().seq_gaps;
+    let up = wait_layer(&limited, Duration::from_secs(15), "top layer", |l| {
+        l == "high"
+    })
+    .await;
+    let settle = limited.stats().video_packets + 60;
+    limited
+        .wait_for(Duration::from_secs(10), "video on the top layer", |s| {
+            s.video_packets >= settle
+        })
+        .await
+        .unwrap();
+    let st = limited.stats();
+    assert_eq!(st.first_video_is_keyframe, Some(true), "{st:?}");
+    assert_eq!(st.ssrc_changes, 0, "one SSRC across layers: {st:?}");
+    assert_eq!(st.seq_gaps, gaps, "gap-free switches up: {st:?}");
+    let metrics = strata_tests::http::get(&metrics_url).await.unwrap().text();
+    let switches =
+        strata_tests::http::metric_sum(&metrics, "strata_egress_layer_switches_total", &[]);
+    assert!(switches >= 2.0, "{metrics}");
+    eprintln!(
+        "simulcast adaptation: down in {} ms, up in {} ms after the limit was lifted, {switches} switches",
+        down.as_millis(),
+        up.as_millis()
+    );
+
+    limited.stop().await.unwrap();
+    release_driver(child).await;
+    for n in [r1a, r2a] {
         n.stop().await.unwrap();
     }
 }

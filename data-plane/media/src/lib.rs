@@ -3,4 +3,4 @@
 pub mod hub;
 pub mod media;
 
-pub use media::{Catalog, MediaPacket, TrackId, TrackInfo, TrackKind};
+pub use media::{Catalog, Layer, MediaPacket, TrackId, TrackInfo, TrackKind};

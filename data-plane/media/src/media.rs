@@ -21,6 +21,43 @@ pub enum TrackKind {
     Video,
 }
 
+/// A simulcast layer: one of up to three encodings of the same video at different
+/// resolutions and bitrates, each its own track. Ordered from lowest to highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// The smallest encoding (e.g. 1/4 resolution).
+    Low,
+    /// The middle encoding (e.g. 1/2 resolution).
+    Mid,
+    /// The full encoding.
+    High,
+}
+
+impl Layer {
+    /// Every layer, lowest first.
+    pub const ALL: [Layer; 3] = [Layer::Low, Layer::Mid, Layer::High];
+
+    /// `low`, `mid` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Low => "low",
+            Layer::Mid => "mid",
+            Layer::High => "high",
+        }
+    }
+
+    /// Parses `low`, `mid` or `high`.
+    pub fn parse(s: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Position from the bottom: 0 for `Low`, 2 for `High`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// One track of a stream, with the codec the publisher negotiated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackInfo {
@@ -38,6 +75,10 @@ pub struct TrackInfo {
     pub fmtp: String,
     /// RTP payload type the packets carry as they enter the cluster.
     pub payload_type: u8,
+    /// The simulcast layer this track carries, if the publisher sends simulcast: every
+    /// video track with a layer is an encoding of the same video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Layer>,
 }
 
 /// The tracks of a stream.
@@ -57,6 +98,25 @@ impl Catalog {
     pub fn video(&self) -> Option<&TrackInfo> {
         self.tracks.iter().find(|t| t.kind == TrackKind::Video)
     }
+
+    /// The video tracks that are simulcast layers, lowest layer first (empty without
+    /// simulcast).
+    pub fn layers(&self) -> Vec<&TrackInfo> {
+        let mut layers: Vec<&TrackInfo> = self
+            .tracks
+            .iter()
+            .filter(|t| t.kind == TrackKind::Video && t.layer.is_some())
+            .collect();
+        layers.sort_by_key(|t| t.layer);
+        layers
+    }
+
+    /// The track carrying `layer`, if the stream has it.
+    pub fn layer(&self, layer: Layer) -> Option<&TrackInfo> {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Video && t.layer == Some(layer))
+    }
 }
 
 /// One RTP packet of a stream.
@@ -72,4 +132,68 @@ pub struct MediaPacket {
     pub ingest_us: u64,
     /// The RTP packet, header included, as received from the publisher.
     pub rtp: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(id: TrackId, layer: Option<Layer>) -> TrackInfo {
+        TrackInfo {
+            id,
+            kind: TrackKind::Video,
+            mime: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+            payload_type: 96,
+            layer,
+        }
+    }
+
+    #[test]
+    fn layers_are_listed_lowest_first() {
+        let catalog = Catalog {
+            tracks: vec![
+                video(0, Some(Layer::High)),
+                video(1, Some(Layer::Low)),
+                video(2, Some(Layer::Mid)),
+            ],
+        };
+        let ids: Vec<_> = catalog.layers().iter().map(|t| t.id).collect();
+        assert_eq!(ids, [1, 2, 0]);
+        assert_eq!(catalog.layer(Layer::Mid).map(|t| t.id), Some(2));
+        let plain = Catalog {
+            tracks: vec![video(0, None)],
+        };
+        assert!(plain.layers().is_empty());
+        assert!(plain.layer(Layer::High).is_none());
+    }
+
+    #[test]
+    fn catalogs_without_layers_keep_their_json() {
+        let plain = Catalog {
+            tracks: vec![video(0, None)],
+        };
+        let json = serde_json::to_string(&plain).unwrap_or_default();
+        assert!(!json.contains("layer"), "{json}");
+        let back: Catalog = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, plain);
+        let layered = Catalog {
+            tracks: vec![video(0, Some(Layer::Low))],
+        };
+        let json = serde_json::to_string(&layered).unwrap_or_default();
+        assert!(json.contains(r#""layer":"low""#), "{json}");
+        let back: Catalog = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, layered);
+    }
+
+    #[test]
+    fn layer_names_round_trip() {
+        for layer in Layer::ALL {
+            assert_eq!(Layer::parse(layer.as_str()), Some(layer));
+        }
+        assert_eq!(Layer::parse("auto"), None);
+        assert!(Layer::Low < Layer::High);
+    }
 }

@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::layers;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -59,6 +60,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
             "/whep/{stream}/{session}",
             axum::routing::patch(session_patch)
                 .delete(session_delete)
+                .get(layers::player_info)
                 .options(preflight),
         )
         .route("/play/{stream}", get(play_page))
@@ -220,7 +222,7 @@ fn created(state: &NodeState, kind: &str, stream: &str, c: Created) -> Response 
     resp
 }
 
-fn failed(state: &NodeState, e: ApiError) -> Response {
+pub(crate) fn failed(state: &NodeState, e: ApiError) -> Response {
     state.counters.refused_total.fetch_add(1, Ordering::Relaxed);
     debug!(error = %e, "request refused");
     let mut resp = e.into_response();
@@ -315,11 +317,16 @@ async fn whep_post(
     _admitted: Admitted,
     authorized: Authorized<PlayAction>,
     Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let offer = match offer_of(&stream, &headers, &body) {
         Ok(o) => o,
+        Err(e) => return failed(&state, e),
+    };
+    let pref = match layers::layer_pref(query.as_deref()) {
+        Ok(p) => p,
         Err(e) => return failed(&state, e),
     };
     let cap = state.cfg.capacity as usize;
@@ -336,7 +343,7 @@ async fn whep_post(
     // See whip_post: not cancelled with the request.
     let task = {
         let (state, stream) = (state.clone(), stream.clone());
-        tokio::spawn(async move { sessions::play(&state, &stream, &offer).await })
+        tokio::spawn(async move { sessions::play(&state, &stream, &offer, pref).await })
     };
     match task.await {
         Ok(Ok(c)) => created(&state, "whep", &stream, c),

@@ -10,6 +10,7 @@ pub mod control;
 pub mod control_tls;
 pub mod error;
 pub mod http;
+pub mod layers;
 pub mod limits;
 pub mod metrics;
 pub mod node;

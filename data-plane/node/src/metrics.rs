@@ -285,6 +285,11 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             e.refused_candidates.get(),
         ),
         (
+            "strata_egress_layer_switches_total",
+            "Simulcast layer switches made for players (at a keyframe of the new layer)",
+            e.layer_switches.get(),
+        ),
+        (
             "strata_egress_pending_sessions",
             "Players still connecting (gauge)",
             egress.pending() as u64,
@@ -301,5 +306,18 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
         } else {
             gauge(out, name, help, value as f64);
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strata_egress_players_on_layer Players of simulcast streams on each layer\n\
+         # TYPE strata_egress_players_on_layer gauge"
+    );
+    for layer in strata_media::Layer::ALL {
+        let _ = writeln!(
+            out,
+            "strata_egress_players_on_layer{{layer=\"{}\"}} {}",
+            layer.as_str(),
+            e.players_on_layer[layer.index()].get()
+        );
     }
 }

@@ -226,7 +226,13 @@ async fn close_if_still_orphaned(state: Arc<NodeState>, stream: StreamHandle, gr
 
 /// Accepts a WHEP offer for `stream`: serves it from the local hub, pulling
 /// it from upstream first when this node does not carry it yet.
-pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<Created, ApiError> {
+/// `pref` picks the simulcast layer (a stream without layers ignores it).
+pub async fn play(
+    state: &Arc<NodeState>,
+    stream: &str,
+    offer: &str,
+    pref: strata_rtc::LayerPref,
+) -> Result<Created, ApiError> {
     let handle = match state.hub.get(stream).filter(|s| s.has_source()) {
         Some(h) => h,
         None => wait_for_pull(state, stream).await?,
@@ -234,7 +240,7 @@ pub async fn play(state: &Arc<NodeState>, stream: &str, offer: &str) -> Result<C
     let (player, answer) = state
         .rtc
         .egress()
-        .accept(offer, &handle)
+        .accept_with(offer, &handle, pref)
         .await
         .map_err(ApiError::from_rtc)?;
     let player = Arc::new(player);

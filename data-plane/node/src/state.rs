@@ -66,6 +66,11 @@ pub struct SessionEntry {
 pub trait CandidateSink: Send + Sync {
     /// Adds the candidates of an `application/trickle-ice-sdpfrag` body.
     async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError>;
+
+    /// A player's simulcast layer and bandwidth estimate (`None` for publishers).
+    fn player_info(&self) -> Option<&strata_rtc::PlayerInfo> {
+        None
+    }
 }
 
 #[tonic::async_trait]
@@ -79,6 +84,10 @@ impl CandidateSink for strata_rtc::PublisherHandle {
 impl CandidateSink for strata_rtc::EgressPlayer {
     async fn add(&self, sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
         self.add_remote_candidates(sdpfrag)
+    }
+
+    fn player_info(&self) -> Option<&strata_rtc::PlayerInfo> {
+        Some(self.info())
     }
 }
 

@@ -121,6 +121,16 @@ impl RtcEngine {
         self.inner.egress.accept(offer_sdp, stream).await
     }
 
+    /// [`RtcEngine::accept_player`] with the player's choice of simulcast layer.
+    pub async fn accept_player_with(
+        &self,
+        offer_sdp: &str,
+        stream: &strata_media::hub::StreamHandle,
+        pref: crate::LayerPref,
+    ) -> Result<(EgressPlayer, String), RtcError> {
+        self.inner.egress.accept_with(offer_sdp, stream, pref).await
+    }
+
     pub(crate) fn timeouts(&self) -> Timeouts {
         Timeouts {
             connect: self.inner.config.connect_timeout,

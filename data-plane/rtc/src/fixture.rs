@@ -142,6 +142,7 @@ impl Clip {
                 channels,
                 fmtp,
                 payload_type,
+                layer: None,
             });
         }
         let count = r.u32()? as usize;

@@ -29,10 +29,11 @@ mod publisher;
 pub mod rewriter;
 mod sdp;
 mod session;
+mod simulcast;
 
 pub use codec::Codec;
 pub use config::RtcConfig;
-pub use egress::{Counter, Egress, EgressCounters, EgressPlayer};
+pub use egress::{Counter, Egress, EgressCounters, EgressPlayer, Gauge, LayerPref, PlayerInfo};
 pub use engine::RtcEngine;
 pub use error::RtcError;
 pub use publisher::{PublisherHandle, PublisherSession, PublisherStats};

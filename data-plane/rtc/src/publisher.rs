@@ -9,7 +9,7 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::shared::marshal::Marshal;
-use strata_media::{Catalog, MediaPacket, TrackId, TrackInfo};
+use strata_media::{Catalog, Layer, MediaPacket, TrackId, TrackInfo};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, instrument, trace};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -46,7 +46,8 @@ type Remote = (Arc<dyn TrackRemote>, u32);
 
 struct Ingest {
     catalog: Catalog,
-    receivers: HashMap<RTCRtpReceiverId, TrackId>,
+    /// Catalog track of each (receiver, rid); the rid is `None` without simulcast.
+    receivers: HashMap<(RTCRtpReceiverId, Option<String>), TrackId>,
     /// The remote track of each catalog track and its SSRC, once media flows.
     remotes: Mutex<HashMap<TrackId, Remote>>,
     packets: mpsc::Sender<MediaPacket>,
@@ -191,11 +192,16 @@ impl PublisherHandle {
     }
 }
 
+/// Where a catalog track comes from in the offer: its section's mid and, for a simulcast
+/// layer, its rid.
+pub(crate) type TrackSource = (Option<String>, Option<String>);
+
 /// The catalog a publisher's offer implies: one track per media section it sends, in the
-/// first supported codec it lists.
+/// first supported codec it lists; a simulcast section gives one track per layer, lowest
+/// first, each tagged with its layer.
 pub(crate) fn catalog_of(
     offer: &sdp::ParsedOffer,
-) -> Result<(Catalog, Vec<Option<String>>), RtcError> {
+) -> Result<(Catalog, Vec<TrackSource>), RtcError> {
     let sending: Vec<_> = offer
         .media_sections()
         .filter(|s| s.direction.offerer_sends())
@@ -203,29 +209,46 @@ pub(crate) fn catalog_of(
     if sending.is_empty() {
         return Err(RtcError::NoMedia);
     }
+    if sending.iter().filter(|s| !s.layers.is_empty()).count() > 1 {
+        return Err(RtcError::InvalidSdp(
+            "simulcast is accepted for one video section only".into(),
+        ));
+    }
     let mut catalog = Catalog::default();
-    let mut mids = Vec::new();
+    let mut sources = Vec::new();
     for (section, codec) in sending
         .iter()
         .filter_map(|s| s.codecs.first().map(|c| (s, c)))
     {
-        let id = TrackId::try_from(catalog.tracks.len())
-            .map_err(|_| RtcError::InvalidSdp("too many media sections".into()))?;
-        catalog.tracks.push(TrackInfo {
-            id,
-            kind: codec.codec.kind(),
-            mime: codec.codec.mime().to_owned(),
-            clock_rate: codec.codec.clock_rate(),
-            channels: codec.channels,
-            fmtp: codec.fmtp.clone(),
-            payload_type: codec.payload_type,
-        });
-        mids.push(section.mid.clone());
+        let layers: Vec<(Option<String>, Option<Layer>)> = if section.layers.is_empty() {
+            vec![(None, None)]
+        } else {
+            section
+                .layers
+                .iter()
+                .map(|(rid, layer)| (Some(rid.clone()), Some(*layer)))
+                .collect()
+        };
+        for (rid, layer) in layers {
+            let id = TrackId::try_from(catalog.tracks.len())
+                .map_err(|_| RtcError::InvalidSdp("too many media sections".into()))?;
+            catalog.tracks.push(TrackInfo {
+                id,
+                kind: codec.codec.kind(),
+                mime: codec.codec.mime().to_owned(),
+                clock_rate: codec.codec.clock_rate(),
+                channels: codec.channels,
+                fmtp: codec.fmtp.clone(),
+                payload_type: codec.payload_type,
+                layer,
+            });
+            sources.push((section.mid.clone(), rid));
+        }
     }
     if catalog.tracks.is_empty() {
         return Err(RtcError::NoUsableCodec);
     }
-    Ok((catalog, mids))
+    Ok((catalog, sources))
 }
 
 #[instrument(name = "rtc.publisher", skip_all)]
@@ -235,7 +258,7 @@ pub(crate) async fn accept(
 ) -> Result<(PublisherSession, String), RtcError> {
     let (max_bytes, max_lines) = engine.sdp_limits();
     let offer = sdp::parse_offer(offer_sdp, max_bytes, max_lines)?;
-    let (catalog, mids) = catalog_of(&offer)?;
+    let (catalog, sources) = catalog_of(&offer)?;
 
     // Only the chosen codecs: negotiation cannot pick anything else.
     let mut media_engine = MediaEngine::default();
@@ -246,6 +269,8 @@ pub(crate) async fn accept(
             codec_kind(track.kind),
         )?;
     }
+    // The default interceptors also register the mid, rid and repaired-rid header
+    // extensions, through which the stack matches a simulcast layer's SSRC to its rid.
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let registry = with_keyframe_requests(registry);
 
@@ -277,11 +302,13 @@ pub(crate) async fn accept(
         let Ok(Some(mid)) = transceiver.mid().await else {
             continue;
         };
-        if let Some(index) = mids.iter().position(|m| m.as_deref() == Some(mid.as_str())) {
-            receivers.insert(
-                RTCRtpReceiverId::from(transceiver.id()),
-                catalog.tracks[index].id,
-            );
+        let receiver = RTCRtpReceiverId::from(transceiver.id());
+        for (index, (_, rid)) in sources
+            .iter()
+            .enumerate()
+            .filter(|(_, (m, _))| m.as_deref() == Some(mid.as_str()))
+        {
+            receivers.insert((receiver, rid.clone()), catalog.tracks[index].id);
         }
     }
 
@@ -332,73 +359,107 @@ pub(crate) fn codec_kind(
     }
 }
 
-/// Turns one remote track's RTP into [`MediaPacket`]s.
+/// Ingest state of one RTP stream (one SSRC) of a remote track.
+struct Incoming {
+    id: TrackId,
+    codec: Codec,
+    /// Timestamp of the last keyframe start: only the first packet of a keyframe is flagged
+    /// (an SPS packet and the IDR slice after it share one timestamp).
+    last_keyframe_ts: Option<u32>,
+    /// Padding-only packets (bandwidth probes) are dropped; later packets are renumbered so
+    /// the dropped ones leave no hole that players would report as loss and NACK in vain.
+    padding_dropped: u16,
+}
+
+impl Incoming {
+    /// The catalog track an opening RTP stream carries, if any (and not already open).
+    fn open(
+        ingest: &Ingest,
+        track: &Arc<dyn TrackRemote>,
+        init: &rtc::peer_connection::event::RTCTrackEventInit,
+        open: &HashMap<u32, Incoming>,
+    ) -> Option<Incoming> {
+        let key = (init.receiver_id, init.rid.clone());
+        let info = ingest
+            .receivers
+            .get(&key)
+            .and_then(|id| ingest.catalog.track(*id));
+        let Some(info) = info else {
+            debug!(ssrc = init.ssrc, rid = ?init.rid, "RTP stream matches no catalog track");
+            return None;
+        };
+        if open.values().any(|i| i.id == info.id) {
+            debug!(
+                ssrc = init.ssrc,
+                track = info.id,
+                "ignoring a second RTP stream of a track"
+            );
+            return None;
+        }
+        let codec = Codec::from_mime(&info.mime)?;
+        if let Ok(mut remotes) = ingest.remotes.lock() {
+            remotes.insert(info.id, (Arc::clone(track), init.ssrc));
+        }
+        debug!(track = info.id, ssrc = init.ssrc, layer = ?info.layer, mime = %info.mime, "media flowing");
+        Some(Incoming {
+            id: info.id,
+            codec,
+            last_keyframe_ts: None,
+            padding_dropped: 0,
+        })
+    }
+
+    /// The packet as it enters the cluster, or `None` for padding.
+    fn packet(&mut self, mut packet: rtc::rtp::Packet) -> Option<MediaPacket> {
+        if packet.payload.is_empty() {
+            self.padding_dropped = self.padding_dropped.wrapping_add(1);
+            return None;
+        }
+        packet.header.sequence_number = packet
+            .header
+            .sequence_number
+            .wrapping_sub(self.padding_dropped);
+        let mut keyframe = self.codec.is_keyframe(&packet.payload);
+        if keyframe {
+            let ts = packet.header.timestamp;
+            keyframe = self.last_keyframe_ts != Some(ts);
+            self.last_keyframe_ts = Some(ts);
+        }
+        packet.header.padding = false;
+        let rtp = packet.marshal().ok()?;
+        Some(MediaPacket {
+            track: self.id,
+            keyframe,
+            ingest_us: wall_clock_us(),
+            rtp: rtp.freeze(),
+        })
+    }
+}
+
+/// Turns one remote track's RTP into [`MediaPacket`]s: one RTP stream without simulcast,
+/// one per layer (each its own catalog track) with it.
 async fn read_track(track: Arc<dyn TrackRemote>, ingest: Arc<Ingest>) {
-    let mut current: Option<(TrackId, Codec, u32)> = None;
-    // Timestamp of the last keyframe start: only the first packet of a keyframe is flagged
-    // (an SPS packet and the IDR slice after it share one timestamp).
-    let mut last_keyframe_ts: Option<u32> = None;
-    // Padding-only packets (bandwidth probes) are dropped; later packets are
-    // renumbered so the dropped ones leave no hole that players would report
-    // as loss and NACK in vain.
-    let mut padding_dropped: u16 = 0;
+    // Bounded by the catalog: at most one entry per catalog track.
+    let mut open: HashMap<u32, Incoming> = HashMap::new();
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnOpen(init) => {
-                if current.is_some() {
-                    // Another simulcast layer of the same track: the first one to arrive is
-                    // the one ingested.
-                    debug!(
-                        ssrc = init.ssrc,
-                        "ignoring an additional RTP stream of a track"
-                    );
+                if open.contains_key(&init.ssrc) {
                     continue;
                 }
-                let id = ingest.receivers.get(&init.receiver_id).copied();
-                let info = id.and_then(|id| ingest.catalog.track(id));
-                let Some(info) = info else {
-                    debug!(ssrc = init.ssrc, "remote track matches no catalog track");
-                    continue;
-                };
-                let Some(codec) = Codec::from_mime(&info.mime) else {
-                    continue;
-                };
-                current = Some((info.id, codec, init.ssrc));
-                if let Ok(mut remotes) = ingest.remotes.lock() {
-                    remotes.insert(info.id, (Arc::clone(&track), init.ssrc));
+                if let Some(incoming) = Incoming::open(&ingest, &track, &init, &open) {
+                    open.insert(init.ssrc, incoming);
                 }
-                debug!(track = info.id, ssrc = init.ssrc, mime = %info.mime, "media flowing");
             }
-            TrackRemoteEvent::OnRtpPacket(mut packet) => {
-                let Some((id, codec, ssrc)) = current else {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                let Some(incoming) = open.get_mut(&packet.header.ssrc) else {
+                    continue; // not a stream of the catalog (e.g. a layer beyond it)
+                };
+                let id = incoming.id;
+                let Some(media) = incoming.packet(packet) else {
                     continue;
                 };
-                if packet.header.ssrc != ssrc {
-                    continue; // another layer
-                }
-                if packet.payload.is_empty() {
-                    padding_dropped = padding_dropped.wrapping_add(1);
-                    continue;
-                }
-                packet.header.sequence_number =
-                    packet.header.sequence_number.wrapping_sub(padding_dropped);
-                let mut keyframe = codec.is_keyframe(&packet.payload);
-                if keyframe {
-                    let ts = packet.header.timestamp;
-                    keyframe = last_keyframe_ts != Some(ts);
-                    last_keyframe_ts = Some(ts);
-                }
-                packet.header.padding = false;
-                let Ok(rtp) = packet.marshal() else {
-                    continue;
-                };
-                let len = rtp.len() as u64;
-                let media = MediaPacket {
-                    track: id,
-                    keyframe,
-                    ingest_us: wall_clock_us(),
-                    rtp: rtp.freeze(),
-                };
+                let len = media.rtp.len() as u64;
                 match ingest.packets.try_send(media) {
                     Ok(()) => {
                         ingest.counters.packets.fetch_add(1, Ordering::Relaxed);

@@ -5,11 +5,12 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use rtc::sdp::SessionDescription;
-use strata_media::TrackKind;
+use strata_media::{Layer, TrackKind};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
 use crate::RtcError;
 use crate::codec::Codec;
+use crate::simulcast;
 
 /// Direction of an offered media section, from the offerer's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub(crate) struct OfferSection {
     pub rejected: bool,
     /// Supported codecs, in the offerer's order of preference.
     pub codecs: Vec<OfferedCodec>,
+    /// Simulcast layers the offerer sends (`rid`, layer), lowest first; empty without.
+    pub layers: Vec<(String, Layer)>,
 }
 
 /// What the edge needs to know about an offer before handing it to the WebRTC stack.
@@ -152,12 +155,23 @@ pub(crate) fn parse_offer(
                 })
             })
             .collect();
+        let layers = if kind == Some(TrackKind::Video) && direction.offerer_sends() {
+            simulcast::send_layers(
+                media
+                    .attributes
+                    .iter()
+                    .map(|a| (a.key.as_str(), a.value.as_deref())),
+            )?
+        } else {
+            Vec::new()
+        };
         sections.push(OfferSection {
             mid: media.attribute("mid").flatten().map(str::to_owned),
             kind,
             direction,
             rejected: media.media_name.port.value == 0,
             codecs,
+            layers,
         });
     }
     Ok(ParsedOffer {

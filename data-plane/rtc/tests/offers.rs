@@ -71,6 +71,40 @@ async fn netns_malformed_offers_are_bad_requests() {
                 .collect(),
         ),
     ];
+    // Hostile simulcast: more than three layers, a rid never declared, a rid twice, a rid
+    // that is not a token, a very long one.
+    let video = good.find("m=video").expect("the client offers video");
+    let end = good[video + 1..]
+        .find("\nm=")
+        .map_or(good.len(), |i| video + 1 + i + 1);
+    let simulcast = |lines: &str| {
+        let mut offer = good.clone();
+        offer.insert_str(end, lines);
+        offer
+    };
+    for (name, lines) in [
+        (
+            "four layers",
+            "a=rid:a send\r\na=rid:b send\r\na=rid:c send\r\na=rid:d send\r\n\
+             a=simulcast:send a;b;c;d\r\n",
+        ),
+        ("undeclared rid", "a=rid:a send\r\na=simulcast:send a;b\r\n"),
+        ("rid twice", "a=rid:a send\r\na=simulcast:send a;a\r\n"),
+        (
+            "rid not a token",
+            "a=rid:a/b send\r\na=simulcast:send a/b\r\n",
+        ),
+        (
+            "rid too long",
+            "a=rid:abcdefghijklmnopq send\r\na=simulcast:send abcdefghijklmnopq\r\n",
+        ),
+        (
+            "two simulcast lines",
+            "a=rid:a send\r\na=simulcast:send a\r\na=simulcast:send a\r\n",
+        ),
+    ] {
+        cases.push((name, simulcast(lines)));
+    }
     // Every truncation of a real offer.
     for cut in (0..good.len()).step_by(97) {
         cases.push(("truncated", good[..cut].to_owned()));
@@ -125,6 +159,7 @@ async fn netns_malformed_offers_are_bad_requests() {
             channels: 0,
             fmtp: String::new(),
             payload_type: 45,
+            layer: None,
         }],
     };
     let (_av1, av1) = stream_of(&hub, "av1", av1);

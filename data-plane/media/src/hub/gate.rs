@@ -201,6 +201,7 @@ pub(crate) mod tests {
             channels: 0,
             fmtp: String::new(),
             payload_type: 0,
+            layer: None,
         };
         let av = Catalog {
             tracks: vec![track(0, TrackKind::Audio), track(3, TrackKind::Video)],

@@ -20,6 +20,7 @@ fn av_catalog() -> Catalog {
         channels: 0,
         fmtp: String::new(),
         payload_type: 96,
+        layer: None,
     };
     Catalog {
         tracks: vec![

@@ -41,6 +41,7 @@ fn random_catalog(rng: &mut StdRng) -> Catalog {
                 channels: rng.random(),
                 fmtp: random_string(rng, 40),
                 payload_type: rng.random(),
+                layer: None,
             })
             .collect(),
     }

@@ -37,6 +37,7 @@ pub fn catalog() -> Catalog {
                 channels: 2,
                 fmtp: String::new(),
                 payload_type: 111,
+                layer: None,
             },
             TrackInfo {
                 id: VIDEO,
@@ -46,6 +47,7 @@ pub fn catalog() -> Catalog {
                 channels: 0,
                 fmtp: String::new(),
                 payload_type: 96,
+                layer: None,
             },
         ],
     }

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use strata_media::{Catalog, TrackInfo, TrackKind};
+use strata_media::{Catalog, Layer, TrackId, TrackInfo, TrackKind};
 
 use crate::RtcError;
 use crate::codec::{Codec, track_codec};
@@ -24,15 +24,58 @@ pub(crate) struct Assigned {
     pub offered: OfferedCodec,
     /// The SSRC this player sees for the track.
     pub ssrc: u32,
+    /// For a simulcast video: every layer's track, lowest first (`track` is the one to start
+    /// on). Empty otherwise.
+    pub layers: Vec<(Layer, TrackId)>,
+    /// The node chooses the layer by the player's feedback (`auto`), rather than a pin.
+    pub auto: bool,
+}
+
+/// Which simulcast layer a player wants (`POST /whep/{s}?layer=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerPref {
+    /// The node picks per the player's bandwidth.
+    #[default]
+    Auto,
+    /// Always this layer (or the nearest one below it the stream has, else the lowest).
+    Pinned(Layer),
+}
+
+impl LayerPref {
+    /// Parses `auto`, `low`, `mid` or `high`.
+    pub fn parse(s: &str) -> Option<LayerPref> {
+        if s == "auto" {
+            return Some(LayerPref::Auto);
+        }
+        Layer::parse(s).map(LayerPref::Pinned)
+    }
+
+    /// The layer to start on among `layers` (lowest first, not empty).
+    pub(crate) fn start<'a>(self, layers: &[&'a TrackInfo]) -> Option<&'a TrackInfo> {
+        match self {
+            LayerPref::Auto => layers.last().copied(),
+            LayerPref::Pinned(want) => layers
+                .iter()
+                .rev()
+                .find(|t| t.layer.is_some_and(|l| l <= want))
+                .or_else(|| layers.first())
+                .copied(),
+        }
+    }
 }
 
 /// Matches catalog tracks to the sections the player receives on, in offer order; each
-/// track at most once.
+/// track at most once. The simulcast layers of a stream count as one video track: the
+/// player gets one section for them and starts on the layer `pref` names.
 pub(crate) fn assign(
     offer: &ParsedOffer,
     catalog: &Catalog,
+    pref: LayerPref,
     mut next_ssrc: impl FnMut() -> u32,
 ) -> Result<Vec<Assigned>, RtcError> {
+    let layers = catalog.layers();
+    // The one layer track that stands for all of them when matching sections.
+    let layered = pref.start(&layers).map(|t| t.id);
     let mut assigned: Vec<Assigned> = Vec::new();
     let mut receiving = 0;
     for (index, section) in offer.sections.iter().enumerate() {
@@ -44,6 +87,9 @@ pub(crate) fn assign(
         receiving += 1;
         let found = catalog.tracks.iter().find_map(|track| {
             if Some(track.kind) != section.kind || assigned.iter().any(|a| a.track.id == track.id) {
+                return None;
+            }
+            if track.layer.is_some() && Some(track.id) != layered {
                 return None;
             }
             let codec = track_codec(track)?;
@@ -60,6 +106,15 @@ pub(crate) fn assign(
                 codec,
                 offered: offered.clone(),
                 ssrc: next_ssrc(),
+                layers: if track.layer.is_some() {
+                    layers
+                        .iter()
+                        .filter_map(|t| Some((t.layer?, t.id)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                auto: pref == LayerPref::Auto,
             });
         }
     }

@@ -114,6 +114,7 @@ mod tests {
                 channels: 0,
                 fmtp: String::new(),
                 payload_type: 96,
+                layer: None,
             }],
         }
     }

@@ -12,11 +12,14 @@
 //!   a player's STUN by its ufrag to its loop, and its other datagrams by the address a
 //!   checked STUN request proved.
 
-mod answer;
+pub(crate) mod answer;
+mod flow;
 mod history;
 pub(crate) mod ice;
+mod layers;
 mod nack;
 mod rtp;
+mod selector;
 mod session;
 mod stats;
 mod worker;
@@ -38,7 +41,8 @@ use strata_media::hub::StreamHandle;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
-pub use stats::{Counter, EgressCounters};
+pub use answer::LayerPref;
+pub use stats::{Counter, EgressCounters, Gauge, PlayerInfo};
 
 use crate::mux::UdpMux;
 use crate::sdp::{self, ParsedOffer};
@@ -171,6 +175,17 @@ impl Egress {
         offer_sdp: &str,
         stream: &StreamHandle,
     ) -> Result<(EgressPlayer, String), RtcError> {
+        self.accept_with(offer_sdp, stream, LayerPref::Auto).await
+    }
+
+    /// [`Egress::accept`] with the player's choice of simulcast layer (ignored for a stream
+    /// without layers).
+    pub async fn accept_with(
+        &self,
+        offer_sdp: &str,
+        stream: &StreamHandle,
+        pref: LayerPref,
+    ) -> Result<(EgressPlayer, String), RtcError> {
         let inner = &self.inner;
         if inner.pending.load(Ordering::Relaxed) >= inner.config.max_pending {
             return Err(RtcError::Busy("too many players still connecting".into()));
@@ -191,7 +206,7 @@ impl Egress {
         let catalog = stream.catalog();
         let (assigned, ice) = {
             let mut rng = rand::rng();
-            let assigned = answer::assign(&offer, &catalog, || rng.random::<u32>() | 1)?;
+            let assigned = answer::assign(&offer, &catalog, pref, || rng.random::<u32>() | 1)?;
             let ice = IceCredentials {
                 local_ufrag: random_token(&mut rng, 16),
                 local_pwd: random_token(&mut rng, 32),
@@ -214,6 +229,7 @@ impl Egress {
             },
         )?;
         let (state_tx, state) = watch::channel(SessionState::Connecting);
+        let info = Arc::new(PlayerInfo::default());
         let session = Session::new(
             id,
             Arc::from(stream.name()),
@@ -228,7 +244,8 @@ impl Egress {
             },
             NackBudget::new(),
             Arc::clone(&inner.counters),
-        );
+        )
+        .with_info(Arc::clone(&info));
         let chosen = inner
             .loops
             .iter()
@@ -256,6 +273,7 @@ impl Egress {
                 candidates: Arc::new(AtomicUsize::new(usable)),
                 remote_ufrag: offer.ice_ufrag.clone().unwrap_or_default(),
                 config: inner.config.clone(),
+                info,
             },
             answer,
         ))
@@ -323,7 +341,7 @@ pub(crate) fn check_offer(
     catalog: &strata_media::Catalog,
 ) -> Result<usize, RtcError> {
     let mut ssrc = 0u32;
-    let assigned = answer::assign(offer, catalog, || {
+    let assigned = answer::assign(offer, catalog, LayerPref::Auto, || {
         ssrc += 1;
         ssrc
     })?;
@@ -392,6 +410,7 @@ pub struct EgressPlayer {
     candidates: Arc<AtomicUsize>,
     remote_ufrag: String,
     config: RtcConfig,
+    info: Arc<PlayerInfo>,
 }
 
 impl EgressPlayer {
@@ -403,6 +422,11 @@ impl EgressPlayer {
     /// Where the session stands.
     pub fn state(&self) -> SessionState {
         *self.state.borrow()
+    }
+
+    /// Its simulcast layer and bandwidth estimate, as of the loop's last tick.
+    pub fn info(&self) -> &PlayerInfo {
+        &self.info
     }
 
     /// A receiver of state changes.

@@ -15,15 +15,18 @@ use rtc::srtp::context::Context;
 use strata_media::{MediaPacket, TrackId, TrackKind};
 use tokio::sync::watch;
 
+mod media;
 mod rtcp;
 mod srtp;
 
 use super::answer::Assigned;
+use super::flow::Flow;
 use super::history::History;
 use super::ice::{IceCredentials, looks_like_stun};
+use super::layers::{KEYFRAME_RETRY, Layers};
 use super::nack::NackBudget;
-use super::rtp::RtpView;
-use super::stats::EgressCounters;
+use super::selector::SelectorConfig;
+use super::stats::{EgressCounters, PlayerInfo};
 use crate::SessionState;
 use crate::rewriter::RtpRewriter;
 
@@ -58,12 +61,16 @@ pub(crate) enum SessionEvent {
 }
 
 struct Track {
+    /// The catalog track forwarded now (for simulcast: the current layer's).
     id: TrackId,
     kind: TrackKind,
+    layers: Layers,
     payload_type: u8,
     clock_rate: u32,
     rewriter: RtpRewriter,
     waiting_for_keyframe: bool,
+    /// When a keyframe was last asked for while waiting for one.
+    keyframe_asked: Option<Instant>,
     packets: u32,
     octets: u32,
 }
@@ -101,6 +108,8 @@ pub(crate) struct Session {
     media_ready: bool,
     /// Packets waiting while the player catches up (shared bytes, not copies).
     backlog: std::collections::VecDeque<MediaPacket>,
+    /// Its layer and estimate, for the player's handle.
+    info: Arc<PlayerInfo>,
 }
 
 impl Session {
@@ -127,13 +136,23 @@ impl Session {
                     } else {
                         50
                     };
+                let counters = (!a.layers.is_empty()).then(|| Arc::clone(&counters));
                 Track {
                     id: a.track.id,
                     kind: a.track.kind,
+                    layers: {
+                        let layers = Layers::new(a.layers.clone(), a.track.id, counters);
+                        if a.auto {
+                            layers.with_selector(SelectorConfig::default(), now)
+                        } else {
+                            layers
+                        }
+                    },
                     payload_type: a.offered.payload_type,
                     clock_rate,
                     rewriter: RtpRewriter::new(a.ssrc, clock_rate, frame),
                     waiting_for_keyframe: a.track.kind == TrackKind::Video,
+                    keyframe_asked: None,
                     packets: 0,
                     octets: 0,
                 }
@@ -159,7 +178,14 @@ impl Session {
             media_at: None,
             media_ready: false,
             backlog: std::collections::VecDeque::new(),
+            info: Arc::default(),
         }
+    }
+
+    /// Shares the session's layer and estimate through `info`.
+    pub(crate) fn with_info(mut self, info: Arc<PlayerInfo>) -> Session {
+        self.info = info;
+        self
     }
 
     /// Where the session stands.
@@ -316,115 +342,26 @@ impl Session {
         }
     }
 
-    fn protect(&mut self, header: &rtc::rtp::header::Header, payload: &[u8]) -> Option<Bytes> {
-        let local = self.local.as_mut()?;
-        let mut plain = Vec::with_capacity(12 + payload.len());
-        plain.extend_from_slice(&[
-            0x80,
-            (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
-        ]);
-        plain.extend_from_slice(&header.sequence_number.to_be_bytes());
-        plain.extend_from_slice(&header.timestamp.to_be_bytes());
-        plain.extend_from_slice(&header.ssrc.to_be_bytes());
-        plain.extend_from_slice(payload);
-        local
-            .encrypt_rtp_with_header(&plain, header)
-            .ok()
-            .map(BytesMut::freeze)
-    }
-
-    /// Sends one packet of the stream to this player, rewritten for it. `wall_us` is the
-    /// wall-clock time in µs (for the rewriter across discontinuities).
-    pub(crate) fn send_media(
-        &mut self,
-        packet: &MediaPacket,
-        wall_us: u64,
-        out: &mut Vec<Transmit>,
-    ) {
-        if !self.media_ready {
-            return;
-        }
-        if !self.backlog.is_empty() {
-            // Still catching up: live packets wait their turn, in order.
-            if self.backlog.len() < BACKLOG_MAX {
-                self.backlog.push_back(packet.clone());
-            } else {
-                self.backlog.clear();
-                self.mark_all_gaps();
-            }
-            return;
-        }
-        self.send_now(packet, wall_us, out);
-    }
-
-    /// Starts a player that just connected on `group` (the stream's packets from its last
-    /// resume point), paced by [`Session::catch_up`].
-    pub(crate) fn start_catch_up(&mut self, group: &[MediaPacket]) {
-        self.backlog.extend(group.iter().cloned());
-    }
-
-    /// Sends the next packets of the catch-up backlog.
-    pub(crate) fn catch_up(&mut self, wall_us: u64, out: &mut Vec<Transmit>) {
-        for _ in 0..CATCH_UP_PER_TICK {
-            let Some(packet) = self.backlog.pop_front() else {
-                return;
-            };
-            self.send_now(&packet, wall_us, out);
+    /// Follows the stream's bitrate with the retransmission budget, and each track's rate
+    /// and upstream loss with the layer choice.
+    pub(crate) fn set_stream_rate(&mut self, flow: &Flow) {
+        self.nack.set_stream_rate(flow.total_rate() as f64);
+        for track in &mut self.tracks {
+            track.layers.set_track_flow(flow.rates(), flow.loss());
         }
     }
 
-    fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) {
-        let Some(to) = self.remote else { return };
-        let Some(index) = self.tracks.iter().position(|t| t.id == packet.track) else {
-            return;
-        };
-        let Some(view) = RtpView::parse(&packet.rtp) else {
-            return;
-        };
-        let track = &mut self.tracks[index];
-        if track.waiting_for_keyframe {
-            if !packet.keyframe {
-                return;
-            }
-            track.waiting_for_keyframe = false;
-        }
-        let out_ids =
-            track
-                .rewriter
-                .rewrite(view.ssrc, view.sequence_number, view.timestamp, wall_us);
-        let header = rtc::rtp::header::Header {
-            version: 2,
-            marker: view.marker,
-            payload_type: track.payload_type,
-            sequence_number: out_ids.sequence_number,
-            timestamp: out_ids.timestamp,
-            ssrc: out_ids.ssrc,
-            ..Default::default()
-        };
-        let payload = view.payload(&packet.rtp);
-        track.packets = track.packets.wrapping_add(1);
-        track.octets = track.octets.wrapping_add(payload.len() as u32);
-        if let Some(datagram) = self.protect(&header, payload) {
-            self.counters.packets_out.inc();
-            self.counters.bytes_out.add(datagram.len() as u64);
-            out.push((to, datagram));
-        }
-    }
-
-    /// Declares that packets were skipped (the loop's sink fell behind): the next packet of
-    /// each track starts a new run, and video waits for a keyframe.
-    pub(crate) fn mark_all_gaps(&mut self) {
-        for t in &mut self.tracks {
-            t.rewriter.mark_gap();
-            if t.kind == TrackKind::Video {
-                t.waiting_for_keyframe = true;
-            }
-        }
-    }
-
-    /// Follows the stream's bitrate (bytes/s) with the retransmission budget.
-    pub(crate) fn set_stream_rate(&mut self, bytes_per_sec: f64) {
-        self.nack.set_stream_rate(bytes_per_sec);
+    /// The simulcast layer the player's video is on, and its bandwidth estimate if it sends
+    /// one.
+    fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>) {
+        self.tracks
+            .iter()
+            .find_map(|t| {
+                t.layers
+                    .current_layer()
+                    .map(|l| (Some(l), t.layers.estimate()))
+            })
+            .unwrap_or((None, None))
     }
 
     /// Timers: DTLS retransmissions, the connect and idle timeouts, sender reports. Returns
@@ -472,12 +409,36 @@ impl Session {
             self.media_at = None;
             self.media_ready = true;
             events.push(SessionEvent::Connected);
-            for track in self.tracks.iter().filter(|t| t.kind == TrackKind::Video) {
+            for track in self
+                .tracks
+                .iter_mut()
+                .filter(|t| t.kind == TrackKind::Video)
+            {
+                track.keyframe_asked = Some(now);
                 events.push(SessionEvent::KeyframeRequest(track.id));
             }
         }
         if !self.backlog.is_empty() {
             self.catch_up(wall_us, out);
+        }
+        if self.media_ready {
+            let (layer, estimate) = self.layer();
+            self.info.set(layer, estimate);
+            for track in &mut self.tracks {
+                if let Some(id) = track.layers.poll(now) {
+                    events.push(SessionEvent::KeyframeRequest(id));
+                }
+                // A request may be lost on its way upstream (an upstream still subscribing,
+                // a coalesced duplicate): ask again while the player waits.
+                if track.waiting_for_keyframe
+                    && track
+                        .keyframe_asked
+                        .is_none_or(|at| now >= at + KEYFRAME_RETRY)
+                {
+                    track.keyframe_asked = Some(now);
+                    events.push(SessionEvent::KeyframeRequest(track.id));
+                }
+            }
         }
         if now >= self.next_report {
             self.next_report = now + SR_INTERVAL;

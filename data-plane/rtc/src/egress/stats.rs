@@ -21,6 +21,28 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (players on a layer).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(&self) {
+        // Never below zero, whatever the order of updates.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// The value now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What every player session of the egress adds up to.
 #[derive(Debug, Default)]
 pub struct EgressCounters {
@@ -52,4 +74,38 @@ pub struct EgressCounters {
     pub dtls_failures: Counter,
     /// Remote candidates (offer and PATCH) ignored: over the cap or outside allowed ranges.
     pub refused_candidates: Counter,
+    /// Players of simulcast streams on each layer now, indexed by `Layer::index`.
+    pub players_on_layer: [Gauge; 3],
+    /// Simulcast layer switches made (at a keyframe of the new layer).
+    pub layer_switches: Counter,
+}
+
+/// What a player's session shows about its simulcast layer, updated by its loop.
+#[derive(Debug, Default)]
+pub struct PlayerInfo {
+    /// 0 without simulcast, else `Layer::index` + 1.
+    layer: std::sync::atomic::AtomicU8,
+    /// The player's bandwidth estimate in bit/s, 0 when it sends none.
+    estimate: AtomicU64,
+}
+
+impl PlayerInfo {
+    pub(crate) fn set(&self, layer: Option<strata_media::Layer>, estimate: Option<u64>) {
+        let layer = layer.map_or(0, |l| l.index() as u8 + 1);
+        self.layer.store(layer, Ordering::Relaxed);
+        self.estimate
+            .store(estimate.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The layer the player receives now (`None` for a stream without simulcast).
+    pub fn layer(&self) -> Option<strata_media::Layer> {
+        let i = usize::from(self.layer.load(Ordering::Relaxed));
+        i.checked_sub(1)
+            .and_then(|i| strata_media::Layer::ALL.get(i).copied())
+    }
+
+    /// The player's bandwidth estimate in bit/s, if it sends one.
+    pub fn estimate_bps(&self) -> Option<u64> {
+        Some(self.estimate.load(Ordering::Relaxed)).filter(|&e| e > 0)
+    }
 }

@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
+use super::flow::Flow;
 use super::history::History;
 use super::session::{Session, SessionEvent, Transmit};
 use crate::mux::{EgressDatagram, EgressRoute, UdpMux};
@@ -53,7 +54,8 @@ struct StreamFan {
     history: History,
     keyframes: mpsc::Sender<TrackId>,
     pump: tokio::task::JoinHandle<()>,
-    bytes: u64,
+    /// Rates and upstream loss by catalog track id (for the layer choice).
+    flow: Flow,
 }
 
 impl Drop for StreamFan {
@@ -165,12 +167,20 @@ impl Worker {
                 self.media_tx.clone(),
                 requests,
             ));
+            let catalog = stream.catalog();
+            // Track ids are below 256: a slot per id the catalog uses.
+            let slots = catalog
+                .tracks
+                .iter()
+                .map(|t| usize::from(t.id) + 1)
+                .max()
+                .unwrap_or(0);
             StreamFan {
                 players: Vec::new(),
-                history: History::new(&stream.catalog()),
+                history: History::new(&catalog),
                 keyframes,
                 pump,
-                bytes: 0,
+                flow: Flow::new(slots),
             }
         });
         fan.players.push(session.id);
@@ -263,7 +273,11 @@ impl Worker {
                 let wall = wall_clock_us();
                 for packet in &packets {
                     fan.history.push(packet);
-                    fan.bytes += packet.rtp.len() as u64;
+                    let seq = packet
+                        .rtp
+                        .get(2..4)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    fan.flow.on_packet(packet.track, packet.rtp.len(), seq);
                     for id in &fan.players {
                         if let Some(session) = self.sessions.get_mut(id) {
                             session.send_media(packet, wall, &mut self.out);
@@ -320,10 +334,10 @@ impl Worker {
         if now >= self.next_rate {
             self.next_rate = now + RATE_PERIOD;
             for fan in self.streams.values_mut() {
-                let rate = std::mem::take(&mut fan.bytes) as f64 / RATE_PERIOD.as_secs_f64();
+                fan.flow.end_period(RATE_PERIOD.as_secs_f64());
                 for id in &fan.players {
                     if let Some(session) = self.sessions.get_mut(id) {
-                        session.set_stream_rate(rate);
+                        session.set_stream_rate(&fan.flow);
                     }
                 }
             }

@@ -30,6 +30,7 @@ pub fn catalog() -> Catalog {
             channels: 0,
             fmtp: String::new(),
             payload_type: 96,
+            layer: None,
         }],
     }
 }

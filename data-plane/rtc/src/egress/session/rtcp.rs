@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::source_description::{
@@ -48,8 +49,22 @@ impl Session {
                 }
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.handle_nack(now, nack, history, out);
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                let bps = remb.bitrate.max(0.0) as u64;
+                for track in &mut self.tracks {
+                    track.layers.on_estimate(now, bps);
+                }
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 for report in &rr.reports {
+                    if let Some(track) = self
+                        .tracks
+                        .iter_mut()
+                        .find(|t| t.rewriter.ssrc() == report.ssrc)
+                    {
+                        track
+                            .layers
+                            .on_loss(now, f32::from(report.fraction_lost) / 256.0);
+                    }
                     if report.last_sender_report != 0 {
                         let now_mid = (ntp_time(wall_us) >> 16) as u32;
                         let ticks = now_mid

@@ -1,0 +1,134 @@
+//! A player session's media path: each packet of the stream rewritten for the player, the
+//! simulcast layer it follows, the catch-up after connecting, and SRTP sealing.
+
+use bytes::{Bytes, BytesMut};
+use strata_media::{MediaPacket, TrackKind};
+
+use super::super::layers::Admit;
+use super::super::rtp::RtpView;
+use super::{BACKLOG_MAX, CATCH_UP_PER_TICK, Session, Transmit};
+
+impl Session {
+    pub(super) fn protect(
+        &mut self,
+        header: &rtc::rtp::header::Header,
+        payload: &[u8],
+    ) -> Option<Bytes> {
+        let local = self.local.as_mut()?;
+        let mut plain = Vec::with_capacity(12 + payload.len());
+        plain.extend_from_slice(&[
+            0x80,
+            (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
+        ]);
+        plain.extend_from_slice(&header.sequence_number.to_be_bytes());
+        plain.extend_from_slice(&header.timestamp.to_be_bytes());
+        plain.extend_from_slice(&header.ssrc.to_be_bytes());
+        plain.extend_from_slice(payload);
+        local
+            .encrypt_rtp_with_header(&plain, header)
+            .ok()
+            .map(BytesMut::freeze)
+    }
+
+    /// Sends one packet of the stream to this player, rewritten for it. `wall_us` is the
+    /// wall-clock time in µs (for the rewriter across discontinuities).
+    pub(crate) fn send_media(
+        &mut self,
+        packet: &MediaPacket,
+        wall_us: u64,
+        out: &mut Vec<Transmit>,
+    ) {
+        if !self.media_ready {
+            return;
+        }
+        if !self.backlog.is_empty() {
+            // Still catching up: live packets wait their turn, in order.
+            if self.backlog.len() < BACKLOG_MAX {
+                self.backlog.push_back(packet.clone());
+            } else {
+                self.backlog.clear();
+                self.mark_all_gaps();
+            }
+            return;
+        }
+        self.send_now(packet, wall_us, out);
+    }
+
+    /// Starts a player that just connected on `group` (the stream's packets from its last
+    /// resume point), paced by [`Session::catch_up`].
+    pub(crate) fn start_catch_up(&mut self, group: &[MediaPacket]) {
+        self.backlog.extend(group.iter().cloned());
+    }
+
+    /// Sends the next packets of the catch-up backlog.
+    pub(crate) fn catch_up(&mut self, wall_us: u64, out: &mut Vec<Transmit>) {
+        for _ in 0..CATCH_UP_PER_TICK {
+            let Some(packet) = self.backlog.pop_front() else {
+                return;
+            };
+            self.send_now(&packet, wall_us, out);
+        }
+    }
+
+    fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) {
+        let Some(to) = self.remote else { return };
+        let Some(index) = self
+            .tracks
+            .iter()
+            .position(|t| t.id == packet.track || t.layers.carries(packet.track))
+        else {
+            return;
+        };
+        let Some(view) = RtpView::parse(&packet.rtp) else {
+            return;
+        };
+        let track = &mut self.tracks[index];
+        match track.layers.admit(packet.track, packet.keyframe) {
+            Admit::Current => {}
+            Admit::Switched => {
+                // The target layer's keyframe: the rewriter sees its SSRC and starts a run.
+                track.id = packet.track;
+                track.waiting_for_keyframe = false;
+            }
+            Admit::Drop => return,
+        }
+        if track.waiting_for_keyframe {
+            if !packet.keyframe {
+                return;
+            }
+            track.waiting_for_keyframe = false;
+        }
+        let out_ids =
+            track
+                .rewriter
+                .rewrite(view.ssrc, view.sequence_number, view.timestamp, wall_us);
+        let header = rtc::rtp::header::Header {
+            version: 2,
+            marker: view.marker,
+            payload_type: track.payload_type,
+            sequence_number: out_ids.sequence_number,
+            timestamp: out_ids.timestamp,
+            ssrc: out_ids.ssrc,
+            ..Default::default()
+        };
+        let payload = view.payload(&packet.rtp);
+        track.packets = track.packets.wrapping_add(1);
+        track.octets = track.octets.wrapping_add(payload.len() as u32);
+        if let Some(datagram) = self.protect(&header, payload) {
+            self.counters.packets_out.inc();
+            self.counters.bytes_out.add(datagram.len() as u64);
+            out.push((to, datagram));
+        }
+    }
+
+    /// Declares that packets were skipped (the loop's sink fell behind): the next packet of
+    /// each track starts a new run, and video waits for a keyframe.
+    pub(crate) fn mark_all_gaps(&mut self) {
+        for t in &mut self.tracks {
+            t.rewriter.mark_gap();
+            if t.kind == TrackKind::Video {
+                t.waiting_for_keyframe = true;
+            }
+        }
+    }
+}
