@@ -175,7 +175,7 @@ pub fn token(data: &[u8]) {
         if let Ok(g) = keys.verify(text, now) {
             assert!(g.exp + auth::LEEWAY_SECS > now);
         }
-        let _ = auth::bearer(Some(text), Some(text));
+        let _ = strata_common::http::bearer(Some(text), Some(text));
         let redacted = auth::redact_uri(&format!("/play/x?token={text}"));
         assert!(!redacted.contains("token=") || redacted.contains("token=REDACTED"));
     }
