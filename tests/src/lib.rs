@@ -11,6 +11,7 @@ pub mod http;
 pub mod media;
 pub mod ports;
 pub mod procs;
+pub mod rtmp;
 
 /// Installs a test-writer tracing subscriber for the test binary (`RUST_LOG` overrides
 /// `default_filter`); later calls are no-ops.

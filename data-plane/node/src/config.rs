@@ -272,6 +272,31 @@ pub struct NodeConfig {
         default_value_t = 256
     )]
     pub http_max_connections_per_ip: usize,
+
+    /// RTMP ingest listen address (`rtmp://HOST/live/{stream}`), or `off`.
+    #[arg(long, env = "STRATA_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: String,
+
+    /// Most concurrent RTMP connections; more are closed at once.
+    #[arg(long, env = "STRATA_RTMP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub rtmp_max_connections: usize,
+
+    /// Most concurrent RTMP connections from one client address (IPv6: one
+    /// /64); 0: only the total cap.
+    #[arg(long, env = "STRATA_RTMP_MAX_CONNECTIONS_PER_IP", default_value_t = 4)]
+    pub rtmp_max_connections_per_ip: usize,
+
+    /// Time an RTMP client has from connecting until its media starts
+    /// (handshake, connect, publish, codec headers).
+    #[arg(long, env = "STRATA_RTMP_SETUP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub rtmp_setup_timeout: Duration,
+
+    /// An RTMP publisher that sends nothing for this long has stalled: it is
+    /// disconnected and its stream unpublished.
+    #[arg(long, env = "STRATA_RTMP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub rtmp_idle_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -299,6 +324,11 @@ impl NodeConfig {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
+    /// The RTMP listen address; `None` when RTMP is `off`.
+    pub fn rtmp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr("--rtmp-listen", &self.rtmp_listen)
+    }
+
     /// Puts the TOML file of `--config` (if any) under the values clap
     /// parsed into `matches` from flags and the environment.
     pub fn with_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
@@ -311,6 +341,17 @@ impl NodeConfig {
         merged.token_key_entries = self.token_key_entries;
         Ok(merged)
     }
+}
+
+/// A listen address, or `None` for `off` (or empty).
+fn listen_addr(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not host:port or off"))
 }
 
 use strata_common::config::duration as duration_str;

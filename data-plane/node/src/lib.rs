@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod pages;
 pub mod pull;
+pub mod rtmp;
 pub mod sessions;
 pub mod state;
 

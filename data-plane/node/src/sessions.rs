@@ -175,7 +175,11 @@ async fn ingest(
     drop(ingest);
 }
 
-async fn close_if_still_orphaned(state: Arc<NodeState>, stream: StreamHandle, grace: Duration) {
+pub(crate) async fn close_if_still_orphaned(
+    state: Arc<NodeState>,
+    stream: StreamHandle,
+    grace: Duration,
+) {
     let mut st = stream.watch_state();
     let deadline = tokio::time::Instant::now() + grace;
     loop {

@@ -30,12 +30,19 @@ pub struct NodeCounters {
     pub redirects_total: AtomicU64,
     /// RTP bytes received from publishers.
     pub publisher_bytes_in: AtomicU64,
+    /// RTMP connections accepted (within the connection limits).
+    pub rtmp_connections_total: AtomicU64,
+    /// RTMP publishers that went live.
+    pub rtmp_publishers_total: AtomicU64,
+    /// RTMP connections or publishes refused (limits, tokens, names,
+    /// conflicts, codecs, draining).
+    pub rtmp_refused_total: AtomicU64,
 }
 
 /// Kind of an HTTP-created session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
-    /// A WHIP publisher.
+    /// A WHIP or RTMP publisher.
     Publisher,
     /// A WHEP player.
     Player,

@@ -88,6 +88,8 @@ struct JsonNode {
     pid: Option<u32>,
     http: String,
     relay: String,
+    /// RTMP ingest `127.0.0.1:PORT`: `rtmp://{rtmp}/live/{stream}`.
+    rtmp: String,
 }
 
 fn main() -> Result<()> {
@@ -289,6 +291,7 @@ fn write_json(args: &Args, cluster: &ProcCluster, publishing: bool) -> Result<Pa
             pid: n.pid,
             http: n.http,
             relay: n.relay,
+            rtmp: n.rtmp,
         });
     }
     let cp = cluster
@@ -341,6 +344,7 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
                 n.relay_addr(),
                 n.pid().unwrap_or_default()
             );
+            println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
         }
     }
     println!();
@@ -353,6 +357,13 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
         }
     } else if let Some(n) = cluster.nodes().first() {
         println!("Publish from a browser: {}/publish/<stream>", n.http_url());
+    }
+    if let Some(n) = cluster.nodes().first() {
+        println!(
+            "Publish over RTMP:      ffmpeg -re -f lavfi -i testsrc2 -f lavfi -i sine -c:v libx264 \
+             -profile:v baseline -tune zerolatency -c:a aac -f flv rtmp://{}/live/<stream>",
+            n.rtmp_addr()
+        );
     }
     println!();
     println!("grpcurl (reflection is on):");

@@ -1,0 +1,320 @@
+//! An RTMP publish: the claim made before the publish is accepted, then the
+//! conversion of its FLV tags into the stream's hub source, and the cleanup.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use strata_common::names;
+use strata_ingest::aac::AacConfig;
+use strata_ingest::flv::{self, AudioTag, VideoTag};
+use strata_ingest::h264::AvcConfig;
+use strata_ingest::{Converter, ConverterConfig, IngestError};
+use strata_media::MediaPacket;
+use strata_media::hub::Source;
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info, warn};
+
+use super::key::{self, StreamKey};
+use crate::auth::{self, Action};
+use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+
+/// A publish refused, as RTMP says it: a status code and a description
+/// the encoder shows (ffmpeg prints it as "Server error: …").
+#[derive(Debug)]
+pub(super) struct Refusal {
+    /// `NetStream.Publish.*` code.
+    pub code: &'static str,
+    /// What went wrong, for the publisher.
+    pub description: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, description: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+/// The stream reserved on this node and claimed as its main origin.
+pub(super) struct Claim {
+    stream: String,
+    epoch: i64,
+    _slot: PublishSlot,
+}
+
+impl Claim {
+    pub(super) fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+/// Checks a publish request (stream key, token, node state) and claims the
+/// stream, as a WHIP POST does.
+pub(super) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Claim, Refusal> {
+    let now = auth::unix_now();
+    let stream = match key::parse(stream_key) {
+        StreamKey::Named { stream, token } => {
+            check_name(stream)?;
+            state
+                .auth
+                .check(token, stream, Action::Publish, now)
+                .map_err(|e| Refusal::new("NetStream.Publish.Unauthorized", e.to_string()))?;
+            stream.to_owned()
+        }
+        StreamKey::Token(token) => {
+            let stream = state
+                .auth
+                .stream_of(token, Action::Publish, now)
+                .map_err(|e| Refusal::new("NetStream.Publish.Unauthorized", e.to_string()))?;
+            check_name(&stream)?;
+            stream
+        }
+    };
+    if state.is_draining() {
+        return Err(Refusal::new(
+            "NetStream.Publish.Rejected",
+            "this node is draining; publish to another node",
+        ));
+    }
+    if state.session_count(SessionKind::Publisher) >= state.cfg.max_publishers as usize {
+        return Err(Refusal::new(
+            "NetStream.Publish.Rejected",
+            "this node is at its publisher capacity; publish to another node",
+        ));
+    }
+    let Some(slot) = state.reserve_publish(&stream) else {
+        return Err(Refusal::new(
+            "NetStream.Publish.BadName",
+            format!("stream {stream:?} is already published on this node"),
+        ));
+    };
+    let origin = state
+        .control
+        .publish(&stream, state.id())
+        .await
+        .map_err(|e| match e.code() {
+            tonic::Code::AlreadyExists => Refusal::new(
+                "NetStream.Publish.BadName",
+                format!("stream {stream:?}: {}", crate::error::LIVE_ELSEWHERE),
+            ),
+            _ => {
+                warn!(error = %e, "RTMP publish: the claim failed");
+                Refusal::new(
+                    "NetStream.Publish.Failed",
+                    "the cluster could not be reached",
+                )
+            }
+        })?;
+    Ok(Claim {
+        stream,
+        epoch: origin.epoch,
+        _slot: slot,
+    })
+}
+
+fn check_name(stream: &str) -> Result<(), Refusal> {
+    if names::is_valid(stream) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            "NetStream.Publish.BadName",
+            "invalid stream name: allowed are 1 to 128 characters of A-Z a-z 0-9 . _ ~ -",
+        ))
+    }
+}
+
+/// Why a publishing connection must end.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// The publisher sends a codec this node cannot carry.
+    Unsupported(String),
+    /// The stream got another source meanwhile.
+    Conflict(String),
+}
+
+/// The stream in the hub, once the catalog is known.
+struct Live {
+    source: Source,
+    id: String,
+}
+
+/// A publish accepted on the RTMP connection.
+pub(super) struct Publishing {
+    state: Arc<NodeState>,
+    claim: Claim,
+    converter: Converter,
+    live: Option<Live>,
+    /// Ends the connection (node shutdown), once the session is registered.
+    pub stop: Option<oneshot::Receiver<()>>,
+    bad_frames: u64,
+}
+
+impl Publishing {
+    pub(super) fn new(state: Arc<NodeState>, claim: Claim) -> Self {
+        let cfg = ConverterConfig {
+            video_ssrc: rand::random(),
+            audio_ssrc: rand::random(),
+            first_seq: rand::random(),
+            ..ConverterConfig::default()
+        };
+        Publishing {
+            state,
+            claim,
+            converter: Converter::new(cfg),
+            live: None,
+            stop: None,
+            bad_frames: 0,
+        }
+    }
+
+    /// Whether media reaches the hub yet.
+    pub(super) fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// One FLV video tag body at `ts_ms`.
+    pub(super) fn on_video(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+        let now = wall_clock_us();
+        let r = flv::parse_video(body).and_then(|tag| match tag {
+            VideoTag::AvcConfig(record) => {
+                self.converter.set_avc_config(AvcConfig::parse(record)?);
+                Ok(Vec::new())
+            }
+            VideoTag::AvcFrame { cts_ms, data, .. } => {
+                self.converter.push_video(ts_ms, cts_ms, data, now)
+            }
+            VideoTag::Ignored => Ok(Vec::new()),
+        });
+        self.take(r)
+    }
+
+    /// One FLV audio tag body at `ts_ms`.
+    pub(super) fn on_audio(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+        let now = wall_clock_us();
+        let r = flv::parse_audio(body).and_then(|tag| match tag {
+            AudioTag::AacConfig(asc) => {
+                self.converter.set_aac_config(AacConfig::parse_asc(asc)?)?;
+                Ok(Vec::new())
+            }
+            AudioTag::AacFrame(frame) => self.converter.push_aac(ts_ms, frame, now),
+        });
+        self.take(r)
+    }
+
+    fn take(&mut self, r: Result<Vec<MediaPacket>, IngestError>) -> Result<(), Stop> {
+        let packets = match r {
+            Ok(p) => p,
+            Err(e) if e.is_unsupported() => return Err(Stop::Unsupported(e.to_string())),
+            Err(e) => {
+                // One bad frame is dropped; the stream goes on.
+                self.bad_frames += 1;
+                if self.bad_frames.is_power_of_two() {
+                    debug!(error = %e, count = self.bad_frames, "RTMP frame dropped");
+                }
+                return Ok(());
+            }
+        };
+        if self.live.is_none() {
+            let Some(catalog) = self.converter.catalog().cloned() else {
+                return Ok(());
+            };
+            self.go_live(catalog)?;
+        }
+        if let Some(live) = &self.live {
+            for p in packets {
+                self.state
+                    .counters
+                    .publisher_bytes_in
+                    .fetch_add(p.rtp.len() as u64, Ordering::Relaxed);
+                live.source.push(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn go_live(&mut self, catalog: strata_media::Catalog) -> Result<(), Stop> {
+        let state = &self.state;
+        let stream = self.claim.stream.clone();
+        let source = state
+            .hub
+            .attach_source(&stream, catalog.clone())
+            .map_err(|e| Stop::Conflict(e.to_string()))?;
+        state.set_origin_epoch(&stream, self.claim.epoch);
+        let id = state.new_session_id();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        state.add_session(
+            id.clone(),
+            SessionEntry {
+                kind: SessionKind::Publisher,
+                stream: stream.clone(),
+                etag: String::new(),
+                candidates: Arc::new(NoCandidates),
+                stop: Some(stop_tx),
+                connecting: None,
+            },
+        );
+        state
+            .counters
+            .publishers_total
+            .fetch_add(1, Ordering::Relaxed);
+        state
+            .counters
+            .rtmp_publishers_total
+            .fetch_add(1, Ordering::Relaxed);
+        info!(stream, session = %session_log_id(&id), epoch = self.claim.epoch, ?catalog, "RTMP publisher live");
+        self.stop = Some(stop_rx);
+        self.live = Some(Live { source, id });
+        Ok(())
+    }
+
+    /// Ends the publish: the session goes, the stream is unpublished (the
+    /// epoch this node holds), local players get the orphan grace; the
+    /// reservation goes last.
+    pub(super) async fn finish(self) {
+        let Publishing {
+            state, claim, live, ..
+        } = self;
+        let stream = claim.stream.as_str();
+        let was_live = live.is_some();
+        if let Some(live) = live {
+            drop(live.source);
+            state.remove_session(&live.id);
+        }
+        let epoch = state.origin_epoch(stream).unwrap_or(claim.epoch);
+        state.clear_origin_epoch(stream);
+        if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
+            warn!(error = %e, "unpublish failed; the lease will clean up");
+        }
+        info!(stream, epoch, "RTMP publisher left; stream unpublished");
+        if was_live && let Some(s) = state.hub.get(stream) {
+            let grace = state.cfg.orphan_grace;
+            tokio::spawn(
+                crate::sessions::close_if_still_orphaned(state.clone(), s, grace).in_current_span(),
+            );
+        }
+        drop(claim);
+    }
+}
+
+/// The wall clock in microseconds, as the WHIP ingest stamps packets.
+fn wall_clock_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// An RTMP session has no ICE: its (never handed out) session URL takes no
+/// candidates.
+struct NoCandidates;
+
+#[tonic::async_trait]
+impl crate::state::CandidateSink for NoCandidates {
+    async fn add(&self, _sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
+        Err(strata_rtc::RtcError::InvalidSdp(
+            "an RTMP session takes no ICE candidates".into(),
+        ))
+    }
+}
