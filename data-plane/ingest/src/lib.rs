@@ -51,3 +51,55 @@ impl IngestError {
         )
     }
 }
+
+#[cfg(test)]
+mod hostile {
+    //! Every parser that sees a publisher's bytes, on random and truncated
+    //! input: an error or a value, never a panic.
+
+    use crate::aac::{AacConfig, parse_adts};
+    use crate::convert::{Converter, ConverterConfig};
+    use crate::flv::{parse_audio, parse_video};
+    use crate::h264::{AvcConfig, split_avcc};
+
+    /// A small deterministic generator (xorshift): the same cases every run.
+    fn bytes(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut seed = 0x5eed_u64;
+        let mut c = Converter::new(ConverterConfig::default());
+        c.set_avc_config(AvcConfig {
+            length_size: 4,
+            sps: vec![vec![0x67, 0x42, 0xc0, 0x1f]],
+            pps: vec![vec![0x68, 0xce]],
+        });
+        for case in 0..5_000usize {
+            let len = case % 300;
+            let mut b = bytes(&mut seed, len);
+            // Steer a share of the cases past the first checks.
+            if case % 3 == 0 && !b.is_empty() {
+                b[0] = 0x17;
+            }
+            if case % 5 == 0 && !b.is_empty() {
+                b[0] = 0xaf;
+            }
+            let _ = parse_video(&b);
+            let _ = parse_audio(&b);
+            let _ = AvcConfig::parse(&b);
+            let _ = split_avcc(&b, 1 + case % 4);
+            let _ = parse_adts(&b);
+            let _ = AacConfig::parse_asc(&b);
+            let _ = c.push_video(case as u32, 0, &b, 0);
+        }
+    }
+}

@@ -48,7 +48,7 @@ struct Args {
     nodes_per_region: usize,
 
     /// Use consecutive ports from here instead of free ones: the control plane's gRPC and
-    /// HTTP ports, then HTTP, relay (UDP) and WebRTC (UDP) of each node. etcd always takes
+    /// HTTP ports, then HTTP, relay (UDP), WebRTC (UDP) and RTMP (TCP) of each node. etcd always takes
     /// free ports.
     #[arg(long)]
     port_base: Option<u16>,
