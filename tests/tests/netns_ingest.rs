@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_node::auth::Action;
+use strata_proto::v1;
 use strata_tests::cluster::{Cluster, TestNode};
 use strata_tests::http::metric_sum;
 use strata_tests::media::TestPlayer;
@@ -165,6 +166,35 @@ async fn netns_rtmp_tokens_names_and_duplicates_are_refused() {
     assert!(metric(&a, "strata_node_rtmp_refused_total").await >= 6.0);
     assert_eq!(main_origin(&c, "cam2").await.as_deref(), Some("a-1"));
     drop(ffmpeg);
+
+    // A drained node takes no new RTMP publisher.
+    let mut nodes = c.clients.nodes.clone();
+    nodes
+        .drain(v1::DrainRequest {
+            node_id: "b-1".into(),
+        })
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "b-1 to learn it is drained",
+        || async {
+            strata_tests::http::get(&format!("{}/healthz", b.http))
+                .await
+                .is_ok_and(|r| r.status == 503)
+        },
+    )
+    .await;
+    let cam9 = security_common::valid("cam9", Action::Publish);
+    let r = RtmpClient::publish(&rtmp(&b), "live", &format!("cam9?token={cam9}"))
+        .await
+        .unwrap();
+    let why = r.err().expect("a drained node must refuse");
+    assert!(
+        why.contains("Rejected") && why.contains("draining"),
+        "{why}"
+    );
+    assert!(main_origin(&c, "cam9").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
