@@ -21,6 +21,7 @@ pub mod h264;
 pub mod resample;
 pub mod rtp;
 pub mod transcode;
+pub mod ts;
 
 pub use convert::{Converter, ConverterConfig};
 
