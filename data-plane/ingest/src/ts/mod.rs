@@ -250,7 +250,7 @@ impl TsDemuxer {
                     ts_ms: ts_ms as u32,
                     frame: frame.payload.to_vec(),
                 });
-                ts_ms += 1024_000.0 / f64::from(frame.config.sample_rate);
+                ts_ms += 1_024_000.0 / f64::from(frame.config.sample_rate);
                 rest = &rest[frame.len..];
             }
         }
