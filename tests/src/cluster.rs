@@ -25,6 +25,8 @@ pub struct TestNode {
     pub http: String,
     /// `127.0.0.1:PORT` of the RTMP ingest.
     pub rtmp: Option<String>,
+    /// `127.0.0.1:PORT` of the SRT ingest (UDP).
+    pub srt: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -100,6 +102,8 @@ impl Cluster {
         cfg.rtc_listen = "127.0.0.1:0".parse().unwrap_or(cfg.rtc_listen);
         cfg.rtmp_listen = "127.0.0.1:0".into();
         cfg.rtmp_max_connections_per_ip = 0;
+        cfg.srt_listen = "127.0.0.1:0".into();
+        cfg.srt_max_connections_per_ip = 0;
         cfg.control_plane = vec![self.cp.url()];
         cfg.certs_dir = Some(self.certs.clone());
         cfg.linger = Duration::from_secs(2);
@@ -139,6 +143,10 @@ impl Cluster {
             Some(l) => Some(l.local_addr()?.to_string()),
             None => None,
         };
+        let srt = match &listeners.srt {
+            Some(s) => Some(s.local_addr()?.to_string()),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let (id, region) = (cfg.id.clone(), cfg.region.clone());
         let task = tokio::spawn(strata_node::run_with_reload(
@@ -154,6 +162,7 @@ impl Cluster {
             region,
             http,
             rtmp,
+            srt,
             stop: Some(tx),
             task,
         };

@@ -298,3 +298,114 @@ async fn netns_rtmp_hevc_stalls_and_garbage_are_cleaned_up() {
     assert_eq!(st.seq_gaps, 0, "{st:?}");
     drop(ffmpeg);
 }
+
+/// `srt://ADDR?streamid=…`; ffmpeg passes the stream id on as written (it
+/// does not URL-decode it), `#`, `:` and `,` included.
+fn srt_url(node: &TestNode, stream_id: &str) -> String {
+    let addr = node.srt.clone().expect("the test node listens for SRT");
+    format!("srt://{addr}?streamid={stream_id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_srt_ffmpeg_plays_over_whep_in_another_region() {
+    require_netns("netns_srt_ffmpeg_plays_over_whep_in_another_region");
+    init();
+    let c = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let eu = c.node("eu-1", "eu").await.unwrap();
+    let us = c.node("us-1", "us").await.unwrap();
+
+    let ffmpeg = ffmpeg_publish(&srt_url(&eu, "#!::r=cam5,m=publish"), "mpegts", &[]).unwrap();
+    let player = play_when_live(&us, "cam5").await;
+    let st = player
+        .wait_for(Duration::from_secs(20), "3 s of media", |s| {
+            s.video_packets >= 150 && s.audio_packets >= 150
+        })
+        .await
+        .unwrap();
+    assert_eq!(st.first_video_is_keyframe, Some(true), "{st:?}");
+    assert_eq!(st.seq_gaps, 0, "{st:?}");
+    assert_eq!(st.ssrc_changes, 0, "{st:?}");
+    assert!(st.keyframes >= 2, "{st:?}");
+    assert_eq!(main_origin(&c, "cam5").await.as_deref(), Some("eu-1"));
+    assert_eq!(metric(&eu, "strata_node_srt_publishers_total").await, 1.0);
+
+    // A second publisher of the stream, on another region's node: rejected.
+    let second = ffmpeg_publish(&srt_url(&us, "#!::r=cam5,m=publish"), "mpegts", &[]).unwrap();
+    let (ok, stderr) = ffmpeg_exit(second, Duration::from_secs(15)).await.unwrap();
+    assert!(!ok, "a second publisher must fail: {stderr}");
+    assert!(metric(&us, "strata_node_srt_refused_total").await >= 1.0);
+
+    drop(ffmpeg);
+    wait_until(
+        Duration::from_secs(15),
+        "cam5 to be unpublished",
+        || async { main_origin(&c, "cam5").await.is_none() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_srt_tokens_hevc_and_garbage_are_refused() {
+    require_netns("netns_srt_tokens_hevc_and_garbage_are_refused");
+    init();
+    let c = Cluster::start(Duration::from_secs(3)).await.unwrap();
+    let n = c
+        .node_with(security_common::secured(&c, "s-1", "eu"))
+        .await
+        .unwrap();
+    // No token, a bad one, and playing (m=request): rejected in the handshake.
+    for id in [
+        "#!::r=cam6,m=publish",
+        "#!::r=cam6,m=publish,t=garbage",
+        "#!::r=cam6,m=request",
+    ] {
+        let child = ffmpeg_publish(&srt_url(&n, id), "mpegts", &[]).unwrap();
+        let (ok, stderr) = ffmpeg_exit(child, Duration::from_secs(15)).await.unwrap();
+        assert!(!ok, "{id}: ffmpeg must fail: {stderr}");
+    }
+    assert!(metric(&n, "strata_node_srt_refused_total").await >= 3.0);
+
+    // Garbage datagrams on the SRT port.
+    let addr = n.srt.clone().unwrap();
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..200u32 {
+        let d: Vec<u8> = (0..(i % 1400 + 1)).map(|j| (j * 31 + i) as u8).collect();
+        let _ = junk.send_to(&d, &addr).await;
+    }
+
+    // HEVC over MPEG-TS: accepted by SRT, refused at the PMT; nothing stays published.
+    let token = security_common::valid("hevc", Action::Publish);
+    let hevc_url = srt_url(&n, &format!("#!::r=hevc,m=publish,t={token}"));
+    let mut cmd = tokio::process::Command::new("/usr/bin/ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"])
+        .args([
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "log-level=error",
+            "-t",
+            "30",
+        ])
+        .args(["-f", "mpegts", &hevc_url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let hevc = cmd.spawn().unwrap();
+    let (ok, _) = ffmpeg_exit(hevc, Duration::from_secs(25)).await.unwrap();
+    assert!(!ok, "the HEVC publisher must be cut off");
+    assert!(main_origin(&c, "hevc").await.is_none());
+
+    // The node still serves: a publisher with a token goes live and plays.
+    let good = security_common::valid("cam6", Action::Publish);
+    let url = srt_url(&n, &format!("#!::r=cam6,m=publish,t={good}"));
+    let ffmpeg = ffmpeg_publish(&url, "mpegts", &[]).unwrap();
+    wait_until(Duration::from_secs(15), "cam6 live", || async {
+        main_origin(&c, "cam6").await.as_deref() == Some("s-1")
+    })
+    .await;
+    drop(ffmpeg);
+}

@@ -297,6 +297,31 @@ pub struct NodeConfig {
     #[arg(long, env = "STRATA_RTMP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     #[serde(with = "duration_str")]
     pub rtmp_idle_timeout: Duration,
+
+    /// SRT ingest listen address (UDP; MPEG-TS, stream id
+    /// `#!::r={stream},m=publish,t={token}`), or `off`.
+    #[arg(long, env = "STRATA_SRT_LISTEN", default_value = "0.0.0.0:8890")]
+    pub srt_listen: String,
+
+    /// SRT receive latency (the buffer that absorbs retransmissions).
+    #[arg(long, env = "STRATA_SRT_LATENCY", default_value = "120ms", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub srt_latency: Duration,
+
+    /// Most concurrent SRT connections; more are rejected.
+    #[arg(long, env = "STRATA_SRT_MAX_CONNECTIONS", default_value_t = 64)]
+    pub srt_max_connections: usize,
+
+    /// Most concurrent SRT connections from one client address (IPv6: one
+    /// /64); 0: only the total cap.
+    #[arg(long, env = "STRATA_SRT_MAX_CONNECTIONS_PER_IP", default_value_t = 4)]
+    pub srt_max_connections_per_ip: usize,
+
+    /// An SRT caller that sends nothing for this long (from its handshake
+    /// on) has stalled: it is disconnected and its stream unpublished.
+    #[arg(long, env = "STRATA_SRT_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub srt_idle_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -327,6 +352,11 @@ impl NodeConfig {
     /// The RTMP listen address; `None` when RTMP is `off`.
     pub fn rtmp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         listen_addr("--rtmp-listen", &self.rtmp_listen)
+    }
+
+    /// The SRT listen address; `None` when SRT is `off`.
+    pub fn srt_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr("--srt-listen", &self.srt_listen)
     }
 
     /// Puts the TOML file of `--config` (if any) under the values clap

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod control_tls;
+pub mod encoder;
 pub mod error;
 pub mod http;
 pub mod limits;
@@ -17,6 +18,7 @@ pub mod pages;
 pub mod pull;
 pub mod rtmp;
 pub mod sessions;
+pub mod srt;
 pub mod state;
 
 pub use config::NodeConfig;

@@ -85,6 +85,18 @@ pub fn render(state: &NodeState) -> String {
     );
     counter(
         &mut out,
+        "strata_node_srt_publishers_total",
+        "SRT publishers that went live",
+        c.srt_publishers_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_srt_refused_total",
+        "SRT connections refused",
+        c.srt_refused_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
         "strata_node_players_total",
         "WHEP sessions accepted",
         c.players_total.load(Relaxed),

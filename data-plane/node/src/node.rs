@@ -38,6 +38,8 @@ pub struct Listeners {
     pub relay: std::net::UdpSocket,
     /// RTMP ingest, unless `--rtmp-listen off`.
     pub rtmp: Option<TcpListener>,
+    /// SRT ingest (UDP), unless `--srt-listen off`.
+    pub srt: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
@@ -56,7 +58,18 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { http, relay, rtmp })
+        let srt = match cfg.srt_addr()? {
+            Some(addr) => Some(
+                std::net::UdpSocket::bind(addr).with_context(|| format!("binding SRT {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            http,
+            relay,
+            rtmp,
+            srt,
+        })
     }
 }
 
@@ -448,6 +461,10 @@ pub async fn run_with_reload(
     if let Some(rtmp) = listeners.rtmp {
         info!(rtmp = %rtmp.local_addr().map(crate::rtmp::url_of).unwrap_or_default(), "RTMP ingest listening");
         tokio::spawn(crate::rtmp::serve(rtmp, state.clone(), stop_rx.clone()));
+    }
+    if let Some(srt) = listeners.srt {
+        info!(srt = %srt.local_addr().map(|a| a.to_string()).unwrap_or_default(), "SRT ingest listening");
+        tokio::spawn(crate::srt::serve(srt, state.clone(), stop_rx.clone()));
     }
     tokio::spawn(refresh_peer_regions(
         state.clone(),

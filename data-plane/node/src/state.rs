@@ -37,6 +37,11 @@ pub struct NodeCounters {
     /// RTMP connections or publishes refused (limits, tokens, names,
     /// conflicts, codecs, draining).
     pub rtmp_refused_total: AtomicU64,
+    /// SRT publishers that went live.
+    pub srt_publishers_total: AtomicU64,
+    /// SRT connections refused (limits, stream ids, tokens, conflicts,
+    /// codecs, draining).
+    pub srt_refused_total: AtomicU64,
 }
 
 /// Kind of an HTTP-created session.

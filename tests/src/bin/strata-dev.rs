@@ -48,7 +48,7 @@ struct Args {
     nodes_per_region: usize,
 
     /// Use consecutive ports from here instead of free ones: the control plane's gRPC and
-    /// HTTP ports, then HTTP, relay (UDP), WebRTC (UDP) and RTMP (TCP) of each node. etcd always takes
+    /// HTTP ports, then HTTP, relay (UDP), WebRTC (UDP), RTMP (TCP) and SRT (UDP) of each node. etcd always takes
     /// free ports.
     #[arg(long)]
     port_base: Option<u16>,
@@ -90,6 +90,8 @@ struct JsonNode {
     relay: String,
     /// RTMP ingest `127.0.0.1:PORT`: `rtmp://{rtmp}/live/{stream}`.
     rtmp: String,
+    /// SRT ingest `127.0.0.1:PORT` (UDP).
+    srt: String,
 }
 
 fn main() -> Result<()> {
@@ -292,6 +294,7 @@ fn write_json(args: &Args, cluster: &ProcCluster, publishing: bool) -> Result<Pa
             http: n.http,
             relay: n.relay,
             rtmp: n.rtmp,
+            srt: n.srt,
         });
     }
     let cp = cluster
@@ -345,6 +348,10 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
                 n.pid().unwrap_or_default()
             );
             println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
+            println!(
+                "               srt://{}?streamid=#!::r=<stream>,m=publish",
+                n.srt_addr()
+            );
         }
     }
     println!();

@@ -335,6 +335,7 @@ impl ProcCluster {
         let relay_port = self.ports.udp()?;
         let rtc_port = self.ports.udp()?;
         let rtmp_port = self.ports.tcp()?;
+        let srt_port = self.ports.udp()?;
         let control_plane: Vec<String> = self.control_planes.iter().map(ControlProc::url).collect();
         let mut args = vec![
             "--id".to_owned(),
@@ -349,6 +350,8 @@ impl ProcCluster {
             format!("127.0.0.1:{rtc_port}"),
             "--rtmp-listen".to_owned(),
             format!("127.0.0.1:{rtmp_port}"),
+            "--srt-listen".to_owned(),
+            format!("127.0.0.1:{srt_port}"),
             "--announce-ips".to_owned(),
             "127.0.0.1".to_owned(),
             "--control-plane".to_owned(),
@@ -390,6 +393,7 @@ impl ProcCluster {
             relay_port,
             rtc_port,
             rtmp_port,
+            srt_port,
             control_plane,
             proc,
         })

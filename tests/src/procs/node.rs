@@ -21,6 +21,7 @@ pub struct NodeProc {
     pub(super) relay_port: u16,
     pub(super) rtc_port: u16,
     pub(super) rtmp_port: u16,
+    pub(super) srt_port: u16,
     pub(super) control_plane: Vec<String>,
     pub(super) proc: Proc,
 }
@@ -40,6 +41,8 @@ pub struct NodeEntry {
     pub relay: String,
     /// `127.0.0.1:PORT` of the RTMP ingest (TCP): `rtmp://{rtmp}/live/{stream}`.
     pub rtmp: String,
+    /// `127.0.0.1:PORT` of the SRT ingest (UDP): `srt://{srt}?streamid=#!::r={stream},m=publish`.
+    pub srt: String,
 }
 
 impl NodeProc {
@@ -67,6 +70,11 @@ impl NodeProc {
     /// The RTMP ingest's `127.0.0.1:PORT` (TCP).
     pub fn rtmp_addr(&self) -> String {
         format!("127.0.0.1:{}", self.rtmp_port)
+    }
+
+    /// The SRT ingest's `127.0.0.1:PORT` (UDP).
+    pub fn srt_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.srt_port)
     }
 
     /// The WebRTC `127.0.0.1:PORT` (UDP).
@@ -118,6 +126,7 @@ impl NodeProc {
             http: self.http_url(),
             relay: self.relay_addr(),
             rtmp: self.rtmp_addr(),
+            srt: self.srt_addr(),
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
 use super::key::APP;
-use super::publish::{self, Publishing, Stop};
+use crate::encoder::{self, Publishing, Stop};
 use crate::state::NodeState;
 
 /// Chunk size this server sends with.
@@ -214,13 +214,16 @@ impl Conn {
                         )
                         .await;
                 }
-                match publish::claim(&self.state, &stream_key).await {
+                match encoder::claim(&self.state, &stream_key).await {
                     Ok(claim) => {
                         info!(stream = claim.stream(), "RTMP publish accepted");
                         self.publishing = Some(Publishing::new(self.state.clone(), claim));
                         self.session()?.accept_request(request_id).map_err(protocol)
                     }
-                    Err(r) => self.refuse(sock, request_id, r.code, &r.description).await,
+                    Err(r) => {
+                        self.refuse(sock, request_id, r.rtmp_code(), &r.description)
+                            .await
+                    }
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {

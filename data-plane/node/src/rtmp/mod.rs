@@ -20,7 +20,6 @@
 
 mod conn;
 pub mod key;
-mod publish;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -199,6 +199,9 @@ fn optional_node_flags(node: &Path) -> &'static [String] {
         if help.contains("--rtmp-listen") {
             flags.extend(["--rtmp-listen".to_owned(), "off".to_owned()]);
         }
+        if help.contains("--srt-listen") {
+            flags.extend(["--srt-listen".to_owned(), "off".to_owned()]);
+        }
         flags
     })
 }

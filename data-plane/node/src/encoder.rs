@@ -1,5 +1,6 @@
-//! An RTMP publish: the claim made before the publish is accepted, then the
-//! conversion of its FLV tags into the stream's hub source, and the cleanup.
+//! A publisher from an encoder (RTMP or SRT): the claim made before its
+//! publish is accepted, then the conversion of its media (FLV tags, or
+//! MPEG-TS) into the stream's hub source, and the cleanup.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,85 +9,118 @@ use strata_common::names;
 use strata_ingest::aac::AacConfig;
 use strata_ingest::flv::{self, AudioTag, VideoTag};
 use strata_ingest::h264::AvcConfig;
+use strata_ingest::ts::TsDemuxer;
 use strata_ingest::{Converter, ConverterConfig, IngestError};
 use strata_media::MediaPacket;
 use strata_media::hub::Source;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, warn};
 
-use super::key::{self, StreamKey};
 use crate::auth::{self, Action};
+use crate::rtmp::key::{self, StreamKey};
 use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
 
-/// A publish refused, as RTMP says it: a status code and a description
-/// the encoder shows (ffmpeg prints it as "Server error: …").
+/// Why a publish was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalKind {
+    /// No token, or one that does not allow this publish.
+    Unauthorized,
+    /// Not a valid stream name.
+    BadName,
+    /// The stream is published already (here or elsewhere): WHIP's 409.
+    Conflict,
+    /// Draining, full, or the cluster unreachable: try another node or later.
+    Unavailable,
+}
+
+/// A publish refused, with a description the encoder shows.
 #[derive(Debug)]
-pub(super) struct Refusal {
-    /// `NetStream.Publish.*` code.
-    pub code: &'static str,
+pub(crate) struct Refusal {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
     /// What went wrong, for the publisher.
     pub description: String,
 }
 
 impl Refusal {
-    fn new(code: &'static str, description: impl Into<String>) -> Self {
+    fn new(kind: RefusalKind, description: impl Into<String>) -> Self {
         Refusal {
-            code,
+            kind,
             description: description.into(),
+        }
+    }
+
+    /// The RTMP status code (ffmpeg prints it with the description as
+    /// "Server error: …").
+    pub(crate) fn rtmp_code(&self) -> &'static str {
+        match self.kind {
+            RefusalKind::Unauthorized => "NetStream.Publish.Unauthorized",
+            RefusalKind::BadName | RefusalKind::Conflict => "NetStream.Publish.BadName",
+            RefusalKind::Unavailable => "NetStream.Publish.Rejected",
         }
     }
 }
 
 /// The stream reserved on this node and claimed as its main origin.
-pub(super) struct Claim {
+pub(crate) struct Claim {
     stream: String,
     epoch: i64,
     _slot: PublishSlot,
 }
 
 impl Claim {
-    pub(super) fn stream(&self) -> &str {
+    pub(crate) fn stream(&self) -> &str {
         &self.stream
     }
 }
 
-/// Checks a publish request (stream key, token, node state) and claims the
-/// stream, as a WHIP POST does.
-pub(super) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Claim, Refusal> {
-    let now = auth::unix_now();
-    let stream = match key::parse(stream_key) {
-        StreamKey::Named { stream, token } => {
-            check_name(stream)?;
-            state
-                .auth
-                .check(token, stream, Action::Publish, now)
-                .map_err(|e| Refusal::new("NetStream.Publish.Unauthorized", e.to_string()))?;
-            stream.to_owned()
-        }
+/// Checks an RTMP publish request (stream key, token, node state) and
+/// claims the stream, as a WHIP POST does.
+pub(crate) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Claim, Refusal> {
+    match key::parse(stream_key) {
+        StreamKey::Named { stream, token } => claim_named(state, stream, token).await,
         StreamKey::Token(token) => {
             let stream = state
                 .auth
-                .stream_of(token, Action::Publish, now)
-                .map_err(|e| Refusal::new("NetStream.Publish.Unauthorized", e.to_string()))?;
+                .stream_of(token, Action::Publish, auth::unix_now())
+                .map_err(|e| Refusal::new(RefusalKind::Unauthorized, e.to_string()))?;
             check_name(&stream)?;
-            stream
+            claim_checked(state, stream).await
         }
-    };
+    }
+}
+
+/// Checks a publish of `stream` with `token` (SRT's stream id, or an RTMP
+/// key naming the stream) and claims it.
+pub(crate) async fn claim_named(
+    state: &Arc<NodeState>,
+    stream: &str,
+    token: Option<&str>,
+) -> Result<Claim, Refusal> {
+    check_name(stream)?;
+    state
+        .auth
+        .check(token, stream, Action::Publish, auth::unix_now())
+        .map_err(|e| Refusal::new(RefusalKind::Unauthorized, e.to_string()))?;
+    claim_checked(state, stream.to_owned()).await
+}
+
+async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, Refusal> {
     if state.is_draining() {
         return Err(Refusal::new(
-            "NetStream.Publish.Rejected",
+            RefusalKind::Unavailable,
             "this node is draining; publish to another node",
         ));
     }
     if state.session_count(SessionKind::Publisher) >= state.cfg.max_publishers as usize {
         return Err(Refusal::new(
-            "NetStream.Publish.Rejected",
+            RefusalKind::Unavailable,
             "this node is at its publisher capacity; publish to another node",
         ));
     }
     let Some(slot) = state.reserve_publish(&stream) else {
         return Err(Refusal::new(
-            "NetStream.Publish.BadName",
+            RefusalKind::Conflict,
             format!("stream {stream:?} is already published on this node"),
         ));
     };
@@ -96,15 +130,12 @@ pub(super) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Cl
         .await
         .map_err(|e| match e.code() {
             tonic::Code::AlreadyExists => Refusal::new(
-                "NetStream.Publish.BadName",
+                RefusalKind::Conflict,
                 format!("stream {stream:?}: {}", crate::error::LIVE_ELSEWHERE),
             ),
             _ => {
-                warn!(error = %e, "RTMP publish: the claim failed");
-                Refusal::new(
-                    "NetStream.Publish.Failed",
-                    "the cluster could not be reached",
-                )
+                warn!(error = %e, "publish: the claim failed");
+                Refusal::new(RefusalKind::Unavailable, "the cluster could not be reached")
             }
         })?;
     Ok(Claim {
@@ -119,7 +150,7 @@ fn check_name(stream: &str) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(Refusal::new(
-            "NetStream.Publish.BadName",
+            RefusalKind::BadName,
             "invalid stream name: allowed are 1 to 128 characters of A-Z a-z 0-9 . _ ~ -",
         ))
     }
@@ -127,7 +158,7 @@ fn check_name(stream: &str) -> Result<(), Refusal> {
 
 /// Why a publishing connection must end.
 #[derive(Debug)]
-pub(super) enum Stop {
+pub(crate) enum Stop {
     /// The publisher sends a codec this node cannot carry.
     Unsupported(String),
     /// The stream got another source meanwhile.
@@ -140,11 +171,19 @@ struct Live {
     id: String,
 }
 
-/// A publish accepted on the RTMP connection.
-pub(super) struct Publishing {
+/// What the encoder sends.
+enum Input {
+    /// FLV tags (RTMP).
+    Flv(Box<Converter>),
+    /// An MPEG-TS byte stream (SRT).
+    Ts(Box<TsDemuxer>),
+}
+
+/// A publish accepted on an RTMP or SRT connection.
+pub(crate) struct Publishing {
     state: Arc<NodeState>,
     claim: Claim,
-    converter: Converter,
+    input: Input,
     live: Option<Live>,
     /// Ends the connection (node shutdown), once the session is registered.
     pub stop: Option<oneshot::Receiver<()>>,
@@ -152,17 +191,26 @@ pub(super) struct Publishing {
 }
 
 impl Publishing {
-    pub(super) fn new(state: Arc<NodeState>, claim: Claim) -> Self {
-        let cfg = ConverterConfig {
-            video_ssrc: rand::random(),
-            audio_ssrc: rand::random(),
-            first_seq: rand::random(),
-            ..ConverterConfig::default()
-        };
+    /// A publish whose media comes as FLV tags (RTMP).
+    pub(crate) fn new(state: Arc<NodeState>, claim: Claim) -> Self {
+        Self::with_input(
+            state,
+            claim,
+            Input::Flv(Box::new(Converter::new(converter_config()))),
+        )
+    }
+
+    /// A publish whose media comes as MPEG-TS (SRT).
+    pub(crate) fn new_ts(state: Arc<NodeState>, claim: Claim) -> Self {
+        let demux = TsDemuxer::new(converter_config());
+        Self::with_input(state, claim, Input::Ts(Box::new(demux)))
+    }
+
+    fn with_input(state: Arc<NodeState>, claim: Claim, input: Input) -> Self {
         Publishing {
             state,
             claim,
-            converter: Converter::new(cfg),
+            input,
             live: None,
             stop: None,
             bad_frames: 0,
@@ -170,20 +218,45 @@ impl Publishing {
     }
 
     /// Whether media reaches the hub yet.
-    pub(super) fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.live.is_some()
     }
 
-    /// One FLV video tag body at `ts_ms`.
-    pub(super) fn on_video(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+    /// The stream's name.
+    pub(crate) fn stream(&self) -> &str {
+        &self.claim.stream
+    }
+
+    fn converter(&self) -> &Converter {
+        match &self.input {
+            Input::Flv(c) => c,
+            Input::Ts(d) => d.converter(),
+        }
+    }
+
+    /// The next bytes of an MPEG-TS stream (SRT).
+    pub(crate) fn on_ts(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         let now = wall_clock_us();
+        let r = match &mut self.input {
+            Input::Ts(d) => d.push(bytes, now),
+            Input::Flv(_) => Ok(Vec::new()),
+        };
+        self.take(r)
+    }
+
+    /// One FLV video tag body at `ts_ms`.
+    pub(crate) fn on_video(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+        let now = wall_clock_us();
+        let Input::Flv(converter) = &mut self.input else {
+            return Ok(());
+        };
         let r = flv::parse_video(body).and_then(|tag| match tag {
             VideoTag::AvcConfig(record) => {
-                self.converter.set_avc_config(AvcConfig::parse(record)?);
+                converter.set_avc_config(AvcConfig::parse(record)?);
                 Ok(Vec::new())
             }
             VideoTag::AvcFrame { cts_ms, data, .. } => {
-                self.converter.push_video(ts_ms, cts_ms, data, now)
+                converter.push_video(ts_ms, cts_ms, data, now)
             }
             VideoTag::Ignored => Ok(Vec::new()),
         });
@@ -191,14 +264,17 @@ impl Publishing {
     }
 
     /// One FLV audio tag body at `ts_ms`.
-    pub(super) fn on_audio(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+    pub(crate) fn on_audio(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
         let now = wall_clock_us();
+        let Input::Flv(converter) = &mut self.input else {
+            return Ok(());
+        };
         let r = flv::parse_audio(body).and_then(|tag| match tag {
             AudioTag::AacConfig(asc) => {
-                self.converter.set_aac_config(AacConfig::parse_asc(asc)?)?;
+                converter.set_aac_config(AacConfig::parse_asc(asc)?)?;
                 Ok(Vec::new())
             }
-            AudioTag::AacFrame(frame) => self.converter.push_aac(ts_ms, frame, now),
+            AudioTag::AacFrame(frame) => converter.push_aac(ts_ms, frame, now),
         });
         self.take(r)
     }
@@ -211,13 +287,13 @@ impl Publishing {
                 // One bad frame is dropped; the stream goes on.
                 self.bad_frames += 1;
                 if self.bad_frames.is_power_of_two() {
-                    debug!(error = %e, count = self.bad_frames, "RTMP frame dropped");
+                    debug!(error = %e, count = self.bad_frames, "frame dropped");
                 }
                 return Ok(());
             }
         };
         if self.live.is_none() {
-            let Some(catalog) = self.converter.catalog().cloned() else {
+            let Some(catalog) = self.converter().catalog().cloned() else {
                 return Ok(());
             };
             self.go_live(catalog)?;
@@ -259,11 +335,12 @@ impl Publishing {
             .counters
             .publishers_total
             .fetch_add(1, Ordering::Relaxed);
-        state
-            .counters
-            .rtmp_publishers_total
-            .fetch_add(1, Ordering::Relaxed);
-        info!(stream, session = %session_log_id(&id), epoch = self.claim.epoch, ?catalog, "RTMP publisher live");
+        match self.input {
+            Input::Flv(_) => &state.counters.rtmp_publishers_total,
+            Input::Ts(_) => &state.counters.srt_publishers_total,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        info!(stream, session = %session_log_id(&id), epoch = self.claim.epoch, ?catalog, "encoder publisher live");
         self.stop = Some(stop_rx);
         self.live = Some(Live { source, id });
         Ok(())
@@ -272,7 +349,7 @@ impl Publishing {
     /// Ends the publish: the session goes, the stream is unpublished (the
     /// epoch this node holds), local players get the orphan grace; the
     /// reservation goes last.
-    pub(super) async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let Publishing {
             state, claim, live, ..
         } = self;
@@ -287,7 +364,7 @@ impl Publishing {
         if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
             warn!(error = %e, "unpublish failed; the lease will clean up");
         }
-        info!(stream, epoch, "RTMP publisher left; stream unpublished");
+        info!(stream, epoch, "encoder publisher left; stream unpublished");
         if was_live && let Some(s) = state.hub.get(stream) {
             let grace = state.cfg.orphan_grace;
             tokio::spawn(
@@ -295,6 +372,15 @@ impl Publishing {
             );
         }
         drop(claim);
+    }
+}
+
+fn converter_config() -> ConverterConfig {
+    ConverterConfig {
+        video_ssrc: rand::random(),
+        audio_ssrc: rand::random(),
+        first_seq: rand::random(),
+        ..ConverterConfig::default()
     }
 }
 
@@ -306,7 +392,7 @@ fn wall_clock_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// An RTMP session has no ICE: its (never handed out) session URL takes no
+/// An RTMP or SRT session has no ICE: its (never handed out) session URL takes no
 /// candidates.
 struct NoCandidates;
 
@@ -314,7 +400,7 @@ struct NoCandidates;
 impl crate::state::CandidateSink for NoCandidates {
     async fn add(&self, _sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
         Err(strata_rtc::RtcError::InvalidSdp(
-            "an RTMP session takes no ICE candidates".into(),
+            "an RTMP or SRT session takes no ICE candidates".into(),
         ))
     }
 }
