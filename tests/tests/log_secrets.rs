@@ -14,6 +14,7 @@ use std::time::Duration;
 use security_common::*;
 use strata_node::auth::{Action, unix_now};
 use strata_tests::cluster::Cluster;
+use strata_tests::rtmp::RtmpClient;
 
 /// A `MakeWriter` collecting everything logged.
 #[derive(Clone, Default)]
@@ -63,6 +64,10 @@ async fn tokens_and_keys_never_appear_in_logs() {
     for t in [&good, &expired, &other] {
         let _ = post(&format!("{}/whip/cam", node.http), Some(t), NOT_SDP).await;
         let _ = post(&format!("{}/whep/cam?token={t}", node.http), None, NOT_SDP).await;
+        // RTMP: the token in the stream key's query, and as the stream key itself.
+        let rtmp = node.rtmp.clone().unwrap();
+        let _ = RtmpClient::publish(&rtmp, "live", &format!("cam?token={t}")).await;
+        let _ = RtmpClient::publish(&rtmp, "live", t).await;
     }
     node.stop().await.unwrap();
 
@@ -71,6 +76,10 @@ async fn tokens_and_keys_never_appear_in_logs() {
         logs.contains("request refused"),
         "the capture saw nothing: {}",
         &logs[..logs.len().min(2000)]
+    );
+    assert!(
+        logs.contains("RTMP publish accepted") && logs.contains("NetStream.Publish.Unauthorized"),
+        "the RTMP publishes did not run"
     );
     for (what, secret) in [
         ("valid token", good.as_str()),

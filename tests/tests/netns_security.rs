@@ -785,6 +785,8 @@ async fn control_plane_over_tls_knows_nodes_and_operators() {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         relay_listen: "127.0.0.1:0".parse().unwrap(),
         rtc_listen: "127.0.0.1:0".parse().unwrap(),
+        rtmp_listen: "127.0.0.1:0".into(),
+        srt_listen: "127.0.0.1:0".into(),
         control_plane: vec![format!("https://{addr}")],
         certs_dir: Some(dir.clone()),
         auth: AuthMode::Open,

@@ -236,6 +236,15 @@ fn check_node(node: &Value, id: &str) -> (u32, String) {
     assert!(http.starts_with("http://127.0.0.1:"), "{node}");
     let relay = node["relay"].as_str().expect("relay");
     assert!(relay.starts_with("127.0.0.1:"), "{node}");
+    let rtmp = node["rtmp"].as_str().expect("rtmp");
+    assert!(rtmp.starts_with("127.0.0.1:"), "{node}");
+    // The node listens there: an RTMP handshake's first bytes are answered.
+    let mut s = std::net::TcpStream::connect(rtmp).expect("RTMP port open");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut s, &[3u8; 1537]).unwrap();
+    let mut s0 = [0u8; 1];
+    std::io::Read::read_exact(&mut s, &mut s0).expect("RTMP answer");
+    assert_eq!(s0[0], 3, "RTMP version");
     assert!(alive(pid), "{node}: process not alive");
     (pid, http)
 }

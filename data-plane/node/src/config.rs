@@ -272,6 +272,56 @@ pub struct NodeConfig {
         default_value_t = 256
     )]
     pub http_max_connections_per_ip: usize,
+
+    /// RTMP ingest listen address (`rtmp://HOST/live/{stream}`), or `off`.
+    #[arg(long, env = "STRATA_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: String,
+
+    /// Most concurrent RTMP connections; more are closed at once.
+    #[arg(long, env = "STRATA_RTMP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub rtmp_max_connections: usize,
+
+    /// Most concurrent RTMP connections from one client address (IPv6: one
+    /// /64); 0: only the total cap.
+    #[arg(long, env = "STRATA_RTMP_MAX_CONNECTIONS_PER_IP", default_value_t = 4)]
+    pub rtmp_max_connections_per_ip: usize,
+
+    /// Time an RTMP client has from connecting until its media starts
+    /// (handshake, connect, publish, codec headers).
+    #[arg(long, env = "STRATA_RTMP_SETUP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub rtmp_setup_timeout: Duration,
+
+    /// An RTMP publisher that sends nothing for this long has stalled: it is
+    /// disconnected and its stream unpublished.
+    #[arg(long, env = "STRATA_RTMP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub rtmp_idle_timeout: Duration,
+
+    /// SRT ingest listen address (UDP; MPEG-TS, stream id
+    /// `#!::r={stream},m=publish,t={token}`), or `off`.
+    #[arg(long, env = "STRATA_SRT_LISTEN", default_value = "0.0.0.0:8890")]
+    pub srt_listen: String,
+
+    /// SRT receive latency (the buffer that absorbs retransmissions).
+    #[arg(long, env = "STRATA_SRT_LATENCY", default_value = "120ms", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub srt_latency: Duration,
+
+    /// Most concurrent SRT connections; more are rejected.
+    #[arg(long, env = "STRATA_SRT_MAX_CONNECTIONS", default_value_t = 64)]
+    pub srt_max_connections: usize,
+
+    /// Most concurrent SRT connections from one client address (IPv6: one
+    /// /64); 0: only the total cap.
+    #[arg(long, env = "STRATA_SRT_MAX_CONNECTIONS_PER_IP", default_value_t = 4)]
+    pub srt_max_connections_per_ip: usize,
+
+    /// An SRT caller that sends nothing for this long (from its handshake
+    /// on) has stalled: it is disconnected and its stream unpublished.
+    #[arg(long, env = "STRATA_SRT_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub srt_idle_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -299,6 +349,16 @@ impl NodeConfig {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
+    /// The RTMP listen address; `None` when RTMP is `off`.
+    pub fn rtmp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr("--rtmp-listen", &self.rtmp_listen)
+    }
+
+    /// The SRT listen address; `None` when SRT is `off`.
+    pub fn srt_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr("--srt-listen", &self.srt_listen)
+    }
+
     /// Puts the TOML file of `--config` (if any) under the values clap
     /// parsed into `matches` from flags and the environment.
     pub fn with_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
@@ -311,6 +371,17 @@ impl NodeConfig {
         merged.token_key_entries = self.token_key_entries;
         Ok(merged)
     }
+}
+
+/// A listen address, or `None` for `off` (or empty).
+fn listen_addr(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not host:port or off"))
 }
 
 use strata_common::config::duration as duration_str;

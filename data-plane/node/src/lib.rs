@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod control_tls;
+pub mod encoder;
 pub mod error;
 pub mod http;
 pub mod layers;
@@ -17,7 +18,9 @@ pub mod node;
 pub mod pages;
 pub mod probe;
 pub mod pull;
+pub mod rtmp;
 pub mod sessions;
+pub mod srt;
 pub mod state;
 pub mod takeover;
 

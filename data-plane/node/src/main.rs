@@ -10,9 +10,9 @@ use strata_relay::certs::{CertKind, DevCa, IssueOptions, NodeCredentials};
 use tracing_subscriber::EnvFilter;
 
 /// The log filter when `RUST_LOG` is unset: Strata at info, the WebRTC stack only on errors
-/// (it logs every late or unknown packet as a warning, which drowns a busy node's log).
-const DEFAULT_LOG_FILTER: &str =
-    "info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error";
+/// (it logs every late or unknown packet as a warning, which drowns a busy node's log), and
+/// the SRT stack likewise (a warning per datagram that does not parse: anyone could flood it).
+const DEFAULT_LOG_FILTER: &str = "info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,srt_protocol=error,srt_tokio=error";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

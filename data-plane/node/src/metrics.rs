@@ -38,7 +38,7 @@ pub fn render(state: &NodeState) -> String {
     gauge(
         &mut out,
         "strata_node_publishers",
-        "WHIP sessions now",
+        "Publishers (WHIP and RTMP) now",
         state.session_count(SessionKind::Publisher) as f64,
     );
     gauge(
@@ -62,8 +62,38 @@ pub fn render(state: &NodeState) -> String {
     counter(
         &mut out,
         "strata_node_publishers_total",
-        "WHIP sessions accepted",
+        "Publishers accepted (WHIP and RTMP)",
         c.publishers_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_rtmp_connections_total",
+        "RTMP connections accepted",
+        c.rtmp_connections_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_rtmp_publishers_total",
+        "RTMP publishers that went live",
+        c.rtmp_publishers_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_rtmp_refused_total",
+        "RTMP connections and publishes refused",
+        c.rtmp_refused_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_srt_publishers_total",
+        "SRT publishers that went live",
+        c.srt_publishers_total.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_node_srt_refused_total",
+        "SRT connections refused",
+        c.srt_refused_total.load(Relaxed),
     );
     counter(
         &mut out,

@@ -36,6 +36,10 @@ pub struct Listeners {
     pub http: TcpListener,
     /// UDP socket of the QUIC relay server.
     pub relay: std::net::UdpSocket,
+    /// RTMP ingest, unless `--rtmp-listen off`.
+    pub rtmp: Option<TcpListener>,
+    /// SRT ingest (UDP), unless `--srt-listen off`.
+    pub srt: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
@@ -46,7 +50,26 @@ impl Listeners {
             .with_context(|| format!("binding HTTP {}", cfg.http_listen))?;
         let relay = std::net::UdpSocket::bind(cfg.relay_listen)
             .with_context(|| format!("binding relay {}", cfg.relay_listen))?;
-        Ok(Self { http, relay })
+        let rtmp = match cfg.rtmp_addr()? {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding RTMP {addr}"))?,
+            ),
+            None => None,
+        };
+        let srt = match cfg.srt_addr()? {
+            Some(addr) => Some(
+                std::net::UdpSocket::bind(addr).with_context(|| format!("binding SRT {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            http,
+            relay,
+            rtmp,
+            srt,
+        })
     }
 }
 
@@ -435,6 +458,14 @@ pub async fn run_with_reload(
         },
         Duration::from_secs(2),
     ));
+    if let Some(rtmp) = listeners.rtmp {
+        info!(rtmp = %rtmp.local_addr().map(crate::rtmp::url_of).unwrap_or_default(), "RTMP ingest listening");
+        tokio::spawn(crate::rtmp::serve(rtmp, state.clone(), stop_rx.clone()));
+    }
+    if let Some(srt) = listeners.srt {
+        info!(srt = %srt.local_addr().map(|a| a.to_string()).unwrap_or_default(), "SRT ingest listening");
+        tokio::spawn(crate::srt::serve(srt, state.clone(), stop_rx.clone()));
+    }
     tokio::spawn(refresh_peer_regions(
         state.clone(),
         live_tls.clone(),

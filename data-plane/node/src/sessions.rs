@@ -122,6 +122,18 @@ async fn attach_after_puller(
     stream: &str,
     catalog: &strata_media::Catalog,
 ) -> Result<strata_media::hub::Source, ApiError> {
+    puller_handover(state, stream).await?;
+    state
+        .hub
+        .attach_source(stream, catalog.clone())
+        .map_err(|e| ApiError::Conflict(e.to_string()))
+}
+
+/// Waits (at most [`PULLER_HANDOVER`]) for this node's puller of `stream`, if
+/// any, to end: a node that just claimed the main origin of a stream it was
+/// pulling for its own players takes the hub stream over from the puller once
+/// the puller's topology watch has shown it the new origin (its players stay).
+pub(crate) async fn puller_handover(state: &NodeState, stream: &str) -> Result<(), ApiError> {
     if let Some(mut status) = state.puller(stream) {
         // The sender goes when the puller's task ends, after its cleanup.
         let ended = async { while status.changed().await.is_ok() {} };
@@ -131,10 +143,7 @@ async fn attach_after_puller(
             )));
         }
     }
-    state
-        .hub
-        .attach_source(stream, catalog.clone())
-        .map_err(|e| ApiError::Conflict(e.to_string()))
+    Ok(())
 }
 
 /// What an ingest task owns besides its media.
@@ -201,7 +210,11 @@ async fn ingest(
     drop(ingest);
 }
 
-async fn close_if_still_orphaned(state: Arc<NodeState>, stream: StreamHandle, grace: Duration) {
+pub(crate) async fn close_if_still_orphaned(
+    state: Arc<NodeState>,
+    stream: StreamHandle,
+    grace: Duration,
+) {
     let mut st = stream.watch_state();
     let deadline = tokio::time::Instant::now() + grace;
     loop {

@@ -33,12 +33,24 @@ pub struct NodeCounters {
     /// Probes of a main origin holder's relay port (refused, listening, no
     /// answer), see `takeover.rs`.
     pub takeover_probes: [AtomicU64; 3],
+    /// RTMP connections accepted (within the connection limits).
+    pub rtmp_connections_total: AtomicU64,
+    /// RTMP publishers that went live.
+    pub rtmp_publishers_total: AtomicU64,
+    /// RTMP connections or publishes refused (limits, tokens, names,
+    /// conflicts, codecs, draining).
+    pub rtmp_refused_total: AtomicU64,
+    /// SRT publishers that went live.
+    pub srt_publishers_total: AtomicU64,
+    /// SRT connections refused (limits, stream ids, tokens, conflicts,
+    /// codecs, draining).
+    pub srt_refused_total: AtomicU64,
 }
 
 /// Kind of an HTTP-created session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
-    /// A WHIP publisher.
+    /// A WHIP or RTMP publisher.
     Publisher,
     /// A WHEP player.
     Player,

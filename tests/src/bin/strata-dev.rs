@@ -48,7 +48,7 @@ struct Args {
     nodes_per_region: usize,
 
     /// Use consecutive ports from here instead of free ones: the control plane's gRPC and
-    /// HTTP ports, then HTTP, relay (UDP) and WebRTC (UDP) of each node. etcd always takes
+    /// HTTP ports, then HTTP, relay (UDP), WebRTC (UDP), RTMP (TCP) and SRT (UDP) of each node. etcd always takes
     /// free ports.
     #[arg(long)]
     port_base: Option<u16>,
@@ -88,6 +88,10 @@ struct JsonNode {
     pid: Option<u32>,
     http: String,
     relay: String,
+    /// RTMP ingest `127.0.0.1:PORT`: `rtmp://{rtmp}/live/{stream}`.
+    rtmp: String,
+    /// SRT ingest `127.0.0.1:PORT` (UDP).
+    srt: String,
 }
 
 fn main() -> Result<()> {
@@ -289,6 +293,8 @@ fn write_json(args: &Args, cluster: &ProcCluster, publishing: bool) -> Result<Pa
             pid: n.pid,
             http: n.http,
             relay: n.relay,
+            rtmp: n.rtmp,
+            srt: n.srt,
         });
     }
     let cp = cluster
@@ -341,6 +347,11 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
                 n.relay_addr(),
                 n.pid().unwrap_or_default()
             );
+            println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
+            println!(
+                "               srt://{}?streamid=#!::r=<stream>,m=publish",
+                n.srt_addr()
+            );
         }
     }
     println!();
@@ -353,6 +364,13 @@ fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: b
         }
     } else if let Some(n) = cluster.nodes().first() {
         println!("Publish from a browser: {}/publish/<stream>", n.http_url());
+    }
+    if let Some(n) = cluster.nodes().first() {
+        println!(
+            "Publish over RTMP:      ffmpeg -re -f lavfi -i testsrc2 -f lavfi -i sine -c:v libx264 \
+             -profile:v baseline -tune zerolatency -c:a aac -f flv rtmp://{}/live/<stream>",
+            n.rtmp_addr()
+        );
     }
     println!();
     println!("grpcurl (reflection is on):");

@@ -334,6 +334,8 @@ impl ProcCluster {
         let http_port = self.ports.tcp()?;
         let relay_port = self.ports.udp()?;
         let rtc_port = self.ports.udp()?;
+        let rtmp_port = self.ports.tcp()?;
+        let srt_port = self.ports.udp()?;
         let control_plane: Vec<String> = self.control_planes.iter().map(ControlProc::url).collect();
         let mut args = vec![
             "--id".to_owned(),
@@ -346,6 +348,10 @@ impl ProcCluster {
             format!("{relay_ip}:{relay_port}"),
             "--rtc-listen".to_owned(),
             format!("127.0.0.1:{rtc_port}"),
+            "--rtmp-listen".to_owned(),
+            format!("127.0.0.1:{rtmp_port}"),
+            "--srt-listen".to_owned(),
+            format!("127.0.0.1:{srt_port}"),
             "--announce-ips".to_owned(),
             "127.0.0.1".to_owned(),
             "--control-plane".to_owned(),
@@ -386,6 +392,8 @@ impl ProcCluster {
             relay_ip,
             relay_port,
             rtc_port,
+            rtmp_port,
+            srt_port,
             control_plane,
             proc,
         })

@@ -20,6 +20,8 @@ pub struct NodeProc {
     pub(super) relay_ip: Ipv4Addr,
     pub(super) relay_port: u16,
     pub(super) rtc_port: u16,
+    pub(super) rtmp_port: u16,
+    pub(super) srt_port: u16,
     pub(super) control_plane: Vec<String>,
     pub(super) proc: Proc,
 }
@@ -37,6 +39,10 @@ pub struct NodeEntry {
     pub http: String,
     /// `IP:PORT` (QUIC, UDP): 127.0.0.1 unless [`ProcOptions::relay_ips`] says otherwise.
     pub relay: String,
+    /// `127.0.0.1:PORT` of the RTMP ingest (TCP): `rtmp://{rtmp}/live/{stream}`.
+    pub rtmp: String,
+    /// `127.0.0.1:PORT` of the SRT ingest (UDP): `srt://{srt}?streamid=#!::r={stream},m=publish`.
+    pub srt: String,
 }
 
 impl NodeProc {
@@ -59,6 +65,16 @@ impl NodeProc {
     /// [`ProcOptions::relay_ips`] names one for the node's region.
     pub fn relay_addr(&self) -> String {
         format!("{}:{}", self.relay_ip, self.relay_port)
+    }
+
+    /// The RTMP ingest's `127.0.0.1:PORT` (TCP).
+    pub fn rtmp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rtmp_port)
+    }
+
+    /// The SRT ingest's `127.0.0.1:PORT` (UDP).
+    pub fn srt_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.srt_port)
     }
 
     /// The WebRTC `127.0.0.1:PORT` (UDP).
@@ -109,6 +125,8 @@ impl NodeProc {
             pid: self.pid(),
             http: self.http_url(),
             relay: self.relay_addr(),
+            rtmp: self.rtmp_addr(),
+            srt: self.srt_addr(),
         }
     }
 

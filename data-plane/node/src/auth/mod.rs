@@ -643,6 +643,18 @@ impl Auth {
         grant.allows(stream, action)?;
         Ok(())
     }
+
+    /// The stream a token names when it is used as an RTMP stream key: its
+    /// subject, which must be one stream (no wildcard), checked as
+    /// [`Auth::check`] would for `action` on it.
+    pub fn stream_of(&self, token: &str, action: Action, now: u64) -> Result<String, AuthError> {
+        let grant = self.read_keys().verify(token, now)?;
+        if grant.sub.contains('*') {
+            return Err(Denied::WrongStream.into());
+        }
+        self.check(Some(token), &grant.sub, action, now)?;
+        Ok(grant.sub)
+    }
 }
 
 /// Seconds since the epoch on the system clock.

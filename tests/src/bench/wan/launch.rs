@@ -195,6 +195,13 @@ fn optional_node_flags(node: &Path) -> &'static [String] {
         if help.contains("--http-max-connections-per-ip") {
             flags.extend(["--http-max-connections-per-ip".to_owned(), "0".to_owned()]);
         }
+        // Several nodes share a namespace: no RTMP listener on the default port.
+        if help.contains("--rtmp-listen") {
+            flags.extend(["--rtmp-listen".to_owned(), "off".to_owned()]);
+        }
+        if help.contains("--srt-listen") {
+            flags.extend(["--srt-listen".to_owned(), "off".to_owned()]);
+        }
         flags
     })
 }
