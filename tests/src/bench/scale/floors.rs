@@ -11,7 +11,7 @@ use strata_proto::v1;
 use tokio::time::Instant;
 
 use super::hist::{Hist, Summary};
-use super::sim::Counters;
+use super::sim::{Counters, SimNode};
 use super::streams;
 use super::world::World;
 
@@ -29,6 +29,8 @@ pub struct Floors {
     pub raw_txn: Summary,
     /// A claim (Publish of a fresh stream) through the control plane.
     pub claim: Summary,
+    /// Floor calls that failed (a stream or node gone meanwhile).
+    pub failed: usize,
 }
 
 /// Measures `calls` of each.
@@ -48,14 +50,19 @@ pub async fn measure(world: &World, etcd: &str, calls: usize) -> Result<Floors> 
     );
     let value =
         br#"{"node_id":"floor","region":"r0","relay_addr":"127.0.0.1:4433","started_at_ms":0}"#;
+    let mut failed = 0;
     for i in 0..calls {
         let t0 = Instant::now();
-        diag.ping(v1::PingRequest {}).await?;
-        ping.record(t0.elapsed());
+        match diag.ping(v1::PingRequest {}).await {
+            Ok(_) => ping.record(t0.elapsed()),
+            Err(_) => failed += 1,
+        }
 
         let t0 = Instant::now();
-        streams::resolve(&node, &stream, &counters, true).await?;
-        resolve.record(t0.elapsed());
+        match streams::resolve(&node, &stream, &counters, true).await {
+            Ok(_) => resolve.record(t0.elapsed()),
+            Err(_) => failed += 1,
+        }
 
         let key = format!("{RAW_PREFIX}{i}");
         let txn = Txn::new()
@@ -66,29 +73,14 @@ pub async fn measure(world: &World, etcd: &str, calls: usize) -> Result<Floors> 
             ])
             .or_else([TxnOp::get(key, None)]);
         let t0 = Instant::now();
-        etcd.txn(txn).await?;
-        raw.record(t0.elapsed());
+        match etcd.txn(txn).await {
+            Ok(_) => raw.record(t0.elapsed()),
+            Err(_) => failed += 1,
+        }
 
-        let name = format!("floor-{i}");
-        let t0 = Instant::now();
-        let epoch = node
-            .routing()
-            .publish(v1::PublishRequest {
-                stream: name.clone(),
-                node_id: node.id.clone(),
-            })
-            .await?
-            .into_inner()
-            .origin
-            .map(|o| o.epoch)
-            .unwrap_or(0);
-        claim.record(t0.elapsed());
-        let end = v1::UnpublishRequest {
-            stream: name,
-            node_id: node.id.clone(),
-            epoch,
-        };
-        node.routing().unpublish(end).await?;
+        if claim_once(&node, i, &claim).await.is_err() {
+            failed += 1;
+        }
     }
     // The raw keys are not the control plane's; leave etcd as the phases found it.
     let _ = tokio::time::timeout(
@@ -104,5 +96,25 @@ pub async fn measure(world: &World, etcd: &str, calls: usize) -> Result<Floors> 
         resolve: resolve.take(),
         raw_txn: raw.take(),
         claim: claim.take(),
+        failed,
     })
+}
+
+/// Publishes a fresh stream (timed) and unpublishes it again.
+async fn claim_once(node: &SimNode, i: usize, hist: &Hist) -> Result<(), tonic::Status> {
+    let name = format!("floor-{i}");
+    let t0 = Instant::now();
+    let req = v1::PublishRequest {
+        stream: name.clone(),
+        node_id: node.id.clone(),
+    };
+    let origin = node.routing().publish(req).await?.into_inner().origin;
+    hist.record(t0.elapsed());
+    let end = v1::UnpublishRequest {
+        stream: name,
+        node_id: node.id.clone(),
+        epoch: origin.map(|o| o.epoch).unwrap_or(0),
+    };
+    node.routing().unpublish(end).await?;
+    Ok(())
 }

@@ -92,7 +92,7 @@ pub struct ScaleArgs {
     pub lease_ttl: Duration,
     /// Extra `strata-control` flags, space separated, for a baseline run of every step
     /// before the normal one (e.g. "--load-report-tolerance 0").
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub baseline_args: Option<String>,
     /// Run the replicas inside this process (no per-replica CPU or memory then).
     #[arg(long)]
