@@ -16,8 +16,9 @@
 //! 5. **burst**: `--burst` new streams published in one region, then resolved at once by the
 //!    nodes of another region, each resolve electing that region's origin.
 //!
-//! With `--baseline-args`, every step runs twice: first with those extra flags for the
-//! replicas (an older behaviour to compare with), then without.
+//! With `--baseline-args` or `--baseline-bin`, every step runs twice: first with those extra
+//! flags or that other `strata-control` binary for the replicas (an older behaviour to compare
+//! with), then as built.
 
 mod etcd_stats;
 mod floors;
@@ -94,6 +95,10 @@ pub struct ScaleArgs {
     /// before the normal one (e.g. "--load-report-tolerance 0").
     #[arg(long, allow_hyphen_values = true)]
     pub baseline_args: Option<String>,
+    /// Another `strata-control` binary for the baseline run (e.g. one built before a change);
+    /// implies a baseline run.
+    #[arg(long)]
+    pub baseline_bin: Option<PathBuf>,
     /// Run the replicas inside this process (no per-replica CPU or memory then).
     #[arg(long)]
     pub in_process: bool,
@@ -132,6 +137,7 @@ pub struct Plan {
     floor_calls: usize,
     lease_ttl: Duration,
     baseline_args: Option<Vec<String>>,
+    baseline_placement: Placement,
     placement: Placement,
     placement_note: Option<String>,
 }
@@ -201,10 +207,18 @@ impl Plan {
         );
         let (placement, placement_note) =
             crate::bench::control::placement_of(a.in_process, false, a.control_bin.as_ref())?;
-        let baseline_args = a
+        let mut baseline_args = a
             .baseline_args
             .as_ref()
             .map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+        let baseline_placement = match &a.baseline_bin {
+            Some(bin) => {
+                ensure!(bin.is_file(), "no --baseline-bin at {}", bin.display());
+                baseline_args.get_or_insert_with(Vec::new);
+                Placement::Process(bin.clone())
+            }
+            None => placement.clone(),
+        };
         if baseline_args.is_some() && matches!(placement, Placement::InProcess) {
             bail!("--baseline-args needs the replicas as processes (a strata-control binary)");
         }
@@ -224,6 +238,7 @@ impl Plan {
             floor_calls: a.floor_calls.unwrap_or(if q { 20 } else { 200 }).max(1),
             lease_ttl: a.lease_ttl,
             baseline_args,
+            baseline_placement,
             placement,
             placement_note,
         })
@@ -238,9 +253,10 @@ pub async fn measure(args: ScaleArgs) -> Result<Report> {
     let mut steps = Vec::new();
     for step in &plan.steps {
         if let Some(base) = &plan.baseline_args {
-            steps.push(step::run(&plan, step, "baseline", base).await?);
+            let at = &plan.baseline_placement;
+            steps.push(step::run(&plan, step, at, "baseline", base).await?);
         }
-        steps.push(step::run(&plan, step, "current", &[]).await?);
+        steps.push(step::run(&plan, step, &plan.placement, "current", &[]).await?);
     }
     Ok(Report::new(machine, &plan, load_before, steps))
 }

@@ -18,7 +18,7 @@ use super::sim::{Counters, Life, SimNode};
 use super::streams::{self, Ops};
 use super::world::{self, World};
 use super::{Plan, Step};
-use crate::bench::control::target::Target;
+use crate::bench::control::target::{Placement, Target};
 use crate::etcd::EtcdCluster;
 
 /// Operations in flight at most (publishes, pulls, releases, resolves of the driver).
@@ -68,7 +68,13 @@ pub struct Burst {
 }
 
 /// Runs one step with these extra replica flags.
-pub async fn run(plan: &Plan, step: &Step, variant: &str, args: &[String]) -> Result<StepResult> {
+pub async fn run(
+    plan: &Plan,
+    step: &Step,
+    placement: &Placement,
+    variant: &str,
+    args: &[String],
+) -> Result<StepResult> {
     eprintln!(
         "strata-bench scale: {} nodes, {} streams ({variant})…",
         step.nodes, step.streams
@@ -79,7 +85,7 @@ pub async fn run(plan: &Plan, step: &Step, variant: &str, args: &[String]) -> Re
     let endpoints = etcd.endpoints();
     let mut replicas = Vec::new();
     for _ in 0..plan.replicas {
-        let t = Target::start_on(&plan.placement, &endpoints, plan.lease_ttl, args)
+        let t = Target::start_on(placement, &endpoints, plan.lease_ttl, args)
             .await
             .context("starting a control-plane replica")?;
         replicas.push(t);
