@@ -1,6 +1,8 @@
-//! Load reports at scale: a report that differs from the stored one only by measurement noise
-//! costs no etcd write; a material change, or a session count near capacity, is written at
-//! once. Against a real etcd; the write is read back as the load key's mod revision.
+//! The control plane's bookkeeping at scale, against a real etcd:
+//! - a load report that differs from the stored one only by measurement noise costs no etcd
+//!   write; a material change, or a session count near capacity, is written at once (read
+//!   back as the load key's mod revision);
+//! - a replica loads a tree larger than one gRPC message (4 MiB) into its cache and serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,4 +107,42 @@ async fn noisy_load_reports_cost_no_write_material_ones_do() {
         n.load_revision().await > third,
         "91 of 100 players not written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_loads_a_tree_larger_than_one_grpc_message() {
+    const RECORDS: usize = 9_000;
+    let (etcd, store) = Store::etcd().await.unwrap();
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    // 9,000 revocations of ~600 bytes each: 5 MiB under the prefix, more than one answer
+    // may carry.
+    let reason = "r".repeat(500);
+    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|i| {
+                let value =
+                    format!(r#"{{"reason":"{reason}","revoked_by":"test","revoked_at_ms":{i}}}"#);
+                etcd_client::TxnOp::put(format!("/strata/revoked/serial/{i:08x}"), value, None)
+            })
+            .collect();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .unwrap();
+    }
+    let cp = ControlPlane::start(&store, Duration::from_secs(10))
+        .await
+        .expect("the replica serves: its cache loaded the whole tree");
+    // Every record made it into the cache, the last page's too.
+    let mut nodes = v1::node_service_client::NodeServiceClient::new(cp.channel().await.unwrap())
+        .max_decoding_message_size(64 << 20);
+    let list = nodes
+        .list_revoked(v1::ListRevokedRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.revoked.len(), RECORDS);
 }
