@@ -251,14 +251,31 @@ pub async fn measure(args: ScaleArgs) -> Result<Report> {
     let machine = Machine::detect();
     let load_before = crate::bench::fanout::procstat::load_average();
     let mut steps = Vec::new();
+    let mut failed = Vec::new();
     for step in &plan.steps {
+        let mut runs = Vec::new();
         if let Some(base) = &plan.baseline_args {
-            let at = &plan.baseline_placement;
-            steps.push(step::run(&plan, step, at, "baseline", base).await?);
+            runs.push((&plan.baseline_placement, "baseline", base.as_slice()));
         }
-        steps.push(step::run(&plan, step, &plan.placement, "current", &[]).await?);
+        runs.push((&plan.placement, "current", &[]));
+        for (placement, variant, args) in runs {
+            // A step that fails is reported; the others still run.
+            match step::run(&plan, step, placement, variant, args).await {
+                Ok(r) => {
+                    eprintln!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    steps.push(r);
+                }
+                Err(e) => {
+                    let why = format!("{}x{} ({variant}): {e:#}", step.nodes, step.streams);
+                    eprintln!("strata-bench scale: step failed: {why}");
+                    failed.push(why);
+                }
+            }
+        }
     }
-    Ok(Report::new(machine, &plan, load_before, steps))
+    let mut report = Report::new(machine, &plan, load_before, steps);
+    report.failed_steps = failed;
+    Ok(report)
 }
 
 /// Runs the benchmark, prints the report (markdown) on stdout, and writes the JSON if asked.

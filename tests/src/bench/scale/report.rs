@@ -31,6 +31,8 @@ pub struct Report {
     pub placement_note: Option<String>,
     /// Every step (and its baseline run, if any).
     pub steps: Vec<StepResult>,
+    /// Steps that could not be measured, and why.
+    pub failed_steps: Vec<String>,
 }
 
 /// The parameters of the run.
@@ -95,6 +97,7 @@ impl Report {
             },
             placement_note: plan.placement_note.clone(),
             steps,
+            failed_steps: Vec::new(),
         }
     }
 
@@ -105,6 +108,9 @@ impl Report {
 
     /// Fails when a healthy node lost its lease, a call failed, or a phase measured nothing.
     pub fn check(&self) -> Result<()> {
+        if let Some(f) = self.failed_steps.first() {
+            bail!("step failed: {f}");
+        }
         for s in &self.steps {
             let at = format!("{} nodes × {} streams ({})", s.nodes, s.streams, s.variant);
             for p in &s.phases {
@@ -126,6 +132,9 @@ impl Report {
                 if p.name != "setup" && p.keepalive.count == 0 {
                     bail!("{at}, {}: no keep-alive answered", p.name);
                 }
+            }
+            if let Some(e) = &s.fresh_replica_error {
+                bail!("{at}: a replica started at this size did not serve: {e}");
             }
             if s.burst.failed > 0 {
                 bail!("{at}: {} of the burst's resolves failed", s.burst.failed);
@@ -168,6 +177,9 @@ impl Report {
         );
         if let Some(n) = &self.placement_note {
             let _ = writeln!(o, "Note: {n}\n");
+        }
+        for f in &self.failed_steps {
+            let _ = writeln!(o, "Step failed: {f}\n");
         }
         self.phase_table(&mut o);
         self.sources_table(&mut o);
@@ -279,9 +291,9 @@ impl Report {
         let _ = writeln!(
             o,
             "| step | variant | register | populate s | ping | settled resolve | raw etcd txn | \
-             claim | claim ÷ raw txn | burst: streams | burst s | burst resolve | skipped |"
+             claim | claim ÷ raw txn | burst: streams | burst s | burst resolve | new replica serves after | skipped |"
         );
-        let _ = writeln!(o, "|{}", "---|".repeat(13));
+        let _ = writeln!(o, "|{}", "---|".repeat(14));
         for s in &self.steps {
             let f = &s.floors;
             let ratio = match (f.claim.p50_ms, f.raw_txn.p50_ms) {
@@ -290,7 +302,7 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "| {}×{} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+                "| {}×{} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
                 s.nodes,
                 s.streams,
                 s.variant,
@@ -304,6 +316,8 @@ impl Report {
                 s.burst.streams,
                 s.burst.secs,
                 pair(&s.burst.resolve),
+                s.fresh_replica_secs
+                    .map_or_else(|| "failed".into(), |x| format!("{x:.2} s")),
                 s.skipped,
             );
         }

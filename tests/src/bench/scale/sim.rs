@@ -17,6 +17,8 @@ use super::hist::Hist;
 
 /// Bits per second one player receives (a 720p stream), for the load reports.
 const PLAYER_BPS: f64 = 2_500_000.0;
+/// Registers retried after UNAVAILABLE or a timeout, at most.
+const REGISTER_ATTEMPTS: u32 = 5;
 /// Capacity every simulated node registers with.
 pub const CAPACITY: u32 = 500;
 
@@ -41,6 +43,8 @@ pub struct Counters {
     pub leases_lost: AtomicU64,
     /// Keep-alives that failed otherwise (timeouts, UNAVAILABLE).
     pub keepalive_errors: AtomicU64,
+    /// Registers retried after UNAVAILABLE.
+    pub register_retries: AtomicU64,
     /// Any other failed call.
     pub errors: AtomicU64,
     /// The first failure, for the report.
@@ -143,14 +147,36 @@ impl SimNode {
             capacity: CAPACITY,
             version: "strata-bench".into(),
         };
-        let t0 = Instant::now();
-        let resp = self
-            .nodes()
-            .register(v1::RegisterRequest { node: Some(info) })
-            .await
-            .with_context(|| format!("registering {}", self.id))?
-            .into_inner();
-        counters.register.record(t0.elapsed());
+        // A real node retries a register the control plane could not serve (etcd slow).
+        let mut attempt = 0;
+        let resp = loop {
+            let t0 = Instant::now();
+            let req = v1::RegisterRequest {
+                node: Some(info.clone()),
+            };
+            match self.nodes().register(req).await {
+                Ok(r) => {
+                    counters.register.record(t0.elapsed());
+                    break r.into_inner();
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable
+                            | Code::DeadlineExceeded
+                            | Code::Cancelled
+                            | Code::Unknown
+                    ) && attempt < REGISTER_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    counters.register_retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                }
+                Err(s) => {
+                    return Err(s).with_context(|| format!("registering {}", self.id));
+                }
+            }
+        };
         self.lease.store(resp.lease_id, Ordering::Relaxed);
         Ok(Duration::from_millis(u64::from(
             resp.keepalive_interval_ms.max(100),

@@ -47,6 +47,10 @@ pub struct StepResult {
     pub floors: Floors,
     /// A region electing regional origins for a burst of new streams.
     pub burst: Burst,
+    /// Seconds a replica started after the phases took to load its cache and serve.
+    pub fresh_replica_secs: Option<f64>,
+    /// Why that replica did not serve, if it did not.
+    pub fresh_replica_error: Option<String>,
     /// Operations skipped for want of an alive node or a stream.
     pub skipped: u64,
     /// The first failure, if any.
@@ -96,11 +100,25 @@ pub async fn run(
     };
     let urls: Vec<String> = replicas.iter().map(Target::url).collect();
     let result = measure(plan, step, &endpoints[0], &urls, &pids).await;
+    // A replica (re)started at this size: how long until its cache has loaded and it serves.
+    let t0 = Instant::now();
+    let fresh = match Target::start_on(placement, &endpoints, plan.lease_ttl, args).await {
+        Ok(t) => {
+            let secs = t0.elapsed().as_secs_f64();
+            replicas.push(t);
+            Ok(secs)
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
     for r in replicas {
         r.stop().await.context("stopping a replica")?;
     }
     drop(etcd);
     let mut result = result?;
+    match fresh {
+        Ok(secs) => result.fresh_replica_secs = Some(secs),
+        Err(e) => result.fresh_replica_error = Some(e),
+    }
     result.variant = variant.to_owned();
     result.replica_args = args.to_vec();
     Ok(result)
@@ -132,7 +150,7 @@ async fn measure(
         )?));
     }
     let nodes = Arc::new(nodes);
-    let keepalives = world::register_all(&nodes, &counters, 64).await?;
+    let keepalives = world::register_all(&nodes, &counters, 16).await?;
     let register = counters.register.take();
     let (tx, rx) = mpsc::unbounded_channel();
     let ops = Ops {
@@ -210,6 +228,8 @@ async fn measure(
         phases,
         floors,
         burst,
+        fresh_replica_secs: None,
+        fresh_replica_error: None,
         skipped: world.skipped,
         first_error,
     })
