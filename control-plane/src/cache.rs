@@ -18,6 +18,7 @@ use crate::keys::{
     RevokedBy, SubscriberRecord,
 };
 use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
+use crate::signals::{Signals, StreamChanges};
 
 /// A record with the revisions etcd keeps for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +195,8 @@ pub struct Cache {
     /// The health as last sent on `healthy`, for the per-request check
     /// without taking the watch channel's lock.
     healthy_now: Arc<AtomicBool>,
+    /// Per-stream change signals for topology watches.
+    signals: Arc<Signals>,
 }
 
 impl Cache {
@@ -210,6 +213,17 @@ impl Cache {
     /// Changes whenever the cache applies new store revisions.
     pub fn revisions(&self) -> watch::Receiver<i64> {
         self.revision.clone()
+    }
+
+    /// Changes whenever a record of `stream` changes (or the cache reloads), after the view
+    /// shows the change. Subscribe before reading the view, so no change is missed.
+    pub fn stream_changes(&self, stream: &str) -> StreamChanges {
+        self.signals.subscribe(stream)
+    }
+
+    /// Streams with at least one topology watch on this replica.
+    pub fn watched_streams(&self) -> usize {
+        self.signals.watched()
     }
 
     /// Changes whenever the health flips.
@@ -235,6 +249,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
     let health_tx = Arc::new(health_tx);
     let healthy_now = Arc::new(AtomicBool::new(false));
     let watch_ok = Arc::new(AtomicBool::new(false));
+    let signals = Arc::new(Signals::default());
     let probe_ok = Arc::new(AtomicBool::new(true));
     let update_health = {
         let (w, p, h) = (watch_ok.clone(), probe_ok.clone(), health_tx.clone());
@@ -266,13 +281,21 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
             update_health.clone(),
             watch_ok.clone(),
         );
+        let signals = signals.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
                 if rev_tx.is_closed() {
                     return;
                 }
-                match follow(&kv, &keys, &view, &rev_tx, &watch_ok, &update_health).await {
+                let sync = Sync {
+                    kv: &kv,
+                    keys: &keys,
+                    view: &view,
+                    rev_tx: &rev_tx,
+                    signals: &signals,
+                };
+                match follow(&sync, &watch_ok, &update_health).await {
                     // An established watch broke: resync at once. Health is
                     // only lost if the resync itself fails, so a blip of
                     // the watch connection is not an outage.
@@ -311,6 +334,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
         revision: rev_rx,
         healthy: health_rx,
         healthy_now,
+        signals,
     }
 }
 
@@ -318,15 +342,28 @@ fn write(view: &RwLock<View>) -> RwLockWriteGuard<'_, View> {
     view.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What one sync cycle works on.
+struct Sync<'a> {
+    kv: &'a Kv,
+    keys: &'a Keys,
+    view: &'a RwLock<View>,
+    rev_tx: &'a watch::Sender<i64>,
+    signals: &'a Signals,
+}
+
 /// One sync cycle: load, then follow the watch until it breaks.
 async fn follow(
-    kv: &Kv,
-    keys: &Keys,
-    view: &RwLock<View>,
-    rev_tx: &watch::Sender<i64>,
+    sync: &Sync<'_>,
     watch_ok: &AtomicBool,
     update_health: &impl Fn(),
 ) -> Result<(), crate::kv::KvError> {
+    let Sync {
+        kv,
+        keys,
+        view,
+        rev_tx,
+        signals,
+    } = *sync;
     let (kvs, revision) = kv.range(keys.prefix()).await?;
     let mut watch = kv.watch(keys.prefix(), revision + 1).await?;
     let orphans = {
@@ -342,6 +379,7 @@ async fn follow(
         orphans
     };
     rev_tx.send_replace(revision);
+    signals.notify_all();
     watch_ok.store(true, Ordering::Relaxed);
     update_health();
     debug!(revision, keys = kvs.len(), "cache loaded");
@@ -372,6 +410,16 @@ async fn follow(
             v.revision = v.revision.max(batch.revision);
         }
         rev_tx.send_replace(batch.revision);
+        signals.notify(batch.events.iter().filter_map(|ev| {
+            let key = match ev {
+                WatchEvent::Put(item) => &item.key,
+                WatchEvent::Delete { key, .. } => key,
+            };
+            match keys.parse(key)? {
+                KeyKind::Main(s) | KeyKind::Regional(s, _) | KeyKind::Subscriber(s, _) => Some(s),
+                _ => None,
+            }
+        }));
         clean_orphans(kv, keys, orphans);
     }
     Ok(())

@@ -73,6 +73,12 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
 
+    /// Relative change of a node's load report (sessions, egress, CPU) that is written to
+    /// etcd; smaller changes are noise and cost a write per node per second. Session counts
+    /// near the node's capacity are written on every change. 0 writes every change.
+    #[arg(long, env = "STRATA_LOAD_REPORT_TOLERANCE", default_value_t = 0.1, value_parser = parse_tolerance)]
+    pub load_report_tolerance: f64,
+
     /// Timeout of each etcd request.
     #[arg(long, env = "STRATA_ETCD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -141,6 +147,16 @@ pub struct Config {
     #[command(subcommand)]
     #[serde(skip)]
     pub command: Option<crate::cli::Command>,
+}
+
+/// A tolerance between 0 and 1.
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
 }
 
 /// Checks a region name given on the command line.
@@ -255,6 +271,7 @@ mod tests {
         assert_eq!(c.store, StoreKind::Etcd);
         assert_eq!(c.etcd_endpoints.len(), 3);
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
+        assert_eq!(c.load_report_tolerance, 0.1);
         assert_eq!(
             c.tls_cert,
             Some(PathBuf::from("/etc/strata/certs/cp-1.pem"))

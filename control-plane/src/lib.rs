@@ -19,6 +19,7 @@ pub mod kv;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod signals;
 
 pub use config::{Config, StoreKind};
 pub use server::{run, run_with_listeners, run_with_store};

@@ -183,6 +183,10 @@ pub struct Metrics {
     pub registrations: Counter,
     /// Keep-alives.
     pub keepalives: Counter,
+    /// Load reports written to the store (a material change).
+    pub load_writes: Counter,
+    /// Load reports left unwritten (within the tolerance of the stored one).
+    pub load_unwritten: Counter,
     /// Store call latency and errors.
     pub store: StoreMetrics,
     /// The HTTP front door.
@@ -197,7 +201,7 @@ impl Metrics {
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         let fd = &self.front_door;
-        let counters: [(&str, &str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &str, &Counter); 17] = [
             (
                 "strata_control_resolves_total",
                 "Resolve calls answered",
@@ -257,6 +261,18 @@ impl Metrics {
                 "Node keep-alives",
                 "",
                 &self.keepalives,
+            ),
+            (
+                "strata_control_load_reports_total",
+                "Load reports received, by whether they were written to etcd",
+                "{written=\"true\"}",
+                &self.load_writes,
+            ),
+            (
+                "strata_control_load_reports_total",
+                "",
+                "{written=\"false\"}",
+                &self.load_unwritten,
             ),
             (
                 "strata_control_front_door_redirects_total",

@@ -155,6 +155,7 @@ pub async fn run_with_listeners(
         cache.clone(),
         ServiceConfig {
             lease_ttl: config.lease_ttl,
+            load_tolerance: config.load_report_tolerance,
         },
         metrics,
     );

@@ -1,5 +1,5 @@
-//! Smoke runs of every `strata-bench` harness: `control --quick` and `relay --quick` (real
-//! etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
+//! Smoke runs of every `strata-bench` harness: `control --quick`, `relay --quick` and
+//! `scale --quick` (real etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
 //! (Strata, and Janus when installed) and `wan --quick` (root: nested namespaces). They check
 //! that the harnesses work end to end (every call answered, packets delivered with losses
 //! under a bound), not the figures.
@@ -7,6 +7,7 @@
 use strata_tests::bench::control::{self, ControlArgs};
 use strata_tests::bench::fanout::{self, FanoutArgs};
 use strata_tests::bench::relay::{self, RelayArgs};
+use strata_tests::bench::scale::{self, ScaleArgs};
 use strata_tests::bench::wan::{self, WanArgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +25,40 @@ async fn bench_control_smoke() {
     })
     .await
     .expect("control --quick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_scale_smoke() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ScaleArgs,
+    }
+    // In process: the test binary has no `strata-control` beside it.
+    let cli = Cli::parse_from(["scale", "--quick", "--in-process"]);
+    let report = scale::measure(cli.args).await.expect("scale --quick");
+    println!("{}", report.markdown());
+    // No lost lease, no failed call, a keep-alive answered in every phase.
+    report.check().expect("scale --quick check");
+    let step = report.steps.first().expect("one step");
+    let phase = |name: &str| {
+        step.phases
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no {name} phase"))
+    };
+    // Every stream of the setup is live and pulled; the churn phase ended some of them and
+    // their pullers' watches saw it; the floors and the burst were measured.
+    assert_eq!(phase("setup").streams, step.streams, "{step:?}");
+    assert!(phase("setup").pulls > 0, "{step:?}");
+    assert!(phase("quiet").resolve_settled.count > 0, "{step:?}");
+    assert!(phase("churn").watch_delay.count > 0, "{step:?}");
+    assert!(
+        step.floors.ping.count > 0 && step.floors.raw_txn.count > 0,
+        "{step:?}"
+    );
+    assert_eq!(step.burst.streams, 50, "{step:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

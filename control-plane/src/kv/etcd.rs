@@ -22,6 +22,9 @@ use tracing::debug;
 
 use super::{Compare, KeyValue, KvError, Op, TxnOutcome, WatchBatch, WatchEvent, WatchReceiver};
 
+/// Keys per page of a prefix read (records are a few hundred bytes: about 1 MiB a page).
+const RANGE_PAGE: i64 = 4096;
+
 /// Pause before a second round over the members (a leader election under way).
 const ROUND_PAUSE: Duration = Duration::from_millis(50);
 
@@ -161,14 +164,41 @@ impl EtcdKv {
         Ok(resp.kvs().first().map(convert))
     }
 
+    /// Every key under `prefix`, read in pages at one revision: a single answer for the whole
+    /// tree would pass gRPC's 4 MiB message limit at about 10,000 streams, and a replica
+    /// could then never load its cache.
     pub(super) async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), KvError> {
-        let resp = self
-            .bounded(
-                |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await },
-            )
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((resp.kvs().iter().map(convert).collect(), rev))
+        let end = prefix_end(prefix.as_bytes());
+        let mut out = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(RANGE_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = self
+                .bounded(|mut c| {
+                    let (key, opts) = (from.clone(), opts.clone());
+                    async move { c.get(key, Some(opts)).await }
+                })
+                .await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let kvs = resp.kvs();
+            out.extend(kvs.iter().map(convert));
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key of this one.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((out, revision)),
+            }
+        }
     }
 
     pub(super) async fn probe(&self) -> Result<(), KvError> {
@@ -295,6 +325,19 @@ impl EtcdKv {
     }
 }
 
+/// The end of the key range of every key starting with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff (or empty): to the end of the keyspace.
+    vec![0]
+}
+
 fn convert(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -321,5 +364,18 @@ fn map_err(e: etcd_client::Error) -> KvError {
         E::IoError(io) => KvError::Unavailable(io.to_string()),
         E::LeaseKeepAliveError(m) => KvError::Other(m),
         other => KvError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"/strata/"), b"/strata0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }

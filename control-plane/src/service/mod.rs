@@ -1,6 +1,7 @@
 //! The gRPC services, written once against [`crate::kv::Kv`] and the cache.
 
 pub(crate) mod convert;
+mod load;
 mod nodes;
 mod placement;
 mod routing;
@@ -26,6 +27,8 @@ pub use routing::RoutingApi;
 pub struct ServiceConfig {
     /// Lease time to live granted to nodes.
     pub lease_ttl: Duration,
+    /// Relative change of a load report that is written to the store (0: every change).
+    pub load_tolerance: f64,
 }
 
 /// Shared state of all services of one replica.

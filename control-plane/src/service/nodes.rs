@@ -9,7 +9,7 @@ use strata_proto::v1::{self, node_service_server::NodeService};
 use super::{State, convert, now_ms};
 use crate::auth::{Caller, NodeCert};
 use crate::error::{Error, Result};
-use crate::keys::{self, LoadRecord, NodeRecord, RevocationRecord, RevokedBy};
+use crate::keys::{self, NodeRecord, RevocationRecord, RevokedBy};
 use crate::kv::KvError;
 use strata_common::names::{self, NameKind};
 
@@ -210,20 +210,7 @@ impl NodeApi {
             info!(node = %req.node_id, serial = %record.cert_serial, "node presents a renewed certificate");
         }
         if let Some(l) = req.load {
-            let record = LoadRecord {
-                streams: l.streams,
-                players: l.players,
-                publishers: l.publishers,
-                egress_bps: l.egress_bps,
-                cpu: l.cpu,
-            };
-            let unchanged = s.cache().read().loads.get(&req.node_id) == Some(&record);
-            if !unchanged {
-                let key = s.keys().load(&req.node_id);
-                s.kv()
-                    .put(&key, keys::encode(&record), req.lease_id)
-                    .await?;
-            }
+            super::load::report(s, &node.value, l).await?;
         }
         s.metrics().keepalives.inc();
         let ttl_ms = u32::try_from(s.config().lease_ttl.as_millis()).unwrap_or(u32::MAX);

@@ -10,5 +10,6 @@ pub mod fanout;
 pub mod load;
 pub mod machine;
 pub mod relay;
+pub mod scale;
 pub mod stats;
 pub mod wan;

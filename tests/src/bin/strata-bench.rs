@@ -6,6 +6,7 @@
 //! cargo run --release -p strata-tests --bin strata-bench -- relay
 //! cargo run --release -p strata-tests --bin strata-bench -- fanout   # beside Janus
 //! cargo run --release -p strata-tests --bin strata-bench -- wan      # root: namespaces
+//! cargo run --release -p strata-tests --bin strata-bench -- scale    # simulated nodes
 //! bench/run.sh                                                       # all of them
 //! ```
 
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 use strata_tests::bench::control::ControlArgs;
 use strata_tests::bench::fanout::FanoutArgs;
 use strata_tests::bench::relay::RelayArgs;
+use strata_tests::bench::scale::ScaleArgs;
 use strata_tests::bench::wan::WanArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +39,8 @@ enum Command {
     Fanout(FanoutArgs),
     /// Three regions in network namespaces over emulated WAN links: first frame, latency, bytes.
     Wan(WanArgs),
+    /// Thousands of simulated nodes against real replicas and etcd: writes, latency, memory.
+    Scale(ScaleArgs),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -51,5 +55,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay(args) => strata_tests::bench::relay::run(args).await,
         Command::Fanout(args) => strata_tests::bench::fanout::run(args).await,
         Command::Wan(args) => strata_tests::bench::wan::run(args).await,
+        Command::Scale(args) => strata_tests::bench::scale::run(args).await,
     }
 }

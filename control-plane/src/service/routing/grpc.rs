@@ -62,7 +62,8 @@ impl RoutingService for RoutingApi {
         names::validate(NameKind::Region, &req.region).map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
-        let mut revisions = self.state.cache().revisions();
+        // Woken by changes of this stream's records only, not by every revision.
+        let mut changes = self.state.cache().stream_changes(&req.stream);
         tokio::spawn(async move {
             let key = |t: &v1::StreamTopology| (t.live, t.main.clone(), t.regional.clone());
             let mut last = api.topology(&req.stream, &req.region);
@@ -71,11 +72,7 @@ impl RoutingService for RoutingApi {
             }
             loop {
                 tokio::select! {
-                    changed = revisions.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
+                    _ = changes.changed() => {}
                     _ = tx.closed() => return,
                 }
                 let now = api.topology(&req.stream, &req.region);

@@ -31,6 +31,7 @@ impl Fixture {
             .unwrap();
         let config = ServiceConfig {
             lease_ttl: Duration::from_secs(10),
+            load_tolerance: 0.1,
         };
         let metrics = Arc::new(Metrics::default());
         let state = State::new(kv.clone(), keys.clone(), cache, config, metrics);

@@ -14,7 +14,7 @@
 mod callers;
 mod fixture;
 mod report;
-mod target;
+pub(crate) mod target;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -135,10 +135,24 @@ impl Plan {
 }
 
 fn placement(args: &ControlArgs) -> Result<(Placement, Option<String>)> {
-    if args.in_process {
+    placement_of(
+        args.in_process,
+        args.separate_process,
+        args.control_bin.as_ref(),
+    )
+}
+
+/// Where the control plane runs: in process when asked, else the `strata-control` binary given
+/// or found next to this one (in process when there is none and no process was demanded).
+pub(crate) fn placement_of(
+    in_process: bool,
+    separate_process: bool,
+    control_bin: Option<&PathBuf>,
+) -> Result<(Placement, Option<String>)> {
+    if in_process {
         return Ok((Placement::InProcess, None));
     }
-    let bin = match &args.control_bin {
+    let bin = match control_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()
             .context("locating this binary")?
@@ -148,7 +162,7 @@ fn placement(args: &ControlArgs) -> Result<(Placement, Option<String>)> {
         let note = stale_note(&bin);
         return Ok((Placement::Process(bin), note));
     }
-    if args.separate_process || args.control_bin.is_some() {
+    if separate_process || control_bin.is_some() {
         bail!(
             "no strata-control binary at {}: build it first (cargo build [--release] -p \
              strata-control) or pass --control-bin",

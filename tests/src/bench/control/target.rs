@@ -49,13 +49,25 @@ pub enum Target {
 impl Target {
     /// Starts a control plane over the etcd at `endpoint`.
     pub async fn start(placement: &Placement, endpoint: &str, lease_ttl: Duration) -> Result<Self> {
+        Self::start_on(placement, &[endpoint.to_owned()], lease_ttl, &[]).await
+    }
+
+    /// Starts a control plane over the etcd members at `endpoints`; a separate process also
+    /// gets `extra_args` (an in-process one runs with the defaults).
+    pub async fn start_on(
+        placement: &Placement,
+        endpoints: &[String],
+        lease_ttl: Duration,
+        extra_args: &[String],
+    ) -> Result<Self> {
         Ok(match placement {
             Placement::InProcess => Target::InProcess(
-                ControlPlane::start(&Store::Etcd(vec![endpoint.to_owned()]), lease_ttl).await?,
+                ControlPlane::start(&Store::Etcd(endpoints.to_vec()), lease_ttl).await?,
             ),
-            Placement::Process(bin) => {
-                Target::Process(ControlProcess::start(bin, endpoint, lease_ttl).await?)
-            }
+            Placement::Process(bin) => Target::Process(
+                ControlProcess::start_with(bin, &endpoints.join(","), lease_ttl, extra_args)
+                    .await?,
+            ),
         })
     }
 
@@ -92,15 +104,21 @@ pub struct ControlProcess {
 }
 
 impl ControlProcess {
-    /// Starts `bin` against etcd at `endpoint` and waits until it reports SERVING.
-    pub async fn start(bin: &Path, endpoint: &str, lease_ttl: Duration) -> Result<Self> {
+    /// Starts `bin` with `extra_args` against etcd at `endpoint` (comma-separated members)
+    /// and waits until it reports SERVING.
+    pub async fn start_with(
+        bin: &Path,
+        endpoint: &str,
+        lease_ttl: Duration,
+        extra_args: &[String],
+    ) -> Result<Self> {
         let mut last_error = None;
         for attempt in 0..START_ATTEMPTS {
             // A directory per attempt: a failed attempt's value removes its own on drop.
             let dir = crate::dirs::fresh_temp_dir("bench")?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()?));
             let log_path = dir.join(format!("strata-control-{attempt}.log"));
-            let child = match spawn(bin, addr, endpoint, lease_ttl, &log_path) {
+            let child = match spawn(bin, addr, endpoint, lease_ttl, extra_args, &log_path) {
                 Ok(child) => child,
                 Err(e) => {
                     let _ = fs::remove_dir_all(&dir);
@@ -184,6 +202,7 @@ fn spawn(
     addr: SocketAddr,
     endpoint: &str,
     lease_ttl: Duration,
+    extra_args: &[String],
     log_path: &Path,
 ) -> Result<Child> {
     let log = File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -204,6 +223,7 @@ fn spawn(
         .arg("--plaintext")
         .arg("--lease-ttl")
         .arg(format!("{}s", lease_ttl.as_secs().max(1)))
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log file handle")?)
         .stderr(log)
