@@ -12,6 +12,7 @@ pub mod media;
 pub mod ports;
 pub mod procs;
 pub mod promtool;
+pub mod wait;
 
 /// Installs a test-writer tracing subscriber for the test binary (`RUST_LOG` overrides
 /// `default_filter`); later calls are no-ops.
