@@ -14,6 +14,7 @@ pub mod procs;
 pub mod promtool;
 pub mod rtmp;
 pub mod shaper;
+pub mod wait;
 
 /// Installs a test-writer tracing subscriber for the test binary (`RUST_LOG` overrides
 /// `default_filter`); later calls are no-ops.

@@ -6,54 +6,11 @@
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_tests::control::{Clients, ControlPlane, Store};
-use strata_tests::etcd::EtcdProcess;
+use strata_tests::control::Clients;
 use tonic::Code;
 
-const TTL: Duration = Duration::from_secs(1);
-
-struct Env {
-    _etcd: Option<EtcdProcess>,
-    _cp: ControlPlane,
-    c: Clients,
-}
-
-impl Env {
-    async fn new(etcd: bool) -> Env {
-        let (etcd, store) = if etcd {
-            let (p, s) = Store::etcd()
-                .await
-                .expect("etcd starts (run scripts/setup.sh)");
-            (Some(p), s)
-        } else {
-            (None, Store::memory())
-        };
-        let cp = ControlPlane::start(&store, TTL)
-            .await
-            .expect("control plane starts");
-        let c = cp.clients().await.expect("clients");
-        Env {
-            _etcd: etcd,
-            _cp: cp,
-            c,
-        }
-    }
-}
-
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn etcd() {
-                super::$name(super::Env::new(true).await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(super::Env::new(false).await).await;
-            }
-        }
-    )*};
-}
+mod control_plane_common;
+use control_plane_common::{Env, both_stores};
 
 both_stores!(
     takeover_needs_a_report_at_the_current_epoch,

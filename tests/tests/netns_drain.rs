@@ -11,28 +11,10 @@ use strata_tests::cluster::{Cluster, TestNode};
 use strata_tests::http::{self, metric_sum};
 use strata_tests::media::{PreparedPublisher, TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
+use strata_tests::wait::eventually;
 
 fn init() {
     strata_tests::init_test_tracing("warn,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error");
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn healthz(node: &TestNode) -> u16 {

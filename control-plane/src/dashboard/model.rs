@@ -424,10 +424,12 @@ impl Topology {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tree_msg() -> v1::StreamTree {
+    /// A stream tree: eu-1 main origin, us-1 regional origin, two pulling nodes and one
+    /// (ap-1) whose upstream is gone.
+    pub(crate) fn tree_msg() -> v1::StreamTree {
         v1::StreamTree {
             main: Some(v1::MainOrigin {
                 stream: "demo".into(),
