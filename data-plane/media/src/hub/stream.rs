@@ -11,8 +11,9 @@ use super::config::HubConfig;
 use super::endpoints::Sink;
 use super::gate::{ResumeRule, SinkGate, Verdict};
 use super::gop::GopCache;
+use super::interest::{LayerFilter, LayerMap, LayerSet, LayerVerdict};
 use super::registry::HubInner;
-use crate::media::{Catalog, MediaPacket, TrackId};
+use crate::media::{Catalog, Layer, MediaPacket, TrackId};
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it: every
 /// critical section here leaves the state consistent between statements.
@@ -40,6 +41,7 @@ pub(crate) struct SinkSlot {
     tx: mpsc::Sender<MediaPacket>,
     gate: SinkGate,
     skipped: Arc<AtomicU64>,
+    layers: LayerFilter,
 }
 
 impl SinkSlot {
@@ -49,7 +51,18 @@ impl SinkSlot {
     }
 
     /// Offer a packet through the gate; false when the sink is gone.
-    pub(crate) fn offer(&mut self, rule: &ResumeRule, pkt: &MediaPacket) -> bool {
+    /// `layer`: the simulcast layer the packet's track carries, if any.
+    pub(crate) fn offer(
+        &mut self,
+        rule: &ResumeRule,
+        pkt: &MediaPacket,
+        layer: Option<Layer>,
+    ) -> bool {
+        if let Some(layer) = layer
+            && self.layers.offer(layer, pkt.keyframe) == LayerVerdict::Drop
+        {
+            return !self.tx.is_closed();
+        }
         let room = self.tx.capacity();
         let alive = match self.gate.offer(rule, pkt, room) {
             Verdict::Drop => !self.tx.is_closed(),
@@ -73,6 +86,7 @@ impl SinkSlot {
 pub(crate) struct StreamInner {
     pub(crate) catalog: Catalog,
     pub(crate) rule: ResumeRule,
+    pub(crate) layers: LayerMap,
     pub(crate) source: Option<SourceSlot>,
     pub(crate) source_epoch: u64,
     next_id: u64,
@@ -89,6 +103,21 @@ impl StreamInner {
         self.next_id
     }
 
+    /// The catalog changed (a new source, or the source's new catalog).
+    pub(crate) fn set_catalog(&mut self, catalog: Catalog) {
+        self.rule = ResumeRule::for_catalog(&catalog);
+        self.layers = LayerMap::for_catalog(&catalog);
+        self.catalog = catalog;
+    }
+
+    /// The layers some sink wants (always the lowest).
+    fn interest(&self) -> LayerSet {
+        self.sinks
+            .values()
+            .fold(LayerSet::EMPTY, |acc, s| acc.union(s.layers.wanted()))
+            .with_floor(self.layers.lowest())
+    }
+
     fn idle(&self) -> bool {
         self.source.is_none() && self.sinks.is_empty()
     }
@@ -101,6 +130,7 @@ pub(crate) struct StreamShared {
     pub(crate) inner: Mutex<StreamInner>,
     state: watch::Sender<StreamState>,
     sink_count: watch::Sender<usize>,
+    interest: watch::Sender<LayerSet>,
 }
 
 impl StreamShared {
@@ -116,6 +146,7 @@ impl StreamShared {
             hub,
             inner: Mutex::new(StreamInner {
                 rule: ResumeRule::for_catalog(&catalog),
+                layers: LayerMap::default(),
                 catalog,
                 source: None,
                 source_epoch: 0,
@@ -128,6 +159,7 @@ impl StreamShared {
             cfg: cfg.clone(),
             state: watch::Sender::new(state),
             sink_count: watch::Sender::new(0),
+            interest: watch::Sender::new(LayerSet::EMPTY),
         }
     }
 
@@ -148,6 +180,30 @@ impl StreamShared {
             *cur = inner.sinks.len();
             changed
         });
+        let interest = inner.interest();
+        self.interest.send_if_modified(|cur| {
+            let changed = *cur != interest;
+            *cur = interest;
+            changed
+        });
+    }
+
+    /// A sink's layers changed: its filter, keyframes for the layers it gained, the union.
+    pub(crate) fn set_sink_layers(&self, id: u64, wanted: LayerSet) {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let wanted = wanted.with_floor(inner.layers.lowest());
+        let Some(slot) = inner.sinks.get_mut(&id) else {
+            return;
+        };
+        let added = slot.layers.set(wanted);
+        if let Some(source) = &inner.source {
+            for track in added.iter().filter_map(|l| inner.layers.track_of(l)) {
+                // A full queue already holds requests enough to trigger one.
+                let _ = source.keyframe_tx.try_send(track);
+            }
+        }
+        self.publish(inner);
     }
 
     /// Add a sink, starting it on the cached group when there is one.
@@ -158,9 +214,10 @@ impl StreamShared {
             tx,
             gate: SinkGate::new(),
             skipped: skipped.clone(),
+            layers: LayerFilter::default(),
         };
         for pkt in inner.gop.packets() {
-            slot.offer(&inner.rule, pkt);
+            slot.offer(&inner.rule, pkt, inner.layers.layer_of(pkt.track));
         }
         let id = inner.next_id();
         inner.sinks.insert(id, slot);
@@ -249,6 +306,12 @@ impl StreamHandle {
     /// ended, upstream switched. `changed().await` on the receiver to wait.
     pub fn watch_state(&self) -> watch::Receiver<StreamState> {
         self.shared.state.subscribe()
+    }
+
+    /// Watch the simulcast layers the stream's sinks want (always the lowest; every
+    /// layer while a sink never said otherwise), to pull only those upstream.
+    pub fn watch_interest(&self) -> watch::Receiver<LayerSet> {
+        self.shared.interest.subscribe()
     }
 
     /// Watch the number of sinks, e.g. to linger and release the upstream once
