@@ -17,6 +17,7 @@ pub mod node;
 pub mod pages;
 pub mod probe;
 pub mod pull;
+mod pull_interest;
 pub mod sessions;
 pub mod state;
 pub mod takeover;
