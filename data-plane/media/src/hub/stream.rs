@@ -207,7 +207,11 @@ impl StreamShared {
     }
 
     /// Add a sink, starting it on the cached group when there is one.
-    pub(crate) fn add_sink(self: &Arc<Self>, inner: &mut StreamInner) -> Sink {
+    pub(crate) fn add_sink(
+        self: &Arc<Self>,
+        inner: &mut StreamInner,
+        layers: Option<LayerSet>,
+    ) -> Sink {
         let (tx, rx) = mpsc::channel(self.cfg.sink_queue.max(1));
         let skipped = Arc::new(AtomicU64::new(0));
         let mut slot = SinkSlot {
@@ -216,6 +220,9 @@ impl StreamShared {
             skipped: skipped.clone(),
             layers: LayerFilter::default(),
         };
+        if let Some(wanted) = layers {
+            slot.layers.set(wanted.with_floor(inner.layers.lowest()));
+        }
         for pkt in inner.gop.packets() {
             slot.offer(&inner.rule, pkt, inner.layers.layer_of(pkt.track));
         }
@@ -285,10 +292,20 @@ impl StreamHandle {
     /// A new sink. It starts on the cached group from its keyframe if there is
     /// one, else it waits for the next keyframe.
     pub fn subscribe(&self) -> Sink {
+        self.subscribe_with(None)
+    }
+
+    /// A new sink that wants only these simulcast layers from the start (see
+    /// [`Sink::set_layers`]), so the stream's interest never widens for it.
+    pub fn subscribe_layers(&self, wanted: LayerSet) -> Sink {
+        self.subscribe_with(Some(wanted))
+    }
+
+    fn subscribe_with(&self, layers: Option<LayerSet>) -> Sink {
         let hub = self.shared.hub.upgrade();
         let Some(hub) = hub else {
             let mut inner = lock(&self.shared.inner);
-            return self.shared.add_sink(&mut inner);
+            return self.shared.add_sink(&mut inner, layers);
         };
         let mut map = lock(&hub.streams);
         // The stream may have been released since this handle was taken:
@@ -299,7 +316,7 @@ impl StreamHandle {
             .clone();
         let mut inner = lock(&shared.inner);
         inner.removed = false;
-        shared.add_sink(&mut inner)
+        shared.add_sink(&mut inner, layers)
     }
 
     /// Watch the stream's state: catalog known or changed, source attached or

@@ -99,6 +99,24 @@ async fn a_sink_gets_only_its_layers_and_the_union_goes_upstream() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sink_subscribed_with_layers_never_widens_the_interest() {
+    let hub = Hub::new(HubConfig::default());
+    let source = hub.attach_source("s", simulcast_catalog()).unwrap();
+    let stream = hub.get("s").unwrap();
+    let mut interest = stream.watch_interest();
+    source.push(pkt(LOW, true, 0));
+    source.push(pkt(HIGH, true, 1));
+    let mut sink = stream.subscribe_layers(set(&[Layer::Mid]));
+    assert!(interest.has_changed().unwrap());
+    assert_eq!(
+        *interest.borrow_and_update(),
+        set(&[Layer::Low, Layer::Mid])
+    );
+    // The cached group replays through the filter.
+    assert_eq!(tracks(&mut sink), vec![(LOW, 0)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_layer_wanted_again_starts_at_its_keyframe() {
     let hub = Hub::new(HubConfig::default());
     let mut source = hub.attach_source("s", simulcast_catalog()).unwrap();

@@ -179,7 +179,7 @@ impl Worker {
         self.mux.register_egress(session.local_ufrag(), route);
         let fan = self.streams.entry(Arc::clone(&name)).or_insert_with(|| {
             let (keyframes, requests) = mpsc::channel(16);
-            let sink = stream.subscribe();
+            let sink = stream.subscribe_layers(session.wanted_layers());
             let layers = sink.layers_handle();
             let pump = tokio::spawn(pump(
                 sink,
