@@ -59,8 +59,12 @@ impl Source {
         inner.gop.push(&inner.rule, &pkt);
         let rule = inner.rule;
         let layer = inner.layers.layer_of(pkt.track);
+        let keyframes = inner.source.as_ref().map(|s| &s.keyframe_tx);
+        let at = now();
         let before = inner.sinks.len();
-        inner.sinks.retain(|_, slot| slot.offer(&rule, &pkt, layer));
+        inner
+            .sinks
+            .retain(|_, slot| slot.offer(at, &rule, &pkt, (layer, keyframes)));
         if inner.sinks.len() != before {
             self.shared.publish(inner);
         }

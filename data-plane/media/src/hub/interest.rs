@@ -123,6 +123,12 @@ impl LayerMap {
     }
 }
 
+/// A layer waiting for its keyframe asks again this often while its packets
+/// arrive: a single request may be lost or coalesced away, and nothing else
+/// would ask (a player's own retry is for the layer it switches to; this one
+/// may be a layer no player is on yet, e.g. the one an `auto` player may climb to).
+pub const KEYFRAME_ASK_AGAIN: Duration = Duration::from_secs(1);
+
 /// What a sink does with a packet of a layer track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerVerdict {
@@ -130,6 +136,8 @@ pub enum LayerVerdict {
     Pass,
     /// Not wanted, or wanted but waiting for its keyframe.
     Drop,
+    /// Waiting for its keyframe, and the last request is old: drop it, ask again.
+    DropAndAsk,
 }
 
 /// Per sink: the layers it wants, and those waiting for their first keyframe.
@@ -137,6 +145,8 @@ pub enum LayerVerdict {
 pub struct LayerFilter {
     wanted: LayerSet,
     waiting: LayerSet,
+    /// When each waiting layer's keyframe was last asked for.
+    asked: [Option<Instant>; 3],
 }
 
 impl Default for LayerFilter {
@@ -144,6 +154,7 @@ impl Default for LayerFilter {
         LayerFilter {
             wanted: LayerSet::ALL,
             waiting: LayerSet::EMPTY,
+            asked: [None; 3],
         }
     }
 }
@@ -154,22 +165,30 @@ impl LayerFilter {
         self.wanted
     }
 
-    /// Sets the wanted layers; returns the ones added, whose keyframes to ask for.
-    pub fn set(&mut self, wanted: LayerSet) -> LayerSet {
+    /// Sets the wanted layers; returns the ones added, whose keyframes to ask for now.
+    pub fn set(&mut self, now: Instant, wanted: LayerSet) -> LayerSet {
         let added = wanted.minus(self.wanted);
         // A layer no longer wanted no longer waits; an added one waits for its keyframe.
         self.waiting = self.waiting.minus(self.waiting.minus(wanted)).union(added);
+        for layer in added.iter() {
+            self.asked[layer.index()] = Some(now);
+        }
         self.wanted = wanted;
         added
     }
 
     /// A packet of `layer` (`keyframe`: it starts a frame the decoder can start on).
-    pub fn offer(&mut self, layer: Layer, keyframe: bool) -> LayerVerdict {
+    pub fn offer(&mut self, now: Instant, layer: Layer, keyframe: bool) -> LayerVerdict {
         if !self.wanted.contains(layer) {
             return LayerVerdict::Drop;
         }
         if self.waiting.contains(layer) {
             if !keyframe {
+                let asked = &mut self.asked[layer.index()];
+                if asked.is_none_or(|at| now >= at + KEYFRAME_ASK_AGAIN) {
+                    *asked = Some(now);
+                    return LayerVerdict::DropAndAsk;
+                }
                 return LayerVerdict::Drop;
             }
             self.waiting = self.waiting.minus(LayerSet::EMPTY.with(layer));

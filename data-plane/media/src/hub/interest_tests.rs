@@ -25,30 +25,56 @@ fn wire_bits_refuse_unknown_layers() {
 
 #[test]
 fn filter_passes_every_layer_until_told_otherwise() {
+    let t0 = Instant::now();
     let mut f = LayerFilter::default();
     for layer in Layer::ALL {
-        assert_eq!(f.offer(layer, false), LayerVerdict::Pass);
+        assert_eq!(f.offer(t0, layer, false), LayerVerdict::Pass);
     }
 }
 
 #[test]
 fn an_added_layer_starts_at_its_keyframe() {
+    let t0 = Instant::now();
     let mut f = LayerFilter::default();
-    assert_eq!(f.set(LOW), LayerSet::EMPTY);
-    assert_eq!(f.offer(Layer::High, true), LayerVerdict::Drop);
-    assert_eq!(f.offer(Layer::Low, false), LayerVerdict::Pass);
+    assert_eq!(f.set(t0, LOW), LayerSet::EMPTY);
+    assert_eq!(f.offer(t0, Layer::High, true), LayerVerdict::Drop);
+    assert_eq!(f.offer(t0, Layer::Low, false), LayerVerdict::Pass);
     // High comes back: asked for, and dropped until its keyframe.
-    assert_eq!(f.set(LOW_HIGH), LayerSet::EMPTY.with(Layer::High));
-    assert_eq!(f.offer(Layer::High, false), LayerVerdict::Drop);
-    assert_eq!(f.offer(Layer::High, true), LayerVerdict::Pass);
-    assert_eq!(f.offer(Layer::High, false), LayerVerdict::Pass);
+    assert_eq!(f.set(t0, LOW_HIGH), LayerSet::EMPTY.with(Layer::High));
+    assert_eq!(f.offer(t0, Layer::High, false), LayerVerdict::Drop);
+    assert_eq!(f.offer(t0, Layer::High, true), LayerVerdict::Pass);
+    assert_eq!(f.offer(t0, Layer::High, false), LayerVerdict::Pass);
     // Removed while waiting, then added again: waits again.
-    f.set(LOW);
-    f.set(LOW_HIGH);
-    f.set(LOW);
-    f.set(LOW_HIGH);
-    assert_eq!(f.offer(Layer::High, false), LayerVerdict::Drop);
-    assert_eq!(f.offer(Layer::Mid, true), LayerVerdict::Drop);
+    f.set(t0, LOW);
+    f.set(t0, LOW_HIGH);
+    f.set(t0, LOW);
+    f.set(t0, LOW_HIGH);
+    assert_eq!(f.offer(t0, Layer::High, false), LayerVerdict::Drop);
+    assert_eq!(f.offer(t0, Layer::Mid, true), LayerVerdict::Drop);
+}
+
+#[test]
+fn a_waiting_layer_asks_for_its_keyframe_again_while_its_packets_arrive() {
+    let t0 = Instant::now();
+    let mut f = LayerFilter::default();
+    f.set(t0, LOW);
+    f.set(t0, LOW_HIGH);
+    let mut asked = Vec::new();
+    for i in 0..3_000u64 {
+        let now = t0 + ms(i);
+        if f.offer(now, Layer::High, false) == LayerVerdict::DropAndAsk {
+            asked.push(i);
+        }
+    }
+    assert_eq!(asked, vec![1_000, 2_000]);
+    assert_eq!(
+        f.offer(t0 + ms(3_000), Layer::High, true),
+        LayerVerdict::Pass
+    );
+    assert_eq!(
+        f.offer(t0 + ms(9_000), Layer::High, false),
+        LayerVerdict::Pass
+    );
 }
 
 #[test]

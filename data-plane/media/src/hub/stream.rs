@@ -51,17 +51,27 @@ impl SinkSlot {
     }
 
     /// Offer a packet through the gate; false when the sink is gone.
-    /// `layer`: the simulcast layer the packet's track carries, if any.
+    /// `layer`: the simulcast layer the packet's track carries, if any; `keyframes`: where
+    /// to ask the source for a keyframe of a layer the sink waits for.
     pub(crate) fn offer(
         &mut self,
+        now: std::time::Instant,
         rule: &ResumeRule,
         pkt: &MediaPacket,
-        layer: Option<Layer>,
+        (layer, keyframes): (Option<Layer>, Option<&mpsc::Sender<TrackId>>),
     ) -> bool {
-        if let Some(layer) = layer
-            && self.layers.offer(layer, pkt.keyframe) == LayerVerdict::Drop
-        {
-            return !self.tx.is_closed();
+        if let Some(layer) = layer {
+            match self.layers.offer(now, layer, pkt.keyframe) {
+                LayerVerdict::Pass => {}
+                LayerVerdict::Drop => return !self.tx.is_closed(),
+                LayerVerdict::DropAndAsk => {
+                    if let Some(tx) = keyframes {
+                        // A full queue already holds requests enough to trigger one.
+                        let _ = tx.try_send(pkt.track);
+                    }
+                    return !self.tx.is_closed();
+                }
+            }
         }
         let room = self.tx.capacity();
         let alive = match self.gate.offer(rule, pkt, room) {
@@ -196,7 +206,9 @@ impl StreamShared {
         let Some(slot) = inner.sinks.get_mut(&id) else {
             return;
         };
-        let added = slot.layers.set(wanted);
+        let added = slot
+            .layers
+            .set(tokio::time::Instant::now().into_std(), wanted);
         if let Some(source) = &inner.source {
             for track in added.iter().filter_map(|l| inner.layers.track_of(l)) {
                 // A full queue already holds requests enough to trigger one.
@@ -220,11 +232,14 @@ impl StreamShared {
             skipped: skipped.clone(),
             layers: LayerFilter::default(),
         };
+        let now = tokio::time::Instant::now().into_std();
         if let Some(wanted) = layers {
-            slot.layers.set(wanted.with_floor(inner.layers.lowest()));
+            slot.layers
+                .set(now, wanted.with_floor(inner.layers.lowest()));
         }
         for pkt in inner.gop.packets() {
-            slot.offer(&inner.rule, pkt, inner.layers.layer_of(pkt.track));
+            let layer = inner.layers.layer_of(pkt.track);
+            slot.offer(now, &inner.rule, pkt, (layer, None));
         }
         let id = inner.next_id();
         inner.sinks.insert(id, slot);
