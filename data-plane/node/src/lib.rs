@@ -18,6 +18,7 @@ pub mod node;
 pub mod pages;
 pub mod probe;
 pub mod pull;
+mod pull_interest;
 pub mod rtmp;
 pub mod sessions;
 pub mod srt;

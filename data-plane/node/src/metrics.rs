@@ -160,6 +160,18 @@ pub fn render(state: &NodeState) -> String {
     );
     counter(
         &mut out,
+        "strata_relay_layer_interest_in_total",
+        "Simulcast layer-interest messages from downstream nodes",
+        r.layer_interest_in.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "strata_relay_layer_interest_out_total",
+        "Simulcast layer-interest messages sent upstream",
+        r.layer_interest_out.load(Relaxed),
+    );
+    counter(
+        &mut out,
         "strata_relay_subscriptions_served_total",
         "Relay subscriptions served",
         r.subscriptions_served.load(Relaxed),

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::pull_interest::UpstreamInterest;
 use crate::state::NodeState;
 
 /// What a puller can say about its stream.
@@ -201,10 +202,11 @@ async fn forward(
 ) -> Outcome {
     let mut topology = topology.clone();
     topology.mark_unchanged();
-    let mut sinks = match state.hub.get(stream) {
-        Some(s) => s.watch_sink_count(),
-        None => return Outcome::Resolve,
+    let Some(handle) = state.hub.get(stream) else {
+        return Outcome::Resolve;
     };
+    let mut sinks = handle.watch_sink_count();
+    let mut interest = UpstreamInterest::new(&handle);
     let linger = state.cfg.linger;
     let mut idle_since: Option<Instant> = (*sinks.borrow() == 0).then(Instant::now);
     loop {
@@ -228,6 +230,7 @@ async fn forward(
                     sub.request_keyframe(track);
                 }
             }
+            layers = interest.next() => sub.set_layers(layers),
             changed = topology.changed() => {
                 if changed.is_ok() && moved(&topology.borrow(), state.id(), role, upstream, epoch) {
                     debug!("topology moved; re-resolving");

@@ -110,6 +110,10 @@ pub struct RelayStats {
     pub keyframe_requests_in: AtomicU64,
     /// Keyframe requests sent upstream.
     pub keyframe_requests_out: AtomicU64,
+    /// Layer-interest messages received from downstreams.
+    pub layer_interest_in: AtomicU64,
+    /// Layer-interest messages sent upstream.
+    pub layer_interest_out: AtomicU64,
     /// Subscriptions served (accepted) so far.
     pub subscriptions_served: AtomicU64,
     /// Subscriptions refused so far.

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::gate::ResumeRule;
+use super::interest::LayerSet;
 use super::stream::{StreamHandle, StreamShared, lock};
 use crate::media::{Catalog, MediaPacket, TrackId};
 
@@ -57,8 +58,13 @@ impl Source {
         }
         inner.gop.push(&inner.rule, &pkt);
         let rule = inner.rule;
+        let layer = inner.layers.layer_of(pkt.track);
+        let keyframes = inner.source.as_ref().map(|s| &s.keyframe_tx);
+        let at = now();
         let before = inner.sinks.len();
-        inner.sinks.retain(|_, slot| slot.offer(&rule, &pkt));
+        inner
+            .sinks
+            .retain(|_, slot| slot.offer(at, &rule, &pkt, (layer, keyframes)));
         if inner.sinks.len() != before {
             self.shared.publish(inner);
         }
@@ -103,13 +109,12 @@ impl Source {
         }
         let rule = ResumeRule::for_catalog(&catalog);
         if rule != inner.rule {
-            inner.rule = rule;
             inner.gop.clear();
             for slot in inner.sinks.values_mut() {
                 slot.rewind();
             }
         }
-        inner.catalog = catalog;
+        inner.set_catalog(catalog);
         self.shared.publish(&inner);
     }
 
@@ -189,6 +194,22 @@ impl Sink {
         }
     }
 
+    /// The simulcast layers this sink wants (the stream's lowest is always added). A layer
+    /// it gains starts at that layer's next keyframe, which is asked for; until the first
+    /// call the sink gets every layer.
+    pub fn set_layers(&self, wanted: LayerSet) {
+        self.shared.set_sink_layers(self.id, wanted);
+    }
+
+    /// A handle that sets this sink's layers from elsewhere (e.g. the loop whose task
+    /// owns the sink).
+    pub fn layers_handle(&self) -> SinkLayers {
+        SinkLayers {
+            shared: self.shared.clone(),
+            id: self.id,
+        }
+    }
+
     /// How many times this sink fell behind and skipped to the next keyframe.
     pub fn skipped_groups(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
@@ -199,6 +220,29 @@ impl Sink {
         StreamHandle {
             shared: self.shared.clone(),
         }
+    }
+}
+
+/// Sets one sink's layers ([`Sink::set_layers`]) without owning the sink.
+#[derive(Clone)]
+pub struct SinkLayers {
+    shared: Arc<StreamShared>,
+    id: u64,
+}
+
+impl std::fmt::Debug for SinkLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkLayers")
+            .field("stream", &self.shared.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl SinkLayers {
+    /// As [`Sink::set_layers`]; nothing once the sink is gone.
+    pub fn set(&self, wanted: LayerSet) {
+        self.shared.set_sink_layers(self.id, wanted);
     }
 }
 

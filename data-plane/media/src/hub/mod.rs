@@ -20,15 +20,19 @@ mod config;
 mod endpoints;
 mod gate;
 mod gop;
+mod interest;
 mod registry;
 mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_layers;
 
 pub use coalesce::KeyframeCoalescer;
 pub use config::{HubConfig, HubError};
-pub use endpoints::{Sink, Source};
+pub use endpoints::{Sink, SinkLayers, Source};
 pub use gate::{GateState, ResumeRule, SinkGate, Verdict};
 pub use gop::GopCache;
+pub use interest::{DebounceConfig, InterestDebounce, LayerFilter, LayerSet, LayerVerdict};
 pub use registry::Hub;
 pub use stream::{StreamHandle, StreamState};

@@ -71,8 +71,7 @@ impl Hub {
         let (keyframe_tx, keyframe_rx) =
             mpsc::channel(self.inner.cfg.keyframe_request_queue.max(1));
         let id = inner.next_id();
-        inner.rule = ResumeRule::for_catalog(&catalog);
-        inner.catalog = catalog;
+        inner.set_catalog(catalog);
         inner.source_epoch += 1;
         inner.removed = false;
         inner.gop.clear();

@@ -11,8 +11,9 @@ use super::config::HubConfig;
 use super::endpoints::Sink;
 use super::gate::{ResumeRule, SinkGate, Verdict};
 use super::gop::GopCache;
+use super::interest::{LayerFilter, LayerMap, LayerSet, LayerVerdict};
 use super::registry::HubInner;
-use crate::media::{Catalog, MediaPacket, TrackId};
+use crate::media::{Catalog, Layer, MediaPacket, TrackId};
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it: every
 /// critical section here leaves the state consistent between statements.
@@ -40,6 +41,7 @@ pub(crate) struct SinkSlot {
     tx: mpsc::Sender<MediaPacket>,
     gate: SinkGate,
     skipped: Arc<AtomicU64>,
+    layers: LayerFilter,
 }
 
 impl SinkSlot {
@@ -49,7 +51,28 @@ impl SinkSlot {
     }
 
     /// Offer a packet through the gate; false when the sink is gone.
-    pub(crate) fn offer(&mut self, rule: &ResumeRule, pkt: &MediaPacket) -> bool {
+    /// `layer`: the simulcast layer the packet's track carries, if any; `keyframes`: where
+    /// to ask the source for a keyframe of a layer the sink waits for.
+    pub(crate) fn offer(
+        &mut self,
+        now: std::time::Instant,
+        rule: &ResumeRule,
+        pkt: &MediaPacket,
+        (layer, keyframes): (Option<Layer>, Option<&mpsc::Sender<TrackId>>),
+    ) -> bool {
+        if let Some(layer) = layer {
+            match self.layers.offer(now, layer, pkt.keyframe) {
+                LayerVerdict::Pass => {}
+                LayerVerdict::Drop => return !self.tx.is_closed(),
+                LayerVerdict::DropAndAsk => {
+                    if let Some(tx) = keyframes {
+                        // A full queue already holds requests enough to trigger one.
+                        let _ = tx.try_send(pkt.track);
+                    }
+                    return !self.tx.is_closed();
+                }
+            }
+        }
         let room = self.tx.capacity();
         let alive = match self.gate.offer(rule, pkt, room) {
             Verdict::Drop => !self.tx.is_closed(),
@@ -73,6 +96,7 @@ impl SinkSlot {
 pub(crate) struct StreamInner {
     pub(crate) catalog: Catalog,
     pub(crate) rule: ResumeRule,
+    pub(crate) layers: LayerMap,
     pub(crate) source: Option<SourceSlot>,
     pub(crate) source_epoch: u64,
     next_id: u64,
@@ -89,6 +113,21 @@ impl StreamInner {
         self.next_id
     }
 
+    /// The catalog changed (a new source, or the source's new catalog).
+    pub(crate) fn set_catalog(&mut self, catalog: Catalog) {
+        self.rule = ResumeRule::for_catalog(&catalog);
+        self.layers = LayerMap::for_catalog(&catalog);
+        self.catalog = catalog;
+    }
+
+    /// The layers some sink wants (always the lowest).
+    fn interest(&self) -> LayerSet {
+        self.sinks
+            .values()
+            .fold(LayerSet::EMPTY, |acc, s| acc.union(s.layers.wanted()))
+            .with_floor(self.layers.lowest())
+    }
+
     fn idle(&self) -> bool {
         self.source.is_none() && self.sinks.is_empty()
     }
@@ -101,6 +140,7 @@ pub(crate) struct StreamShared {
     pub(crate) inner: Mutex<StreamInner>,
     state: watch::Sender<StreamState>,
     sink_count: watch::Sender<usize>,
+    interest: watch::Sender<LayerSet>,
 }
 
 impl StreamShared {
@@ -116,6 +156,7 @@ impl StreamShared {
             hub,
             inner: Mutex::new(StreamInner {
                 rule: ResumeRule::for_catalog(&catalog),
+                layers: LayerMap::default(),
                 catalog,
                 source: None,
                 source_epoch: 0,
@@ -128,6 +169,7 @@ impl StreamShared {
             cfg: cfg.clone(),
             state: watch::Sender::new(state),
             sink_count: watch::Sender::new(0),
+            interest: watch::Sender::new(LayerSet::EMPTY),
         }
     }
 
@@ -148,19 +190,56 @@ impl StreamShared {
             *cur = inner.sinks.len();
             changed
         });
+        let interest = inner.interest();
+        self.interest.send_if_modified(|cur| {
+            let changed = *cur != interest;
+            *cur = interest;
+            changed
+        });
+    }
+
+    /// A sink's layers changed: its filter, keyframes for the layers it gained, the union.
+    pub(crate) fn set_sink_layers(&self, id: u64, wanted: LayerSet) {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let wanted = wanted.with_floor(inner.layers.lowest());
+        let Some(slot) = inner.sinks.get_mut(&id) else {
+            return;
+        };
+        let added = slot
+            .layers
+            .set(tokio::time::Instant::now().into_std(), wanted);
+        if let Some(source) = &inner.source {
+            for track in added.iter().filter_map(|l| inner.layers.track_of(l)) {
+                // A full queue already holds requests enough to trigger one.
+                let _ = source.keyframe_tx.try_send(track);
+            }
+        }
+        self.publish(inner);
     }
 
     /// Add a sink, starting it on the cached group when there is one.
-    pub(crate) fn add_sink(self: &Arc<Self>, inner: &mut StreamInner) -> Sink {
+    pub(crate) fn add_sink(
+        self: &Arc<Self>,
+        inner: &mut StreamInner,
+        layers: Option<LayerSet>,
+    ) -> Sink {
         let (tx, rx) = mpsc::channel(self.cfg.sink_queue.max(1));
         let skipped = Arc::new(AtomicU64::new(0));
         let mut slot = SinkSlot {
             tx,
             gate: SinkGate::new(),
             skipped: skipped.clone(),
+            layers: LayerFilter::default(),
         };
+        let now = tokio::time::Instant::now().into_std();
+        if let Some(wanted) = layers {
+            slot.layers
+                .set(now, wanted.with_floor(inner.layers.lowest()));
+        }
         for pkt in inner.gop.packets() {
-            slot.offer(&inner.rule, pkt);
+            let layer = inner.layers.layer_of(pkt.track);
+            slot.offer(now, &inner.rule, pkt, (layer, None));
         }
         let id = inner.next_id();
         inner.sinks.insert(id, slot);
@@ -228,10 +307,20 @@ impl StreamHandle {
     /// A new sink. It starts on the cached group from its keyframe if there is
     /// one, else it waits for the next keyframe.
     pub fn subscribe(&self) -> Sink {
+        self.subscribe_with(None)
+    }
+
+    /// A new sink that wants only these simulcast layers from the start (see
+    /// [`Sink::set_layers`]), so the stream's interest never widens for it.
+    pub fn subscribe_layers(&self, wanted: LayerSet) -> Sink {
+        self.subscribe_with(Some(wanted))
+    }
+
+    fn subscribe_with(&self, layers: Option<LayerSet>) -> Sink {
         let hub = self.shared.hub.upgrade();
         let Some(hub) = hub else {
             let mut inner = lock(&self.shared.inner);
-            return self.shared.add_sink(&mut inner);
+            return self.shared.add_sink(&mut inner, layers);
         };
         let mut map = lock(&hub.streams);
         // The stream may have been released since this handle was taken:
@@ -242,13 +331,19 @@ impl StreamHandle {
             .clone();
         let mut inner = lock(&shared.inner);
         inner.removed = false;
-        shared.add_sink(&mut inner)
+        shared.add_sink(&mut inner, layers)
     }
 
     /// Watch the stream's state: catalog known or changed, source attached or
     /// ended, upstream switched. `changed().await` on the receiver to wait.
     pub fn watch_state(&self) -> watch::Receiver<StreamState> {
         self.shared.state.subscribe()
+    }
+
+    /// Watch the simulcast layers the stream's sinks want (always the lowest; every
+    /// layer while a sink never said otherwise), to pull only those upstream.
+    pub fn watch_interest(&self) -> watch::Receiver<LayerSet> {
+        self.shared.interest.subscribe()
     }
 
     /// Watch the number of sinks, e.g. to linger and release the upstream once

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use strata_media::hub::LayerSet;
 use strata_media::{Catalog, MediaPacket, TrackId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Incoming, Upstream, lock};
 use crate::error::RelayError;
@@ -48,6 +49,7 @@ pub struct Subscription {
     events: mpsc::Receiver<Incoming>,
     ctrl: ControlReader,
     keyframes: mpsc::Sender<TrackId>,
+    layers: watch::Sender<Option<LayerSet>>,
     order: GroupOrder<Frame>,
     /// `order`'s counters already added to `stats`: (skipped, late frames).
     reported: (u64, u64),
@@ -76,7 +78,8 @@ impl Subscription {
         stats: Arc<RelayStats>,
     ) -> Self {
         let (keyframes, requests) = mpsc::channel(16);
-        tokio::spawn(write_requests(send, requests));
+        let layers = watch::Sender::new(None);
+        tokio::spawn(write_requests(send, requests, layers.subscribe()));
         Subscription {
             route,
             stream,
@@ -84,6 +87,7 @@ impl Subscription {
             events,
             ctrl,
             keyframes,
+            layers,
             order: GroupOrder::new(limits),
             reported: (0, 0),
             stats,
@@ -117,6 +121,24 @@ impl Subscription {
     pub fn request_keyframe(&self, track: TrackId) {
         if self.keyframes.try_send(track).is_ok() {
             add(&self.stats.keyframe_requests_out, 1);
+        }
+    }
+
+    /// Tell the upstream to send only these simulcast layers (the caller
+    /// debounces). Ignored while the catalog has no layers: an upstream that
+    /// predates simulcast would not know the message. Never blocks; only the
+    /// latest set is sent if several wait.
+    pub fn set_layers(&self, layers: LayerSet) {
+        if self.catalog.layers().is_empty() {
+            return;
+        }
+        let changed = self.layers.send_if_modified(|cur| {
+            let changed = *cur != Some(layers);
+            *cur = Some(layers);
+            changed
+        });
+        if changed {
+            add(&self.stats.layer_interest_out, 1);
         }
     }
 
@@ -200,13 +222,34 @@ impl Subscription {
     }
 }
 
-/// Owns the control stream's send half: forwards keyframe requests, and
-/// finishes the stream (= unsubscribe) when the subscription is dropped.
-async fn write_requests(mut send: quinn::SendStream, mut requests: mpsc::Receiver<TrackId>) {
-    while let Some(track) = requests.recv().await {
-        let msg = ControlMessage::KeyframeRequest { track };
+/// Owns the control stream's send half: forwards keyframe requests and layer
+/// interest, and finishes the stream (= unsubscribe) when the subscription is
+/// dropped.
+async fn write_requests(
+    mut send: quinn::SendStream,
+    mut requests: mpsc::Receiver<TrackId>,
+    mut layers: watch::Receiver<Option<LayerSet>>,
+) {
+    let mut layers_open = true;
+    loop {
+        let msg = tokio::select! {
+            request = requests.recv() => match request {
+                Some(track) => ControlMessage::KeyframeRequest { track },
+                None => break,
+            },
+            changed = layers.changed(), if layers_open => {
+                if changed.is_err() {
+                    layers_open = false;
+                    continue;
+                }
+                match *layers.borrow_and_update() {
+                    Some(layers) => ControlMessage::LayerInterest { layers },
+                    None => continue,
+                }
+            }
+        };
         if let Err(e) = write_control(&mut send, &msg).await {
-            tracing::debug!(error = %e, "keyframe request not sent");
+            tracing::debug!(error = %e, "control message not sent");
             return;
         }
     }

@@ -1,6 +1,7 @@
 //! Control-stream messages.
 
 use bytes::{BufMut, BytesMut};
+use strata_media::hub::LayerSet;
 use strata_media::{Catalog, TrackId};
 
 use super::reader::{Reader, put_string};
@@ -15,6 +16,7 @@ const SUBSCRIBE_ERROR: u8 = 0x03;
 const KEYFRAME_REQUEST: u8 = 0x04;
 const ENDED: u8 = 0x05;
 const CATALOG_CHANGED: u8 = 0x06;
+const LAYER_INTEREST: u8 = 0x07;
 
 /// Why an upstream refused a subscription, as carried on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +118,11 @@ pub enum ControlMessage {
         /// The new catalog.
         catalog: Catalog,
     },
+    /// Downstream wants only these simulcast layers (until the first one, every layer).
+    LayerInterest {
+        /// The layers; tracks that are not layers always flow.
+        layers: LayerSet,
+    },
 }
 
 fn put_catalog(out: &mut BytesMut, catalog: &Catalog) -> Result<(), FrameError> {
@@ -168,6 +175,10 @@ fn encode_body(msg: &ControlMessage, out: &mut BytesMut, start: usize) -> Result
         ControlMessage::CatalogChanged { catalog } => {
             out.put_u8(CATALOG_CHANGED);
             put_catalog(out, catalog)?;
+        }
+        ControlMessage::LayerInterest { layers } => {
+            out.put_u8(LAYER_INTEREST);
+            out.put_u8(layers.bits());
         }
     }
     let len = out.len() - start - 4;
@@ -234,6 +245,12 @@ fn parse(raw: &[u8]) -> Result<ControlMessage, FrameError> {
         CATALOG_CHANGED => ControlMessage::CatalogChanged {
             catalog: parse_catalog(r.rest())?,
         },
+        LAYER_INTEREST => {
+            let bits = r.u8()?;
+            ControlMessage::LayerInterest {
+                layers: LayerSet::from_bits(bits).ok_or(FrameError::BadLayers(bits))?,
+            }
+        }
         other => return Err(FrameError::UnknownType(other)),
     };
     r.finish()?;

@@ -21,10 +21,18 @@
 //! | 0x04 | `KeyframeRequest` | down → up | `u8 track` |
 //! | 0x05 | `Ended` | up → down | `string reason` |
 //! | 0x06 | `CatalogChanged` | up → down | catalog JSON (rest of the message) |
+//! | 0x07 | `LayerInterest` | down → up | `u8 layers` (bit 0 low, 1 mid, 2 high; others must be 0) |
 //!
 //! The downstream picks the subscription id (unique per connection) so it can
 //! route media streams that arrive before it has read `SubscribeOk`. Closing
 //! (finishing) the control stream from downstream unsubscribes.
+//!
+//! `LayerInterest` narrows the simulcast layers upstream sends on this
+//! subscription (tracks without a layer always flow). A downstream that never
+//! sends it gets every layer. Downstream sends it only when the catalog has
+//! layers, so an upstream that predates simulcast never sees it. Upstream
+//! applies at most one per 250 ms (the latest), so a peer flipping its
+//! interest costs a bounded rate of filter changes and keyframe requests.
 //!
 //! ## Media (one unidirectional QUIC stream per group, upstream → downstream)
 //!
@@ -103,6 +111,9 @@ pub enum FrameError {
     /// The catalog JSON does not parse.
     #[error("invalid catalog: {0}")]
     InvalidCatalog(String),
+    /// A `LayerInterest` sets bits for layers this version does not know.
+    #[error("unknown simulcast layer bits {0:#04x}")]
+    BadLayers(u8),
     /// A media stream does not start with the group magic byte.
     #[error("not a group stream (first byte {0:#04x})")]
     BadMagic(u8),

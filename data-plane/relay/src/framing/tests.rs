@@ -4,6 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use strata_media::hub::LayerSet;
 use strata_media::{Catalog, TrackInfo, TrackKind};
 
 use super::*;
@@ -48,7 +49,7 @@ fn random_catalog(rng: &mut StdRng) -> Catalog {
 }
 
 fn random_message(rng: &mut StdRng) -> ControlMessage {
-    match rng.random_range(0..6) {
+    match rng.random_range(0..7) {
         0 => ControlMessage::Subscribe {
             id: rng.random(),
             stream: random_string(rng, 64),
@@ -67,8 +68,11 @@ fn random_message(rng: &mut StdRng) -> ControlMessage {
         4 => ControlMessage::Ended {
             reason: random_string(rng, 100),
         },
-        _ => ControlMessage::CatalogChanged {
+        5 => ControlMessage::CatalogChanged {
             catalog: random_catalog(rng),
+        },
+        _ => ControlMessage::LayerInterest {
+            layers: LayerSet::from_bits(rng.random_range(0..8)).unwrap_or(LayerSet::ALL),
         },
     }
 }
@@ -220,6 +224,19 @@ fn limits_are_enforced() {
     assert_eq!(decode_control(&mut buf), Err(FrameError::UnknownType(0x7f)));
     let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0x04, 1, 2][..]);
     assert_eq!(decode_control(&mut buf), Err(FrameError::TrailingBytes(1)));
+    let mut buf = BytesMut::from(&[0u8, 0, 0, 2, 0x07, 0x08][..]);
+    assert_eq!(decode_control(&mut buf), Err(FrameError::BadLayers(0x08)));
+    let mut buf = BytesMut::from(&[0u8, 0, 0, 1, 0x07][..]);
+    assert_eq!(decode_control(&mut buf), Err(FrameError::Truncated));
+    let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0x07, 0x05, 0][..]);
+    assert_eq!(decode_control(&mut buf), Err(FrameError::TrailingBytes(1)));
+    let mut buf = BytesMut::from(&[0u8, 0, 0, 2, 0x07, 0x05][..]);
+    assert_eq!(
+        decode_control(&mut buf),
+        Ok(Some(ControlMessage::LayerInterest {
+            layers: LayerSet::from_bits(0b101).unwrap_or(LayerSet::ALL)
+        }))
+    );
     let mut buf = BytesMut::from(&[0u8, 0, 0, 2, 0x02, b'{'][..]);
     assert!(matches!(
         decode_control(&mut buf),

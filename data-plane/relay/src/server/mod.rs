@@ -1,5 +1,6 @@
 //! [`RelayServer`]: serves this node's hub streams to downstream nodes.
 
+mod interest;
 mod sender;
 mod session;
 

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::ServerCtx;
+use super::interest::InterestIn;
 use super::sender::GroupSender;
 use crate::auth::SubscribeRequest;
 use crate::error::RelayError;
@@ -168,15 +169,23 @@ impl Session {
         );
         let grace = self.ctx.cfg.source_grace;
         let mut ended_at = (!handle.has_source()).then(|| Instant::now() + grace);
+        let mut interest = InterestIn::default();
         let result = loop {
             let reset_at = groups.next_deadline();
+            let interest_at = interest.deadline().map(Instant::from_std);
             tokio::select! {
                 msg = ctrl.next() => match msg? {
                     Some(ControlMessage::KeyframeRequest { track }) => {
                         add(&self.ctx.stats.keyframe_requests_in, 1);
                         sink.request_keyframe(track);
                     }
-                    Some(_) => break Err(RelayError::Unexpected("only KeyframeRequest after Subscribe")),
+                    Some(ControlMessage::LayerInterest { layers }) => {
+                        add(&self.ctx.stats.layer_interest_in, 1);
+                        if let Some(layers) = interest.on_message(Instant::now().into_std(), layers) {
+                            sink.set_layers(layers);
+                        }
+                    }
+                    Some(_) => break Err(RelayError::Unexpected("only KeyframeRequest or LayerInterest after Subscribe")),
                     None => break Ok(()), // unsubscribed
                 },
                 pkt = sink.recv() => match pkt {
@@ -188,6 +197,11 @@ impl Session {
                 },
                 Some(seq) = groups.next_delivered(), if groups.has_backlog() => groups.on_delivered(seq),
                 () = sleep_until(reset_at), if reset_at.is_some() => groups.apply_resets(),
+                () = sleep_until(interest_at), if interest_at.is_some() => {
+                    if let Some(layers) = interest.poll(Instant::now().into_std()) {
+                        sink.set_layers(layers);
+                    }
+                }
                 changed = state.changed() => {
                     if changed.is_err() {
                         break Ok(());

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_media::hub::LayerSet;
 use strata_media::{Layer, TrackId};
 
 use super::selector::{Selector, SelectorConfig};
@@ -133,6 +134,30 @@ impl Layers {
     /// The layer being switched to, if a switch is pending.
     pub(crate) fn target_layer(&self) -> Option<Layer> {
         self.target.and_then(|t| self.layer_of(t))
+    }
+
+    /// The layers this track needs the node to receive: the current one, the target of a
+    /// pending switch, and in `auto` the one above the current (the selector climbs only to
+    /// a layer whose rate it measures, and its probe then starts at once). Empty without
+    /// simulcast.
+    pub(crate) fn wanted(&self) -> LayerSet {
+        let mut set = LayerSet::EMPTY;
+        for layer in [self.current_layer(), self.target_layer()]
+            .into_iter()
+            .flatten()
+        {
+            set = set.with(layer);
+        }
+        if self.selector.is_some()
+            && let Some(above) = self
+                .all
+                .iter()
+                .map(|(l, _)| *l)
+                .find(|l| self.current_layer().is_some_and(|c| *l > c))
+        {
+            set = set.with(above);
+        }
+        set
     }
 
     /// True when packets of `track` concern this player track.
@@ -274,6 +299,26 @@ mod tests {
         pinned.on_loss(t0, 0.9);
         assert_eq!(pinned.poll(t1), None);
         assert_eq!(pinned.current_layer(), Some(Layer::High));
+    }
+
+    #[test]
+    fn wanted_layers_are_current_target_and_in_auto_the_next_up() {
+        let counters = Arc::new(EgressCounters::default());
+        let mut pinned = three(&counters);
+        let set = |ls: &[Layer]| ls.iter().fold(LayerSet::EMPTY, |s, l| s.with(*l));
+        assert_eq!(pinned.wanted(), set(&[Layer::High]));
+        pinned.switch_to(Layer::Low);
+        assert_eq!(pinned.wanted(), set(&[Layer::Low, Layer::High]));
+        assert_eq!(pinned.admit(1, true), Admit::Switched);
+        assert_eq!(pinned.wanted(), set(&[Layer::Low]));
+        let all = vec![(Layer::Low, 1), (Layer::Mid, 2), (Layer::High, 3)];
+        let auto =
+            Layers::new(all, 1, None).with_selector(SelectorConfig::default(), Instant::now());
+        assert_eq!(auto.wanted(), set(&[Layer::Low, Layer::Mid]));
+        let top = three(&counters).with_selector(SelectorConfig::default(), Instant::now());
+        assert_eq!(top.wanted(), set(&[Layer::High]));
+        let none = Layers::new(Vec::new(), 0, None);
+        assert_eq!(none.wanted(), LayerSet::EMPTY);
     }
 
     #[test]

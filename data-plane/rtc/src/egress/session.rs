@@ -351,6 +351,15 @@ impl Session {
         }
     }
 
+    /// The simulcast layers the node must receive for this player (see `Layers::wanted`).
+    pub(crate) fn wanted_layers(&self) -> strata_media::hub::LayerSet {
+        self.tracks
+            .iter()
+            .fold(strata_media::hub::LayerSet::EMPTY, |set, t| {
+                set.union(t.layers.wanted())
+            })
+    }
+
     /// The simulcast layer the player's video is on, and its bandwidth estimate if it sends
     /// one.
     fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>) {

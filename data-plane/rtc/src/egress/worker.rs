@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use rtc::crypto::RTCCryptoProvider;
-use strata_media::hub::{Sink, StreamHandle};
+use strata_media::hub::{LayerSet, Sink, SinkLayers, StreamHandle};
 use strata_media::{MediaPacket, TrackId};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -56,6 +56,24 @@ struct StreamFan {
     pump: tokio::task::JoinHandle<()>,
     /// Rates and upstream loss by catalog track id (for the layer choice).
     flow: Flow,
+    /// The loop's sink's simulcast layers, and the set last given to it.
+    layers: SinkLayers,
+    wanted: Option<LayerSet>,
+}
+
+impl StreamFan {
+    /// Narrows the loop's sink to the layers its players need (only when that changed).
+    fn update_layers(&mut self, sessions: &HashMap<u64, Session>) {
+        let wanted = self
+            .players
+            .iter()
+            .filter_map(|id| sessions.get(id))
+            .fold(LayerSet::EMPTY, |set, s| set.union(s.wanted_layers()));
+        if self.wanted != Some(wanted) {
+            self.wanted = Some(wanted);
+            self.layers.set(wanted);
+        }
+    }
 }
 
 impl Drop for StreamFan {
@@ -161,8 +179,10 @@ impl Worker {
         self.mux.register_egress(session.local_ufrag(), route);
         let fan = self.streams.entry(Arc::clone(&name)).or_insert_with(|| {
             let (keyframes, requests) = mpsc::channel(16);
+            let sink = stream.subscribe_layers(session.wanted_layers());
+            let layers = sink.layers_handle();
             let pump = tokio::spawn(pump(
-                stream.subscribe(),
+                sink,
                 Arc::clone(&name),
                 self.media_tx.clone(),
                 requests,
@@ -181,11 +201,14 @@ impl Worker {
                 keyframes,
                 pump,
                 flow: Flow::new(slots),
+                layers,
+                wanted: None,
             }
         });
         fan.players.push(session.id);
         self.load.fetch_add(1, Ordering::Relaxed);
         self.sessions.insert(session.id, session);
+        fan.update_layers(&self.sessions);
     }
 
     fn remove(&mut self, id: u64, now: Instant) {
@@ -200,6 +223,8 @@ impl Worker {
             fan.players.retain(|p| *p != id);
             if fan.players.is_empty() {
                 self.streams.remove(&session.stream);
+            } else {
+                fan.update_layers(&self.sessions);
             }
         }
         trace!(session = id, "egress session removed");
@@ -330,6 +355,11 @@ impl Worker {
         for (id, events) in started {
             self.events = events;
             self.handle_events(id, now);
+        }
+        // Layer switches start in the sessions' timers (and end at a keyframe in `media`):
+        // once a tick, each stream's sink follows what its players need.
+        for fan in self.streams.values_mut() {
+            fan.update_layers(&self.sessions);
         }
         if now >= self.next_rate {
             self.next_rate = now + RATE_PERIOD;
