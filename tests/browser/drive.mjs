@@ -5,13 +5,17 @@
 // Used by tests/tests/netns_browser.rs; see README.md next to this file.
 //
 //   node drive.mjs --publish URL --play URL [--low URL] [--fixture URL --fixture-size 640x360]
-//                  [--frames 30] [--timeout-ms 40000] [--hold]
+//                  [--frames 30] [--timeout-ms 40000] [--min-publish-width W] [--hold]
 //
 // --publish    the /publish/{stream} page to open first (fake camera over WHIP)
 // --play       the /play/{stream} page for the same stream; must decode more than --frames
 //              frames at the resolution the publish page reports it sends
 // --low        a /play/{stream}?layer=low page for the same stream (the publish page sends
 //              simulcast); must decode more than --frames frames at 1/4 of the top layer's size
+// --min-publish-width  wait until the publisher sends at least W pixels wide before any
+//              player opens: Chromium starts simulcast on its lowest layer and adds the
+//              others as its bandwidth estimate of the publishing path grows, which takes
+//              longer on a loaded machine
 // --fixture    a /play/{stream} page for a stream published by someone else; must decode more
 //              than --frames frames at --fixture-size
 // --timeout-ms deadline for each page to reach its condition
@@ -67,6 +71,7 @@ function parseArgs(argv) {
       case '--fixture-size': o.fixtureSize = val(); break;
       case '--frames': o.frames = Number(val()); break;
       case '--timeout-ms': o.timeoutMs = Number(val()); break;
+      case '--min-publish-width': o.minPublishWidth = Number(val()); break;
       case '--hold': o.hold = true; break;
       default: usage(`unknown argument ${a}`);
     }
@@ -77,6 +82,7 @@ function parseArgs(argv) {
   o.fixtureWidth = Number(m[1]);
   o.fixtureHeight = Number(m[2]);
   if (!(o.frames >= 0) || !(o.timeoutMs > 0)) usage('bad --frames or --timeout-ms');
+  if (o.minPublishWidth !== undefined && !(o.minPublishWidth > 0)) usage('bad --min-publish-width');
   return o;
 }
 
@@ -249,6 +255,12 @@ try {
     height: ps.frameHeight,
   };
   log(`publish: ok ${JSON.stringify(result.publish)}`);
+  if (opts.minPublishWidth) {
+    ps = await waitStats('publish', pub.entry.page, `frames at least ${opts.minPublishWidth} px wide`,
+      (st) => st.frameWidth >= opts.minPublishWidth);
+    result.publish.rampedMs = Date.now() - pub.t0;
+    log(`publish: sending ${ps.frameWidth}x${ps.frameHeight} after ${result.publish.rampedMs} ms`);
+  }
   // What the publisher sends now (it may adapt its resolution under CPU load; then the
   // player must follow, so the expectation is re-read at every poll).
   let sent = { width: ps.frameWidth, height: ps.frameHeight };

@@ -273,6 +273,9 @@ async fn netns_browser_simulcast_adapts_to_a_limited_path() {
         &[
             "--publish",
             &format!("{}/publish/simcam", r1a.http),
+            // Chromium adds the upper layers as its estimate of the publishing path grows.
+            "--min-publish-width",
+            "640",
             "--play",
             &format!("{}/play/simcam", r2a.http),
             "--frames",
@@ -435,6 +438,9 @@ async fn netns_browser_pulls_only_the_watched_layers() {
         &[
             "--publish",
             &format!("{}/publish/layercam", r1a.http),
+            // Chromium adds the upper layers as its estimate of the publishing path grows.
+            "--min-publish-width",
+            "640",
             "--play",
             &format!("{}/play/layercam", r1a.http),
             "--frames",
