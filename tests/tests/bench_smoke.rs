@@ -176,7 +176,7 @@ async fn netns_bench_ingest_smoke() {
         // Loopback, one stream: a busy machine may drop a little, never a tenth.
         assert!(r.loss < 0.1, "{r:?}");
     }
-    // ffmpeg's 1 Mbit/s video is about what reaches the node (the encoder's rate control
+    // ffmpeg's 1 Mbit/s video is about what the node ingests (the encoder's rate control
     // over a short window: loose bounds).
     let rtmp = report.get(IngestKind::RtmpVideoOnly).expect("rtmp-an run");
     assert!((0.3..3.0).contains(&rtmp.mbit_in), "{rtmp:?}");

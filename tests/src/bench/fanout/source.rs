@@ -39,7 +39,7 @@ pub struct Source {
 }
 
 /// Average RTP bit rate of a clip.
-pub(crate) fn clip_rate(clip: &Clip) -> f64 {
+fn clip_rate(clip: &Clip) -> f64 {
     let bytes: usize = clip.packets().iter().map(|p| p.rtp.len()).sum();
     bytes as f64 * 8.0 / clip.duration().as_secs_f64()
 }

@@ -12,8 +12,8 @@
 //!   publisher): no transcode, no remux.
 //!
 //! After a settle time, one window measures the node process's CPU (CPU time ÷ wall time from
-//! `/proc`; ffmpeg's own encoding is not counted), the bit rate into the node (RTMP: bytes
-//! ffmpeg wrote, from `/proc/PID/io`; WHIP: the clip's RTP rate) and out to the players.
+//! `/proc`; ffmpeg's own encoding is not counted), the RTP bit rate into the node (its
+//! `strata_node_publisher_bytes_in_total`) and out to the players.
 //! Runs in a private network namespace like the fan-out bench.
 
 mod report;
@@ -252,19 +252,12 @@ async fn measure_kind(
         .await
         .with_context(|| format!("players; node log:\n{}", node.log_tail()))?;
     tokio::time::sleep(settle).await;
-    let ffmpeg_pids: Vec<u32> = feeds
-        .iter()
-        .filter_map(|f| match f {
-            Feed::Ffmpeg(c) => c.id(),
-            Feed::Whip(_) => None,
-        })
-        .collect();
-    let written_before: u64 = ffmpeg_pids.iter().filter_map(|&p| written_bytes(p)).sum();
+    let in_before = bytes_in(&node).await?;
     let before: Vec<Tally> = players.iter().map(|p| p.counters().tally()).collect();
     let mark = CpuMark::take(node.pid());
     tokio::time::sleep(window).await;
     let cores = CpuMark::take(node.pid()).cores_since(&mark);
-    let written_after: u64 = ffmpeg_pids.iter().filter_map(|&p| written_bytes(p)).sum();
+    let in_after = bytes_in(&node).await?;
     let mut out = Tally::default();
     let mut starved = 0;
     for (p, b) in players.iter().zip(&before) {
@@ -275,10 +268,7 @@ async fn measure_kind(
         out.bytes += d.bytes;
     }
     let secs = window.as_secs_f64();
-    let mbit_in = match kind {
-        Kind::Whip => source::clip_rate(&fixture.clip) * publishers as f64 / 1e6,
-        _ => written_after.saturating_sub(written_before) as f64 * 8.0 / secs / 1e6,
-    };
+    let mbit_in = in_after.saturating_sub(in_before) as f64 * 8.0 / secs / 1e6;
     let rss = procstat::rss_bytes(node.pid());
     for p in players {
         p.close().await;
@@ -375,10 +365,15 @@ fn ffmpeg_rtmp(url: &str, audio: bool) -> Result<Child> {
     cmd.spawn().context("starting ffmpeg")
 }
 
-/// Bytes `pid` passed to write/send so far (`wchar` of `/proc/PID/io`): for ffmpeg, what it
-/// sent to the node (its log is off).
-fn written_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    let line = io.lines().find(|l| l.starts_with("wchar:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// `strata_node_publisher_bytes_in_total`: RTP bytes the node took from its publishers (for
+/// RTMP, after conversion: H.264 packetized, Opus). ffmpeg's own byte count is not readable
+/// from `/proc` (`wchar` misses `send`).
+async fn bytes_in(node: &NodeProcess) -> Result<u64> {
+    let metrics = node.metrics().await?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_node_publisher_bytes_in_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .context("no strata_node_publisher_bytes_in_total in /metrics")
 }
