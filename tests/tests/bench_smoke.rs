@@ -1,11 +1,13 @@
 //! Smoke runs of every `strata-bench` harness: `control --quick`, `relay --quick` and
 //! `scale --quick` (real etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
-//! (Strata, and Janus when installed) and `wan --quick` (root: nested namespaces). They check
+//! (Strata, and Janus when installed), `ingest --quick` (ffmpeg over RTMP and WHIP into a
+//! node) and `wan --quick` (root: nested namespaces). They check
 //! that the harnesses work end to end (every call answered, packets delivered with losses
 //! under a bound), not the figures.
 
 use strata_tests::bench::control::{self, ControlArgs};
 use strata_tests::bench::fanout::{self, FanoutArgs};
+use strata_tests::bench::ingest::{self, IngestArgs, Kind as IngestKind};
 use strata_tests::bench::relay::{self, RelayArgs};
 use strata_tests::bench::scale::{self, ScaleArgs};
 use strata_tests::bench::wan::{self, WanArgs};
@@ -153,4 +155,29 @@ async fn netns_bench_wan_smoke() {
             assert!(copies < 0.2, "{} → {}: {copies:.2} copies", l.a, l.b);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_bench_ingest_smoke() {
+    strata_tests::ports::require_netns("netns_bench_ingest_smoke");
+    let report = ingest::measure(IngestArgs::quick())
+        .await
+        .expect("ingest --quick");
+    println!("{}", report.text);
+    assert_eq!(report.results.len(), 3, "rtmp, rtmp-an and whip");
+    for r in &report.results {
+        assert_eq!(r.publishers, 1, "{r:?}");
+        assert_eq!(r.players_starved, 0, "{r:?}");
+        // The node does work for every ingest, media goes in and comes out.
+        assert!(r.node_cores > 0.0, "{r:?}");
+        assert!(r.mbit_in > 0.1, "{r:?}");
+        assert!(r.mbit_out > 0.1, "{r:?}");
+        // Loopback, one stream: a busy machine may drop a little, never a tenth.
+        assert!(r.loss < 0.1, "{r:?}");
+    }
+    // ffmpeg's 1 Mbit/s video is about what the node ingests (the encoder's rate control
+    // over a short window: loose bounds).
+    let rtmp = report.get(IngestKind::RtmpVideoOnly).expect("rtmp-an run");
+    assert!((0.3..3.0).contains(&rtmp.mbit_in), "{rtmp:?}");
 }

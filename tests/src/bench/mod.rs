@@ -7,6 +7,7 @@
 pub mod control;
 pub mod cpu;
 pub mod fanout;
+pub mod ingest;
 pub mod load;
 pub mod machine;
 pub mod relay;

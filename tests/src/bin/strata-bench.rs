@@ -7,12 +7,14 @@
 //! cargo run --release -p strata-tests --bin strata-bench -- fanout   # beside Janus
 //! cargo run --release -p strata-tests --bin strata-bench -- wan      # root: namespaces
 //! cargo run --release -p strata-tests --bin strata-bench -- scale    # simulated nodes
+//! cargo run --release -p strata-tests --bin strata-bench -- ingest   # RTMP beside WHIP
 //! bench/run.sh                                                       # all of them
 //! ```
 
 use clap::{Parser, Subcommand};
 use strata_tests::bench::control::ControlArgs;
 use strata_tests::bench::fanout::FanoutArgs;
+use strata_tests::bench::ingest::IngestArgs;
 use strata_tests::bench::relay::RelayArgs;
 use strata_tests::bench::scale::ScaleArgs;
 use strata_tests::bench::wan::WanArgs;
@@ -41,6 +43,8 @@ enum Command {
     Wan(WanArgs),
     /// Thousands of simulated nodes against real replicas and etcd: writes, latency, memory.
     Scale(ScaleArgs),
+    /// Node CPU per RTMP ingest (AAC→Opus transcode included) beside WHIP ingest.
+    Ingest(IngestArgs),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -56,5 +60,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Fanout(args) => strata_tests::bench::fanout::run(args).await,
         Command::Wan(args) => strata_tests::bench::wan::run(args).await,
         Command::Scale(args) => strata_tests::bench::scale::run(args).await,
+        Command::Ingest(args) => strata_tests::bench::ingest::run(args).await,
     }
 }

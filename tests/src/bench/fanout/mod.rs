@@ -15,13 +15,13 @@
 //! already in one, and gives Janus an extra interface carrying 127.0.0.2 (Janus gathers no
 //! candidates on `lo`).
 
-mod client;
+pub(crate) mod client;
 mod janus;
 mod plot;
 pub(crate) mod procstat;
 mod report;
 mod results;
-mod source;
+pub(crate) mod source;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -250,7 +250,12 @@ impl NodeProcess {
             "--certs-dir".into(),
             dir.certs.display().to_string(),
         ];
-        args.extend(optional_node_flags(&bins.node).iter().cloned());
+        // A flag the spec sets itself (e.g. `--rtmp-listen ADDR`) wins over the default here.
+        for pair in optional_node_flags(&bins.node).chunks(2) {
+            if !spec.args.contains(&pair[0]) {
+                args.extend(pair.iter().cloned());
+            }
+        }
         args.extend(spec.args.iter().cloned());
         // [ip netns exec NS] [taskset -c CPU] strata-node ARGS: each execs the next, so the
         // child's pid is the node's.

@@ -277,9 +277,10 @@ struct Built {
     state: watch::Receiver<RTCPeerConnectionState>,
 }
 
-/// A peer connection that receives VP8 (96) and Opus (111), with no interceptors (the media
-/// never reaches the stack), mDNS off and one host candidate on `bind_ip`.
-async fn build(bind_ip: IpAddr, recv: &RecvHandle) -> Result<Built> {
+/// A peer connection that receives VP8 (96) or, with `h264`, H.264 baseline (102), and Opus
+/// (111), with no interceptors (the media never reaches the stack), mDNS off and one host
+/// candidate on `bind_ip`.
+async fn build(bind_ip: IpAddr, recv: &RecvHandle, h264: bool) -> Result<Built> {
     let mut media_engine = MediaEngine::default();
     let codec =
         |mime: &str, clock_rate, channels, fmtp: &str, payload_type| RTCRtpCodecParameters {
@@ -292,7 +293,17 @@ async fn build(bind_ip: IpAddr, recv: &RecvHandle) -> Result<Built> {
             },
             payload_type,
         };
-    media_engine.register_codec(codec("video/VP8", 90_000, 0, "", 96), RtpCodecKind::Video)?;
+    let video = match h264 {
+        false => codec("video/VP8", 90_000, 0, "", 96),
+        true => codec(
+            "video/H264",
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            102,
+        ),
+    };
+    media_engine.register_codec(video, RtpCodecKind::Video)?;
     media_engine.register_codec(
         codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
         RtpCodecKind::Audio,
@@ -350,7 +361,21 @@ async fn apply_local(b: &mut Built, desc: RTCSessionDescription) -> Result<Strin
 impl LoadPeer {
     /// Plays `url` (`http://…/whep/{stream}`) over WHEP: offers receive-only audio and video.
     pub async fn whep(url: &str, bind_ip: IpAddr, recv: &RecvHandle) -> Result<LoadPeer> {
-        let mut b = build(bind_ip, recv).await?;
+        Self::whep_with(url, bind_ip, recv, false).await
+    }
+
+    /// [`whep`](Self::whep) offering H.264 rather than VP8 (streams ingested over RTMP/SRT).
+    pub async fn whep_h264(url: &str, bind_ip: IpAddr, recv: &RecvHandle) -> Result<LoadPeer> {
+        Self::whep_with(url, bind_ip, recv, true).await
+    }
+
+    async fn whep_with(
+        url: &str,
+        bind_ip: IpAddr,
+        recv: &RecvHandle,
+        h264: bool,
+    ) -> Result<LoadPeer> {
+        let mut b = build(bind_ip, recv, h264).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             b.pc.add_transceiver_from_kind(
                 kind,
@@ -422,7 +447,7 @@ impl LoadPeer {
         let handle_url = format!("{session_url}/{}", janus_id(&attached)?);
         // Built before `watch`, as the WHEP player is before its offer: both clocks then
         // start at the request and count only the server's answer, ICE and DTLS.
-        let mut b = build(bind_ip, recv).await?;
+        let mut b = build(bind_ip, recv, false).await?;
         let requested = Instant::now();
         janus_call(
             &handle_url,
