@@ -9,10 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod browser_common;
+
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use browser_common::{browser_dir, browser_tools_for};
 use serde_json::Value;
 use strata_proto::v1;
 use strata_tests::control::{Clients, ControlPlane, Options, Store};
@@ -20,41 +23,9 @@ use strata_tests::ports::require_netns;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const SETUP_HINT: &str = "run scripts/setup.sh --browser";
 const TTL: Duration = Duration::from_secs(3);
 /// How long the driver may take for everything (its own per-step deadline is 30 s).
 const DRIVER_DEADLINE: Duration = Duration::from_secs(120);
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// `node` and the driver script; fails (not skips) when the browser tooling is missing.
-fn browser_tools() -> (PathBuf, PathBuf) {
-    let node =
-        find_on_path("node").unwrap_or_else(|| panic!("`node` is not on PATH; {SETUP_HINT}"));
-    assert!(
-        Path::new(CHROMIUM).is_file(),
-        "{CHROMIUM} is missing; {SETUP_HINT}"
-    );
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is not installed in {}; {SETUP_HINT}",
-        dir.display()
-    );
-    let driver = dir.join("dashboard.mjs");
-    assert!(driver.is_file(), "{} is missing", driver.display());
-    (node, driver)
-}
 
 /// Registers a node with `http_url` and `version` and keeps it alive with `load`.
 async fn node(
@@ -132,7 +103,7 @@ async fn netns_dashboard_shows_nodes_and_stream_trees() {
         )
         .with_test_writer()
         .try_init();
-    let (node_bin, driver) = browser_tools();
+    let (node_bin, driver) = browser_tools_for("dashboard.mjs");
 
     let store = Store::memory();
     let options = Options {

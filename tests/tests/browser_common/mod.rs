@@ -32,8 +32,14 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `node`, the driver script, and the checks that the browser tooling is installed.
+/// `node` and the WHIP/WHEP driver (`drive.mjs`), see [`browser_tools_for`].
 pub fn browser_tools() -> (PathBuf, PathBuf) {
+    browser_tools_for("drive.mjs")
+}
+
+/// `node` and the driver `script` of `tests/browser/`; fails (not skips) when the browser
+/// tooling is missing.
+pub fn browser_tools_for(script: &str) -> (PathBuf, PathBuf) {
     let node =
         find_on_path("node").unwrap_or_else(|| panic!("`node` is not on PATH; {SETUP_HINT}"));
     assert!(
@@ -47,7 +53,7 @@ pub fn browser_tools() -> (PathBuf, PathBuf) {
         "playwright-core is not installed in {}; {SETUP_HINT}",
         dir.display()
     );
-    let driver = dir.join("drive.mjs");
+    let driver = dir.join(script);
     assert!(driver.is_file(), "{} is missing", driver.display());
     (node, driver)
 }
