@@ -1,7 +1,7 @@
 //! Smoke runs of every `strata-bench` harness: `control --quick`, `relay --quick` and
 //! `scale --quick` (real etcd, QUIC on 127.0.0.1), and the ones that need a network namespace, `fanout --quick`
-//! (Strata, and Janus when installed), `ingest --quick` (ffmpeg over RTMP and WHIP into a
-//! node) and `wan --quick` (root: nested namespaces). They check
+//! (Strata, and Janus when installed), `ingest --quick` (ffmpeg over RTMP and SRT, and WHIP, into a
+//! node, and each path's glass-to-glass stamps) and `wan --quick` (root: nested namespaces). They check
 //! that the harnesses work end to end (every call answered, packets delivered with losses
 //! under a bound), not the figures.
 
@@ -165,7 +165,7 @@ async fn netns_bench_ingest_smoke() {
         .await
         .expect("ingest --quick");
     println!("{}", report.text);
-    assert_eq!(report.results.len(), 3, "rtmp, rtmp-an and whip");
+    assert_eq!(report.results.len(), 4, "rtmp, rtmp-an, srt and whip");
     for r in &report.results {
         assert_eq!(r.publishers, 1, "{r:?}");
         assert_eq!(r.players_starved, 0, "{r:?}");
@@ -180,4 +180,21 @@ async fn netns_bench_ingest_smoke() {
     // over a short window: loose bounds).
     let rtmp = report.get(IngestKind::RtmpVideoOnly).expect("rtmp-an run");
     assert!((0.3..3.0).contains(&rtmp.mbit_in), "{rtmp:?}");
+    // Glass-to-glass: every path's stamps reach the player (for RTMP and SRT, in an H.264 SEI
+    // the node must pass through), about one per frame (25 fps) or Opus packet (50/s) over 2 s.
+    let g2g = |path| {
+        let r = report.g2g.iter().find(|r| r.path == path);
+        r.unwrap_or_else(|| panic!("no {path:?} run")).clone()
+    };
+    for path in ingest::g2g::Path::all() {
+        let r = g2g(path);
+        assert_eq!(r.players_without_samples, 0, "{r:?}");
+        assert!(r.samples >= 25, "{r:?}");
+    }
+    // SRT holds every packet for its latency before the node reads it: a figure below the
+    // configured latency would mean the stamps are not what we think they are.
+    let (srt, low) = (g2g(ingest::g2g::Path::Srt), g2g(ingest::g2g::Path::SrtLow));
+    let (srt_p50, low_p50) = (srt.p50_ms.unwrap_or(0.0), low.p50_ms.unwrap_or(0.0));
+    assert!(srt_p50 >= 120.0, "{srt:?}");
+    assert!(low_p50 >= 20.0 && low_p50 < srt_p50, "{low:?} {srt:?}");
 }

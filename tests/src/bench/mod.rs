@@ -12,5 +12,6 @@ pub mod load;
 pub mod machine;
 pub mod relay;
 pub mod scale;
+pub mod stamp;
 pub mod stats;
 pub mod wan;

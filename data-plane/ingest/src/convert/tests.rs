@@ -177,3 +177,24 @@ fn frames_before_their_config_and_garbage_are_errors() {
     }
     assert!(c.catalog().is_some());
 }
+
+/// SEI NAL units belong to the access unit: they reach the player in order, before the slice
+/// (the glass-to-glass bench carries its send-time stamps in one).
+#[test]
+fn sei_units_pass_through_before_the_slice() {
+    let mut c = Converter::new(ConverterConfig::default());
+    c.set_avc_config(AvcConfig {
+        length_size: 4,
+        sps: vec![vec![0x67, 0x42, 0xc0, 0x1e]],
+        pps: vec![vec![0x68, 0xce]],
+    });
+    let sei: &[u8] = &[0x06, 0x05, 0x02, 0xaa, 0xbb, 0x80];
+    let aud: &[u8] = &[0x09, 0xf0];
+    let slice: &[u8] = &[0x41, 0x9a, 0x01];
+    let out = c
+        .push_nal_units(40, 0, &[aud, sei, slice], 7)
+        .expect("frame");
+    let payloads: Vec<&[u8]> = out.iter().map(|p| &p.rtp[12..]).collect();
+    assert_eq!(payloads, [sei, slice], "AUD dropped, SEI kept in order");
+    assert!(out[1].rtp[1] & 0x80 != 0, "marker on the slice");
+}

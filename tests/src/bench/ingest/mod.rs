@@ -16,7 +16,10 @@
 //! `strata_node_publisher_bytes_in_total`) and out to the players.
 //! Runs in a private network namespace like the fan-out bench.
 
+mod feed;
+pub mod g2g;
 mod report;
+mod tsmux;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -36,7 +39,7 @@ use crate::bench::fanout::source;
 use crate::bench::machine::Machine;
 use crate::bench::wan::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
 use crate::bench::wan::netns;
-use crate::ports::free_tcp_port;
+use crate::ports::{free_tcp_port, free_udp_port};
 
 pub use report::{IngestReport, RunResult};
 
@@ -49,9 +52,13 @@ pub struct IngestArgs {
     /// Concurrent publishers (each with one WHEP player) [default: 4; 1 with --quick].
     #[arg(long)]
     pub publishers: Option<usize>,
-    /// Runs, of `rtmp`, `rtmp-an` and `whip` [default: all three].
+    /// Runs, of `rtmp`, `rtmp-an`, `srt`, `whip` (CPU) and `g2g-whip`, `g2g-rtmp`, `g2g-srt`,
+    /// `g2g-srt-low` (glass-to-glass latency) [default: all].
     #[arg(long, value_delimiter = ',')]
     pub runs: Vec<String>,
+    /// SRT latency of the `g2g-srt-low` run (node and caller).
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+    pub srt_low_latency: Duration,
     /// Measured window [default: 10s; 2s with --quick].
     #[arg(long, value_parser = parse_duration)]
     pub window: Option<Duration>,
@@ -71,6 +78,7 @@ impl IngestArgs {
             quick: true,
             publishers: None,
             runs: Vec::new(),
+            srt_low_latency: Duration::from_millis(20),
             window: None,
             settle: None,
             results_dir: None,
@@ -85,6 +93,8 @@ pub enum Kind {
     Rtmp,
     /// ffmpeg over RTMP, H.264 only.
     RtmpVideoOnly,
+    /// ffmpeg over SRT (MPEG-TS), H.264 + AAC (transcoded to Opus).
+    Srt,
     /// The VP8 + Opus fixture over WHIP.
     Whip,
 }
@@ -95,6 +105,7 @@ impl Kind {
         match self {
             Kind::Rtmp => "rtmp",
             Kind::RtmpVideoOnly => "rtmp-an",
+            Kind::Srt => "srt",
             Kind::Whip => "whip",
         }
     }
@@ -104,12 +115,13 @@ impl Kind {
         match self {
             Kind::Rtmp => "RTMP, H.264 + AAC→Opus",
             Kind::RtmpVideoOnly => "RTMP, H.264 only (-an)",
+            Kind::Srt => "SRT, H.264 + AAC→Opus",
             Kind::Whip => "WHIP, VP8 + Opus",
         }
     }
 
-    fn all() -> [Kind; 3] {
-        [Kind::Rtmp, Kind::RtmpVideoOnly, Kind::Whip]
+    fn all() -> [Kind; 4] {
+        [Kind::Rtmp, Kind::RtmpVideoOnly, Kind::Srt, Kind::Whip]
     }
 }
 
@@ -146,8 +158,13 @@ pub async fn measure(args: IngestArgs) -> Result<IngestReport> {
             kinds.push(k);
         }
     }
-    if kinds.is_empty() {
-        bail!("--runs: none of rtmp, rtmp-an, whip");
+    let wanted = |name: &str| args.runs.is_empty() || args.runs.iter().any(|r| r == name);
+    let paths: Vec<g2g::Path> = g2g::Path::all()
+        .into_iter()
+        .filter(|p| wanted(p.name()))
+        .collect();
+    if kinds.is_empty() && paths.is_empty() {
+        bail!("--runs: none of rtmp, rtmp-an, srt, whip, g2g-whip, g2g-rtmp, g2g-srt, g2g-srt-low");
     }
     let machine = Machine::detect();
     let load_before = procstat::load_average();
@@ -160,6 +177,15 @@ pub async fn measure(args: IngestArgs) -> Result<IngestReport> {
         eprintln!("  {}", r.progress_line());
         results.push(r);
     }
+    let mut latencies = Vec::new();
+    for path in paths {
+        eprintln!("ingest: glass-to-glass {} × {publishers}", path.name());
+        let r = g2g::measure(path, publishers, settle, window, args.srt_low_latency)
+            .await
+            .with_context(|| format!("{} run", path.name()))?;
+        eprintln!("  {}", r.progress_line());
+        latencies.push(r);
+    }
     let mut out = IngestReport {
         machine: machine.to_string(),
         publishers,
@@ -167,6 +193,7 @@ pub async fn measure(args: IngestArgs) -> Result<IngestReport> {
         load_before,
         load_after: procstat::load_average(),
         results,
+        g2g: latencies,
         text: String::new(),
     };
     out.text = report::render(&out);
@@ -202,35 +229,73 @@ impl Drop for Feed {
 /// for a keyframe).
 const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
 
-async fn measure_kind(
-    kind: Kind,
-    publishers: usize,
-    settle: Duration,
-    window: Duration,
-) -> Result<RunResult> {
+/// The node under test, and what it needs alive.
+pub(crate) struct BenchNode {
+    pub node: NodeProcess,
+    /// RTMP listen address, `host:port`.
+    pub rtmp: String,
+    /// SRT listen address, `host:port`.
+    pub srt: String,
+    _control: InProcessControl,
+    _dir: ClusterDir,
+}
+
+/// Starts a node taking RTMP and SRT from `publishers` callers on 127.0.0.1, with `extra`
+/// arguments.
+pub(crate) async fn start_node(publishers: usize, extra: &[String]) -> Result<BenchNode> {
     let dir = ClusterDir::new("ingest")?;
     let control =
         InProcessControl::start(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(3)).await?;
-    let rtmp_port = free_tcp_port()?;
+    let rtmp = format!("127.0.0.1:{}", free_tcp_port()?);
+    let srt = format!("127.0.0.1:{}", free_udp_port()?);
+    let per_ip = (publishers + 1).to_string();
+    let total = (publishers + 1).max(64).to_string();
+    let mut args: Vec<String> = [
+        "--capacity",
+        "100000",
+        "--rtmp-listen",
+        &rtmp,
+        "--rtmp-max-connections-per-ip",
+        &per_ip,
+        "--rtmp-max-connections",
+        &total,
+        "--srt-listen",
+        &srt,
+        "--srt-max-connections-per-ip",
+        &per_ip,
+        "--srt-max-connections",
+        &total,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
     let spec = NodeSpec {
         id: "ingest-1".into(),
         region: "bench".into(),
         ip: Ipv4Addr::LOCALHOST,
         netns: None,
         cpus: None,
-        args: vec![
-            "--capacity".into(),
-            "100000".into(),
-            "--rtmp-listen".into(),
-            format!("127.0.0.1:{rtmp_port}"),
-            "--rtmp-max-connections-per-ip".into(),
-            (publishers + 1).to_string(),
-            "--rtmp-max-connections".into(),
-            (publishers + 1).max(64).to_string(),
-        ],
+        args,
     };
     let mut node = NodeProcess::spawn(&dir, &control.url(), &spec)?;
     node.wait_ready(Duration::from_secs(40)).await?;
+    Ok(BenchNode {
+        node,
+        rtmp,
+        srt,
+        _control: control,
+        _dir: dir,
+    })
+}
+
+async fn measure_kind(
+    kind: Kind,
+    publishers: usize,
+    settle: Duration,
+    window: Duration,
+) -> Result<RunResult> {
+    let bench = start_node(publishers, &[]).await?;
+    let node = &bench.node;
     let fixture = source::load(true).await?;
     let mut feeds = Vec::new();
     for i in 0..publishers {
@@ -242,22 +307,26 @@ async fn measure_kind(
                 Feed::Whip(source::feed_whip(Arc::clone(&fixture.clip), &url, fed).await?)
             }
             Kind::Rtmp | Kind::RtmpVideoOnly => {
-                let url = format!("rtmp://127.0.0.1:{rtmp_port}/live/{stream}");
-                Feed::Ffmpeg(ffmpeg_rtmp(&url, kind == Kind::Rtmp)?)
+                let url = format!("rtmp://{}/live/{stream}", bench.rtmp);
+                Feed::Ffmpeg(ffmpeg_publish(&url, "flv", kind == Kind::Rtmp)?)
+            }
+            Kind::Srt => {
+                let url = format!("srt://{}?streamid=#!::r={stream},m=publish", bench.srt);
+                Feed::Ffmpeg(ffmpeg_publish(&url, "mpegts", true)?)
             }
         });
     }
     let recv = RecvLoop::start()?;
-    let players = connect_players(kind, &node, publishers, &recv)
+    let players = connect_players(kind, node, publishers, &recv)
         .await
         .with_context(|| format!("players; node log:\n{}", node.log_tail()))?;
     tokio::time::sleep(settle).await;
-    let in_before = bytes_in(&node).await?;
+    let in_before = bytes_in(node).await?;
     let before: Vec<Tally> = players.iter().map(|p| p.counters().tally()).collect();
     let mark = CpuMark::take(node.pid());
     tokio::time::sleep(window).await;
     let cores = CpuMark::take(node.pid()).cores_since(&mark);
-    let in_after = bytes_in(&node).await?;
+    let in_after = bytes_in(node).await?;
     let mut out = Tally::default();
     let mut starved = 0;
     for (p, b) in players.iter().zip(&before) {
@@ -327,8 +396,8 @@ async fn connect_players(
 }
 
 /// ffmpeg publishing a 640×360 25 fps H.264 baseline 1 Mbit/s test pattern (and with `audio`,
-/// a 440 Hz AAC sine) to `url` in real time.
-fn ffmpeg_rtmp(url: &str, audio: bool) -> Result<Child> {
+/// a 440 Hz AAC sine) to `url` as `format` (`flv` for RTMP, `mpegts` for SRT) in real time.
+fn ffmpeg_publish(url: &str, format: &str, audio: bool) -> Result<Child> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"]);
@@ -357,7 +426,7 @@ fn ffmpeg_rtmp(url: &str, audio: bool) -> Result<Child> {
         true => cmd.args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"]),
         false => cmd.arg("-an"),
     };
-    cmd.args(["-f", "flv", url])
+    cmd.args(["-f", format, url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -73,6 +73,8 @@ pub struct IngestReport {
     pub load_after: Option<f64>,
     /// One per kind measured.
     pub results: Vec<RunResult>,
+    /// Glass-to-glass latency, one per path measured.
+    pub g2g: Vec<super::g2g::G2gResult>,
     /// The markdown report.
     #[serde(skip)]
     pub text: String,
@@ -133,6 +135,7 @@ pub fn render(r: &IngestReport) -> String {
              ingest, {share:.0} % of the RTMP ingest's CPU (RTMP minus RTMP -an)."
         );
     }
+    s.push_str(&super::g2g::render(&r.g2g));
     s
 }
 
@@ -181,6 +184,7 @@ mod tests {
             load_before: None,
             load_after: Some(1.0),
             results: vec![a, run(Kind::RtmpVideoOnly, 0.05, 2.0)],
+            g2g: Vec::new(),
             text: String::new(),
         };
         let text = render(&r);

@@ -27,7 +27,7 @@
 
 pub mod launch;
 pub(crate) mod netns;
-mod probe;
+pub(crate) mod probe;
 mod proxy;
 mod report;
 

@@ -5,29 +5,24 @@
 //! clock: glass-to-glass here is "packet handed to the publisher's WebRTC stack" to "packet
 //! out of the player's WebRTC stack" (no encoder, no jitter buffer, no decoder). The relay does
 //! not look into Opus payloads, so an audio packet whose first 12 payload bytes are replaced by
-//! a magic and a timestamp travels the same path as any other.
+//! a stamp travels the same path as any other. The stamp format, and the H.264 SEI stamps of
+//! RTMP/SRT publishers (which the players here also read), are in [`crate::bench::stamp`].
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::{Bytes, BytesMut};
 use strata_media::TrackKind;
+use strata_rtc::Codec;
 use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher};
 use strata_rtc::fixture::{Clip, ClipPacer};
 use tokio::task::JoinHandle;
 
+use crate::bench::stamp::{self, anchor, depack::VideoStamps};
 use crate::http;
-
-const MAGIC: &[u8; 4] = b"SBT1";
-
-/// The clock stamps are measured against.
-fn anchor() -> Instant {
-    static ANCHOR: OnceLock<Instant> = OnceLock::new();
-    *ANCHOR.get_or_init(Instant::now)
-}
 
 /// Offset of the RTP payload (after CSRCs and the header extension).
 fn payload_offset(rtp: &[u8]) -> Option<usize> {
@@ -42,26 +37,15 @@ fn payload_offset(rtp: &[u8]) -> Option<usize> {
     (off <= rtp.len()).then_some(off)
 }
 
-/// `rtp` with the first 12 payload bytes replaced by the magic and the time since the anchor
-/// in microseconds; unchanged if the payload is shorter.
+/// `rtp` with the first payload bytes replaced by the stamp of `now`; unchanged if the payload
+/// is shorter than a stamp.
 fn stamp(rtp: &[u8], now: Instant) -> Bytes {
-    let Some(off) = payload_offset(rtp).filter(|off| rtp.len() >= off + 12) else {
+    let Some(off) = payload_offset(rtp).filter(|off| rtp.len() >= off + stamp::LEN) else {
         return Bytes::copy_from_slice(rtp);
     };
-    let us = now.saturating_duration_since(anchor()).as_micros() as u64;
     let mut out = BytesMut::from(rtp);
-    out[off..off + 4].copy_from_slice(MAGIC);
-    out[off + 4..off + 12].copy_from_slice(&us.to_be_bytes());
+    out[off..off + stamp::LEN].copy_from_slice(&stamp::encode(now));
     out.freeze()
-}
-
-/// The send time a stamped payload carries.
-fn read_stamp(payload: &[u8]) -> Option<Instant> {
-    if payload.len() < 12 || &payload[..4] != MAGIC {
-        return None;
-    }
-    let us = u64::from_be_bytes(payload[4..12].try_into().ok()?);
-    Some(anchor() + Duration::from_micros(us))
 }
 
 /// A publisher looping a clip with stamped audio.
@@ -136,6 +120,8 @@ struct ProbeState {
     /// Last packet (marker) of that first keyframe.
     first_frame: Option<Instant>,
     latencies: Vec<Duration>,
+    /// Stamps in H.264 SEI (RTMP/SRT publishers).
+    video: VideoStamps,
 }
 
 /// A WHEP player that measures.
@@ -180,6 +166,13 @@ impl ProbePlayer {
             let mut player = player;
             while let Some(p) = player.recv().await {
                 let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                if p.codec == Some(Codec::H264) {
+                    let (seq, ts) = (p.sequence_number, p.timestamp);
+                    let sample = s.video.push(seq, ts, p.marker, &p.payload, p.arrival);
+                    if let Some(d) = sample.filter(|_| col.load(Ordering::Relaxed)) {
+                        s.latencies.push(d);
+                    }
+                }
                 match p.kind {
                     TrackKind::Video if s.first_frame.is_none() => {
                         if s.keyframe_start.is_none() && p.is_keyframe() {
@@ -193,7 +186,7 @@ impl ProbePlayer {
                         }
                     }
                     TrackKind::Audio if col.load(Ordering::Relaxed) => {
-                        if let Some(sent) = read_stamp(&p.payload) {
+                        if let Some(sent) = stamp::decode(&p.payload) {
                             let d = p.arrival.saturating_duration_since(sent);
                             s.latencies.push(d);
                         }
@@ -277,10 +270,9 @@ mod tests {
         let stamped = stamp(&rtp, now);
         assert_eq!(stamped.len(), rtp.len());
         assert_eq!(&stamped[..12], &rtp[..12]);
-        assert_eq!(read_stamp(&stamped[12..]), Some(now));
+        assert_eq!(stamp::decode(&stamped[12..]), Some(now));
         // Too short to carry a stamp: unchanged.
         let short = &rtp[..20];
         assert_eq!(&stamp(short, now)[..], short);
-        assert_eq!(read_stamp(&[1, 2, 3]), None);
     }
 }
