@@ -3,10 +3,10 @@
 #
 #   bench/run.sh                 # release build, full runs (about 15–25 minutes on 2 cores)
 #   bench/run.sh --quick         # smoke runs: seconds each (what CI does, in debug)
-#   bench/run.sh fanout wan      # only these subcommands (any of: control relay fanout wan)
+#   bench/run.sh fanout wan      # only these subcommands (any of: control relay fanout wan ingest)
 #
 # Builds `--release` once (strata-bench, strata-node, strata-control), then runs
-# `strata-bench control`, `relay` (when this build has it), `fanout` and `wan` in turn. A
+# `strata-bench control`, `relay` (when this build has it), `fanout`, `wan` and `ingest` in turn. A
 # benchmark that cannot run here says "skipped: …" and the others go on; the exit status is
 # non-zero only if one failed. The whole report is also written to $STRATA_BENCH_OUT
 # (default: a file in the temp dir, whose path is printed at the end).
@@ -16,6 +16,8 @@
 #           720p source (otherwise the committed 600 kbit/s fixture), root for Janus's extra
 #           interface; perf for --perf profiles. Runs in a private network namespace.
 #   wan     root and iproute2 (network namespaces, veth pairs).
+#   ingest  ffmpeg (libx264, AAC, libsrt) for the RTMP/SRT CPU runs; root for its private
+#           network namespace (otherwise it runs on loopback in the host's).
 # Heavy runs want a quiet machine: the load average is printed before each one.
 set -uo pipefail
 
@@ -26,7 +28,7 @@ only=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        control | relay | fanout | wan) only+=("$arg") ;;
+        control | relay | fanout | wan | ingest) only+=("$arg") ;;
         -h | --help)
             sed -n '2,20p' "$0"
             exit 0
@@ -60,7 +62,7 @@ out="${STRATA_BENCH_OUT:-$(mktemp -t strata-bench-report.XXXXXX.md)}"
 : >"$out"
 
 available=$("$bench" --help)
-subcommands=(control relay fanout wan)
+subcommands=(control relay fanout wan ingest)
 [ ${#only[@]} -gt 0 ] && subcommands=("${only[@]}")
 
 {

@@ -7,7 +7,7 @@
 //! cargo run --release -p strata-tests --bin strata-bench -- fanout   # beside Janus
 //! cargo run --release -p strata-tests --bin strata-bench -- wan      # root: namespaces
 //! cargo run --release -p strata-tests --bin strata-bench -- scale    # simulated nodes
-//! cargo run --release -p strata-tests --bin strata-bench -- ingest   # RTMP beside WHIP
+//! cargo run --release -p strata-tests --bin strata-bench -- ingest   # RTMP/SRT beside WHIP
 //! bench/run.sh                                                       # all of them
 //! ```
 
@@ -43,7 +43,7 @@ enum Command {
     Wan(WanArgs),
     /// Thousands of simulated nodes against real replicas and etcd: writes, latency, memory.
     Scale(ScaleArgs),
-    /// Node CPU per RTMP ingest (AAC→Opus transcode included) beside WHIP ingest.
+    /// RTMP and SRT ingest beside WHIP: node CPU per ingest, glass-to-glass latency.
     Ingest(IngestArgs),
 }
 

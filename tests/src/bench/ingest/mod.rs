@@ -1,19 +1,25 @@
-//! `strata-bench ingest`: node CPU per RTMP ingest (with the AAC → Opus transcode) beside
-//! WHIP ingest.
+//! `strata-bench ingest`: RTMP and SRT ingest beside WHIP ingest, node CPU per ingest (with
+//! the AAC → Opus transcode) and glass-to-glass latency.
 //!
-//! One `strata-node` process (control plane in this process on the memory store) takes N
-//! concurrent publishers, each played by one WHEP player, in three runs:
+//! Every run starts its own `strata-node` process (control plane in this process on the
+//! memory store) with N concurrent publishers, each played by one WHEP player.
 //!
+//! CPU runs:
 //! - `rtmp`: N ffmpeg processes publish H.264 baseline 640×360 25 fps 1 Mbit/s + AAC over
 //!   RTMP; the node remuxes the video and transcodes the audio to Opus.
 //! - `rtmp-an`: the same without audio (`-an`): the difference to `rtmp` is the transcode's
 //!   share.
+//! - `srt`: the `rtmp` encoder's output as MPEG-TS over SRT (`-f mpegts srt://…`).
 //! - `whip`: N WHIP publishers of the committed VP8 + Opus fixture clip (the fan-out bench's
 //!   publisher): no transcode, no remux.
 //!
 //! After a settle time, one window measures the node process's CPU (CPU time ÷ wall time from
 //! `/proc`; ffmpeg's own encoding is not counted), the RTP bit rate into the node (its
 //! `strata_node_publisher_bytes_in_total`) and out to the players.
+//!
+//! Glass-to-glass runs (`g2g-whip`, `g2g-rtmp`, `g2g-srt`, `g2g-srt-low`): stamped publishers
+//! in this process, see [`g2g`].
+//!
 //! Runs in a private network namespace like the fan-out bench.
 
 mod feed;
