@@ -105,6 +105,10 @@ pub fn render(r: &IngestReport) -> String {
         load(r.load_before),
         load(r.load_after)
     );
+    if r.results.is_empty() {
+        s.push_str(&super::g2g::render(&r.g2g));
+        return s;
+    }
     s.push_str(
         "| ingest | node CPU | per ingest | Mbit/s in | per Mbit/s in | Mbit/s out | loss | starved |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
