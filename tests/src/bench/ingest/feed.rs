@@ -160,6 +160,15 @@ impl StampedFeed {
     pub fn stopped(&self) -> bool {
         self.task.is_finished()
     }
+
+    /// Why it stopped (waits for it to stop).
+    pub async fn reason(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(Ok(())) => "ended".into(),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(e) => format!("task: {e}"),
+        }
+    }
 }
 
 impl Drop for StampedFeed {

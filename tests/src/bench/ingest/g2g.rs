@@ -148,11 +148,16 @@ pub async fn measure(
     players.iter().for_each(|p| p.collect(true));
     tokio::time::sleep(window).await;
     players.iter().for_each(|p| p.collect(false));
-    if feeds
-        .iter()
-        .any(|f| matches!(f, Publisher::Encoder(e) if e.stopped()))
-    {
-        bail!("a publisher stopped; node log:\n{}", bench.node.log_tail());
+    for f in &mut feeds {
+        if let Publisher::Encoder(e) = f
+            && e.stopped()
+        {
+            let why = e.reason().await;
+            bail!(
+                "a publisher stopped ({why}); node log:\n{}",
+                bench.node.log_tail()
+            );
+        }
     }
     let mut all = Vec::new();
     let mut without = 0;
