@@ -78,6 +78,10 @@ pub struct EgressCounters {
     pub players_on_layer: [Gauge; 3],
     /// Simulcast layer switches made (at a keyframe of the new layer).
     pub layer_switches: Counter,
+    /// Transport-cc feedback packets read from players.
+    pub transport_feedback: Counter,
+    /// Transport-cc feedback packets refused as malformed (nothing of them used).
+    pub transport_feedback_refused: Counter,
 }
 
 /// What a player's session shows about its simulcast layer, updated by its loop.
