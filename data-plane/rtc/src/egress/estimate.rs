@@ -14,8 +14,10 @@
 //!   its negative is *under-use* (a queue draining).
 //! - **Loss**: statuses the feedback reports as not received, per half second.
 //!
-//! The estimate (AIMD): over-use, or more than 10 % loss, sets it to 85 % of the delivery rate
-//! (at most once per 200 ms); otherwise it grows by 8 % a second, but never beyond 1.5 × the
+//! The estimate (AIMD): over-use (at most once per 200 ms), or more than 10 % loss in a half
+//! second (once per half second), sets it to 85 % of the delivery rate; otherwise it grows by 8 % a second, and at once to the delivery
+//! rate when that is higher (a path that delivered a rate without a queue building carries
+//! it: this is how a move up to a bigger layer works as a probe), but never beyond 1.5 × the
 //! delivery rate (+10 kbit/s): a sender can only learn that a path carries more by sending
 //! more. It starts at 1.5 × the first delivery rate measured. Queueing delay grows before a
 //! bottleneck's buffer overflows, so the estimate comes down before loss does.
@@ -293,7 +295,7 @@ impl Estimator {
             self.trend.on_packet(p);
             self.deliver(p);
         }
-        self.count_loss(now, counts);
+        let fresh_loss = self.count_loss(now, counts);
         let Some(rate) = self.delivery_rate() else {
             return;
         };
@@ -305,7 +307,10 @@ impl Estimator {
         let may_decrease = self
             .decreased
             .is_none_or(|at| now >= at + DECREASE_INTERVAL);
-        let congested = self.trend.signal == Signal::Overuse || self.loss > LOSS_HIGH;
+        // Loss backs off once per interval judged (the next interval shows whether the
+        // back-off helped); a queue building, whenever it shows.
+        let congested =
+            self.trend.signal == Signal::Overuse || (fresh_loss && self.loss > LOSS_HIGH);
         if congested {
             if may_decrease {
                 self.estimate = Some(current.min(BETA * rate));
@@ -314,7 +319,10 @@ impl Estimator {
             }
         } else if self.trend.signal == Signal::Normal && self.loss <= LOSS_LOW {
             let limit = (1.5 * rate + 10_000.0).max(current);
-            self.estimate = Some((current * INCREASE_PER_SEC.powf(elapsed)).min(limit));
+            // What the path just delivered with no queue building and no loss, it carries:
+            // a move up to a bigger layer is the probe that shows it.
+            let grown = (current * INCREASE_PER_SEC.powf(elapsed)).max(rate);
+            self.estimate = Some(grown.min(limit));
         }
     }
 
@@ -349,7 +357,8 @@ impl Estimator {
         }
     }
 
-    fn count_loss(&mut self, now: Instant, counts: FeedbackCounts) {
+    /// Adds a feedback packet's counts; true when an interval was judged with this one.
+    fn count_loss(&mut self, now: Instant, counts: FeedbackCounts) -> bool {
         let since = *self.loss_since.get_or_insert(now);
         self.loss_counts.lost += counts.lost;
         self.loss_counts.received += counts.received;
@@ -360,7 +369,9 @@ impl Estimator {
             }
             self.loss_counts = FeedbackCounts::default();
             self.loss_since = Some(now);
+            return total > 0;
         }
+        false
     }
 }
 
