@@ -183,6 +183,7 @@ async fn netns_transport_cc_estimate_follows_a_rate_limit() {
     );
     assert_eq!(clean.info().layer(), Some(Layer::High));
     assert!(kbps(&clean) >= 1_200, "clean estimate {}", kbps(&clean));
+    assert_eq!(limited.info().estimate_from(), Some("transport-cc"));
 
     // It stays below the top layer and near the limit while the limit holds.
     let hold = Instant::now() + Duration::from_secs(3);
@@ -230,4 +231,122 @@ async fn netns_transport_cc_estimate_follows_a_rate_limit() {
     );
     assert!(trace.last().is_some_and(|(_, e)| *e >= 1_200), "{trace:?}");
     assert_eq!(clean.info().layer(), Some(Layer::High));
+}
+
+/// A transport-cc feedback packet for `media_ssrc`: base, count, reference time, then
+/// `body` (chunks and deltas), padded to a word.
+fn feedback(media_ssrc: u32, base: u16, count: u16, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x8f, 205, 0, 0, 0, 0, 0, 1];
+    p.extend_from_slice(&media_ssrc.to_be_bytes());
+    p.extend_from_slice(&base.to_be_bytes());
+    p.extend_from_slice(&count.to_be_bytes());
+    p.extend_from_slice(&[0x80, 0, 0, 0]);
+    p.extend_from_slice(body);
+    while p.len() % 4 != 0 {
+        p.push(0);
+    }
+    let words = (p.len() / 4 - 1) as u16;
+    p[2..4].copy_from_slice(&words.to_be_bytes());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_hostile_transport_feedback_is_refused_and_costs_nothing() {
+    require_netns("netns_hostile_transport_feedback_is_refused_and_costs_nothing");
+    strata_tests::init_test_tracing("warn,rtc=error,rtc_ice=error,rtc_dtls=error,webrtc=error");
+    let engine = RtcEngine::bind(RtcConfig::default()).await.expect("bind");
+    let hub = Hub::new(HubConfig::default());
+    let stream = publish(&hub);
+    let (honest, _, honest_packets) = play(&engine, &stream, None).await;
+
+    // The hostile player: the client stack, sending feedback of its own making.
+    let hostile = Player::new(&PlayerOptions::default(), &ClientConfig::default())
+        .await
+        .expect("player");
+    let offer = hostile.offer().await.expect("offer");
+    let (session, answer) = engine
+        .egress()
+        .accept(&offer, &stream)
+        .await
+        .expect("accept");
+    hostile.set_answer(&answer).await.expect("answer");
+    hostile
+        .connected(Duration::from_secs(10))
+        .await
+        .expect("connects");
+    // Its media is not read: the client drops what overflows its queue.
+    let counters = engine.egress().counters();
+    let refused_before = counters.transport_feedback_refused.get();
+    let before = honest_packets.load(Ordering::Relaxed);
+
+    // Wait until the hostile player has an SSRC to name (its first packet arrived).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hostile
+        .send_raw_rtcp(TrackKind::Video, |ssrc| feedback(ssrc, 0, 1, &[0x20, 1, 4]))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no media for the hostile player");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Two seconds of 500 packets a second: malformed ones (65,535 statuses claimed with one
+    // chunk given, the reserved symbol, deltas missing) and well-formed ones claiming huge
+    // runs, extreme deltas and sequence numbers never sent.
+    let started = Instant::now();
+    let mut malformed = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut round = 0u16;
+    while started.elapsed() < Duration::from_secs(2) {
+        tick.tick().await;
+        for i in 0..5u16 {
+            round = round.wrapping_add(1);
+            let bad = i % 2 == 0;
+            let body: Vec<u8> = match i {
+                0 => vec![0x20, 1, 9],
+                2 => vec![0x60, 1, 9],
+                4 => vec![0x40, 0x20, 1],
+                1 => [0x1f, 0xff].repeat(9),
+                _ => {
+                    let mut b = vec![0x40, 64];
+                    b.extend_from_slice(&[0x80, 0x00].repeat(64));
+                    b
+                }
+            };
+            let count = match i {
+                0 => u16::MAX,
+                1 => u16::MAX,
+                2 => 1,
+                4 => 32,
+                _ => 64,
+            };
+            let sent = hostile
+                .send_raw_rtcp(TrackKind::Video, |ssrc| {
+                    feedback(ssrc, round.wrapping_mul(977), count, &body)
+                })
+                .await;
+            if sent.is_ok() && bad {
+                malformed += 1;
+            }
+        }
+    }
+    // Every malformed one is refused and counted (they arrive within a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counters.transport_feedback_refused.get() - refused_before < malformed * 9 / 10 {
+        assert!(
+            Instant::now() < deadline,
+            "refused {} of {malformed}",
+            counters.transport_feedback_refused.get() - refused_before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = counters.transport_feedback_refused.get() - refused_before;
+    eprintln!("hostile feedback: {malformed} malformed sent, {refused} refused");
+    assert!(refused <= malformed);
+    // Both sessions live on, the honest player's media flowing throughout, and its estimate
+    // untouched by the other's feedback.
+    assert_eq!(session.state(), strata_rtc::SessionState::Connected);
+    assert!(honest_packets.load(Ordering::Relaxed) > before + 100);
+    assert!(kbps(&honest) >= 1_200, "honest estimate {}", kbps(&honest));
 }

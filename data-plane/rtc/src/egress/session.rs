@@ -371,8 +371,8 @@ impl Session {
     }
 
     /// The simulcast layer the player's video is on, and its bandwidth estimate: the node's
-    /// own from transport-cc feedback, else the player's REMB.
-    fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>) {
+    /// own from transport-cc feedback (then true), else the player's REMB.
+    fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>, bool) {
         let (layer, remb) = self
             .tracks
             .iter()
@@ -382,8 +382,10 @@ impl Session {
                     .map(|l| (Some(l), t.layers.estimate()))
             })
             .unwrap_or((None, None));
-        let own = self.transport.as_ref().and_then(|t| t.estimate());
-        (layer, own.or(remb))
+        match self.transport.as_ref().and_then(|t| t.estimate()) {
+            Some(own) => (layer, Some(own), true),
+            None => (layer, remb, false),
+        }
     }
 
     /// Timers: DTLS retransmissions, the connect and idle timeouts, sender reports. Returns
@@ -444,8 +446,8 @@ impl Session {
             self.catch_up(wall_us, out);
         }
         if self.media_ready {
-            let (layer, estimate) = self.layer();
-            self.info.set(layer, estimate);
+            let (layer, estimate, transport_cc) = self.layer();
+            self.info.set(layer, estimate, transport_cc);
             for track in &mut self.tracks {
                 if let Some(id) = track.layers.poll(now) {
                     events.push(SessionEvent::KeyframeRequest(id));
