@@ -54,6 +54,10 @@ const DECREASE_INTERVAL: Duration = Duration::from_millis(200);
 const INCREASE_PER_SEC: f64 = 1.08;
 /// Loss is judged over this long.
 const LOSS_INTERVAL: Duration = Duration::from_millis(500);
+/// Over-use counts as trouble for the layer choice once it has lasted this long: a queue
+/// building at a bottleneck lasts while the layer is too big; a busy receiver's (or
+/// sender's) scheduling shows as over-use too, but in bursts of a few hundred ms.
+const OVERUSE_TROUBLE: Duration = Duration::from_secs(1);
 /// More loss than this backs off; up to it, the estimate holds.
 const LOSS_HIGH: f64 = 0.10;
 const LOSS_LOW: f64 = 0.02;
@@ -247,6 +251,10 @@ pub(crate) struct Estimator {
     loss_counts: FeedbackCounts,
     /// Loss of the last full interval.
     loss: f64,
+    /// Since when the delay gradient has shown over-use without a break.
+    overuse_since: Option<Instant>,
+    /// The last feedback's time.
+    now: Option<Instant>,
 }
 
 impl Estimator {
@@ -261,6 +269,8 @@ impl Estimator {
             loss_since: None,
             loss_counts: FeedbackCounts::default(),
             loss: 0.0,
+            overuse_since: None,
+            now: None,
         }
     }
 
@@ -269,9 +279,13 @@ impl Estimator {
         self.estimate.map(|e| e as u64)
     }
 
-    /// The path shows trouble now: a queue building, or more than 2 % loss.
+    /// The path shows trouble now: more than 2 % loss, or a queue building for a second.
     pub(crate) fn trouble(&self) -> bool {
-        self.trend.signal == Signal::Overuse || self.loss > LOSS_LOW
+        let queue = match (self.overuse_since, self.now) {
+            (Some(since), Some(now)) => now >= since + OVERUSE_TROUBLE,
+            _ => false,
+        };
+        queue || self.loss > LOSS_LOW
     }
 
     /// What the delay gradient says now.
@@ -296,6 +310,12 @@ impl Estimator {
             self.deliver(p);
         }
         let fresh_loss = self.count_loss(now, counts);
+        self.now = Some(now);
+        if self.trend.signal == Signal::Overuse {
+            self.overuse_since.get_or_insert(now);
+        } else {
+            self.overuse_since = None;
+        }
         let Some(rate) = self.delivery_rate() else {
             return;
         };

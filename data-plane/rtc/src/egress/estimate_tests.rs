@@ -174,6 +174,34 @@ fn a_growing_queue_brings_the_estimate_down_before_any_loss() {
 }
 
 #[test]
+fn over_use_is_trouble_once_it_lasts() {
+    let t0 = Instant::now();
+    let mut e = Estimator::new();
+    e.trend.signal = Signal::Overuse;
+    e.on_feedback(t0, &[], FeedbackCounts::default());
+    assert!(!e.trouble(), "a moment of over-use");
+    e.on_feedback(
+        t0 + Duration::from_millis(600),
+        &[],
+        FeedbackCounts::default(),
+    );
+    assert!(!e.trouble());
+    e.on_feedback(
+        t0 + Duration::from_millis(1_000),
+        &[],
+        FeedbackCounts::default(),
+    );
+    assert!(e.trouble(), "a second of it");
+    e.trend.signal = Signal::Normal;
+    e.on_feedback(
+        t0 + Duration::from_millis(1_100),
+        &[],
+        FeedbackCounts::default(),
+    );
+    assert!(!e.trouble());
+}
+
+#[test]
 fn bogus_arrival_times_cost_nothing_and_break_nothing() {
     let t0 = Instant::now();
     let mut e = Estimator::new();

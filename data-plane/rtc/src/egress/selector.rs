@@ -151,17 +151,20 @@ impl Selector {
 
     /// The node's estimate from transport-cc feedback, in bit/s, and whether the path shows
     /// trouble now. It takes precedence over REMB. The estimator backs off to 85 % of what
-    /// the path delivered when it sees a queue building or loss, so a layer fits when 85 % of
-    /// its rate is within the estimate; with trouble, one that does not is left at once,
-    /// without waiting for receiver reports to show loss. Without trouble a low estimate only
+    /// the path delivered when it sees a queue building or loss, so `estimate / 0.85` is what
+    /// the path delivered. With trouble, a layer of which the path delivered less than 85 %
+    /// is left at once for the highest whose rate it delivered, without waiting for receiver
+    /// reports to show loss. (A path delivering nearly all of the layer with some delay
+    /// variation, as a busy receiver shows, is no reason to leave it.) Without trouble a low estimate only
     /// means the path has not been shown more yet (it lags a move up, which is the probe),
     /// and moves nothing. Trouble also holds back (and restarts the wait for) the next move up.
     pub(crate) fn on_transport_estimate(&mut self, now: Instant, bps: u64, trouble: bool) {
         self.estimate = Some(bps);
         self.transport = true;
         self.transport_trouble = trouble;
+        // What the path delivered when the estimator last backed off.
         let fits = bps as f32 / self.cfg.headroom;
-        if trouble && self.rate(self.layer) as f32 > fits {
+        if trouble && self.rate(self.layer) as f32 * self.cfg.headroom > fits {
             tracing::debug!(bps, layer = ?self.layer, "transport estimate below the layer");
             let target = self
                 .highest_within(fits, self.layer)
@@ -404,6 +407,11 @@ mod tests {
         // An estimate still lagging the layer, with no trouble: nothing moves.
         s.on_transport_estimate(secs(t0, 0.9), 700_000, false);
         assert_eq!(s.layer(), Layer::High);
+        // A back-off while the path delivered nearly all of the layer (delay variation from
+        // a busy receiver, say): it stays.
+        s.on_transport_estimate(secs(t0, 0.95), 1_232_500, true);
+        assert_eq!(s.layer(), Layer::High);
+        s.on_loss(secs(t0, 0.97), 0.0);
         // A back-off to 85 % of a 600 kbit/s path: mid (500 kbit/s) fits, high does not;
         // no receiver report lost anything.
         s.on_loss(secs(t0, 0.8), 0.0);
