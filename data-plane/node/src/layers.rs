@@ -26,8 +26,9 @@ pub fn layer_pref(query: Option<&str>) -> Result<LayerPref, ApiError> {
     }
 }
 
-/// `GET /whep/{stream}/{session}`: `{"layer": "mid", "estimate_bps": 812000}` (each `null`
-/// when unknown). The session id is the capability, as for PATCH and DELETE.
+/// `GET /whep/{stream}/{session}`: `{"layer": "mid", "estimate_bps": 812000,
+/// "estimate_from": "transport-cc"}` (each `null` when unknown; `estimate_from` is
+/// `transport-cc` for the node's own estimate, `remb` for the player's). The session id is the capability, as for PATCH and DELETE.
 pub async fn player_info(
     State(state): State<Arc<NodeState>>,
     Path((stream, session)): Path<(String, String)>,
@@ -36,15 +37,16 @@ pub async fn player_info(
         let info = s.candidates.player_info();
         (
             s.stream == stream,
-            info.map(|i| (i.layer(), i.estimate_bps())),
+            info.map(|i| (i.layer(), i.estimate_bps(), i.estimate_from())),
         )
     });
-    let Some((true, Some((layer, estimate)))) = found else {
+    let Some((true, Some((layer, estimate, from)))) = found else {
         return failed(&state, ApiError::NotFound("no such player session".into()));
     };
     let body = serde_json::json!({
         "layer": layer.map(|l| l.as_str()),
         "estimate_bps": estimate,
+        "estimate_from": from,
     });
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],

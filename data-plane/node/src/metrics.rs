@@ -332,6 +332,16 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             e.layer_switches.get(),
         ),
         (
+            "strata_egress_transport_feedback_total",
+            "Transport-cc feedback packets read from players",
+            e.transport_feedback.get(),
+        ),
+        (
+            "strata_egress_transport_feedback_refused_total",
+            "Transport-cc feedback packets refused as malformed",
+            e.transport_feedback_refused.get(),
+        ),
+        (
             "strata_egress_pending_sessions",
             "Players still connecting (gauge)",
             egress.pending() as u64,

@@ -38,6 +38,9 @@ pub(crate) struct OfferedCodec {
     pub codec: Codec,
     pub channels: u16,
     pub fmtp: String,
+    /// The offerer takes transport-wide congestion-control feedback on it
+    /// (`a=rtcp-fb:PT transport-cc`, or `*`).
+    pub transport_cc: bool,
 }
 
 /// One `m=` section of an offer.
@@ -52,6 +55,9 @@ pub(crate) struct OfferSection {
     pub codecs: Vec<OfferedCodec>,
     /// Simulcast layers the offerer sends (`rid`, layer), lowest first; empty without.
     pub layers: Vec<(String, Layer)>,
+    /// The id the offer gives the transport-wide sequence number header extension, when it
+    /// is one the one-byte form can carry (1–14).
+    pub transport_cc: Option<u8>,
 }
 
 /// What the edge needs to know about an offer before handing it to the WebRTC stack.
@@ -152,6 +158,10 @@ pub(crate) fn parse_offer(
                     codec,
                     channels: if codec == Codec::Opus { 2 } else { channels },
                     fmtp: c.fmtp.clone(),
+                    transport_cc: media.attributes.iter().any(|a| {
+                        a.key == "rtcp-fb"
+                            && a.value.as_deref().is_some_and(|v| transport_cc_fb(v, pt))
+                    }),
                 })
             })
             .collect();
@@ -172,6 +182,11 @@ pub(crate) fn parse_offer(
             rejected: media.media_name.port.value == 0,
             codecs,
             layers,
+            transport_cc: media
+                .attributes
+                .iter()
+                .filter(|a| a.key == "extmap")
+                .find_map(|a| transport_cc_extmap(a.value.as_deref()?)),
         });
     }
     Ok(ParsedOffer {
@@ -182,6 +197,23 @@ pub(crate) fn parse_offer(
         setup: setup.map(|s| s.to_ascii_lowercase()),
         bundle,
     })
+}
+
+/// `a=rtcp-fb:` value naming transport-cc feedback for `pt` (or every payload type).
+fn transport_cc_fb(value: &str, pt: u8) -> bool {
+    let mut parts = value.split_whitespace();
+    let applies = parts
+        .next()
+        .is_some_and(|p| p == "*" || p.parse::<u8>() == Ok(pt));
+    applies && parts.next() == Some("transport-cc")
+}
+
+/// The id of an `a=extmap:` value mapping the transport-wide sequence number extension,
+/// if the one-byte form can carry it (`ID[/direction] URI`).
+fn transport_cc_extmap(value: &str) -> Option<u8> {
+    let mut parts = value.split_whitespace();
+    let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+    (parts.next() == Some(crate::egress::TRANSPORT_CC_URI) && (1..=14).contains(&id)).then_some(id)
 }
 
 /// `sha-256 AB:CD:…` → (`sha-256`, `ab:cd:…`).

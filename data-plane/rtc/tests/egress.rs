@@ -79,6 +79,8 @@ async fn netns_egress_serves_players_from_its_loops() {
     let stream = published(&engine, &hub, &clip).await;
     let (mut player, session, answer, asked) = play(&engine, &stream).await;
     assert!(answer.contains("a=ice-lite"), "{answer}");
+    // The client stack offers transport-cc (its default interceptors): the node takes it.
+    assert!(answer.contains("transport-cc"), "{answer}");
     player.connected(STEP).await.expect("player connects");
     let connected = asked.elapsed();
     let first = player.recv().await.expect("first packet");
@@ -110,8 +112,14 @@ async fn netns_egress_serves_players_from_its_loops() {
     }
     assert!(audio > 50, "{audio} audio packets");
 
-    // Feedback reaches the loop: a PLI, and a NACK answered from the stream's history.
+    // The player's transport-cc feedback reaches the loop and gives it an estimate.
     let counters = engine.egress().counters();
+    assert!(counters.transport_feedback.get() > 10, "feedback read");
+    assert_eq!(counters.transport_feedback_refused.get(), 0);
+    let estimate = session.info().estimate_bps().expect("an estimate");
+    eprintln!("estimate after 4 s on loopback: {estimate} bit/s");
+
+    // Feedback reaches the loop: a PLI, and a NACK answered from the stream's history.
     let newest = video.last().expect("video").sequence_number;
     player
         .request_keyframe(TrackKind::Video)

@@ -231,6 +231,22 @@ impl Player {
         .await
     }
 
+    /// Sends `rtcp` as it is (one RTCP packet, header included, built by the caller for the
+    /// stream of this kind's SSRC, passed to it), as a hostile player would; fails until its
+    /// first packet arrived.
+    pub async fn send_raw_rtcp(
+        &self,
+        kind: TrackKind,
+        rtcp: impl FnOnce(u32) -> Vec<u8>,
+    ) -> Result<(), RtcError> {
+        self.feedback(kind, |media_ssrc| {
+            Box::new(rtc::rtcp::raw_packet::RawPacket(bytes::Bytes::from(rtcp(
+                media_ssrc,
+            ))))
+        })
+        .await
+    }
+
     /// Sends one RTCP feedback packet about the stream of this kind, built for its SSRC.
     async fn feedback(
         &self,

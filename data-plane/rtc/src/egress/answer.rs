@@ -29,6 +29,10 @@ pub(crate) struct Assigned {
     pub layers: Vec<(Layer, TrackId)>,
     /// The node chooses the layer by the player's feedback (`auto`), rather than a pin.
     pub auto: bool,
+    /// The transport-wide sequence number extension's id, when the offer has both it and
+    /// transport-cc feedback on the codec: the answer then has both, and every packet of
+    /// the track carries the player's transport-wide sequence number.
+    pub transport_cc: Option<u8>,
 }
 
 /// Which simulcast layer a player wants (`POST /whep/{s}?layer=`).
@@ -115,7 +119,16 @@ pub(crate) fn assign(
                     Vec::new()
                 },
                 auto: pref == LayerPref::Auto,
+                transport_cc: section.transport_cc.filter(|_| offered.transport_cc),
             });
+        }
+    }
+    // Bundled sections are one RTP session: one id for the extension (RFC 8285). A section
+    // that names another id goes without.
+    let id = assigned.iter().find_map(|a| a.transport_cc);
+    for a in &mut assigned {
+        if a.transport_cc != id {
+            a.transport_cc = None;
         }
     }
     if receiving == 0 {
@@ -210,6 +223,13 @@ pub(crate) fn write(
                 "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
             );
         }
+        if let Some(id) = a.transport_cc {
+            let _ = write!(
+                out,
+                "a=rtcp-fb:{pt} transport-cc\r\na=extmap:{id} {}\r\n",
+                super::twcc::URI
+            );
+        }
         let track_id = format!("strata-{kind}-{}", a.track.id);
         let _ = write!(
             out,
@@ -246,3 +266,7 @@ fn reject(out: &mut String, kind: Option<TrackKind>, mid: Option<&str>) {
     }
     out.push_str("a=inactive\r\n");
 }
+
+#[cfg(test)]
+#[path = "answer_tests.rs"]
+mod tests;

@@ -88,6 +88,13 @@ impl Layers {
         }
     }
 
+    /// The node's transport-cc estimate, bit/s, and whether the path shows trouble.
+    pub(crate) fn on_transport_estimate(&mut self, now: Instant, bps: u64, trouble: bool) {
+        if let Some(s) = &mut self.selector {
+            s.on_transport_estimate(now, bps, trouble);
+        }
+    }
+
     /// The stream's measured rates (bytes/s) and upstream loss, by catalog track id.
     pub(crate) fn set_track_flow(&mut self, bytes_per_sec: &[u64], upstream_loss: &[f32]) {
         let Some(s) = &mut self.selector else { return };

@@ -13,6 +13,7 @@
 //!   checked STUN request proved.
 
 pub(crate) mod answer;
+mod estimate;
 mod flow;
 mod history;
 pub(crate) mod ice;
@@ -22,7 +23,10 @@ mod rtp;
 mod selector;
 mod session;
 mod stats;
+mod twcc;
 mod worker;
+
+pub(crate) use twcc::URI as TRANSPORT_CC_URI;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! of trouble (and then waits twice as long before the next try).
 //!
 //! Inputs are the player's feedback: the loss its receiver reports state, a bandwidth
-//! estimate where one exists (REMB), and each layer's bitrate as the loop measures it.
+//! estimate (the node's own from transport-cc feedback, `estimate.rs`; else the player's
+//! REMB), and each layer's bitrate as the loop measures it.
 //! Sans-IO: time comes in as an argument, so every case is unit-tested with simulated time.
 
 use std::time::{Duration, Instant};
@@ -49,8 +50,12 @@ pub(crate) struct Selector {
     layer: Layer,
     /// Bits per second of each layer (by `Layer::index`), 0 while unknown.
     rates: [u64; 3],
-    /// The player's bandwidth estimate in bit/s, if it sends one.
+    /// The player's bandwidth estimate in bit/s, if there is one.
     estimate: Option<u64>,
+    /// The estimate is the node's own, from transport-cc feedback: REMB is then ignored.
+    transport: bool,
+    /// The transport-cc estimator sees trouble now (a queue building, or loss).
+    transport_trouble: bool,
     /// The last receiver report lost more than `loss_clean`.
     lossy: bool,
     /// Loss before the node, by `Layer::index`.
@@ -76,6 +81,8 @@ impl Selector {
             layer: start,
             rates: [0; 3],
             estimate: None,
+            transport: false,
+            transport_trouble: false,
             lossy: false,
             upstream_loss: [0.0; 3],
             clean_since: Some(now),
@@ -137,16 +144,49 @@ impl Selector {
             self.down(now, fits.unwrap_or(self.lowest()));
         } else if fraction > self.cfg.loss_clean {
             self.clean_since = None;
-        } else if self.clean_since.is_none() {
+        } else if self.clean_since.is_none() && !self.transport_trouble {
             self.clean_since = Some(now);
         }
     }
 
-    /// A bandwidth estimate from the player (REMB), in bit/s. A receive-side estimate
+    /// The node's estimate from transport-cc feedback, in bit/s, and whether the path shows
+    /// trouble now. It takes precedence over REMB. The estimator backs off to 85 % of what
+    /// the path delivered when it sees a queue building or loss, so `estimate / 0.85` is what
+    /// the path delivered. With trouble, a layer of which the path delivered less than 85 %
+    /// is left at once for the highest whose rate it delivered, without waiting for receiver
+    /// reports to show loss. (A path delivering nearly all of the layer with some delay
+    /// variation, as a busy receiver shows, is no reason to leave it.) Without trouble a low estimate only
+    /// means the path has not been shown more yet (it lags a move up, which is the probe),
+    /// and moves nothing. Trouble also holds back (and restarts the wait for) the next move up.
+    pub(crate) fn on_transport_estimate(&mut self, now: Instant, bps: u64, trouble: bool) {
+        self.estimate = Some(bps);
+        self.transport = true;
+        self.transport_trouble = trouble;
+        // What the path delivered when the estimator last backed off.
+        let fits = bps as f32 / self.cfg.headroom;
+        if trouble && self.rate(self.layer) as f32 * self.cfg.headroom > fits {
+            tracing::debug!(bps, layer = ?self.layer, "transport estimate below the layer");
+            let target = self
+                .highest_within(fits, self.layer)
+                .unwrap_or(self.lowest());
+            self.down(now, target);
+        } else if trouble {
+            self.clean_since = None;
+        } else if self.clean_since.is_none() && !self.lossy {
+            self.clean_since = Some(now);
+        }
+    }
+
+    /// A bandwidth estimate from the player (REMB), in bit/s; ignored once the node has its
+    /// own from transport-cc feedback. A receive-side estimate
     /// cannot see capacity beyond what the player receives, and it starts low: on its own it
     /// would pin every player to a low layer. It moves a player down only while the player
     /// also reports loss, and never holds a climb back (the climb is the probe).
     pub(crate) fn on_estimate(&mut self, now: Instant, bps: u64) {
+        if self.transport {
+            // The node's own estimate (transport-cc) is the better one.
+            return;
+        }
         self.estimate = Some(bps);
         if self.lossy && self.rate(self.layer) as f32 > bps as f32 * self.cfg.headroom {
             let target = self
@@ -350,6 +390,46 @@ mod tests {
         // Clean again: it climbs whatever the (stale) estimate says.
         s.on_loss(secs(t0, 2.0), 0.0);
         assert_eq!(s.poll(secs(t0, 5.0)), Layer::Mid);
+    }
+
+    #[test]
+    fn the_transport_estimate_moves_down_without_loss_and_outranks_remb() {
+        let t0 = Instant::now();
+        let mut s = selector(t0);
+        // A clean path on the top layer: the estimate is above it.
+        s.on_transport_estimate(secs(t0, 0.5), 2_300_000, false);
+        assert_eq!(s.layer(), Layer::High);
+        // A REMB far below is ignored now, even with loss reported.
+        s.on_loss(secs(t0, 0.6), 0.05);
+        s.on_estimate(secs(t0, 0.7), 100_000);
+        assert_eq!(s.layer(), Layer::High);
+        assert_eq!(s.estimate(), Some(2_300_000));
+        // An estimate still lagging the layer, with no trouble: nothing moves.
+        s.on_transport_estimate(secs(t0, 0.9), 700_000, false);
+        assert_eq!(s.layer(), Layer::High);
+        // A back-off while the path delivered nearly all of the layer (delay variation from
+        // a busy receiver, say): it stays.
+        s.on_transport_estimate(secs(t0, 0.95), 1_232_500, true);
+        assert_eq!(s.layer(), Layer::High);
+        s.on_loss(secs(t0, 0.97), 0.0);
+        // A back-off to 85 % of a 600 kbit/s path: mid (500 kbit/s) fits, high does not;
+        // no receiver report lost anything.
+        s.on_loss(secs(t0, 0.8), 0.0);
+        s.on_transport_estimate(secs(t0, 1.0), 510_000, true);
+        assert_eq!(s.layer(), Layer::Mid);
+        // Trouble holds the climb back; 3 s clean on both counts lets it probe.
+        s.on_transport_estimate(secs(t0, 2.0), 520_000, true);
+        s.on_loss(secs(t0, 2.5), 0.0);
+        assert_eq!(s.poll(secs(t0, 5.2)), Layer::Mid, "trouble at 2 s");
+        s.on_transport_estimate(secs(t0, 3.0), 560_000, false);
+        assert_eq!(s.poll(secs(t0, 5.9)), Layer::Mid);
+        assert_eq!(s.poll(secs(t0, 6.0)), Layer::High, "the probe");
+        // The probe fails: the estimate backs off again, back to mid, and the wait doubles.
+        s.on_transport_estimate(secs(t0, 6.5), 510_000, true);
+        assert_eq!(s.layer(), Layer::Mid);
+        s.on_transport_estimate(secs(t0, 7.0), 520_000, false);
+        assert_eq!(s.poll(secs(t0, 12.9)), Layer::Mid);
+        assert_eq!(s.poll(secs(t0, 13.0)), Layer::High);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 mod media;
 mod rtcp;
 mod srtp;
+mod transport;
 
 use super::answer::Assigned;
 use super::flow::Flow;
@@ -68,6 +69,8 @@ struct Track {
     payload_type: u8,
     clock_rate: u32,
     rewriter: RtpRewriter,
+    /// Its packets carry the player's transport-wide sequence number.
+    transport_cc: bool,
     waiting_for_keyframe: bool,
     /// When a keyframe was last asked for while waiting for one.
     keyframe_asked: Option<Instant>,
@@ -110,6 +113,8 @@ pub(crate) struct Session {
     backlog: std::collections::VecDeque<MediaPacket>,
     /// Its layer and estimate, for the player's handle.
     info: Arc<PlayerInfo>,
+    /// Transport-wide congestion control, when the player negotiated it.
+    transport: Option<transport::TransportCc>,
 }
 
 impl Session {
@@ -151,6 +156,7 @@ impl Session {
                     payload_type: a.offered.payload_type,
                     clock_rate,
                     rewriter: RtpRewriter::new(a.ssrc, clock_rate, frame),
+                    transport_cc: a.transport_cc.is_some(),
                     waiting_for_keyframe: a.track.kind == TrackKind::Video,
                     keyframe_asked: None,
                     packets: 0,
@@ -179,6 +185,10 @@ impl Session {
             media_ready: false,
             backlog: std::collections::VecDeque::new(),
             info: Arc::default(),
+            transport: assigned
+                .iter()
+                .find_map(|a| a.transport_cc)
+                .map(transport::TransportCc::new),
         }
     }
 
@@ -360,17 +370,22 @@ impl Session {
             })
     }
 
-    /// The simulcast layer the player's video is on, and its bandwidth estimate if it sends
-    /// one.
-    fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>) {
-        self.tracks
+    /// The simulcast layer the player's video is on, and its bandwidth estimate: the node's
+    /// own from transport-cc feedback (then true), else the player's REMB.
+    fn layer(&self) -> (Option<strata_media::Layer>, Option<u64>, bool) {
+        let (layer, remb) = self
+            .tracks
             .iter()
             .find_map(|t| {
                 t.layers
                     .current_layer()
                     .map(|l| (Some(l), t.layers.estimate()))
             })
-            .unwrap_or((None, None))
+            .unwrap_or((None, None));
+        match self.transport.as_ref().and_then(|t| t.estimate()) {
+            Some(own) => (layer, Some(own), true),
+            None => (layer, remb, false),
+        }
     }
 
     /// Timers: DTLS retransmissions, the connect and idle timeouts, sender reports. Returns
@@ -431,8 +446,8 @@ impl Session {
             self.catch_up(wall_us, out);
         }
         if self.media_ready {
-            let (layer, estimate) = self.layer();
-            self.info.set(layer, estimate);
+            let (layer, estimate, transport_cc) = self.layer();
+            self.info.set(layer, estimate, transport_cc);
             for track in &mut self.tracks {
                 if let Some(id) = track.layers.poll(now) {
                     events.push(SessionEvent::KeyframeRequest(id));

@@ -78,6 +78,10 @@ pub struct EgressCounters {
     pub players_on_layer: [Gauge; 3],
     /// Simulcast layer switches made (at a keyframe of the new layer).
     pub layer_switches: Counter,
+    /// Transport-cc feedback packets read from players.
+    pub transport_feedback: Counter,
+    /// Transport-cc feedback packets refused as malformed (nothing of them used).
+    pub transport_feedback_refused: Counter,
 }
 
 /// What a player's session shows about its simulcast layer, updated by its loop.
@@ -85,16 +89,35 @@ pub struct EgressCounters {
 pub struct PlayerInfo {
     /// 0 without simulcast, else `Layer::index` + 1.
     layer: std::sync::atomic::AtomicU8,
-    /// The player's bandwidth estimate in bit/s, 0 when it sends none.
+    /// The player's bandwidth estimate in bit/s, 0 when there is none.
     estimate: AtomicU64,
+    /// Whether the estimate is the node's own (transport-cc).
+    transport_cc: std::sync::atomic::AtomicBool,
 }
 
 impl PlayerInfo {
-    pub(crate) fn set(&self, layer: Option<strata_media::Layer>, estimate: Option<u64>) {
+    pub(crate) fn set(
+        &self,
+        layer: Option<strata_media::Layer>,
+        estimate: Option<u64>,
+        transport_cc: bool,
+    ) {
         let layer = layer.map_or(0, |l| l.index() as u8 + 1);
         self.layer.store(layer, Ordering::Relaxed);
         self.estimate
             .store(estimate.unwrap_or(0), Ordering::Relaxed);
+        self.transport_cc.store(transport_cc, Ordering::Relaxed);
+    }
+
+    /// Where the estimate comes from: `transport-cc` (the node's own, from the player's
+    /// feedback) or `remb` (the player's); `None` without an estimate.
+    pub fn estimate_from(&self) -> Option<&'static str> {
+        self.estimate_bps()?;
+        Some(if self.transport_cc.load(Ordering::Relaxed) {
+            "transport-cc"
+        } else {
+            "remb"
+        })
     }
 
     /// The layer the player receives now (`None` for a stream without simulcast).
@@ -104,7 +127,8 @@ impl PlayerInfo {
             .and_then(|i| strata_media::Layer::ALL.get(i).copied())
     }
 
-    /// The player's bandwidth estimate in bit/s, if it sends one.
+    /// The player's bandwidth estimate in bit/s, if there is one (see
+    /// [`estimate_from`](Self::estimate_from)).
     pub fn estimate_bps(&self) -> Option<u64> {
         Some(self.estimate.load(Ordering::Relaxed)).filter(|&e| e > 0)
     }

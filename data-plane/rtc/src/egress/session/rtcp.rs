@@ -36,44 +36,80 @@ impl Session {
             self.counters.refused_datagrams.inc();
             return;
         };
-        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze()) else {
+        let plain = plain.freeze();
+        // Transport-cc feedback is read by our own bounded parser (`twcc.rs`), never by the
+        // `rtc` crate's (which allocates per status a packet claims); the rest of the compound
+        // packet by the `rtc` crate's.
+        let (mut feedback, mut others) = (0usize, 0usize);
+        for (range, twcc) in compound(&plain) {
+            if twcc {
+                feedback += 1;
+                self.on_transport_feedback(now, &plain[range]);
+            } else {
+                others += 1;
+            }
+        }
+        let mut rest = match (feedback, others) {
+            (_, 0) => return,
+            (0, _) => plain,
+            _ => {
+                let mut rest = bytes::BytesMut::with_capacity(plain.len());
+                for (range, _) in compound(&plain).filter(|(_, twcc)| !twcc) {
+                    rest.extend_from_slice(&plain[range]);
+                }
+                rest.freeze()
+            }
+        };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut rest) else {
             return;
         };
         for packet in &packets {
-            let any = packet.as_any();
-            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                self.keyframe_request(pli.media_ssrc, events);
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                for entry in &fir.fir {
-                    self.keyframe_request(entry.ssrc, events);
+            self.handle_rtcp_packet(now, wall_us, packet.as_ref(), history, out, events);
+        }
+    }
+
+    fn handle_rtcp_packet(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        packet: &dyn rtc::rtcp::packet::Packet,
+        history: &History,
+        out: &mut Vec<Transmit>,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            self.keyframe_request(pli.media_ssrc, events);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            for entry in &fir.fir {
+                self.keyframe_request(entry.ssrc, events);
+            }
+        } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            self.handle_nack(now, wall_us, nack, history, out);
+        } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+            let bps = remb.bitrate.max(0.0) as u64;
+            for track in &mut self.tracks {
+                track.layers.on_estimate(now, bps);
+            }
+        } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            for report in &rr.reports {
+                if let Some(track) = self
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.rewriter.ssrc() == report.ssrc)
+                {
+                    track
+                        .layers
+                        .on_loss(now, f32::from(report.fraction_lost) / 256.0);
                 }
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                self.handle_nack(now, nack, history, out);
-            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                let bps = remb.bitrate.max(0.0) as u64;
-                for track in &mut self.tracks {
-                    track.layers.on_estimate(now, bps);
-                }
-            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                for report in &rr.reports {
-                    if let Some(track) = self
-                        .tracks
-                        .iter_mut()
-                        .find(|t| t.rewriter.ssrc() == report.ssrc)
-                    {
-                        track
-                            .layers
-                            .on_loss(now, f32::from(report.fraction_lost) / 256.0);
-                    }
-                    if report.last_sender_report != 0 {
-                        let now_mid = (ntp_time(wall_us) >> 16) as u32;
-                        let ticks = now_mid
-                            .wrapping_sub(report.last_sender_report)
-                            .wrapping_sub(report.delay);
-                        if ticks < 65_536 * 10 {
-                            self.rtt =
-                                Some(Duration::from_micros(u64::from(ticks) * 1_000_000 / 65_536));
-                        }
+                if report.last_sender_report != 0 {
+                    let now_mid = (ntp_time(wall_us) >> 16) as u32;
+                    let ticks = now_mid
+                        .wrapping_sub(report.last_sender_report)
+                        .wrapping_sub(report.delay);
+                    if ticks < 65_536 * 10 {
+                        self.rtt =
+                            Some(Duration::from_micros(u64::from(ticks) * 1_000_000 / 65_536));
                     }
                 }
             }
@@ -90,6 +126,7 @@ impl Session {
     fn handle_nack(
         &mut self,
         now: Instant,
+        wall_us: u64,
         nack: &TransportLayerNack,
         history: &History,
         out: &mut Vec<Transmit>,
@@ -142,7 +179,8 @@ impl Session {
                     ssrc: track.rewriter.ssrc(),
                     ..Default::default()
                 };
-                if let Some(datagram) = self.protect(&header, payload) {
+                let stamp = track.transport_cc;
+                if let Some(datagram) = self.seal(header, payload, wall_us, stamp) {
                     self.counters.retransmitted_packets.inc();
                     self.counters.retransmitted_bytes.add(datagram.len() as u64);
                     self.counters.bytes_out.add(datagram.len() as u64);
@@ -197,6 +235,19 @@ impl Session {
             out.push((to, sealed.freeze()));
         }
     }
+}
+
+/// The packets of a compound RTCP packet: each one's byte range, and whether it is
+/// transport-cc feedback (RTPFB, FMT 15). Stops at the first header that does not fit.
+fn compound(data: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let header = data.get(pos..pos + 4)?;
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let range = pos..pos.checked_add(len).filter(|end| *end <= data.len())?;
+        pos = range.end;
+        Some((range, header[1] == 205 && header[0] & 0x1f == 15))
+    })
 }
 
 /// NTP time of a wall-clock time in µs since the Unix epoch (RFC 3550 §4: seconds since 1900
