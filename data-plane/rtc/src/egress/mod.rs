@@ -22,6 +22,7 @@ mod rtp;
 mod selector;
 mod session;
 mod stats;
+mod vp8ids;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};

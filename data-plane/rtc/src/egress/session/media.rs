@@ -2,34 +2,39 @@
 //! simulcast layer it follows, the catch-up after connecting, and SRTP sealing.
 
 use bytes::{Bytes, BytesMut};
+use rtc::srtp::context::Context;
 use strata_media::{MediaPacket, TrackKind};
 
 use super::super::layers::Admit;
 use super::super::rtp::RtpView;
 use super::{BACKLOG_MAX, CATCH_UP_PER_TICK, Session, Transmit};
 
-impl Session {
-    pub(super) fn protect(
-        &mut self,
-        header: &rtc::rtp::header::Header,
-        payload: &[u8],
-    ) -> Option<Bytes> {
-        let local = self.local.as_mut()?;
-        let mut plain = Vec::with_capacity(12 + payload.len());
-        plain.extend_from_slice(&[
-            0x80,
-            (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
-        ]);
-        plain.extend_from_slice(&header.sequence_number.to_be_bytes());
-        plain.extend_from_slice(&header.timestamp.to_be_bytes());
-        plain.extend_from_slice(&header.ssrc.to_be_bytes());
-        plain.extend_from_slice(payload);
-        local
-            .encrypt_rtp_with_header(&plain, header)
-            .ok()
-            .map(BytesMut::freeze)
-    }
+/// Seals one RTP packet for the player: `header`, then `payload` after `patch` rewrote it in
+/// the copy (the VP8 descriptor's picture IDs); `None` before SRTP is set up.
+pub(super) fn seal(
+    local: Option<&mut Context>,
+    header: &rtc::rtp::header::Header,
+    payload: &[u8],
+    patch: impl FnOnce(&mut [u8]),
+) -> Option<Bytes> {
+    let local = local?;
+    let mut plain = Vec::with_capacity(12 + payload.len());
+    plain.extend_from_slice(&[
+        0x80,
+        (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
+    ]);
+    plain.extend_from_slice(&header.sequence_number.to_be_bytes());
+    plain.extend_from_slice(&header.timestamp.to_be_bytes());
+    plain.extend_from_slice(&header.ssrc.to_be_bytes());
+    plain.extend_from_slice(payload);
+    patch(&mut plain[12..]);
+    local
+        .encrypt_rtp_with_header(&plain, header)
+        .ok()
+        .map(BytesMut::freeze)
+}
 
+impl Session {
     /// Sends one packet of the stream to this player, rewritten for it. `wall_us` is the
     /// wall-clock time in µs (for the rewriter across discontinuities).
     pub(crate) fn send_media(
@@ -114,7 +119,13 @@ impl Session {
         let payload = view.payload(&packet.rtp);
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(payload.len() as u32);
-        if let Some(datagram) = self.protect(&header, payload) {
+        let vp8 = &mut track.vp8;
+        let sealed = seal(self.local.as_mut(), &header, payload, |p| {
+            if let Some(ids) = vp8 {
+                ids.rewrite(view.ssrc, p);
+            }
+        });
+        if let Some(datagram) = sealed {
             self.counters.packets_out.inc();
             self.counters.bytes_out.add(datagram.len() as u64);
             out.push((to, datagram));

@@ -17,6 +17,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use super::super::history::History;
 use super::super::nack::NackVerdict;
 use super::super::rtp::RtpView;
+use super::media::seal;
 use super::{Session, SessionEvent, Transmit};
 
 impl Session {
@@ -142,7 +143,13 @@ impl Session {
                     ssrc: track.rewriter.ssrc(),
                     ..Default::default()
                 };
-                if let Some(datagram) = self.protect(&header, payload) {
+                let vp8 = &self.tracks[index].vp8;
+                let sealed = seal(self.local.as_mut(), &header, payload, |p| {
+                    if let Some(ids) = vp8 {
+                        ids.retransmit(view.ssrc, p);
+                    }
+                });
+                if let Some(datagram) = sealed {
                     self.counters.retransmitted_packets.inc();
                     self.counters.retransmitted_bytes.add(datagram.len() as u64);
                     self.counters.bytes_out.add(datagram.len() as u64);
