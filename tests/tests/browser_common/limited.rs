@@ -13,7 +13,7 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use super::DriverOutput;
-use super::timeline::Sample;
+use super::timeline::{Sample, compact, longest_interval};
 
 /// What the driver said about its pages since the limited page opened.
 #[derive(Default)]
@@ -134,6 +134,35 @@ impl LimitedPage {
         self.samples(page).pop()
     }
 
+    /// Both pages' samples, one line each, for the log.
+    pub fn timelines(&self) -> String {
+        ["limited", "play"]
+            .iter()
+            .map(|page| {
+                let all = self.samples(page);
+                format!(
+                    "{page} Chromium timeline (ms since the first sample: \
+                     frames/width/keyframes/dropped/packets/freezes(s)/layer; longest sample \
+                     interval {} ms): {}",
+                    longest_interval(&all).as_millis(),
+                    compact(&all)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When media reached the limited page: the last sample before the first one that
+    /// counted a video packet (so a time at or before the first packet), or the answer.
+    pub fn media_start(&self) -> Option<Instant> {
+        let all = self.samples("limited");
+        let first = all.iter().position(|s| s.packets_received > 0)?;
+        Some(match first {
+            0 => self.answered,
+            i => all[i - 1].seen.unwrap_or(self.answered),
+        })
+    }
+
     /// Waits until `cond(clean, limited)` holds for the latest samples of both pages taken
     /// after `after`; returns when the sample that satisfied it was read. Panics at
     /// `deadline`.
@@ -153,9 +182,10 @@ impl LimitedPage {
             }
             assert!(
                 Instant::now() < deadline,
-                "no {what} in time; last clean sample {:?}, last limited sample {:?}",
+                "no {what} in time; last clean sample {:?}, last limited sample {:?}\n{}",
                 self.last("play"),
-                self.last("limited")
+                self.last("limited"),
+                self.timelines(),
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
