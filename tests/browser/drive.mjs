@@ -329,8 +329,10 @@ console.log(JSON.stringify(result));
 
 if (exitCode === 0 && opts.hold) {
   log('holding the sessions open until stdin closes (commands: limited-play URL HOST:PORT)');
-  const emit = (o) => console.log(JSON.stringify(o));
   const sampler = { stop: false, done: null };
+  // The caller may stop reading before it closes stdin: then stop sampling, quietly.
+  process.stdout.on('error', () => { sampler.stop = true; });
+  const emit = (o) => { if (!sampler.stop) console.log(JSON.stringify(o)); };
   for await (const line of createInterface({ input: process.stdin })) {
     const [cmd, ...args] = line.trim().split(/\s+/);
     if (!cmd) continue;

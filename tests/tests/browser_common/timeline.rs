@@ -97,7 +97,7 @@ pub fn growth(samples: &[Sample], counter: impl Fn(&Sample) -> i64) -> i64 {
 
 /// Each change of the decoded frame size: (ms after the first sample, width, height).
 pub fn size_changes(samples: &[Sample]) -> Vec<(u64, u32, u32)> {
-    let t0 = samples.first().and_then(Sample::at).unwrap_or_default();
+    let t0 = samples.iter().find_map(Sample::at).unwrap_or_default();
     let mut out: Vec<(u64, u32, u32)> = Vec::new();
     for s in samples.iter().filter(|s| s.frame_width > 0) {
         if out
@@ -127,7 +127,7 @@ pub fn longest_interval(samples: &[Sample]) -> Duration {
 /// One short entry per sample, for the log:
 /// `ms:frames/width/keyframes/dropped frames/packets/freezes(seconds frozen)/layer`.
 pub fn compact(samples: &[Sample]) -> String {
-    let t0 = samples.first().and_then(Sample::at).unwrap_or_default();
+    let t0 = samples.iter().find_map(Sample::at).unwrap_or_default();
     samples
         .iter()
         .map(|s| {
