@@ -6,6 +6,7 @@
 //
 //   node drive.mjs --publish URL --play URL [--low URL] [--fixture URL --fixture-size 640x360]
 //                  [--frames 30] [--timeout-ms 40000] [--min-publish-width W] [--hold]
+//                  [--sample-ms 200]
 //
 // --publish    the /publish/{stream} page to open first (fake camera over WHIP)
 // --play       the /play/{stream} page for the same stream; must decode more than --frames
@@ -20,10 +21,21 @@
 //              than --frames frames at --fixture-size
 // --timeout-ms deadline for each page to reach its condition
 // --hold       after printing the result, keep the browser (and so the sessions) open until
-//              stdin closes, so the caller can inspect the cluster while media flows
+//              stdin closes, so the caller can inspect the cluster while media flows; meanwhile
+//              stdin takes commands, one a line:
+//   limited-play URL HOST:PORT
+//              opens URL (a /play/{stream} page) as the page `limited`, its media through a
+//              proxy at HOST:PORT: the node's answer to the page's WHEP POST is intercepted and
+//              its candidates replaced by HOST:PORT (the page itself is unchanged). Prints
+//              `{"limited":{url,session,node,answerCandidate}}` once the POST is answered, then
+//              every --sample-ms (default 200) one line `{"sample":{page,...}}` for each of the
+//              `play` and `limited` pages: the video inbound-rtp counters from getStats()
+//              (frames decoded, frame size, freezeCount, totalFreezesDuration, PLI/NACK counts,
+//              loss) and the selected ICE pair, so the caller can follow layer switches and
+//              freezes over time.
 //
-// stdout gets exactly one line: a JSON object with `ok` and the figures of every page. Progress
-// goes to stderr. Exit status 0 on success, 1 on a failed check, 2 on bad usage, 3 when the
+// stdout gets one line first: a JSON object with `ok` and the figures of every page (then,
+// with --hold, the lines of the commands above). Progress goes to stderr. Exit status 0 on success, 1 on a failed check, 2 on bad usage, 3 when the
 // browser or playwright-core is missing. On failure every open page's screenshot and console
 // log are saved in a temporary directory whose paths are in the JSON (`artifacts`) and on
 // stderr. STRATA_BROWSER_SHOTS=DIR also saves screenshots of the playing pages on success.
@@ -31,6 +43,8 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { openLimited as openLimitedPage, sampleLoop as sampleLoopOf } from './limited.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 // Flags checked with Debian bookworm's chromium, headless, inside a network namespace.
@@ -59,7 +73,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { frames: 30, timeoutMs: 40000, hold: false, fixtureSize: '640x360' };
+  const o = { frames: 30, timeoutMs: 40000, hold: false, fixtureSize: '640x360', sampleMs: 200 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => (i + 1 < argv.length ? argv[++i] : usage(`${a} needs a value`));
@@ -73,6 +87,7 @@ function parseArgs(argv) {
       case '--timeout-ms': o.timeoutMs = Number(val()); break;
       case '--min-publish-width': o.minPublishWidth = Number(val()); break;
       case '--hold': o.hold = true; break;
+      case '--sample-ms': o.sampleMs = Number(val()); break;
       default: usage(`unknown argument ${a}`);
     }
   }
@@ -81,7 +96,7 @@ function parseArgs(argv) {
   if (!m) usage('--fixture-size must be WIDTHxHEIGHT');
   o.fixtureWidth = Number(m[1]);
   o.fixtureHeight = Number(m[2]);
-  if (!(o.frames >= 0) || !(o.timeoutMs > 0)) usage('bad --frames or --timeout-ms');
+  if (!(o.frames >= 0) || !(o.timeoutMs > 0) || !(o.sampleMs >= 20)) usage('bad --frames, --timeout-ms or --sample-ms');
   if (o.minPublishWidth !== undefined && !(o.minPublishWidth > 0)) usage('bad --min-publish-width');
   return o;
 }
@@ -111,8 +126,10 @@ let context = null;
 function now() { return Date.now() - started; }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function openPage(name, url) {
+// `prepare(page)` runs before the page loads (e.g. to intercept its requests).
+async function openPage(name, url, prepare) {
   const page = await context.newPage();
+  if (prepare) await prepare(page);
   const entry = { name, page, console: [] };
   pages.push(entry);
   const line = (s) => entry.console.push(`${(now() / 1000).toFixed(3)} ${s}`);
@@ -311,9 +328,25 @@ result.elapsedMs = now();
 console.log(JSON.stringify(result));
 
 if (exitCode === 0 && opts.hold) {
-  log('holding the sessions open until stdin closes');
-  process.stdin.resume();
-  await new Promise((r) => { process.stdin.on('end', r); process.stdin.on('close', r); process.stdin.on('error', r); });
+  log('holding the sessions open until stdin closes (commands: limited-play URL HOST:PORT)');
+  const sampler = { stop: false, done: null };
+  // The caller may stop reading before it closes stdin: then stop sampling, quietly.
+  process.stdout.on('error', () => { sampler.stop = true; });
+  const emit = (o) => { if (!sampler.stop) console.log(JSON.stringify(o)); };
+  for await (const line of createInterface({ input: process.stdin })) {
+    const [cmd, ...args] = line.trim().split(/\s+/);
+    if (!cmd) continue;
+    try {
+      if (cmd !== 'limited-play' || args.length !== 2) throw new Error(`unknown command: ${line}`);
+      emit({ limited: await openLimitedPage(openPage, opts.timeoutMs, args[0], args[1]) });
+      sampler.done ??= sampleLoopOf(pages, ['play', 'limited'], opts.sampleMs, now, emit, sampler);
+    } catch (e) {
+      log(`command failed: ${e.stack || e.message}`);
+      emit({ error: e.message.split('\n')[0] });
+    }
+  }
+  sampler.stop = true;
+  await sampler.done;
 }
 if (context) await context.close().catch(() => {});
 // The profile is throwaway; artifacts of a failure are kept for inspection.

@@ -7,6 +7,7 @@ pub mod dirs;
 pub mod etcd;
 pub mod faults;
 pub mod grpcurl;
+pub mod holes;
 pub mod http;
 pub mod media;
 pub mod ports;

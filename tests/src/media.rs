@@ -12,6 +12,7 @@ use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::holes::SeqHoles;
 use crate::http;
 use crate::shaper::{ShapedLink, answer_address};
 
@@ -183,6 +184,9 @@ pub struct PlayStats {
     pub bytes: u64,
     /// The first few discontinuities: (kind, previous sequence number, this one, packet index).
     pub gap_log: Vec<(TrackKind, u16, u16, u64)>,
+    /// Video sequence numbers (of the current SSRC) that never arrived; retransmissions fill
+    /// their holes.
+    pub video_holes: SeqHoles,
 }
 
 /// A player receiving a stream over WHEP.
@@ -256,6 +260,9 @@ impl TestPlayer {
                 if let Some((ssrc, seq)) = last_seq.get(&p.kind) {
                     if *ssrc != p.ssrc {
                         st.ssrc_changes += 1;
+                        if p.kind == TrackKind::Video {
+                            st.video_holes = SeqHoles::default();
+                        }
                     } else if p.sequence_number != seq.wrapping_add(1) {
                         st.seq_gaps += 1;
                         if st.gap_log.len() < 8 {
@@ -268,6 +275,7 @@ impl TestPlayer {
                 match p.kind {
                     TrackKind::Video => {
                         st.video_packets += 1;
+                        st.video_holes.on_packet(p.sequence_number);
                         if st.first_video_is_keyframe.is_none() {
                             st.first_video_is_keyframe = Some(p.is_keyframe());
                             st.first_video = Some(p.arrival);

@@ -90,6 +90,11 @@ impl ShapedLink {
         })
     }
 
+    /// The address players send to (the proxy's front).
+    pub fn front(&self) -> SocketAddr {
+        self.front
+    }
+
     /// Changes the limit (bit/s; 0 lifts it).
     pub fn set_limit(&self, bps: u64) {
         self.limit.store(bps, Ordering::Relaxed);

@@ -9,8 +9,7 @@ mod browser_common;
 
 use std::time::{Duration, Instant};
 
-use browser_common::*;
-use strata_tests::cluster::Cluster;
+use browser_common::simulcast::{PlayOn, start_simulcast};
 use strata_tests::media::TestPlayer;
 use strata_tests::ports::require_netns;
 
@@ -51,28 +50,8 @@ async fn rates_over(metrics_url: &str, players: &[&TestPlayer], packets: u64) ->
 #[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_browser_pulls_only_the_watched_layers() {
     require_netns("netns_browser_pulls_only_the_watched_layers");
-    init();
-    let (node, driver) = browser_tools();
-    let cluster = Cluster::start(Duration::from_secs(3)).await.unwrap();
-    let r1a = cluster.node("r1-a", "r1").await.unwrap();
-    let r2a = cluster.node("r2-a", "r2").await.unwrap();
-    let (child, res) = run_driver(
-        &node,
-        &driver,
-        &[
-            "--publish",
-            &format!("{}/publish/layercam", r1a.http),
-            // Chromium adds the upper layers as its estimate of the publishing path grows.
-            "--min-publish-width",
-            "640",
-            "--play",
-            &format!("{}/play/layercam", r1a.http),
-            "--frames",
-            "30",
-        ],
-    )
-    .await;
-    assert!(num(&res, "/publish/finalWidth") >= 640.0, "{res}");
+    let sim = start_simulcast("layercam", PlayOn::R1a).await;
+    let (r1a, r2a) = (&sim.r1a, &sim.r2a);
 
     let (low, _) = TestPlayer::start_with(&r2a.http, "layercam", "layer=low", None)
         .await
@@ -147,8 +126,5 @@ async fn netns_browser_pulls_only_the_watched_layers() {
 
     low.stop().await.unwrap();
     high.stop().await.unwrap();
-    release_driver(child).await;
-    for n in [r1a, r2a] {
-        n.stop().await.unwrap();
-    }
+    sim.stop().await;
 }

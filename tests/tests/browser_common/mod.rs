@@ -4,14 +4,18 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod limited;
+pub mod simulcast;
+pub mod timeline;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_tests::media::TestPlayer;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const SETUP_HINT: &str = "run scripts/setup.sh --browser";
@@ -73,6 +77,19 @@ pub async fn run_driver(
     driver: &Path,
     args: &[&str],
 ) -> (tokio::process::Child, Value) {
+    let (child, res, _) = run_driver_with_output(node, driver, args).await;
+    (child, res)
+}
+
+/// The rest of a held driver's stdout (the lines of its stdin commands).
+pub type DriverOutput = Lines<BufReader<ChildStdout>>;
+
+/// As [`run_driver`], and the rest of the driver's stdout.
+pub async fn run_driver_with_output(
+    node: &Path,
+    driver: &Path,
+    args: &[&str],
+) -> (tokio::process::Child, Value, DriverOutput) {
     let mut child = Command::new(node)
         .arg(driver)
         .args(args)
@@ -111,7 +128,7 @@ pub async fn run_driver(
             res["error"].as_str().unwrap_or("?")
         );
     }
-    (child, res)
+    (child, res, lines)
 }
 
 /// Closes the driver's stdin and waits for it to exit cleanly.
@@ -126,9 +143,35 @@ pub async fn release_driver(mut child: tokio::process::Child) {
 
 /// The layer the node says a player receives (`GET` on its WHEP session).
 pub async fn layer_of(player: &TestPlayer) -> Option<String> {
-    let resp = strata_tests::http::get(&player.session_url).await.ok()?;
+    session_layer(&player.session_url).await
+}
+
+/// The layer the node says the player of WHEP session `url` receives.
+pub async fn session_layer(url: &str) -> Option<String> {
+    let resp = strata_tests::http::get(url).await.ok()?;
     let v: Value = serde_json::from_str(&resp.text()).ok()?;
     v["layer"].as_str().map(str::to_owned)
+}
+
+/// Waits until the layer of WHEP session `url` satisfies `cond`; returns when it was seen.
+/// Panics at `deadline`.
+pub async fn wait_session_layer(
+    url: &str,
+    deadline: Instant,
+    what: &str,
+    cond: impl Fn(&str) -> bool,
+) -> Instant {
+    loop {
+        let layer = session_layer(url).await;
+        if layer.as_deref().is_some_and(&cond) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in time: the node says {url} is on {layer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the player's layer satisfies `cond`; returns how long it took.

@@ -24,6 +24,7 @@ mod selector;
 mod session;
 mod stats;
 mod twcc;
+mod vp8ids;
 mod worker;
 
 pub(crate) use twcc::URI as TRANSPORT_CC_URI;

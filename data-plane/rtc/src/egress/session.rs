@@ -28,7 +28,9 @@ use super::layers::{KEYFRAME_RETRY, Layers};
 use super::nack::NackBudget;
 use super::selector::SelectorConfig;
 use super::stats::{EgressCounters, PlayerInfo};
+use super::vp8ids::Vp8Ids;
 use crate::SessionState;
+use crate::codec::Codec;
 use crate::rewriter::RtpRewriter;
 
 /// The DTLS endpoint keys associations by address; the session has one, wherever the player
@@ -76,6 +78,8 @@ struct Track {
     keyframe_asked: Option<Instant>,
     packets: u32,
     octets: u32,
+    /// VP8 picture IDs kept continuous across layer switches (VP8 tracks only).
+    vp8: Option<Vp8Ids>,
 }
 
 /// Limits and timeouts of a session.
@@ -161,6 +165,7 @@ impl Session {
                     keyframe_asked: None,
                     packets: 0,
                     octets: 0,
+                    vp8: (a.codec == Codec::Vp8).then(Vp8Ids::default),
                 }
             })
             .collect();

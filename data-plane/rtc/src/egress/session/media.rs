@@ -5,6 +5,7 @@ use strata_media::{MediaPacket, TrackKind};
 
 use super::super::layers::Admit;
 use super::super::rtp::RtpView;
+use super::transport::seal;
 use super::{BACKLOG_MAX, CATCH_UP_PER_TICK, Session, Transmit};
 
 impl Session {
@@ -92,8 +93,14 @@ impl Session {
         let payload = view.payload(&packet.rtp);
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(payload.len() as u32);
-        let stamp = track.transport_cc;
-        if let Some(datagram) = self.seal(header, payload, wall_us, stamp) {
+        let vp8 = &mut track.vp8;
+        let twcc = self.transport.as_mut().filter(|_| track.transport_cc);
+        let sealed = seal(self.local.as_mut(), twcc, header, payload, wall_us, |p| {
+            if let Some(ids) = vp8 {
+                ids.rewrite(view.ssrc, p);
+            }
+        });
+        if let Some(datagram) = sealed {
             self.counters.packets_out.inc();
             self.counters.bytes_out.add(datagram.len() as u64);
             out.push((to, datagram));

@@ -17,6 +17,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use super::super::history::History;
 use super::super::nack::NackVerdict;
 use super::super::rtp::RtpView;
+use super::transport::seal;
 use super::{Session, SessionEvent, Transmit};
 
 impl Session {
@@ -180,7 +181,14 @@ impl Session {
                     ..Default::default()
                 };
                 let stamp = track.transport_cc;
-                if let Some(datagram) = self.seal(header, payload, wall_us, stamp) {
+                let vp8 = &self.tracks[index].vp8;
+                let twcc = self.transport.as_mut().filter(|_| stamp);
+                let sealed = seal(self.local.as_mut(), twcc, header, payload, wall_us, |p| {
+                    if let Some(ids) = vp8 {
+                        ids.retransmit(view.ssrc, p);
+                    }
+                });
+                if let Some(datagram) = sealed {
                     self.counters.retransmitted_packets.inc();
                     self.counters.retransmitted_bytes.add(datagram.len() as u64);
                     self.counters.bytes_out.add(datagram.len() as u64);

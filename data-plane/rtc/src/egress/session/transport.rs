@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, Extension, Header};
+use rtc::srtp::context::Context;
 
 use super::super::estimate::Estimator;
 use super::super::twcc::{Acked, SentPackets, extension_block};
@@ -20,7 +21,7 @@ pub(super) struct TransportCc {
     /// Reused for each feedback packet's acknowledged packets.
     acked: Vec<Acked>,
     /// The header's extension list as the SRTP context reads it (only its length counts
-    /// there: the bytes sealed are the ones written by [`Session::seal`]). Lent to each
+    /// there: the bytes sealed are the ones written by [`seal`]). Lent to each
     /// header and taken back, so stamping allocates nothing.
     template: Vec<Extension>,
 }
@@ -45,48 +46,52 @@ impl TransportCc {
     }
 }
 
-impl Session {
-    /// Seals one RTP packet for the player: `header`'s fields and `payload`, with the
-    /// transport-wide sequence number added when `stamp` (the track negotiated it).
-    /// `wall_us` is the send time the feedback will be matched against.
-    pub(super) fn seal(
-        &mut self,
-        mut header: Header,
-        payload: &[u8],
-        wall_us: u64,
-        stamp: bool,
-    ) -> Option<Bytes> {
-        let local = self.local.as_mut()?;
-        let twcc = self.transport.as_mut().filter(|_| stamp);
-        let mut plain = Vec::with_capacity(20 + payload.len());
-        plain.extend_from_slice(&[
-            0x80 | if twcc.is_some() { 0x10 } else { 0 },
-            (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
-        ]);
-        plain.extend_from_slice(&header.sequence_number.to_be_bytes());
-        plain.extend_from_slice(&header.timestamp.to_be_bytes());
-        plain.extend_from_slice(&header.ssrc.to_be_bytes());
-        let Some(twcc) = twcc else {
-            plain.extend_from_slice(payload);
-            return local
-                .encrypt_rtp_with_header(&plain, &header)
-                .ok()
-                .map(BytesMut::freeze);
-        };
-        // Size and time first: the sequence number is in the bytes sealed.
-        let seq = twcc
-            .sent
-            .on_sent(wall_us, plain.len() + 8 + payload.len() + 10);
-        plain.extend_from_slice(&extension_block(twcc.id, seq));
+/// Seals one RTP packet for the player: `header`'s fields and `payload` (after `patch`
+/// rewrote it in the copy: the VP8 descriptor's picture IDs), with the transport-wide sequence
+/// number added when `twcc` is given (the track negotiated it). `wall_us` is the send time the
+/// feedback will be matched against. `None` before SRTP is set up.
+pub(super) fn seal(
+    local: Option<&mut Context>,
+    twcc: Option<&mut TransportCc>,
+    mut header: Header,
+    payload: &[u8],
+    wall_us: u64,
+    patch: impl FnOnce(&mut [u8]),
+) -> Option<Bytes> {
+    let local = local?;
+    let mut plain = Vec::with_capacity(20 + payload.len());
+    plain.extend_from_slice(&[
+        0x80 | if twcc.is_some() { 0x10 } else { 0 },
+        (u8::from(header.marker) << 7) | (header.payload_type & 0x7f),
+    ]);
+    plain.extend_from_slice(&header.sequence_number.to_be_bytes());
+    plain.extend_from_slice(&header.timestamp.to_be_bytes());
+    plain.extend_from_slice(&header.ssrc.to_be_bytes());
+    let Some(twcc) = twcc else {
         plain.extend_from_slice(payload);
-        header.extension = true;
-        header.extension_profile = EXTENSION_PROFILE_ONE_BYTE;
-        header.extensions = std::mem::take(&mut twcc.template);
-        let sealed = local.encrypt_rtp_with_header(&plain, &header);
-        twcc.template = std::mem::take(&mut header.extensions);
-        sealed.ok().map(BytesMut::freeze)
-    }
+        patch(&mut plain[12..]);
+        return local
+            .encrypt_rtp_with_header(&plain, &header)
+            .ok()
+            .map(BytesMut::freeze);
+    };
+    // Size and time first: the sequence number is in the bytes sealed.
+    let seq = twcc
+        .sent
+        .on_sent(wall_us, plain.len() + 8 + payload.len() + 10);
+    plain.extend_from_slice(&extension_block(twcc.id, seq));
+    let start = plain.len();
+    plain.extend_from_slice(payload);
+    patch(&mut plain[start..]);
+    header.extension = true;
+    header.extension_profile = EXTENSION_PROFILE_ONE_BYTE;
+    header.extensions = std::mem::take(&mut twcc.template);
+    let sealed = local.encrypt_rtp_with_header(&plain, &header);
+    twcc.template = std::mem::take(&mut header.extensions);
+    sealed.ok().map(BytesMut::freeze)
+}
 
+impl Session {
     /// One transport-cc feedback packet (RTCP RTPFB FMT 15, `packet` whole): refused and
     /// counted when malformed, else fed to the estimator and the estimate to the layer choice.
     pub(super) fn on_transport_feedback(&mut self, now: Instant, packet: &[u8]) {
