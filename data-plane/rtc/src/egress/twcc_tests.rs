@@ -267,3 +267,8 @@ fn hostile_feedback_costs_what_its_length_allows() {
         }
     }
 }
+
+#[test]
+fn a_player_keeps_16_kib_for_its_feedback() {
+    assert_eq!(std::mem::size_of::<Sent>() * RING, 16 * 1024);
+}
