@@ -17,6 +17,7 @@ fn claims(sub: &str, act: Action, exp: u64) -> Claims {
         exp,
         nbf: None,
         iat: None,
+        backup: false,
     }
 }
 
