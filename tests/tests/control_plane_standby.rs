@@ -16,7 +16,8 @@ use control_plane_common::{Env, both_stores, keep_alive};
 both_stores!(
     standby_record_and_refusals,
     switch_is_guarded_by_both_epochs,
-    a_standby_outlives_its_stream
+    a_standby_outlives_its_stream,
+    operators_switch_to_the_standby
 );
 
 async fn standby(c: &mut Clients, node: &str) -> Result<v1::StandbyOrigin, tonic::Status> {
@@ -199,4 +200,42 @@ async fn a_standby_outlives_its_stream(mut e: Env) {
     let won = switch(&mut e.c, "b", b.epoch, 0).await.unwrap();
     assert_eq!(won.node_id, "b");
     assert!(won.epoch > b.epoch);
+}
+
+/// `SwitchPublisher`: the operator's switch to whoever is the standby, and back.
+async fn operators_switch_to_the_standby(mut e: Env) {
+    let _alive = nodes(&mut e, &[("o", "eu"), ("b", "us")]).await;
+    let op = |s: &str| v1::SwitchPublisherRequest { stream: s.into() };
+    let err = e.c.routing.switch_publisher(op("s")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let e1 = e.c.publish("s", "o").await.unwrap().origin.unwrap().epoch;
+    let err = e.c.routing.switch_publisher(op("s")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "no standby yet: {err}");
+    standby(&mut e.c, "b").await.unwrap();
+    let to_b =
+        e.c.routing
+            .switch_publisher(op("s"))
+            .await
+            .unwrap()
+            .into_inner();
+    let to_b = to_b.origin.unwrap();
+    assert_eq!(to_b.node_id, "b");
+    assert!(to_b.epoch > e1);
+    // The old primary's node, standby now, is switched back to.
+    standby(&mut e.c, "o").await.unwrap();
+    let back =
+        e.c.routing
+            .switch_publisher(op("s"))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(back.origin.unwrap().node_id, "o");
+    let t = tree_when(&e.c, |t| t.main.as_ref().is_some_and(|m| m.node_id == "o")).await;
+    assert_eq!(t.standby, None);
+    let err =
+        e.c.routing
+            .switch_publisher(op("bad/name"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 }

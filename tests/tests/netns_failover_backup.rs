@@ -129,8 +129,42 @@ async fn netns_failover_backup_primary_silent() {
         &["E11", "E21", "B2", "O1"],
         &quiet,
     );
+    // The operator switches back to the primary (O1, the standby now); B2 becomes the standby.
+    let since = arm(&refs);
+    let mut routing = strata_tests::faults::routing_client(&cp_urls(&c))
+        .await
+        .unwrap();
+    let req = v1::SwitchPublisherRequest {
+        stream: STREAM.into(),
+    };
+    let back = routing.switch_publisher(req).await.unwrap().into_inner();
+    assert_eq!(back.origin.unwrap().node_id, "O1");
+    let back_stalls = wait_resumed(
+        &refs,
+        since,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    print_stalls(
+        &format!("{case}, operator switch back"),
+        &["E11", "E21", "B2", "O1"],
+        &back_stalls,
+    );
+    wait_tree(&c, Duration::from_secs(5), "B2 standby", |t| {
+        t.is_some_and(|t| {
+            t.main.as_ref().is_some_and(|m| m.node_id == "O1")
+                && t.standby.as_ref().is_some_and(|s| s.node_id == "B2")
+        })
+    })
+    .await
+    .unwrap();
     same_sessions(&c).await;
     assert_no_violations(case, monitor);
+    for (n, s) in ["E11", "E21", "B2", "O1"].iter().zip(&back_stalls) {
+        assert!(*s < SWITCH_STALL, "[{case}] switch back: {n} stalled {s:?}");
+    }
     for (n, s) in ["E11", "E21", "B2", "O1"].iter().zip(&stalls) {
         assert!(*s < SWITCH_STALL, "[{case}] {n} stalled {s:?}");
     }

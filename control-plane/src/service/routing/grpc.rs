@@ -79,6 +79,16 @@ impl RoutingService for RoutingApi {
         ))
     }
 
+    async fn switch_publisher(
+        &self,
+        r: Request<v1::SwitchPublisherRequest>,
+    ) -> Reply<v1::SwitchToStandbyResponse> {
+        auth::require(&r, Need::Operator)?;
+        Ok(Response::new(
+            RoutingApi::switch_publisher(self, r.into_inner()).await?,
+        ))
+    }
+
     type WatchStreamStream = TopologyStream;
 
     async fn watch_stream(&self, r: Request<v1::WatchStreamRequest>) -> Reply<TopologyStream> {

@@ -17,7 +17,7 @@ use strata_proto::v1;
 use super::{RoutingApi, versioned};
 use crate::cache::Versioned;
 use crate::error::{Error, Result};
-use crate::keys::{self, MainRecord, StandbyRecord};
+use crate::keys::{self, MainRecord, NodeRecord, StandbyRecord};
 use crate::kv::{Compare, Op};
 use crate::service::{convert, now_ms};
 use strata_common::names::{self, NameKind};
@@ -117,7 +117,7 @@ impl RoutingApi {
         let node = s.caller(&req.node_id).await?;
         let node = &node.value;
         let stream = req.stream.as_str();
-        let (key, main_key) = (s.keys().standby(stream), s.keys().main(stream));
+        let key = s.keys().standby(stream);
         let held = versioned::<StandbyRecord>(s.kv().get(&key).await?);
         if !held.is_some_and(|h| h.value.node_id == node.id && h.epoch() == req.standby_epoch) {
             return Err(Error::FailedPrecondition(format!(
@@ -125,6 +125,48 @@ impl RoutingApi {
                 node.id, req.standby_epoch
             )));
         }
+        self.switch(stream, node, req.standby_epoch, req.main_epoch, reason)
+            .await
+    }
+
+    /// An operator's switch to the standby, on the records as stored now.
+    pub(super) async fn switch_publisher(
+        &self,
+        req: v1::SwitchPublisherRequest,
+    ) -> Result<v1::SwitchToStandbyResponse> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Stream, &req.stream)?;
+        let stream = req.stream.as_str();
+        let held = versioned::<StandbyRecord>(s.kv().get(&s.keys().standby(stream)).await?);
+        let main = versioned::<MainRecord>(s.kv().get(&s.keys().main(stream)).await?);
+        let (Some(held), Some(main)) = (held, main) else {
+            return Err(Error::NotFound(format!(
+                "stream {stream:?} has no standby or is not live"
+            )));
+        };
+        let Some(node) = s.node(&held.value.node_id).await? else {
+            return Err(Error::FailedPrecondition(format!(
+                "the standby's node {:?} is not registered",
+                held.value.node_id
+            )));
+        };
+        self.switch(stream, &node.value, held.epoch(), main.epoch(), "operator")
+            .await
+    }
+
+    /// Makes `node`, the standby at `standby_epoch`, the main origin in place
+    /// of the record at `main_epoch` (0: none), in one guarded transaction.
+    async fn switch(
+        &self,
+        stream: &str,
+        node: &NodeRecord,
+        standby_epoch: i64,
+        main_epoch: i64,
+        reason: &str,
+    ) -> Result<v1::SwitchToStandbyResponse> {
+        let s = &self.state;
+        let (key, main_key) = (s.keys().standby(stream), s.keys().main(stream));
         let record = MainRecord {
             node_id: node.id.clone(),
             region: node.region.clone(),
@@ -143,8 +185,8 @@ impl RoutingApi {
             Op::Get(main_key.clone()),
         ];
         let guard = vec![
-            Compare::ModRevision(key, req.standby_epoch),
-            Compare::ModRevision(main_key.clone(), req.main_epoch),
+            Compare::ModRevision(key, standby_epoch),
+            Compare::ModRevision(main_key.clone(), main_epoch),
         ];
         let out = s.kv().txn(guard, then, vec![Op::Get(main_key)]).await?;
         let current = versioned::<MainRecord>(out.gets.into_iter().last().flatten());
@@ -160,7 +202,7 @@ impl RoutingApi {
         };
         s.metrics().publishes.inc();
         s.metrics().standby_switches.inc();
-        info!(%stream, node = %node.id, reason, old_epoch = req.main_epoch,
+        info!(%stream, node = %node.id, reason, old_epoch = main_epoch,
             epoch = current.epoch(), "main origin switched to the standby");
         Ok(v1::SwitchToStandbyResponse {
             origin: Some(convert::main_origin(stream, &current)),
