@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::keys::{
     self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, RevocationRecord,
-    RevokedBy, SubscriberRecord,
+    RevokedBy, StandbyRecord, SubscriberRecord,
 };
 use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
 use crate::signals::{Signals, StreamChanges};
@@ -72,6 +72,8 @@ pub struct View {
     pub streams: BTreeMap<String, StreamState>,
     /// Revoked certificates by how they are named.
     pub revoked: BTreeMap<(RevokedBy, String), RevocationRecord>,
+    /// Standby records (backup publishers' nodes) by stream.
+    pub standbys: BTreeMap<String, Arc<Versioned<StandbyRecord>>>,
 }
 
 impl View {
@@ -131,6 +133,11 @@ impl View {
                     self.revoked.insert((by, id.to_owned()), r);
                 }
             }
+            KeyKind::Standby(s) => {
+                if let Some(r) = keys::decode::<StandbyRecord>(&kv.value) {
+                    self.standbys.insert(s.to_owned(), shared(r, kv));
+                }
+            }
         }
     }
 
@@ -147,6 +154,10 @@ impl View {
             }
             KeyKind::Revoked(by, id) => {
                 self.revoked.remove(&(by, id.to_owned()));
+                return None;
+            }
+            KeyKind::Standby(s) => {
+                self.standbys.remove(s);
                 return None;
             }
             KeyKind::Main(s) => {
@@ -416,7 +427,10 @@ async fn follow(
                 WatchEvent::Delete { key, .. } => key,
             };
             match keys.parse(key)? {
-                KeyKind::Main(s) | KeyKind::Regional(s, _) | KeyKind::Subscriber(s, _) => Some(s),
+                KeyKind::Main(s)
+                | KeyKind::Regional(s, _)
+                | KeyKind::Subscriber(s, _)
+                | KeyKind::Standby(s) => Some(s),
                 _ => None,
             }
         }));

@@ -7,6 +7,7 @@
 //! | `streams/{stream}/main` | [`MainRecord`] | the main origin node's |
 //! | `streams/{stream}/regions/{region}` | [`RegionalRecord`] | the regional origin node's |
 //! | `streams/{stream}/subscribers/{node}` | [`SubscriberRecord`] | the subscribing node's |
+//! | `standby/{stream}` | [`StandbyRecord`] | the standby (backup publisher's) node's |
 //! | `revoked/serial/{hex}`, `revoked/sha256/{hex}` | [`RevocationRecord`] | none: kept for good |
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,8 @@ pub enum KeyKind<'a> {
     Subscriber(&'a str, &'a str),
     /// `revoked/{serial|sha256}/{hex}`
     Revoked(RevokedBy, &'a str),
+    /// `standby/{stream}`
+    Standby(&'a str),
 }
 
 /// How a revoked certificate is named.
@@ -97,6 +100,13 @@ impl Keys {
         format!("{}streams/{stream}/subscribers/{node}", self.prefix)
     }
 
+    /// `standby/{stream}`: outside `streams/{stream}/`, so the sweep of a
+    /// stream whose main origin is gone leaves it (the standby is what takes
+    /// such a stream over).
+    pub fn standby(&self, stream: &str) -> String {
+        format!("{}standby/{stream}", self.prefix)
+    }
+
     /// `revoked/{serial|sha256}/{hex}`
     pub fn revoked(&self, by: RevokedBy, id: &str) -> String {
         format!("{}revoked/{}/{id}", self.prefix, by.segment())
@@ -112,6 +122,7 @@ impl Keys {
             ["streams", s, "main"] => Some(KeyKind::Main(s)),
             ["streams", s, "regions", r] => Some(KeyKind::Regional(s, r)),
             ["streams", s, "subscribers", n] => Some(KeyKind::Subscriber(s, n)),
+            ["standby", s] => Some(KeyKind::Standby(s)),
             ["revoked", "serial", id] => Some(KeyKind::Revoked(RevokedBy::Serial, id)),
             ["revoked", "sha256", id] => Some(KeyKind::Revoked(RevokedBy::Sha256, id)),
             _ => None,
@@ -190,6 +201,19 @@ pub struct MainRecord {
     pub started_at_ms: i64,
 }
 
+/// `standby/{stream}`: the node of a stream's backup publisher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyRecord {
+    /// The standby node.
+    pub node_id: String,
+    /// Its region.
+    pub region: String,
+    /// Its relay address.
+    pub relay_addr: String,
+    /// Unix ms when it registered.
+    pub started_at_ms: i64,
+}
+
 /// `streams/{stream}/regions/{region}`: a regional origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionalRecord {
@@ -248,6 +272,7 @@ mod tests {
             k.parse(&k.revoked(RevokedBy::Sha256, "ab")),
             Some(KeyKind::Revoked(RevokedBy::Sha256, "ab"))
         );
+        assert_eq!(k.parse(&k.standby("s")), Some(KeyKind::Standby("s")));
         assert_eq!(k.parse("/strata/revoked/other/ab"), None);
         assert_eq!(k.parse("/other/nodes/x"), None);
         assert_eq!(k.parse("/strata/streams/s/what"), None);

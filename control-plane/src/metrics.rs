@@ -175,6 +175,8 @@ pub struct Metrics {
     pub publishes: Counter,
     /// Main origins taken over from a dead holder (part of `publishes`).
     pub main_takeovers: Counter,
+    /// Switch-overs to a standby (a backup publisher's node).
+    pub standby_switches: Counter,
     /// Lookups (node records, main origins) answered by the cache.
     pub cache_hits: Counter,
     /// Node lookups that missed the cache and read the store.
@@ -201,7 +203,7 @@ impl Metrics {
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         let fd = &self.front_door;
-        let counters: [(&str, &str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &str, &Counter); 18] = [
             (
                 "strata_control_resolves_total",
                 "Resolve calls answered",
@@ -237,6 +239,12 @@ impl Metrics {
                 "Main origins taken over from a dead holder before its lease expired",
                 "",
                 &self.main_takeovers,
+            ),
+            (
+                "strata_control_standby_switches_total",
+                "Switch-overs of a stream's main origin to its standby (backup publisher)",
+                "",
+                &self.standby_switches,
             ),
             (
                 "strata_control_cache_hits_total",

@@ -31,6 +31,8 @@ pub struct TestPublisher {
     pub node: String,
     /// Keyframe requests (PLI/FIR) the node sent to this publisher.
     pub keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, the clip plays on but no packet is sent (the connection stays up).
+    silent: Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -104,6 +106,8 @@ impl TestPublisher {
         let (stop, mut stop_rx) = watch::channel(false);
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let kf = keyframe_requests.clone();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = silent.clone();
         let publisher = Arc::new(publisher);
         // Counted in a task of its own: a `select!` over both would cancel the
         // pacer's pending sleep and lose the packet it had already taken.
@@ -120,6 +124,7 @@ impl TestPublisher {
             loop {
                 tokio::select! {
                     p = pacer.next() => match p {
+                        Some(_) if quiet.load(std::sync::atomic::Ordering::Relaxed) => {}
                         Some(p) => {
                             if publisher.send_packet(p.track, &p.rtp).await.is_err() {
                                 break;
@@ -138,9 +143,17 @@ impl TestPublisher {
             session_url: format!("http://{authority}{location}"),
             node,
             keyframe_requests,
+            silent,
             stop,
             task,
         })
+    }
+
+    /// Stops (true) or resumes (false) sending media, keeping the connection: an encoder whose
+    /// input went dark.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent
+            .store(silent, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ends the publish with a WHIP DELETE.

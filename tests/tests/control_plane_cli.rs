@@ -186,7 +186,13 @@ async fn cli_stream_prints_the_tree() {
     e.demo_cluster().await;
 
     let text = stdout(&cli(&e, &["stream", "demo"]).await);
-    let lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<&str> = text.lines().collect();
+    // The last line says which publisher is live and where the backup is.
+    assert_eq!(
+        lines.pop(),
+        Some("live publisher on eu-1; no backup publisher"),
+        "{text}"
+    );
     assert!(
         lines[0].starts_with("stream demo: live ")
             && lines[0].ends_with("main origin eu-1 (eu), 2 regions, 4 nodes"),

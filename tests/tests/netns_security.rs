@@ -56,6 +56,7 @@ async fn tokens_gate_whip_and_whep() {
                 exp: unix_now() + 600,
                 nbf: None,
                 iat: None,
+                backup: false,
             },
         )
         .unwrap();
@@ -72,6 +73,7 @@ async fn tokens_gate_whip_and_whep() {
                 exp: unix_now() + 600,
                 nbf: None,
                 iat: None,
+                backup: false,
             },
         )
         .unwrap()

@@ -9,6 +9,7 @@
 //! strata-control stream ID               the stream's tree, indented
 //! strata-control drain NODE              no new sessions for NODE; it hands its regional origins over
 //! strata-control undrain NODE            NODE takes sessions again
+//! strata-control switch STREAM           switch STREAM to its standby (backup) publisher
 //! strata-control revoke (--serial HEX | --sha256 HEX) [--reason TEXT]
 //!                                        refuse a node certificate for good (control plane and relay)
 //! strata-control revoked                 revoked certificates, oldest first
@@ -28,6 +29,7 @@ mod drain;
 mod nodes;
 mod revoke;
 mod streams;
+mod switch;
 pub mod table;
 
 use std::io::Write;
@@ -80,6 +82,14 @@ pub enum Command {
     Undrain {
         /// Node id.
         node: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Switch a stream to its standby publisher (the backup's node; after an automatic
+    /// switch, the primary's): one guarded etcd transaction; players keep their sessions.
+    Switch {
+        /// Stream id.
+        stream: String,
         #[command(flatten)]
         common: Common,
     },
@@ -186,6 +196,7 @@ impl Command {
             | Command::Stream { common, .. }
             | Command::Drain { common, .. }
             | Command::Undrain { common, .. }
+            | Command::Switch { common, .. }
             | Command::Revoke { common, .. }
             | Command::Revoked { common } => common,
         }
@@ -229,6 +240,7 @@ pub async fn run(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Stream { stream, .. } => streams::show(ctx, stream).await,
         Command::Drain { node, .. } => drain::run(ctx, node, true).await,
         Command::Undrain { node, .. } => drain::run(ctx, node, false).await,
+        Command::Switch { stream, .. } => switch::run(ctx, stream).await,
         Command::Revoke {
             serial,
             sha256,

@@ -39,6 +39,19 @@ pub(super) async fn show(mut ctx: Ctx<'_>, stream: &str) -> Result<(), CliError>
     }
     ctx.out
         .write_all(stream_text(&view, ctx.now_ms).as_bytes())?;
+    // Which publisher is live: the main origin's; the backup waits on the standby.
+    match &tree.standby {
+        Some(b) => writeln!(
+            ctx.out,
+            "live publisher on {}; backup publisher (standby) on {} ({})",
+            view.main.node, b.node_id, b.region
+        )?,
+        None => writeln!(
+            ctx.out,
+            "live publisher on {}; no backup publisher",
+            view.main.node
+        )?,
+    }
     Ok(())
 }
 

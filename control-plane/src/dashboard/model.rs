@@ -467,6 +467,7 @@ pub(crate) mod tests {
                     upstream_node_id: "gone".into(),
                 },
             ],
+            standby: None,
         }
     }
 

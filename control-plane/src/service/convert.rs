@@ -3,7 +3,7 @@
 use strata_proto::v1;
 
 use crate::cache::{StreamState, Versioned};
-use crate::keys::{LoadRecord, MainRecord, NodeRecord, RegionalRecord};
+use crate::keys::{LoadRecord, MainRecord, NodeRecord, RegionalRecord, StandbyRecord};
 
 pub(crate) fn node_info(n: &NodeRecord) -> v1::NodeInfo {
     v1::NodeInfo {
@@ -62,7 +62,11 @@ pub(crate) fn regional(
     }
 }
 
-pub(crate) fn tree(stream: &str, s: &StreamState) -> Option<v1::StreamTree> {
+pub(crate) fn tree(
+    stream: &str,
+    s: &StreamState,
+    standby: Option<&Versioned<StandbyRecord>>,
+) -> Option<v1::StreamTree> {
     let main = s.main.as_ref()?;
     Some(v1::StreamTree {
         main: Some(main_origin(stream, main)),
@@ -85,5 +89,6 @@ pub(crate) fn tree(stream: &str, s: &StreamState) -> Option<v1::StreamTree> {
             subs.sort_by(|a, b| (&a.region, &a.node_id).cmp(&(&b.region, &b.node_id)));
             subs
         },
+        standby: standby.map(|b| super::routing::standby_origin(stream, b)),
     })
 }

@@ -81,6 +81,10 @@ pub enum Command {
         /// How long the token is valid (e.g. 90s, 15m, 1h; at most 24h).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// Also allow publishing as the stream's backup publisher
+        /// (`POST /whip/{stream}?role=backup`).
+        #[arg(long)]
+        backup: bool,
     },
 }
 
@@ -194,6 +198,13 @@ pub struct NodeConfig {
     #[arg(long, env = "STRATA_ORPHAN_GRACE", default_value = "30s", value_parser = parse_duration)]
     #[serde(with = "duration_str")]
     pub orphan_grace: Duration,
+
+    /// How long a stream's standby (the node of its backup publisher) sees
+    /// no packet of the live stream before it switches the stream to its
+    /// backup publisher.
+    #[arg(long, env = "STRATA_BACKUP_SWITCH_GAP", default_value = "500ms", value_parser = parse_duration)]
+    #[serde(with = "duration_str")]
+    pub backup_switch_gap: Duration,
 
     /// Most time a graceful stop (SIGTERM) takes.
     #[arg(long, env = "STRATA_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

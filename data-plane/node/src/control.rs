@@ -71,6 +71,8 @@ macro_rules! rpc {
     }};
 }
 
+mod standby;
+
 /// A cheap-to-clone client of every control-plane service.
 #[derive(Clone)]
 pub struct ControlClient {

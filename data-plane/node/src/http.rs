@@ -38,6 +38,7 @@ use strata_proto::v1;
 use tracing::debug;
 
 use crate::auth::{self, Action};
+use crate::backup::{self, Role};
 use crate::error::ApiError;
 use crate::sessions::{self, Created};
 use crate::state::{NodeState, SessionKind};
@@ -281,6 +282,7 @@ async fn whip_post(
     _admitted: Admitted,
     authorized: Authorized<PublishAction>,
     Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -288,6 +290,16 @@ async fn whip_post(
         Ok(o) => o,
         Err(e) => return failed(&state, e),
     };
+    let role = match backup::role_of(query.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return failed(&state, e),
+    };
+    if role == Role::Backup {
+        let token = authorized.token.as_deref();
+        if let Err(e) = state.auth.check_backup(token, &stream, auth::unix_now()) {
+            return failed(&state, ApiError::from_auth(e));
+        }
+    }
     let full = state.session_count(SessionKind::Publisher) >= state.cfg.max_publishers as usize;
     if state.is_draining() || full {
         let why = if full {
@@ -303,7 +315,12 @@ async fn whip_post(
     // instead of being cancelled half-way.
     let task = {
         let (state, stream) = (state.clone(), stream.clone());
-        tokio::spawn(async move { sessions::publish(&state, &stream, &offer).await })
+        tokio::spawn(async move {
+            match role {
+                Role::Primary => sessions::publish(&state, &stream, &offer).await,
+                Role::Backup => backup::publish(&state, &stream, &offer).await,
+            }
+        })
     };
     match task.await {
         Ok(Ok(c)) => created(&state, "whip", &stream, c),

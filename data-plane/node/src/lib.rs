@@ -5,6 +5,7 @@
 //! from the control plane's gRPC API.
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod control;
 pub mod control_tls;

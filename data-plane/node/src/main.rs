@@ -51,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
             stream,
             action,
             ttl,
-        }) => token(&key_file, &kid, &stream, action, ttl),
+            backup,
+        }) => token(&key_file, &kid, &stream, action, ttl, backup),
         None => {
             let mut cfg = cli.run.with_file(&matches)?;
             // Secrets come from the environment only, never from a flag.
@@ -107,7 +108,12 @@ fn token(
     stream: &str,
     action: Action,
     ttl: std::time::Duration,
+    backup: bool,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !backup || action == Action::Publish,
+        "--backup goes with --action publish"
+    );
     let mut keys = TokenKeys::new();
     keys.add_path(key_file)?;
     let now = unix_now();
@@ -117,6 +123,7 @@ fn token(
         exp: now + ttl.as_secs().max(1),
         nbf: None,
         iat: Some(now),
+        backup,
     };
     anyhow::ensure!(
         strata_node::auth::valid_subject(stream),

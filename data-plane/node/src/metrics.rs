@@ -125,6 +125,24 @@ pub fn render(state: &NodeState) -> String {
             "strata_node_takeover_probes_total{{result=\"{result}\"}} {v}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP strata_node_backup_switches_total Streams switched to this node's backup publisher, by reason\n\
+         # TYPE strata_node_backup_switches_total counter"
+    );
+    for (i, reason) in ["gone", "silent"].iter().enumerate() {
+        let v = c.backup_switches[i].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "strata_node_backup_switches_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+    counter(
+        &mut out,
+        "strata_node_backup_publishers_total",
+        "WHIP backup publishers accepted (standby registered)",
+        c.backup_publishers_total.load(Relaxed),
+    );
     egress_metrics(&mut out, state);
     counter(
         &mut out,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use strata_media::MediaPacket;
 use strata_media::hub::StreamHandle;
-use strata_rtc::PublisherSession;
-use tokio::sync::oneshot;
+use strata_rtc::PublisherHandle;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ApiError;
@@ -98,7 +99,7 @@ pub async fn publish(
                 epoch: origin.epoch,
                 _slot: slot,
             },
-            session,
+            session.into_parts(),
             source,
             stop_rx,
         )
@@ -147,27 +148,39 @@ pub(crate) async fn puller_handover(state: &NodeState, stream: &str) -> Result<(
 }
 
 /// What an ingest task owns besides its media.
-struct Ingest {
-    stream: String,
+pub(crate) struct Ingest {
+    pub(crate) stream: String,
     /// Session id.
-    id: String,
+    pub(crate) id: String,
     /// Epoch of the main origin record the session's Publish returned.
-    epoch: i64,
+    pub(crate) epoch: i64,
     /// The stream's reservation, released after the Unpublish.
-    _slot: PublishSlot,
+    pub(crate) _slot: PublishSlot,
 }
 
-async fn ingest(
+/// Feeds the hub from a publisher holding the main origin until the
+/// publisher leaves, then unpublishes.
+pub(crate) async fn ingest(
     state: Arc<NodeState>,
     ingest: Ingest,
-    session: PublisherSession,
+    (handle, mut packets): (PublisherHandle, mpsc::Receiver<MediaPacket>),
     mut source: strata_media::hub::Source,
     mut stop: oneshot::Receiver<()>,
 ) {
     let (stream, id) = (&ingest.stream, &ingest.id);
-    let (handle, mut packets) = session.into_parts();
+    // A stream with a backup publisher can be switched away from this node;
+    // the topology watch says so, and the session then becomes the standby.
+    let mut topology = None;
     loop {
         tokio::select! {
+            t = crate::backup::next_topology(&state, stream, &mut topology) => {
+                let ours = state.origin_epoch(stream).unwrap_or(ingest.epoch);
+                if t.is_some_and(|(node, epoch)| node != state.id() && epoch > ours) {
+                    drop(source);
+                    crate::backup::demote(state, ingest, (handle, packets), stop).await;
+                    return;
+                }
+            }
             p = packets.recv() => match p {
                 Some(p) => {
                     state.counters.publisher_bytes_in.fetch_add(p.rtp.len() as u64, Ordering::Relaxed);

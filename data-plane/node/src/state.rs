@@ -33,6 +33,11 @@ pub struct NodeCounters {
     /// Probes of a main origin holder's relay port (refused, listening, no
     /// answer), see `takeover.rs`.
     pub takeover_probes: [AtomicU64; 3],
+    /// Switch-overs of a stream to this node's backup publisher (gone,
+    /// silent), see `backup/`.
+    pub backup_switches: [AtomicU64; 2],
+    /// Backup publishers accepted (standby registered).
+    pub backup_publishers_total: AtomicU64,
     /// RTMP connections accepted (within the connection limits).
     pub rtmp_connections_total: AtomicU64,
     /// RTMP publishers that went live.

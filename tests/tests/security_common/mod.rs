@@ -49,6 +49,7 @@ pub fn token(kid: &str, sub: &str, act: Action, exp: u64) -> String {
         exp,
         nbf: None,
         iat: None,
+        backup: false,
     };
     keys().mint(kid, &claims).unwrap()
 }

@@ -52,6 +52,43 @@ impl RoutingService for RoutingApi {
         ))
     }
 
+    async fn standby(&self, r: Request<v1::StandbyRequest>) -> Reply<v1::StandbyResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
+        Ok(Response::new(
+            RoutingApi::standby(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn release_standby(
+        &self,
+        r: Request<v1::ReleaseStandbyRequest>,
+    ) -> Reply<v1::ReleaseStandbyResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
+        Ok(Response::new(
+            RoutingApi::release_standby(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn switch_to_standby(
+        &self,
+        r: Request<v1::SwitchToStandbyRequest>,
+    ) -> Reply<v1::SwitchToStandbyResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
+        Ok(Response::new(
+            RoutingApi::switch_to_standby(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn switch_publisher(
+        &self,
+        r: Request<v1::SwitchPublisherRequest>,
+    ) -> Reply<v1::SwitchToStandbyResponse> {
+        auth::require(&r, Need::Operator)?;
+        Ok(Response::new(
+            RoutingApi::switch_publisher(self, r.into_inner()).await?,
+        ))
+    }
+
     type WatchStreamStream = TopologyStream;
 
     async fn watch_stream(&self, r: Request<v1::WatchStreamRequest>) -> Reply<TopologyStream> {
@@ -97,7 +134,7 @@ impl RoutingService for RoutingApi {
         let streams = view
             .streams
             .iter()
-            .filter_map(|(id, st)| convert::tree(id, st))
+            .filter_map(|(id, st)| convert::tree(id, st, view.standbys.get(id).map(|b| &**b)))
             .collect();
         Ok(Response::new(v1::ListStreamsResponse { streams }))
     }
@@ -108,10 +145,10 @@ impl RoutingService for RoutingApi {
         self.state.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream).map_err(Error::from)?;
         let view = self.state.cache().read();
-        let tree = view
-            .streams
-            .get(&req.stream)
-            .and_then(|st| convert::tree(&req.stream, st));
+        let tree = view.streams.get(&req.stream).and_then(|st| {
+            let standby = view.standbys.get(&req.stream).map(|b| &**b);
+            convert::tree(&req.stream, st, standby)
+        });
         tree.map(Response::new).ok_or_else(|| {
             Status::from(Error::NotFound(format!(
                 "stream {:?} is not live",

@@ -16,6 +16,8 @@ use strata_common::names::{self, NameKind};
 
 mod grpc;
 mod publish;
+mod standby;
+pub(crate) use standby::standby_origin;
 #[cfg(test)]
 mod tests;
 

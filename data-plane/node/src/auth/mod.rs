@@ -109,6 +109,9 @@ pub enum Denied {
     /// `act` is not the request's action.
     #[error("the token does not allow {0}")]
     WrongAction(&'static str),
+    /// A backup publish with a token that does not carry `"backup": true`.
+    #[error("the token does not allow publishing as a backup")]
+    NoBackupRole,
 }
 
 /// A failure to load keys.
@@ -149,6 +152,9 @@ pub struct Grant {
     pub exp: u64,
     /// Issued at, seconds since the epoch, when the token says.
     pub iat: Option<u64>,
+    /// Whether the token allows publishing as a stream's backup publisher
+    /// (`"backup": true`; publish tokens only).
+    pub backup: bool,
 }
 
 impl Grant {
@@ -378,6 +384,9 @@ pub struct Claims {
     /// Issued at, seconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Allows publishing as the stream's backup publisher.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +410,8 @@ struct RawClaims {
     nbf: Option<serde_json::Number>,
     #[serde(default)]
     iat: Option<serde_json::Number>,
+    #[serde(default)]
+    backup: Option<bool>,
 }
 
 /// A NumericDate (RFC 7519 §2): seconds, possibly fractional, never negative.
@@ -506,6 +517,7 @@ pub fn verify(keys: &TokenKeys, token: &str, now: u64) -> Result<Grant, TokenErr
         action,
         exp,
         iat,
+        backup: claims.backup == Some(true) && action == Action::Publish,
     })
 }
 
@@ -632,8 +644,33 @@ impl Auth {
         action: Action,
         now: u64,
     ) -> Result<(), AuthError> {
+        self.grant(token, stream, action, now).map(drop)
+    }
+
+    /// Whether `token` allows publishing `stream` as its backup publisher:
+    /// a publish token that also carries `"backup": true`.
+    pub fn check_backup(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        match self.grant(token, stream, Action::Publish, now)? {
+            Some(g) if !g.backup => Err(Denied::NoBackupRole.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The grant of `token` for `action` on `stream` (`None` in open mode).
+    fn grant(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        action: Action,
+        now: u64,
+    ) -> Result<Option<Grant>, AuthError> {
         if self.mode == AuthMode::Open {
-            return Ok(());
+            return Ok(None);
         }
         let token = token.ok_or(TokenError::Missing)?;
         let grant = self.read_keys().verify(token, now)?;
@@ -641,7 +678,7 @@ impl Auth {
             return Err(TokenError::LifetimeTooLong.into());
         }
         grant.allows(stream, action)?;
-        Ok(())
+        Ok(Some(grant))
     }
 
     /// The stream a token names when it is used as an RTMP stream key: its

@@ -17,6 +17,7 @@ fn claims(sub: &str, act: Action, exp: u64) -> Claims {
         exp,
         nbf: None,
         iat: None,
+        backup: false,
     }
 }
 
@@ -312,4 +313,46 @@ fn reload_replaces_keys_and_keeps_them_on_error() {
     assert!(ok(&new_token));
     assert_eq!(auth.kids(), vec!["k2".to_owned()]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_backup_role_needs_its_claim() {
+    let auth = required(3600);
+    let now = 1_000_000;
+    let mint = |act: Action, backup: bool| {
+        let mut c = claims("s", act, now + 60);
+        c.backup = backup;
+        keys().mint("k1", &c).expect("mint")
+    };
+    let backup = |t: &str| auth.check_backup(Some(t), "s", now);
+    assert_eq!(backup(&mint(Action::Publish, true)), Ok(()));
+    // A plain publish token publishes, but not as a backup: 403.
+    let plain = mint(Action::Publish, false);
+    assert_eq!(auth.check(Some(&plain), "s", Action::Publish, now), Ok(()));
+    assert_eq!(
+        backup(&plain),
+        Err(AuthError::Forbidden(Denied::NoBackupRole))
+    );
+    // The claim does nothing on a play token, nor for another stream.
+    assert_eq!(
+        backup(&mint(Action::Play, true)),
+        Err(AuthError::Forbidden(Denied::WrongAction("publish")))
+    );
+    assert_eq!(
+        auth.check_backup(Some(&mint(Action::Publish, true)), "t", now),
+        Err(AuthError::Forbidden(Denied::WrongStream))
+    );
+    assert!(matches!(
+        auth.check_backup(None, "s", now),
+        Err(AuthError::Unauthorized(TokenError::Missing))
+    ));
+    // A hand-made token whose claim is not `true` grants nothing more.
+    let odd = sign_raw(
+        r#"{"alg":"HS256","kid":"k1"}"#,
+        &format!(
+            r#"{{"sub":"s","act":"publish","exp":{},"backup":"yes"}}"#,
+            now + 60
+        ),
+    );
+    assert!(backup(&odd).is_err());
 }

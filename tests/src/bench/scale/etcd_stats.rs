@@ -143,6 +143,7 @@ fn source(kind: Option<KeyKind<'_>>) -> usize {
         Some(KeyKind::Node(_)) => 0,
         Some(KeyKind::Load(_)) => 1,
         Some(KeyKind::Main(_)) => 2,
+        Some(KeyKind::Standby(_)) => 2,
         Some(KeyKind::Regional(..)) => 3,
         Some(KeyKind::Subscriber(..)) => 4,
         Some(KeyKind::Revoked(..)) => 5,

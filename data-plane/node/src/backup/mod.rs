@@ -1,0 +1,484 @@
+//! Redundant ingest: a backup publisher (`POST /whip/{s}?role=backup`).
+//!
+//! The node registers as the stream's standby (`RoutingService/Standby`),
+//! keeps the backup publisher's latest keyframe group warm (not in the hub:
+//! players on this node are served the live stream, which its puller brings
+//! from the main origin), and watches the live stream by pulling it like any
+//! node does, through one hub sink of its own. When the main origin record is
+//! gone, or no packet arrived for `--backup-switch-gap` ([`rule`]), it
+//! switches: one transaction guarded by the standby's and the main record's
+//! epochs makes this node the main origin. The puller then sees from its
+//! topology watch that the node is the main origin and ends; the backup
+//! publisher becomes the hub's source, starting with the warm group (its
+//! keyframe first), and the players of every region keep their sessions.
+
+pub mod rule;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use std::time::Instant;
+use strata_media::MediaPacket;
+use strata_media::hub::{GopCache, ResumeRule, Sink};
+use strata_proto::v1;
+use strata_rtc::PublisherHandle;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::ApiError;
+use crate::pull::{self, PullStatus};
+use crate::sessions::{self, Created, Ingest};
+use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use rule::{Reason, SwitchRule, Verdict};
+
+/// Bounds of the warm group (the hub's GOP cache bounds).
+const WARM_MAX_BYTES: usize = 4 << 20;
+const WARM_MAX_PACKETS: usize = 2048;
+/// How long a broken topology watch waits before it is opened again.
+const WATCH_RETRY: Duration = Duration::from_millis(200);
+
+/// Which publisher of a stream a WHIP POST is (`?role=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The stream's publisher (the default).
+    Primary,
+    /// Its backup publisher, on another node.
+    Backup,
+}
+
+/// The `role` query parameter: `primary` (the default) or `backup`; any other
+/// value is a 400.
+pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
+    let value = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("role="));
+    match value {
+        None | Some("primary") => Ok(Role::Primary),
+        Some("backup") => Ok(Role::Backup),
+        Some(_) => Err(ApiError::BadRequest(
+            "role must be primary or backup".into(),
+        )),
+    }
+}
+
+/// Accepts a backup publisher's WHIP offer for `stream`.
+pub async fn publish(
+    state: &Arc<NodeState>,
+    stream: &str,
+    offer: &str,
+) -> Result<Created, ApiError> {
+    let Some(slot) = state.reserve_publish(stream) else {
+        return Err(ApiError::Conflict(format!(
+            "stream {stream:?} is already published on this node"
+        )));
+    };
+    let standby = match state.control.standby(stream, state.id()).await {
+        Ok(r) => r
+            .standby
+            .ok_or_else(|| ApiError::Unavailable("standby answer without a record".into()))?,
+        Err(e) => return Err(refused(stream, e)),
+    };
+    let (session, answer) = match state.rtc.accept_publisher(offer).await {
+        Ok(x) => x,
+        Err(e) => {
+            release(state, stream, standby.epoch).await;
+            return Err(ApiError::from_rtc(e));
+        }
+    };
+    let id = state.new_session_id();
+    let etag = format!("\"{id}-1\"");
+    let (stop_tx, stop_rx) = oneshot::channel();
+    state.add_session(
+        id.clone(),
+        SessionEntry {
+            kind: SessionKind::Publisher,
+            stream: stream.to_owned(),
+            etag: etag.clone(),
+            candidates: Arc::new(session.handle()),
+            stop: Some(stop_tx),
+            connecting: None,
+        },
+    );
+    state
+        .counters
+        .backup_publishers_total
+        .fetch_add(1, Ordering::Relaxed);
+    let log_id = session_log_id(&id);
+    info!(stream, session = %log_id, epoch = standby.epoch, "backup publisher connected; standby");
+    let catalog = session.catalog().clone();
+    let task = Standby {
+        state: state.clone(),
+        stream: stream.to_owned(),
+        id: id.clone(),
+        epoch: standby.epoch,
+        slot,
+        catalog,
+    };
+    let span = info_span!("backup", stream, session = %log_id);
+    tokio::spawn(task.run(session.into_parts(), stop_rx).instrument(span));
+    Ok(Created { id, etag, answer })
+}
+
+/// A refused standby registration as the client sees it.
+fn refused(stream: &str, e: crate::control::ControlError) -> ApiError {
+    match e.code() {
+        tonic::Code::AlreadyExists => {
+            ApiError::Conflict(format!("stream {stream:?} already has a backup publisher"))
+        }
+        tonic::Code::FailedPrecondition => ApiError::Conflict(format!(
+            "stream {stream:?} is published on this node: a backup publisher needs another node"
+        )),
+        _ => ApiError::from_control(e),
+    }
+}
+
+async fn release(state: &NodeState, stream: &str, epoch: i64) {
+    if let Err(e) = state
+        .control
+        .release_standby(stream, state.id(), epoch)
+        .await
+    {
+        warn!(error = %e, "releasing the standby failed; the lease will clean up");
+    }
+}
+
+/// A primary publisher whose node lost the main origin record to another
+/// node (its stream was switched to the backup, by the standby or by an
+/// operator): it becomes the stream's standby, and this node's players
+/// follow the new main origin through its puller. Without the standby
+/// record (another node holds it) the session ends.
+pub(crate) async fn demote(
+    state: Arc<NodeState>,
+    ingest: Ingest,
+    (handle, packets): Media,
+    stop: oneshot::Receiver<()>,
+) {
+    state.clear_origin_epoch(&ingest.stream);
+    let standby = match state.control.standby(&ingest.stream, state.id()).await {
+        Ok(r) => r.standby,
+        Err(e) => {
+            warn!(error = %e, "lost the main origin and cannot be the standby");
+            None
+        }
+    };
+    let Some(standby) = standby else {
+        handle.close().await;
+        state.remove_session(&ingest.id);
+        return;
+    };
+    info!(
+        epoch = standby.epoch,
+        "the stream was switched to another node; standby now"
+    );
+    let task = Standby {
+        catalog: handle.catalog().clone(),
+        state,
+        stream: ingest.stream,
+        id: ingest.id,
+        epoch: standby.epoch,
+        slot: ingest._slot,
+    };
+    Box::pin(task.run((handle, packets), stop)).await;
+}
+
+/// How watching the primary ended.
+enum Outcome {
+    /// The backup publisher left (or was told to).
+    Left,
+    /// The stream switched to this node.
+    Switched(v1::MainOrigin),
+}
+
+/// The media side of a backup publisher.
+type Media = (PublisherHandle, mpsc::Receiver<MediaPacket>);
+
+/// A backup publisher's session while its node is the standby.
+struct Standby {
+    state: Arc<NodeState>,
+    stream: String,
+    id: String,
+    epoch: i64,
+    slot: PublishSlot,
+    catalog: strata_media::Catalog,
+}
+
+impl Standby {
+    async fn run(self, (handle, mut packets): Media, mut stop: oneshot::Receiver<()>) {
+        let mut warm = GopCache::new(WARM_MAX_BYTES, WARM_MAX_PACKETS);
+        let outcome = self
+            .watch(&handle, &mut packets, &mut warm, &mut stop)
+            .await;
+        let state = self.state.clone();
+        let origin = match outcome {
+            Outcome::Switched(origin) => origin,
+            Outcome::Left => {
+                handle.close().await;
+                state.remove_session(&self.id);
+                release(&state, &self.stream, self.epoch).await;
+                info!("backup publisher left; standby released");
+                return;
+            }
+        };
+        let source = match self.become_main(&warm).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "switched, but the hub would not take the backup publisher");
+                handle.close().await;
+                state.remove_session(&self.id);
+                let _ = state
+                    .control
+                    .unpublish(&self.stream, state.id(), origin.epoch)
+                    .await;
+                return;
+            }
+        };
+        state.set_origin_epoch(&self.stream, origin.epoch);
+        let ingest = Ingest {
+            stream: self.stream,
+            id: self.id,
+            epoch: origin.epoch,
+            _slot: self.slot,
+        };
+        sessions::ingest(state, ingest, (handle, packets), source, stop).await;
+    }
+
+    /// Hands the hub over from this node's puller to the backup publisher,
+    /// starting with the warm group.
+    async fn become_main(&self, warm: &GopCache) -> Result<strata_media::hub::Source, ApiError> {
+        sessions::puller_handover(&self.state, &self.stream).await?;
+        let source = self
+            .state
+            .hub
+            .attach_source(&self.stream, self.catalog.clone())
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        for p in warm.packets() {
+            source.push(p.clone());
+        }
+        info!(
+            warm = warm.len(),
+            "backup publisher is the stream's source now"
+        );
+        Ok(source)
+    }
+
+    /// Keeps the warm group and watches the live stream until the switch or
+    /// the publisher's end.
+    async fn watch(
+        &self,
+        handle: &PublisherHandle,
+        packets: &mut mpsc::Receiver<MediaPacket>,
+        warm: &mut GopCache,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Outcome {
+        let state = &self.state;
+        let resume = ResumeRule::for_catalog(&self.catalog);
+        let mut rule = SwitchRule::new(state.id(), state.cfg.backup_switch_gap, Instant::now());
+        let mut topology: Option<tonic::Streaming<v1::StreamTopology>> = None;
+        let mut monitor = Monitor::default();
+        loop {
+            let now = Instant::now();
+            let deadline = match rule.poll(now) {
+                Verdict::Switch { main_epoch, reason } => {
+                    match self.switch(main_epoch, reason).await {
+                        Some(origin) => return Outcome::Switched(origin),
+                        None => rule.on_refused(Instant::now()),
+                    }
+                    continue;
+                }
+                Verdict::Main => {
+                    // Became the main origin without this session's switch
+                    // (an operator's): take the source over all the same.
+                    if let Some((_, epoch)) = rule.main() {
+                        return Outcome::Switched(main_origin(&self.stream, state, *epoch));
+                    }
+                    None
+                }
+                Verdict::Wait(d) => d,
+            };
+            if rule.main().is_some() {
+                monitor.ensure(state, &self.stream, now);
+            }
+            let wake = [deadline, monitor.retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_secs(3600));
+            tokio::select! {
+                p = packets.recv() => match p {
+                    Some(p) => {
+                        state.counters.publisher_bytes_in.fetch_add(p.rtp.len() as u64, Ordering::Relaxed);
+                        warm.push(&resume, &p);
+                    }
+                    None => return Outcome::Left,
+                },
+                () = handle.closed() => return Outcome::Left,
+                _ = &mut *stop => return Outcome::Left,
+                t = next_topology(state, &self.stream, &mut topology) => {
+                    rule.on_topology(Instant::now(), t);
+                }
+                seen = monitor.next() => if seen {
+                    rule.on_packet(Instant::now());
+                },
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Asks the control plane to switch the stream to this node.
+    async fn switch(&self, main_epoch: i64, reason: Reason) -> Option<v1::MainOrigin> {
+        let state = &self.state;
+        let req = v1::SwitchToStandbyRequest {
+            stream: self.stream.clone(),
+            node_id: state.id().to_owned(),
+            standby_epoch: self.epoch,
+            main_epoch,
+            reason: reason.as_str().to_owned(),
+        };
+        match state.control.switch_to_standby(req).await {
+            Ok(origin) => {
+                state.counters.backup_switches[reason as usize].fetch_add(1, Ordering::Relaxed);
+                info!(
+                    reason = reason.as_str(),
+                    old_epoch = main_epoch,
+                    epoch = origin.epoch,
+                    "switched the stream to the backup publisher"
+                );
+                Some(origin)
+            }
+            Err(e) => {
+                debug!(error = %e, "switch refused or failed; looking again");
+                None
+            }
+        }
+    }
+}
+
+fn main_origin(stream: &str, state: &NodeState, epoch: i64) -> v1::MainOrigin {
+    v1::MainOrigin {
+        stream: stream.to_owned(),
+        node_id: state.id().to_owned(),
+        region: state.region().to_owned(),
+        relay_addr: String::new(),
+        epoch,
+        started_at_ms: 0,
+    }
+}
+
+/// The next main origin the stream's topology watch shows (node, epoch;
+/// `None`: the stream has none). Opens the watch when there is none, and
+/// again after it breaks.
+pub(crate) async fn next_topology(
+    state: &NodeState,
+    stream: &str,
+    watch: &mut Option<tonic::Streaming<v1::StreamTopology>>,
+) -> Option<(String, i64)> {
+    loop {
+        if watch.is_none() {
+            let req = v1::WatchStreamRequest {
+                stream: stream.to_owned(),
+                region: state.region().to_owned(),
+            };
+            match state.control.watch_stream(req).await {
+                Ok(w) => *watch = Some(w),
+                Err(e) => {
+                    debug!(error = %e, "topology watch refused; retrying");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let Some(w) = watch.as_mut() else { continue };
+        match w.message().await {
+            Ok(Some(t)) => {
+                return t.main.filter(|_| t.live).map(|m| (m.node_id, m.epoch));
+            }
+            _ => {
+                *watch = None;
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// How long after this node's puller of the stream ended the standby starts
+/// another one.
+const PULL_RETRY: Duration = Duration::from_millis(200);
+
+/// The standby's view of the live stream: this node's puller of it, and one
+/// hub sink whose packets say the primary is alive.
+#[derive(Default)]
+struct Monitor {
+    status: Option<tokio::sync::watch::Receiver<PullStatus>>,
+    sink: Option<Sink>,
+    /// No new puller before this (the last one ended).
+    retry_at: Option<Instant>,
+}
+
+impl Monitor {
+    /// Starts (or joins) the puller, again after it ended, and subscribes
+    /// once it is ready.
+    fn ensure(&mut self, state: &Arc<NodeState>, stream: &str, now: Instant) {
+        if self.status.is_none() {
+            if self.retry_at.is_some_and(|t| now < t) {
+                return;
+            }
+            self.retry_at = None;
+            self.status = Some(pull::ensure(state, stream));
+        }
+        if self.sink.is_some() {
+            return;
+        }
+        let ready = self
+            .status
+            .as_ref()
+            .is_some_and(|st| matches!(*st.borrow(), PullStatus::Ready(_)));
+        if ready && let Some(h) = state.hub.get(stream) {
+            self.sink = Some(h.subscribe());
+        }
+    }
+
+    /// Waits for the next packet of the live stream (true) or a change of
+    /// the puller's status (false: the caller subscribes or starts another).
+    async fn next(&mut self) -> bool {
+        let Monitor {
+            sink: sink_slot,
+            status: status_slot,
+            retry_at,
+        } = self;
+        let sink = async {
+            match sink_slot.as_mut() {
+                Some(sink) => {
+                    let got = sink.recv().await.is_some();
+                    while got && sink.try_recv().is_some() {}
+                    Some(got)
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let status = async {
+            match status_slot.as_mut() {
+                Some(st) => st.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            got = sink => {
+                if got == Some(true) {
+                    return true;
+                }
+                *sink_slot = None;
+                false
+            }
+            alive = status => {
+                if !alive {
+                    // The puller ended: another one shortly.
+                    *status_slot = None;
+                    *retry_at = Some(Instant::now() + PULL_RETRY);
+                }
+                false
+            }
+        }
+    }
+}
