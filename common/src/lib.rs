@@ -8,6 +8,7 @@
 //! Kept small on purpose: code lands here only when the control plane and the
 //! node would otherwise each carry a copy.
 
+pub mod backoff;
 pub mod cert;
 pub mod config;
 pub mod http;
