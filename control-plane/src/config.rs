@@ -84,6 +84,11 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub etcd_timeout: Duration,
 
+    /// Long-lived etcd LeaseKeepAlive streams that carry every node's lease renewals
+    /// (0: one stream opened per renewal, as before; kept for comparison).
+    #[arg(long, env = "STRATA_ETCD_LEASE_STREAMS", default_value_t = 4)]
+    pub etcd_lease_streams: usize,
+
     /// PEM certificate (chain) the gRPC server presents; with `--tls-key`
     /// and `--client-ca`, gRPC is served over TLS and nodes authenticate
     /// with client certificates.
@@ -272,6 +277,7 @@ mod tests {
         assert_eq!(c.etcd_endpoints.len(), 3);
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
         assert_eq!(c.load_report_tolerance, 0.1);
+        assert_eq!(c.etcd_lease_streams, 4);
         assert_eq!(
             c.tls_cert,
             Some(PathBuf::from("/etc/strata/certs/cp-1.pem"))

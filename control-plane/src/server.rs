@@ -81,7 +81,9 @@ fn server_tls(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
 pub async fn open_store(config: &Config) -> anyhow::Result<Kv> {
     Ok(match config.store {
         StoreKind::Etcd => Kv::Etcd(Box::new(
-            EtcdKv::connect(&config.etcd_endpoints, config.etcd_timeout).await?,
+            EtcdKv::connect(&config.etcd_endpoints, config.etcd_timeout)
+                .await?
+                .with_lease_streams(config.etcd_lease_streams)?,
         )),
         StoreKind::Memory => {
             tracing::warn!("using the in-memory store: single replica only, NOT highly available");

@@ -10,6 +10,10 @@
 //! balanced client over every member kept sending a share of the calls to a
 //! dead member: with one member of three killed, probes failed at random, the
 //! control plane flapped to UNAVAILABLE and node leases expired.)
+//!
+//! Lease renewals do not go through these clients: they share a few long-lived
+//! LeaseKeepAlive streams on connections of their own (`lease_stream.rs`), so
+//! that a node's keep-alive neither opens a stream nor queues behind claims.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::lease_stream::{LeaseStreams, STREAMS as LEASE_STREAMS};
 use super::{Compare, KeyValue, KvError, Op, TxnOutcome, WatchBatch, WatchEvent, WatchReceiver};
 
 /// Keys per page of a prefix read (records are a few hundred bytes: about 1 MiB a page).
@@ -36,6 +41,10 @@ pub struct EtcdKv {
     /// The member calls go to first: the last one that answered.
     current: Arc<AtomicUsize>,
     timeout: Duration,
+    /// Lease renewals: long-lived LeaseKeepAlive streams on connections of their own
+    /// (`None`: a stream opened per renewal through etcd-client).
+    leases: Option<Arc<LeaseStreams>>,
+    endpoints: Arc<[String]>,
 }
 
 impl EtcdKv {
@@ -58,7 +67,27 @@ impl EtcdKv {
             clients: clients.into(),
             current: Arc::new(AtomicUsize::new(0)),
             timeout,
+            leases: Some(Arc::new(LeaseStreams::start(
+                endpoints,
+                timeout,
+                LEASE_STREAMS,
+            )?)),
+            endpoints: endpoints.into(),
         })
+    }
+
+    /// Renews leases over `streams` long-lived LeaseKeepAlive streams; 0 opens one stream per
+    /// renewal through etcd-client instead (the way before those streams, for comparison).
+    pub fn with_lease_streams(mut self, streams: usize) -> Result<Self, KvError> {
+        self.leases = match streams {
+            0 => None,
+            n => Some(Arc::new(LeaseStreams::start(
+                &self.endpoints,
+                self.timeout,
+                n,
+            )?)),
+        };
+        Ok(self)
     }
 
     /// Runs `call` on the current member, and on the next ones while they
@@ -130,8 +159,17 @@ impl EtcdKv {
         Ok(granted.id())
     }
 
+    /// Renews a lease over the replica's shared LeaseKeepAlive streams (`lease_stream.rs`).
     pub(super) async fn keep_alive(&self, lease: i64) -> Result<(), KvError> {
-        // Opening the keep-alive stream sends one renewal and checks its answer.
+        match &self.leases {
+            Some(streams) => streams.keep_alive(lease).await,
+            None => self.keep_alive_own_stream(lease).await,
+        }
+    }
+
+    /// One LeaseKeepAlive stream per renewal: etcd-client opens it, sends one renewal, reads
+    /// one answer.
+    async fn keep_alive_own_stream(&self, lease: i64) -> Result<(), KvError> {
         let renewed = self
             .bounded(|mut c| async move { c.lease_keep_alive(lease).await })
             .await;

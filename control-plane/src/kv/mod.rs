@@ -7,7 +7,9 @@
 //! against both.
 
 pub mod etcd;
+mod lease_stream;
 pub mod memory;
+pub mod renewals;
 
 use std::time::Duration;
 

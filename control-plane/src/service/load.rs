@@ -22,6 +22,25 @@ const EGRESS_FLOOR: u64 = 64_000;
 /// change: placement stops sending clients to a full node, and "full" must be exact.
 const NEAR_FULL: f64 = 0.9;
 
+/// Stores `node`'s load report like [`report`], but in the background: the keep-alive that
+/// carries it answers as soon as the lease is renewed, instead of waiting for a raft write
+/// that queues behind every claim in a burst (and made renewals late enough to lose leases).
+/// At most one write per node is in flight; a report arriving meanwhile is dropped, and the
+/// next keep-alive carries a fresh one.
+pub(super) fn report_behind(s: &State, node: &NodeRecord, l: v1::Load) {
+    if !s.start_load_write(&node.id) {
+        s.metrics().load_unwritten.inc();
+        return;
+    }
+    let (s, node) = (s.clone(), node.clone());
+    tokio::spawn(async move {
+        if let Err(e) = report(&s, &node, l).await {
+            tracing::debug!(node = %node.id, error = %e, "load report not written");
+        }
+        s.end_load_write(&node.id);
+    });
+}
+
 /// Stores `node`'s load report if it differs materially from the stored one (bound to the
 /// node's lease, like every record of the node).
 pub(super) async fn report(s: &State, node: &NodeRecord, l: v1::Load) -> Result<()> {

@@ -43,6 +43,8 @@ struct Inner {
     cache: Cache,
     config: ServiceConfig,
     metrics: Arc<Metrics>,
+    /// Nodes whose load report is being written (see `load::report_behind`).
+    load_writes: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl State {
@@ -61,7 +63,23 @@ impl State {
                 cache,
                 config,
                 metrics,
+                load_writes: std::sync::Mutex::default(),
             }),
+        }
+    }
+
+    /// Marks `node`'s load write as in flight; false when one already is.
+    pub(crate) fn start_load_write(&self, node: &str) -> bool {
+        match self.inner.load_writes.lock() {
+            Ok(mut set) => set.insert(node.to_owned()),
+            Err(_) => false,
+        }
+    }
+
+    /// `node`'s load write ended.
+    pub(crate) fn end_load_write(&self, node: &str) {
+        if let Ok(mut set) = self.inner.load_writes.lock() {
+            set.remove(node);
         }
     }
 

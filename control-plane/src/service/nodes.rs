@@ -210,7 +210,7 @@ impl NodeApi {
             info!(node = %req.node_id, serial = %record.cert_serial, "node presents a renewed certificate");
         }
         if let Some(l) = req.load {
-            super::load::report(s, &node.value, l).await?;
+            super::load::report_behind(s, &node.value, l);
         }
         s.metrics().keepalives.inc();
         let ttl_ms = u32::try_from(s.config().lease_ttl.as_millis()).unwrap_or(u32::MAX);
