@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::keys::{
-    self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, RevocationRecord,
-    RevokedBy, SubscriberRecord,
+    self, KeyKind, Keys, LinkPinRecord, LoadRecord, MainRecord, NodeRecord, RegionalRecord,
+    RevocationRecord, RevokedBy, SubscriberRecord,
 };
 use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
 use crate::signals::{Signals, StreamChanges};
@@ -72,6 +72,8 @@ pub struct View {
     pub streams: BTreeMap<String, StreamState>,
     /// Revoked certificates by how they are named.
     pub revoked: BTreeMap<(RevokedBy, String), RevocationRecord>,
+    /// Operators' pinned link costs by (from region, to region).
+    pub link_pins: BTreeMap<(String, String), LinkPinRecord>,
 }
 
 impl View {
@@ -131,6 +133,11 @@ impl View {
                     self.revoked.insert((by, id.to_owned()), r);
                 }
             }
+            KeyKind::Link(from, to) => {
+                if let Some(r) = keys::decode::<LinkPinRecord>(&kv.value) {
+                    self.link_pins.insert((from.to_owned(), to.to_owned()), r);
+                }
+            }
         }
     }
 
@@ -147,6 +154,10 @@ impl View {
             }
             KeyKind::Revoked(by, id) => {
                 self.revoked.remove(&(by, id.to_owned()));
+                return None;
+            }
+            KeyKind::Link(from, to) => {
+                self.link_pins.remove(&(from.to_owned(), to.to_owned()));
                 return None;
             }
             KeyKind::Main(s) => {

@@ -9,9 +9,8 @@ use tonic::{Request, Response, Status};
 
 use strata_proto::v1::{self, routing_service_server::RoutingService};
 
-use super::RoutingApi;
+use super::{RoutingApi, upstream};
 use crate::error::Error;
-use crate::service::convert;
 use strata_common::names::{self, NameKind};
 
 use crate::auth::{self, Need};
@@ -65,7 +64,14 @@ impl RoutingService for RoutingApi {
         // Woken by changes of this stream's records only, not by every revision.
         let mut changes = self.state.cache().stream_changes(&req.stream);
         tokio::spawn(async move {
-            let key = |t: &v1::StreamTopology| (t.live, t.main.clone(), t.regional.clone());
+            let key = |t: &v1::StreamTopology| {
+                (
+                    t.live,
+                    t.main.clone(),
+                    t.regional.clone(),
+                    t.upstream.clone(),
+                )
+            };
             let mut last = api.topology(&req.stream, &req.region);
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
@@ -97,7 +103,7 @@ impl RoutingService for RoutingApi {
         let streams = view
             .streams
             .iter()
-            .filter_map(|(id, st)| convert::tree(id, st))
+            .filter_map(|(id, st)| upstream::tree(&self.state, &view, id, st))
             .collect();
         Ok(Response::new(v1::ListStreamsResponse { streams }))
     }
@@ -111,7 +117,7 @@ impl RoutingService for RoutingApi {
         let tree = view
             .streams
             .get(&req.stream)
-            .and_then(|st| convert::tree(&req.stream, st));
+            .and_then(|st| upstream::tree(&self.state, &view, &req.stream, st));
         tree.map(Response::new).ok_or_else(|| {
             Status::from(Error::NotFound(format!(
                 "stream {:?} is not live",
