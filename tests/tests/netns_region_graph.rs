@@ -81,7 +81,10 @@ async fn netns_region_graph_chain_and_re_parent() {
         receiving_from(&c, "O1", &["N3"]).await,
         BTreeSet::from(["N3".to_owned()])
     );
-    eprintln!("[{case}] r3 re-parented to the main origin; stall {} ms", ms(stalls[0]));
+    eprintln!(
+        "[{case}] r3 re-parented to the main origin; stall {} ms",
+        ms(stalls[0])
+    );
     assert!(
         stalls[0] < Duration::from_secs(1),
         "[{case}] N3 stalled {:?}",
