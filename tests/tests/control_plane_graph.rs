@@ -13,6 +13,7 @@ use std::time::Duration;
 use strata_proto::v1;
 use strata_proto::v1::graph_service_client::GraphServiceClient;
 use strata_tests::control::{Clients, ControlPlane, Options, Store};
+use strata_tests::grpcurl::{grpcurl, grpcurl_ok};
 use strata_tests::wait::eventually;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -436,4 +437,66 @@ async fn check_no_loop(c: &mut Clients, stream: &str, chained: &mut u32) {
     if r5.upstream_region == "r6" || r6.upstream_region == "r5" {
         *chained += 1;
     }
+}
+
+/// Operators reach the graph service with grpcurl through reflection; a
+/// negative cost is INVALID_ARGUMENT there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_sets_lists_and_unpins_link_costs() {
+    let store = Store::memory();
+    let cp = ControlPlane::start(&store, TTL).await.unwrap();
+    let addr = cp.addr().to_string();
+    let list = grpcurl_ok(&["-plaintext", &addr, "list"]).await.unwrap();
+    assert!(
+        list.lines().any(|l| l.trim() == "strata.v1.GraphService"),
+        "{list}"
+    );
+    let set = r#"{"fromRegion":"eu","toRegion":"use","costMs":40}"#;
+    grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        set,
+        &addr,
+        "strata.v1.GraphService/SetLinkCost",
+    ])
+    .await
+    .unwrap();
+    let listed = grpcurl_ok(&["-plaintext", &addr, "strata.v1.GraphService/ListLinkCosts"])
+        .await
+        .unwrap();
+    assert!(
+        listed.contains("\"costMs\": 40") && listed.contains("pinned"),
+        "{listed}"
+    );
+    let bad = r#"{"fromRegion":"eu","toRegion":"use","costMs":-5}"#;
+    let out = grpcurl(&[
+        "-plaintext",
+        "-d",
+        bad,
+        &addr,
+        "strata.v1.GraphService/SetLinkCost",
+    ])
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("InvalidArgument"), "{text}");
+    let unpin = r#"{"fromRegion":"eu","toRegion":"use","unpin":true}"#;
+    grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        unpin,
+        &addr,
+        "strata.v1.GraphService/SetLinkCost",
+    ])
+    .await
+    .unwrap();
+    grpcurl_ok(&[
+        "-plaintext",
+        "-d",
+        "{}",
+        &addr,
+        "strata.v1.GraphService/Rebalance",
+    ])
+    .await
+    .unwrap();
 }
