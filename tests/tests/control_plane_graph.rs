@@ -28,6 +28,7 @@ both_stores!(
     rebalance_moves_only_what_got_cheaper,
     set_link_cost_refuses_bad_input,
     no_loop_under_contention,
+    nodes_report_measured_links,
 );
 
 async fn graph(cp: &ControlPlane) -> GraphServiceClient<Channel> {
@@ -499,4 +500,95 @@ async fn grpcurl_sets_lists_and_unpins_link_costs() {
     ])
     .await
     .unwrap();
+}
+
+async fn report(
+    g: &mut GraphServiceClient<Channel>,
+    node: &str,
+    links: Vec<v1::LinkReport>,
+) -> Result<(), tonic::Status> {
+    let req = v1::ReportLinksRequest {
+        node_id: node.into(),
+        links,
+    };
+    g.report_links(req).await.map(drop)
+}
+
+fn link(region: &str, rtt_ms: u64, loss: f32) -> v1::LinkReport {
+    v1::LinkReport {
+        region: region.into(),
+        rtt_us: rtt_ms * 1000,
+        loss,
+    }
+}
+
+async fn costs(g: &mut GraphServiceClient<Channel>) -> Vec<(String, String, u32, String)> {
+    let l = g
+        .list_link_costs(v1::ListLinkCostsRequest {})
+        .await
+        .unwrap();
+    l.into_inner()
+        .links
+        .into_iter()
+        .map(|l| (l.from_region, l.to_region, l.cost_ms, l.source))
+        .collect()
+}
+
+/// Measured costs: from the reporting node's region to each peer region,
+/// half the RTT plus the loss penalty; pins win over them; bad reports are
+/// refused.
+async fn nodes_report_measured_links(mut e: Env) {
+    let _ka = register_all(&mut e.c, &[("m", "r1"), ("n2", "r2"), ("n3", "r3")]).await;
+    let mut g = graph(&e.cp).await;
+    report(
+        &mut g,
+        "m",
+        vec![
+            link("r2", 80, 0.0),
+            link("r3", 150, 0.005),
+            link("r1", 1, 0.0),
+        ],
+    )
+    .await
+    .unwrap();
+    let want = |from: &str, to: &str, ms: u32, src: &str| {
+        (from.to_owned(), to.to_owned(), ms, src.to_owned())
+    };
+    assert_eq!(
+        costs(&mut g).await,
+        [
+            want("r1", "r2", 40, "measured"),
+            want("r1", "r3", 85, "measured")
+        ]
+    );
+    report(&mut g, "n2", vec![link("r3", 30, 0.0)])
+        .await
+        .unwrap();
+    pin(&mut g, "r1", "r3", 500).await;
+    let c = costs(&mut g).await;
+    assert!(c.contains(&want("r2", "r3", 15, "measured")), "{c:?}");
+    assert!(c.contains(&want("r1", "r3", 500, "pinned")), "{c:?}");
+    // The measured chain is what claims use: r3 pulls from r2.
+    e.c.publish("cam", "m").await.unwrap();
+    e.c.resolve("cam", "r2", "n2").await.unwrap();
+    let r3 = e.c.resolve("cam", "r3", "n3").await.unwrap();
+    assert_eq!(upstream(&r3), "n2");
+    // Bad reports.
+    let many = (0..65).map(|i| link(&format!("x{i}"), 1, 0.0)).collect();
+    let err = report(&mut g, "m", many).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = report(&mut g, "m", vec![link("bad region", 1, 0.0)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = report(&mut g, "ghost", vec![link("r2", 1, 0.0)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Hostile numbers are clamped, not trusted.
+    report(&mut g, "n3", vec![link("r1", u64::MAX / 1000, f32::NAN)])
+        .await
+        .unwrap();
+    let c = costs(&mut g).await;
+    assert!(c.contains(&want("r3", "r1", 60_000, "measured")), "{c:?}");
 }

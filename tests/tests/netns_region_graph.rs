@@ -59,6 +59,23 @@ async fn netns_region_graph_chain_and_re_parent() {
         BTreeSet::from(["N3".to_owned()])
     );
 
+    // Nodes report their relay links (every 5 s): the unpinned directions are measured.
+    let g =
+        strata_proto::v1::graph_service_client::GraphServiceClient::connect(cp_urls(&c)[0].clone())
+            .await
+            .unwrap();
+    strata_tests::wait::eventually(Duration::from_secs(15), "measured links", || {
+        let mut g = g.clone();
+        async move {
+            let req = strata_proto::v1::ListLinkCostsRequest {};
+            let l = g.list_link_costs(req).await.ok()?.into_inner().links;
+            l.iter()
+                .any(|l| l.source == "measured" && l.from_region == "r2" && l.to_region == "r1")
+                .then_some(())
+        }
+    })
+    .await;
+
     // r2's regional origin dies: r3 notices (QUIC idle timeout), reports it and re-parents.
     let players = [&p3];
     let since = arm(&players);

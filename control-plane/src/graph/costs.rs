@@ -22,6 +22,9 @@ pub const MAX_COST_MS: u32 = 60_000;
 /// Penalty per percent of packets lost, in milliseconds.
 const LOSS_PENALTY_MS_PER_PERCENT: f64 = 20.0;
 
+/// Most region pairs with a measured cost (64 regions, every pair).
+const MAX_MEASURED_PAIRS: usize = 64 * 63;
+
 /// Weight of a new measurement in the smoothed cost.
 const SMOOTHING: f64 = 0.25;
 
@@ -79,8 +82,13 @@ impl Measured {
             return;
         };
         let sample = f64::from(cost_ms);
+        let key = (from.to_owned(), to.to_owned());
+        if costs.len() >= MAX_MEASURED_PAIRS && !costs.contains_key(&key) {
+            // Registered nodes may name any region: bounded all the same.
+            return;
+        }
         costs
-            .entry((from.to_owned(), to.to_owned()))
+            .entry(key)
             .and_modify(|c| *c += SMOOTHING * (sample - *c))
             .or_insert(sample);
     }

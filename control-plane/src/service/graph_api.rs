@@ -9,7 +9,7 @@ use strata_proto::v1::{self, graph_service_server::GraphService};
 use super::{RoutingApi, State, now_ms};
 use crate::auth::{self, Caller, Need};
 use crate::error::{Error, Result};
-use crate::graph::costs::MAX_COST_MS;
+use crate::graph::costs::{MAX_COST_MS, measured_cost_ms};
 use crate::graph::{Costs, Source};
 use crate::keys::{self, LinkPinRecord};
 use crate::kv::Op;
@@ -109,6 +109,33 @@ impl GraphApi {
     }
 }
 
+impl GraphApi {
+    async fn report_links(&self, req: v1::ReportLinksRequest) -> Result<()> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, &req.node_id)?;
+        if req.links.len() > MAX_LINK_REPORTS {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_LINK_REPORTS} links per report, not {}",
+                req.links.len()
+            )));
+        }
+        for l in &req.links {
+            names::validate(NameKind::Region, &l.region)?;
+        }
+        let node = s.caller(&req.node_id).await?;
+        let from = &node.value.region;
+        for l in req.links.iter().filter(|l| &l.region != from) {
+            let cost = measured_cost_ms(l.rtt_us, f64::from(l.loss));
+            s.measured().report(from, &l.region, cost);
+        }
+        Ok(())
+    }
+}
+
+/// Most entries of one `ReportLinks`.
+const MAX_LINK_REPORTS: usize = 64;
+
 fn operator<T>(r: &Request<T>) -> String {
     match r.extensions().get::<Caller>() {
         Some(Caller::Operator(name)) => name.clone(),
@@ -134,6 +161,15 @@ impl GraphService for GraphApi {
     ) -> Reply<v1::ListLinkCostsResponse> {
         auth::require(&r, Need::Operator)?;
         Ok(Response::new(GraphApi::list_link_costs(self)?))
+    }
+
+    async fn report_links(
+        &self,
+        r: Request<v1::ReportLinksRequest>,
+    ) -> Reply<v1::ReportLinksResponse> {
+        auth::require(&r, Need::NodeItself(&r.get_ref().node_id))?;
+        GraphApi::report_links(self, r.into_inner()).await?;
+        Ok(Response::new(v1::ReportLinksResponse {}))
     }
 
     async fn rebalance(&self, r: Request<v1::RebalanceRequest>) -> Reply<v1::RebalanceResponse> {
