@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::keys::{
-    self, KeyKind, Keys, LoadRecord, MainRecord, NodeRecord, RegionalRecord, RevocationRecord,
-    RevokedBy, StandbyRecord, SubscriberRecord,
+    self, KeyKind, Keys, LinkPinRecord, LoadRecord, MainRecord, NodeRecord, RegionalRecord,
+    RevocationRecord, RevokedBy, StandbyRecord, SubscriberRecord,
 };
 use crate::kv::{Compare, KeyValue, Kv, Op, WatchEvent};
 use crate::signals::{Signals, StreamChanges};
@@ -74,6 +74,8 @@ pub struct View {
     pub revoked: BTreeMap<(RevokedBy, String), RevocationRecord>,
     /// Standby records (backup publishers' nodes) by stream.
     pub standbys: BTreeMap<String, Arc<Versioned<StandbyRecord>>>,
+    /// Operators' pinned link costs by (from region, to region).
+    pub link_pins: BTreeMap<(String, String), LinkPinRecord>,
 }
 
 impl View {
@@ -138,6 +140,11 @@ impl View {
                     self.standbys.insert(s.to_owned(), shared(r, kv));
                 }
             }
+            KeyKind::Link(from, to) => {
+                if let Some(r) = keys::decode::<LinkPinRecord>(&kv.value) {
+                    self.link_pins.insert((from.to_owned(), to.to_owned()), r);
+                }
+            }
         }
     }
 
@@ -158,6 +165,10 @@ impl View {
             }
             KeyKind::Standby(s) => {
                 self.standbys.remove(s);
+                return None;
+            }
+            KeyKind::Link(from, to) => {
+                self.link_pins.remove(&(from.to_owned(), to.to_owned()));
                 return None;
             }
             KeyKind::Main(s) => {

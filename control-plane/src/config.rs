@@ -148,6 +148,21 @@ pub struct Config {
     #[arg(long, env = "STRATA_GRPC_MAX_CONNECTIONS", default_value_t = 4096)]
     pub grpc_max_connections: usize,
 
+    /// Most hops from the main origin in a stream's region tree: a region
+    /// pulls from the main origin (1 hop) or from a nearer region that
+    /// already carries the stream, as long as its path stays this short.
+    /// 1 makes every region pull from the main origin.
+    #[arg(long, env = "STRATA_MAX_REGION_HOPS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub max_region_hops: u32,
+
+    /// Pinned one-way costs of region links, `FROM:TO=MS` (media sent from
+    /// region FROM to region TO costs MS milliseconds), comma separated.
+    /// They win over measured costs; `SetLinkCost` pins win over these.
+    #[arg(long, env = "STRATA_LINK_COSTS", value_delimiter = ',', value_parser = parse_link_cost)]
+    #[serde(default)]
+    pub link_costs: Vec<String>,
+
     /// An operator command; without one, the server runs.
     #[command(subcommand)]
     #[serde(skip)]
@@ -162,6 +177,33 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
     } else {
         Err("must be between 0 and 1".into())
     }
+}
+
+/// Checks a `FROM:TO=MS` link cost.
+fn parse_link_cost(s: &str) -> Result<String, String> {
+    link_cost(s)?;
+    Ok(s.to_owned())
+}
+
+/// Parses a `FROM:TO=MS` link cost into (from, to, ms).
+pub fn link_cost(s: &str) -> Result<(String, String, u32), String> {
+    let bad = || format!("{s:?} is not FROM:TO=MS (two region names, a cost in milliseconds)");
+    let (pair, ms) = s.split_once('=').ok_or_else(bad)?;
+    let (from, to) = pair.split_once(':').ok_or_else(bad)?;
+    for r in [from, to] {
+        names::validate(NameKind::Region, r).map_err(|e| e.to_string())?;
+    }
+    if from == to {
+        return Err(format!("{s:?}: a link joins two different regions"));
+    }
+    let ms: u32 = ms.trim().parse().map_err(|_| bad())?;
+    if ms > crate::graph::costs::MAX_COST_MS {
+        return Err(format!(
+            "{s:?}: at most {} ms",
+            crate::graph::costs::MAX_COST_MS
+        ));
+    }
+    Ok((from.to_owned(), to.to_owned(), ms))
 }
 
 /// Checks a region name given on the command line.
@@ -330,6 +372,29 @@ mod tests {
         assert_eq!(c.prefix, "/strata/");
         assert_eq!(c.default_region.as_deref(), Some("eu"));
         assert_eq!(c.http_listen, Some("0.0.0.0:7401".parse().unwrap()));
+    }
+
+    #[test]
+    fn link_costs_parse() {
+        let c =
+            Config::load_from(["strata-control", "--link-costs", "eu:use=40,use:usw=15"]).unwrap();
+        assert_eq!(c.link_costs, ["eu:use=40", "use:usw=15"]);
+        assert_eq!(c.max_region_hops, 3);
+        assert_eq!(
+            link_cost("eu:use=40"),
+            Ok(("eu".to_owned(), "use".to_owned(), 40))
+        );
+        for bad in [
+            "eu:eu=1",
+            "eu=1",
+            "eu:use",
+            "eu:use=-1",
+            "eu:use=60001",
+            "e u:use=1",
+        ] {
+            assert!(link_cost(bad).is_err(), "{bad}");
+        }
+        assert!(Config::load_from(["strata-control", "--max-region-hops", "0"]).is_err());
     }
 
     #[test]

@@ -147,6 +147,8 @@ mod tests {
                 relay_addr: "127.0.0.1:2".into(),
                 upstream_node_id: "o".into(),
                 main_epoch,
+                upstream_region: None,
+                depth: 1,
             },
             create_revision: epoch,
             mod_revision: epoch + 1,

@@ -327,7 +327,7 @@ pub fn topology_of(state: &State) -> Topology {
     let streams: Vec<v1::StreamTree> = view
         .streams
         .iter()
-        .filter_map(|(id, st)| convert::tree(id, st, view.standbys.get(id).map(|b| &**b)))
+        .filter_map(|(id, st)| service::annotated_tree(state, &view, id, st))
         .collect();
     Topology::build(&nodes, &streams, view.revision, healthy, service::now_ms())
 }

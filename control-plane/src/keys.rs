@@ -9,6 +9,7 @@
 //! | `streams/{stream}/subscribers/{node}` | [`SubscriberRecord`] | the subscribing node's |
 //! | `standby/{stream}` | [`StandbyRecord`] | the standby (backup publisher's) node's |
 //! | `revoked/serial/{hex}`, `revoked/sha256/{hex}` | [`RevocationRecord`] | none: kept for good |
+//! | `links/{from}/{to}` | [`LinkPinRecord`] | none: an operator's pin, kept until unpinned |
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,8 @@ pub enum KeyKind<'a> {
     Revoked(RevokedBy, &'a str),
     /// `standby/{stream}`
     Standby(&'a str),
+    /// `links/{from}/{to}`
+    Link(&'a str, &'a str),
 }
 
 /// How a revoked certificate is named.
@@ -112,6 +115,12 @@ impl Keys {
         format!("{}revoked/{}/{id}", self.prefix, by.segment())
     }
 
+    /// `links/{from}/{to}`: an operator's pinned cost of the link from
+    /// region `from` (upstream) to region `to`.
+    pub fn link(&self, from: &str, to: &str) -> String {
+        format!("{}links/{from}/{to}", self.prefix)
+    }
+
     /// Classifies a full key; `None` for keys that are not ours.
     pub fn parse<'a>(&self, key: &'a str) -> Option<KeyKind<'a>> {
         let rest = key.strip_prefix(self.prefix.as_str())?;
@@ -125,6 +134,7 @@ impl Keys {
             ["standby", s] => Some(KeyKind::Standby(s)),
             ["revoked", "serial", id] => Some(KeyKind::Revoked(RevokedBy::Serial, id)),
             ["revoked", "sha256", id] => Some(KeyKind::Revoked(RevokedBy::Sha256, id)),
+            ["links", from, to] => Some(KeyKind::Link(from, to)),
             _ => None,
         }
     }
@@ -221,12 +231,35 @@ pub struct RegionalRecord {
     pub node_id: String,
     /// Its relay address.
     pub relay_addr: String,
-    /// The main origin it pulls from.
+    /// The node it pulls from: the main origin, or the regional origin of
+    /// `upstream_region`.
     pub upstream_node_id: String,
     /// Epoch of the main origin record it was claimed under: a regional
     /// record under an older main epoch is stale (the stream was published
     /// again elsewhere) and is replaced.
     pub main_epoch: i64,
+    /// The region whose regional origin it pulls from; absent when it pulls
+    /// from the main origin (records written before the region graph have
+    /// none, and mean exactly that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_region: Option<String>,
+    /// Hops from the main origin: 1 when pulling from it, the parent's depth
+    /// plus one otherwise (0 in records written before the region graph).
+    #[serde(default)]
+    pub depth: u32,
+}
+
+/// `links/{from}/{to}`: an operator's pinned cost of a region link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPinRecord {
+    /// Cost in milliseconds (one way).
+    pub cost_ms: u32,
+    /// The operator who pinned it.
+    #[serde(default)]
+    pub operator: String,
+    /// Unix time in milliseconds of the pin.
+    #[serde(default)]
+    pub pinned_at_ms: i64,
 }
 
 /// `streams/{stream}/subscribers/{node}`: a node pulling from an origin.
@@ -273,6 +306,10 @@ mod tests {
             Some(KeyKind::Revoked(RevokedBy::Sha256, "ab"))
         );
         assert_eq!(k.parse(&k.standby("s")), Some(KeyKind::Standby("s")));
+        assert_eq!(
+            k.parse(&k.link("eu", "use")),
+            Some(KeyKind::Link("eu", "use"))
+        );
         assert_eq!(k.parse("/strata/revoked/other/ab"), None);
         assert_eq!(k.parse("/other/nodes/x"), None);
         assert_eq!(k.parse("/strata/streams/s/what"), None);

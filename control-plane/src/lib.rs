@@ -12,6 +12,7 @@ pub mod config;
 pub mod dashboard;
 pub mod election;
 pub mod error;
+pub mod graph;
 pub mod http;
 pub mod incoming;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! Assembles and runs the control plane: store, cache, gRPC services with
 //! reflection and health, and the HTTP side.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +19,15 @@ use crate::config::{Config, StoreKind};
 use crate::keys::Keys;
 use crate::kv::{Kv, etcd::EtcdKv, memory::MemoryKv};
 use crate::metrics::Metrics;
-use crate::service::{DiagnosticsApi, NodeApi, PlacementApi, RoutingApi, ServiceConfig, State};
+use crate::service::{
+    DiagnosticsApi, GraphApi, NodeApi, PlacementApi, RoutingApi, ServiceConfig, State,
+};
 
 /// gRPC services this server reports in `grpc.health.v1`.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "strata.v1.NodeService",
     "strata.v1.RoutingService",
+    "strata.v1.GraphService",
     "strata.v1.PlacementService",
     "strata.v1.DiagnosticsService",
 ];
@@ -147,6 +151,11 @@ pub async fn run_with_listeners(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = Keys::new(&config.prefix);
+    let mut link_costs = BTreeMap::new();
+    for l in &config.link_costs {
+        let (from, to, ms) = crate::config::link_cost(l).map_err(anyhow::Error::msg)?;
+        link_costs.insert((from, to), ms);
+    }
     let probe_every =
         (config.etcd_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let cache = cache::spawn(kv.clone(), keys.clone(), probe_every);
@@ -158,6 +167,8 @@ pub async fn run_with_listeners(
         ServiceConfig {
             lease_ttl: config.lease_ttl,
             load_tolerance: config.load_report_tolerance,
+            max_region_hops: config.max_region_hops,
+            link_costs,
         },
         metrics,
     );
@@ -246,6 +257,12 @@ pub async fn run_with_listeners(
         .add_service(
             v1::routing_service_server::RoutingServiceServer::with_interceptor(
                 RoutingApi::new(state.clone()),
+                intercept(),
+            ),
+        )
+        .add_service(
+            v1::graph_service_server::GraphServiceServer::with_interceptor(
+                GraphApi::new(state.clone()),
                 intercept(),
             ),
         )

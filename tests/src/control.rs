@@ -46,6 +46,8 @@ pub struct Options {
     pub operator_tokens: Option<std::path::PathBuf>,
     /// `--http-header-timeout`, when not the default.
     pub http_header_timeout: Option<Duration>,
+    /// `--link-costs` (`FROM:TO=MS`), this replica's pinned link costs.
+    pub link_costs: Vec<String>,
 }
 
 /// One control-plane replica running in this process.
@@ -87,6 +89,7 @@ impl ControlPlane {
             lease_ttl,
             etcd_timeout: Duration::from_millis(1000),
             operator_tokens: options.operator_tokens,
+            link_costs: options.link_costs,
             ..Config::default()
         };
         if let Some(t) = options.http_header_timeout {

@@ -446,6 +446,7 @@ pub(crate) mod tests {
                 relay_addr: "x:2".into(),
                 epoch: 9,
                 upstream_node_id: "eu-1".into(),
+                ..Default::default()
             }],
             subscribers: vec![
                 v1::Subscriber {

@@ -59,6 +59,10 @@ pub(crate) fn regional(
         relay_addr: r.value.relay_addr.clone(),
         epoch: r.epoch(),
         upstream_node_id: r.value.upstream_node_id.clone(),
+        upstream_region: r.value.upstream_region.clone().unwrap_or_default(),
+        depth: r.value.depth,
+        // Costs are filled by the routing service, which knows them.
+        ..Default::default()
     }
 }
 

@@ -1,11 +1,13 @@
 //! The gRPC services, written once against [`crate::kv::Kv`] and the cache.
 
 pub(crate) mod convert;
+mod graph_api;
 mod load;
 mod nodes;
 mod placement;
 mod routing;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +15,17 @@ use strata_proto::v1;
 
 use crate::cache::{Cache, Versioned};
 use crate::error::{Error, Result};
+use crate::graph;
 use crate::keys::{self, Keys, NodeRecord};
 use crate::kv::Kv;
 use crate::metrics::{Metrics, TimedKv};
 use strata_common::names::{self, NameKind};
 
+pub use graph_api::GraphApi;
 pub use nodes::NodeApi;
 pub use placement::{PlacementApi, place};
 pub use routing::RoutingApi;
+pub(crate) use routing::upstream::tree as annotated_tree;
 
 /// Settings the services need.
 #[derive(Debug, Clone)]
@@ -29,6 +34,10 @@ pub struct ServiceConfig {
     pub lease_ttl: Duration,
     /// Relative change of a load report that is written to the store (0: every change).
     pub load_tolerance: f64,
+    /// Most hops from the main origin in a region tree (`--max-region-hops`).
+    pub max_region_hops: u32,
+    /// This replica's pinned link costs (`--link-costs`) by (from, to).
+    pub link_costs: BTreeMap<(String, String), u32>,
 }
 
 /// Shared state of all services of one replica.
@@ -45,6 +54,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Nodes whose load report is being written (see `load::report_behind`).
     load_writes: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Link costs measured by the nodes reporting to this replica.
+    measured: graph::Measured,
 }
 
 impl State {
@@ -64,6 +75,7 @@ impl State {
                 config,
                 metrics,
                 load_writes: std::sync::Mutex::default(),
+                measured: graph::Measured::default(),
             }),
         }
     }
@@ -86,6 +98,11 @@ impl State {
     /// The store; every call through it is timed into the metrics.
     pub(crate) fn kv(&self) -> TimedKv<'_> {
         TimedKv::new(&self.inner.kv, &self.inner.metrics.store)
+    }
+
+    /// Link costs measured by nodes, as reported to this replica.
+    pub(crate) fn measured(&self) -> &graph::Measured {
+        &self.inner.measured
     }
 
     pub(crate) fn keys(&self) -> &Keys {

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use strata_proto::v1;
+use strata_proto::v1::graph_service_client::GraphServiceClient as GraphClient;
 use strata_proto::v1::node_service_client::NodeServiceClient as NodesClient;
 use strata_proto::v1::placement_service_client::PlacementServiceClient as PlacementClient;
 use strata_proto::v1::routing_service_client::RoutingServiceClient as RoutingClient;
@@ -190,6 +191,20 @@ impl ControlClient {
             async move { Ok(RoutingClient::new(ch).watch_stream(req).await?.into_inner()) }
         })
         .await
+    }
+
+    /// Reports the node's relay links per peer region (the region graph's
+    /// measured costs).
+    pub async fn report_links(
+        &self,
+        id: &str,
+        links: Vec<v1::LinkReport>,
+    ) -> Result<(), ControlError> {
+        let req = v1::ReportLinksRequest {
+            node_id: id.into(),
+            links,
+        };
+        rpc!(self, GraphClient, report_links, req).map(drop)
     }
 
     /// Registers the node.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod layers;
 pub mod limits;
+pub mod links;
 pub mod metrics;
 pub mod node;
 pub mod pages;

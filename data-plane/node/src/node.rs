@@ -483,6 +483,7 @@ pub async fn run_with_reload(
         });
     }
     tokio::spawn(reclaim_after_reregistration(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::links::report_links(state.clone(), stop_rx.clone()));
     tokio::spawn(follow_drain_orders(state.clone(), stop_rx.clone()));
 
     shutdown.await;

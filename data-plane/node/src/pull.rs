@@ -278,11 +278,23 @@ pub fn moved(
     };
     match role {
         v1::Role::RegionalOrigin => {
-            // Deposed, or the main origin changed under us.
-            main_moved(main)
-                || t.regional
-                    .as_ref()
-                    .is_none_or(|r| r.node_id != me || r.epoch != epoch)
+            // Deposed (the record also drops out of the topology when the
+            // main origin's epoch moves past the one it was claimed under).
+            let deposed = t
+                .regional
+                .as_ref()
+                .is_none_or(|r| r.node_id != me || r.epoch != epoch);
+            if main.is_some_and(|m| m.node_id == upstream.node_id) {
+                // Pulling from the main origin: it changed under us.
+                deposed || main_moved(main)
+            } else {
+                // Pulling from another region's regional origin (the region
+                // graph): that region's record is gone or has a new holder.
+                deposed
+                    || t.upstream.as_ref().is_none_or(|u| {
+                        u.node_id != upstream.node_id || u.region != upstream.region
+                    })
+            }
         }
         v1::Role::Edge
             if main
@@ -410,6 +422,7 @@ mod tests {
                 ..Default::default()
             }),
             revision: 0,
+            upstream: None,
         })
     }
 
@@ -492,6 +505,33 @@ mod tests {
             t.live = false;
         }
         assert!(moved(&dead, me, v1::Role::RegionalOrigin, &u, 20));
+    }
+
+    #[test]
+    fn regional_origin_of_a_parent_region_moves_with_that_region() {
+        // r3-1 holds region r3 and pulls from r2's regional origin r2-1.
+        let u = up("r2-1", "r2", 30);
+        let me = "r3-1";
+        let with_parent = |parent: Option<(&str, &str)>| {
+            let mut t = topo(("o", 10), Some((me, 40)));
+            if let Some(t) = t.as_mut() {
+                t.upstream = parent.map(|(n, r)| v1::RegionalOrigin {
+                    node_id: n.into(),
+                    region: r.into(),
+                    epoch: 31,
+                    ..Default::default()
+                });
+            }
+            t
+        };
+        let role = v1::Role::RegionalOrigin;
+        // The parent's record rewritten in place (same holder): no move.
+        assert!(!moved(&with_parent(Some(("r2-1", "r2"))), me, role, &u, 40));
+        // Gone, or held by another node now: re-resolve.
+        assert!(moved(&with_parent(None), me, role, &u, 40));
+        assert!(moved(&with_parent(Some(("r2-2", "r2"))), me, role, &u, 40));
+        // Our own record rewritten (re-parented, rebalanced): re-resolve.
+        assert!(moved(&with_parent(Some(("r2-1", "r2"))), me, role, &u, 39));
     }
 
     #[test]

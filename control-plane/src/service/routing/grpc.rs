@@ -9,9 +9,8 @@ use tonic::{Request, Response, Status};
 
 use strata_proto::v1::{self, routing_service_server::RoutingService};
 
-use super::RoutingApi;
+use super::{RoutingApi, upstream};
 use crate::error::Error;
-use crate::service::convert;
 use strata_common::names::{self, NameKind};
 
 use crate::auth::{self, Need};
@@ -102,7 +101,14 @@ impl RoutingService for RoutingApi {
         // Woken by changes of this stream's records only, not by every revision.
         let mut changes = self.state.cache().stream_changes(&req.stream);
         tokio::spawn(async move {
-            let key = |t: &v1::StreamTopology| (t.live, t.main.clone(), t.regional.clone());
+            let key = |t: &v1::StreamTopology| {
+                (
+                    t.live,
+                    t.main.clone(),
+                    t.regional.clone(),
+                    t.upstream.clone(),
+                )
+            };
             let mut last = api.topology(&req.stream, &req.region);
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
@@ -134,7 +140,7 @@ impl RoutingService for RoutingApi {
         let streams = view
             .streams
             .iter()
-            .filter_map(|(id, st)| convert::tree(id, st, view.standbys.get(id).map(|b| &**b)))
+            .filter_map(|(id, st)| upstream::tree(&self.state, &view, id, st))
             .collect();
         Ok(Response::new(v1::ListStreamsResponse { streams }))
     }
@@ -145,10 +151,10 @@ impl RoutingService for RoutingApi {
         self.state.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream).map_err(Error::from)?;
         let view = self.state.cache().read();
-        let tree = view.streams.get(&req.stream).and_then(|st| {
-            let standby = view.standbys.get(&req.stream).map(|b| &**b);
-            convert::tree(&req.stream, st, standby)
-        });
+        let tree = view
+            .streams
+            .get(&req.stream)
+            .and_then(|st| upstream::tree(&self.state, &view, &req.stream, st));
         tree.map(Response::new).ok_or_else(|| {
             Status::from(Error::NotFound(format!(
                 "stream {:?} is not live",

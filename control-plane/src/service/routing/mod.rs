@@ -20,6 +20,7 @@ mod standby;
 pub(crate) use standby::standby_origin;
 #[cfg(test)]
 mod tests;
+pub(crate) mod upstream;
 
 /// Attempts of one resolve under contention before giving up.
 const MAX_ATTEMPTS: usize = 5;
@@ -48,7 +49,7 @@ pub(super) fn versioned<T: for<'de> serde::Deserialize<'de>>(
     }))
 }
 
-fn upstream_main(m: &Versioned<MainRecord>) -> v1::Upstream {
+pub(super) fn upstream_main(m: &Versioned<MainRecord>) -> v1::Upstream {
     v1::Upstream {
         node_id: m.value.node_id.clone(),
         region: m.value.region.clone(),
@@ -57,7 +58,7 @@ fn upstream_main(m: &Versioned<MainRecord>) -> v1::Upstream {
     }
 }
 
-fn upstream_regional(region: &str, r: &Versioned<RegionalRecord>) -> v1::Upstream {
+pub(super) fn upstream_regional(region: &str, r: &Versioned<RegionalRecord>) -> v1::Upstream {
     v1::Upstream {
         node_id: r.value.node_id.clone(),
         region: region.to_owned(),
@@ -241,15 +242,30 @@ impl RoutingApi {
                     let Some(r) = regional.as_deref() else {
                         continue;
                     };
-                    s.metrics().resolves_cached.inc();
-                    let up = upstream_main(m);
-                    return Ok(answer(
-                        stream,
-                        m,
-                        v1::Role::RegionalOrigin,
-                        Some(up),
-                        r.epoch(),
-                    ));
+                    let held = {
+                        let view = s.cache().read();
+                        upstream::held_upstream(s, &view, stream, m, &r.value, unreachable)
+                    };
+                    if let Some(up) = held {
+                        s.metrics().resolves_cached.inc();
+                        let epoch = r.epoch();
+                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
+                    }
+                    // Its upstream region's origin died, drained or moved:
+                    // re-parent by the same rule, in place (guarded on the
+                    // record being still this one).
+                    let avoid = unreachable.map(|(n, _)| n);
+                    let (won, m2, r2, up) = self
+                        .claim(stream, region, node, m, r.mod_revision, avoid)
+                        .await?;
+                    if won {
+                        let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
+                        info!(%stream, %region, node = %node.id, epoch, upstream = %up.node_id,
+                            upstream_region = %up.region, "regional origin re-parented");
+                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
+                    }
+                    main = m2;
+                    regional = r2;
                 }
                 Decision::PullFromRegional(holder) => {
                     let Some(r) = regional.as_deref() else {
@@ -268,12 +284,14 @@ impl RoutingApi {
                     return Ok(answer(stream, m, v1::Role::Edge, Some(up), m.epoch()));
                 }
                 Decision::Claim { replace } => {
-                    let (won, m2, r2) = self.claim(stream, region, node, m, replace).await?;
+                    let avoid = unreachable.map(|(n, _)| n);
+                    let (won, m2, r2, up) =
+                        self.claim(stream, region, node, m, replace, avoid).await?;
                     if won {
                         s.metrics().claims_won.inc();
                         let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
-                        info!(%stream, %region, node = %node.id, epoch, "regional origin claimed");
-                        let up = upstream_main(m);
+                        info!(%stream, %region, node = %node.id, epoch, upstream = %up.node_id,
+                            upstream_region = %up.region, "regional origin claimed");
                         return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
                     }
                     s.metrics().claims_lost.inc();
@@ -323,9 +341,16 @@ impl RoutingApi {
                 // A draining node may not claim: it pulls from the main origin.
                 Decision::Claim { .. } if node.draining => from_main()?,
                 Decision::HoldsRegional => {
-                    let epoch = regional?.epoch();
-                    let up = upstream_main(m);
-                    answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch)
+                    let r = regional?;
+                    let up = upstream::held_upstream(
+                        &self.state,
+                        &view,
+                        stream,
+                        m,
+                        &r.value,
+                        unreachable,
+                    )?;
+                    answer(stream, m, v1::Role::RegionalOrigin, Some(up), r.epoch())
                 }
                 Decision::PullFromRegional(holder) => {
                     let r = regional?;
@@ -346,8 +371,18 @@ impl RoutingApi {
         Some(resp)
     }
 
-    /// One guarded claim of a region's origin. Returns whether it was won and
-    /// the main and regional records as the store holds them afterwards.
+    /// One guarded claim of a region's origin (or, with `replace` naming
+    /// the caller's own record, a re-parenting in place), pulling from the
+    /// upstream the region graph chooses now. Returns whether it was won,
+    /// the main and regional records as the store holds them afterwards, and
+    /// the chosen upstream. `avoid` is a node the caller reported
+    /// unreachable: never chosen.
+    ///
+    /// The choice's chain (the parent's record and each of its upstreams')
+    /// is part of the guard: the claim commits only if every record on the
+    /// way to the main origin is still the one the choice read, none of
+    /// which passes through this region, so two regions claiming at the same
+    /// moment can never pull from each other.
     async fn claim(
         &self,
         stream: &str,
@@ -355,20 +390,28 @@ impl RoutingApi {
         node: &NodeRecord,
         main: &Versioned<MainRecord>,
         replace: i64,
+        avoid: Option<&str>,
     ) -> Result<(
         bool,
         Option<Arc<Versioned<MainRecord>>>,
         Option<Arc<Versioned<RegionalRecord>>>,
+        v1::Upstream,
     )> {
         let s = &self.state;
         let (main_key, reg_key) = (s.keys().main(stream), s.keys().regional(stream, region));
+        let picked = {
+            let view = s.cache().read();
+            upstream::choose(s, &view, stream, main, region, avoid)
+        };
         let record = RegionalRecord {
             node_id: node.id.clone(),
             relay_addr: node.relay_addr.clone(),
-            upstream_node_id: main.value.node_id.clone(),
+            upstream_node_id: picked.upstream.node_id.clone(),
             main_epoch: main.epoch(),
+            upstream_region: picked.choice.parent.clone(),
+            depth: picked.choice.depth,
         };
-        let guard = vec![
+        let mut guard = vec![
             Compare::ModRevision(main_key.clone(), main.epoch()),
             if replace == 0 {
                 Compare::CreateRevision(reg_key.clone(), 0)
@@ -376,6 +419,13 @@ impl RoutingApi {
                 Compare::ModRevision(reg_key.clone(), replace)
             },
         ];
+        guard.extend(
+            picked
+                .choice
+                .chain
+                .iter()
+                .map(|(r, rev)| Compare::ModRevision(s.keys().regional(stream, r), *rev)),
+        );
         // Replacing a stale holder in place gives the record a new mod
         // revision, i.e. a new epoch.
         let then = vec![
@@ -393,14 +443,19 @@ impl RoutingApi {
             .txn(guard, then, vec![Op::Get(main_key), Op::Get(reg_key)])
             .await?;
         let mut gets = out.gets.into_iter();
-        let (m, r) = (
-            versioned(gets.next().flatten()),
-            versioned(gets.next().flatten()),
-        );
-        if out.succeeded {
+        let m = versioned::<MainRecord>(gets.next().flatten());
+        let r = versioned::<RegionalRecord>(gets.next().flatten());
+        // Won: the claimant's watch is served from the cache. Lost to a record
+        // of the chosen chain that moved: the next choice, made from the
+        // cache, must see it. Lost to another claim of the region: the next
+        // decision has that record from the transaction and needs no wait.
+        let lost_to_claim = r
+            .as_ref()
+            .is_some_and(|r| r.mod_revision != replace && r.value.node_id != node.id);
+        if out.succeeded || !lost_to_claim {
             s.cache().wait_for(out.revision, s.config().lease_ttl).await;
         }
-        Ok((out.succeeded, m, r))
+        Ok((out.succeeded, m, r, picked.upstream))
     }
 
     /// Records that `node` pulls `stream` from `upstream`, unless the cache
@@ -464,14 +519,20 @@ impl RoutingApi {
         let view = self.state.cache().read();
         let st = view.streams.get(stream);
         let main = st.and_then(|st| st.main.as_ref());
+        let regional = st
+            .and_then(|st| st.regions.get(region))
+            .filter(|r| main.is_some_and(|m| m.epoch() == r.value.main_epoch));
         v1::StreamTopology {
             live: main.is_some(),
             main: main.map(|m| convert::main_origin(stream, m)),
-            regional: st
-                .and_then(|st| st.regions.get(region))
-                .filter(|r| main.is_some_and(|m| m.epoch() == r.value.main_epoch))
-                .map(|r| convert::regional(stream, region, r)),
+            regional: regional.map(|r| convert::regional(stream, region, r)),
             revision: view.revision,
+            // The record of the region this one pulls from, so that its
+            // regional origin learns when that one goes.
+            upstream: regional
+                .and_then(|r| r.value.upstream_region.as_deref())
+                .and_then(|p| Some((p, st?.regions.get(p)?)))
+                .map(|(p, r)| convert::regional(stream, p, r)),
         }
     }
 }

@@ -32,6 +32,8 @@ impl Fixture {
         let config = ServiceConfig {
             lease_ttl: Duration::from_secs(10),
             load_tolerance: 0.1,
+            max_region_hops: 3,
+            link_costs: Default::default(),
         };
         let metrics = Arc::new(Metrics::default());
         let state = State::new(kv.clone(), keys.clone(), cache, config, metrics);

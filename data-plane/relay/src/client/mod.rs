@@ -44,6 +44,8 @@ pub(crate) struct Upstream {
     peer: String,
     routes: Routes,
     accept_task: tokio::task::JoinHandle<()>,
+    /// Keeps the connection in the link measurements while it lives.
+    _link: crate::links::LinkGuard,
 }
 
 impl Drop for Upstream {
@@ -226,6 +228,7 @@ impl RelayClient {
             .instrument(tracing::debug_span!("relay.upstream", peer = %peer)),
         );
         Ok(Upstream {
+            _link: crate::links::track(&self.inner.stats, &peer, &conn),
             conn,
             peer,
             routes,

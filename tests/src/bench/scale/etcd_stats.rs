@@ -146,7 +146,7 @@ fn source(kind: Option<KeyKind<'_>>) -> usize {
         Some(KeyKind::Standby(_)) => 2,
         Some(KeyKind::Regional(..)) => 3,
         Some(KeyKind::Subscriber(..)) => 4,
-        Some(KeyKind::Revoked(..)) => 5,
+        Some(KeyKind::Revoked(..) | KeyKind::Link(..)) => 5,
         None => 6,
     }
 }
