@@ -327,7 +327,7 @@ pub fn topology_of(state: &State) -> Topology {
     let streams: Vec<v1::StreamTree> = view
         .streams
         .iter()
-        .filter_map(|(id, st)| convert::tree(id, st))
+        .filter_map(|(id, st)| convert::tree_with_players(&view, id, st))
         .collect();
     Topology::build(&nodes, &streams, view.revision, healthy, service::now_ms())
 }

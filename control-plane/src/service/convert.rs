@@ -2,7 +2,7 @@
 
 use strata_proto::v1;
 
-use crate::cache::{StreamState, Versioned};
+use crate::cache::{StreamState, Versioned, View};
 use crate::keys::{LoadRecord, MainRecord, NodeRecord, RegionalRecord};
 
 pub(crate) fn node_info(n: &NodeRecord) -> v1::NodeInfo {
@@ -23,6 +23,18 @@ pub(crate) fn load(l: &LoadRecord) -> v1::Load {
         publishers: l.publishers,
         egress_bps: l.egress_bps,
         cpu: l.cpu,
+        stream_players: l
+            .stream_players
+            .iter()
+            .map(|p| v1::StreamPlayers {
+                stream: p.stream.clone(),
+                players: p.players,
+                low: p.layers[0],
+                mid: p.layers[1],
+                high: p.layers[2],
+                region: String::new(),
+            })
+            .collect(),
     }
 }
 
@@ -62,6 +74,18 @@ pub(crate) fn regional(
     }
 }
 
+/// A stream's tree with its players per region and layer (from the view's load records):
+/// what `GetStream`, `ListStreams` and the dashboard show.
+pub(crate) fn tree_with_players(
+    view: &View,
+    stream: &str,
+    s: &StreamState,
+) -> Option<v1::StreamTree> {
+    let mut tree = tree(stream, s)?;
+    tree.players = super::stream_players::by_region(view, stream);
+    Some(tree)
+}
+
 pub(crate) fn tree(stream: &str, s: &StreamState) -> Option<v1::StreamTree> {
     let main = s.main.as_ref()?;
     Some(v1::StreamTree {
@@ -85,5 +109,7 @@ pub(crate) fn tree(stream: &str, s: &StreamState) -> Option<v1::StreamTree> {
             subs.sort_by(|a, b| (&a.region, &a.node_id).cmp(&(&b.region, &b.node_id)));
             subs
         },
+        // From the load records: `tree_with_players`.
+        players: Vec::new(),
     })
 }

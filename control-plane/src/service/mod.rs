@@ -5,6 +5,7 @@ mod load;
 mod nodes;
 mod placement;
 mod routing;
+pub(crate) mod stream_players;
 
 use std::sync::Arc;
 use std::time::Duration;

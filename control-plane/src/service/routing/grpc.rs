@@ -97,7 +97,7 @@ impl RoutingService for RoutingApi {
         let streams = view
             .streams
             .iter()
-            .filter_map(|(id, st)| convert::tree(id, st))
+            .filter_map(|(id, st)| convert::tree_with_players(&view, id, st))
             .collect();
         Ok(Response::new(v1::ListStreamsResponse { streams }))
     }
@@ -111,7 +111,7 @@ impl RoutingService for RoutingApi {
         let tree = view
             .streams
             .get(&req.stream)
-            .and_then(|st| convert::tree(&req.stream, st));
+            .and_then(|st| convert::tree_with_players(&view, &req.stream, st));
         tree.map(Response::new).ok_or_else(|| {
             Status::from(Error::NotFound(format!(
                 "stream {:?} is not live",
