@@ -196,6 +196,22 @@ pub struct LoadRecord {
     pub egress_bps: u64,
     /// CPU in cores.
     pub cpu: f32,
+    /// Players per stream and simulcast layer (left out when empty, so older records and
+    /// nodes without players are unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_players: Vec<StreamPlayersRecord>,
+}
+
+/// Players of one stream on a node, by layer (`load/{node}`'s `stream_players`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPlayersRecord {
+    /// Stream id.
+    pub stream: String,
+    /// Players of the stream.
+    pub players: u32,
+    /// On the low, mid and high layer.
+    #[serde(default)]
+    pub layers: [u32; 3],
 }
 
 /// `streams/{stream}/main`: the main origin.

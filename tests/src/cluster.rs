@@ -12,7 +12,7 @@ use strata_relay::certs::DevCa;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::control::{Clients, ControlPlane, Store};
+use crate::control::{Clients, ControlPlane, Options, Store};
 use crate::etcd::EtcdProcess;
 
 /// A node running in this process.
@@ -72,8 +72,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts etcd and a control plane with this lease TTL.
     pub async fn start(lease_ttl: Duration) -> Result<Cluster> {
+        Self::start_with(lease_ttl, Options::default()).await
+    }
+
+    /// Like [`Cluster::start`], the control plane started with `options` (e.g. its HTTP
+    /// side, for the dashboard's topology).
+    pub async fn start_with(lease_ttl: Duration, options: Options) -> Result<Cluster> {
         let (etcd, store) = Store::etcd().await?;
-        let cp = ControlPlane::start(&store, lease_ttl).await?;
+        let cp = ControlPlane::start_with(&store, lease_ttl, options).await?;
         let clients = cp.clients().await?;
         let certs = std::env::temp_dir().join(format!(
             "strata-certs-{}-{}",

@@ -6,6 +6,7 @@
 //! under a bound), not the figures.
 
 use strata_tests::bench::control::{self, ControlArgs};
+use strata_tests::bench::fanout::simulcast::Mode;
 use strata_tests::bench::fanout::{self, FanoutArgs};
 use strata_tests::bench::ingest::{self, IngestArgs, Kind as IngestKind};
 use strata_tests::bench::relay::{self, RelayArgs};
@@ -113,6 +114,42 @@ async fn netns_bench_fanout_smoke() {
         assert_eq!(step.starved, 0, "{:?}: {step:?}", r.kind);
         assert!(step.mbit_out > 0.0, "{:?}: {step:?}", r.kind);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_bench_fanout_simulcast_smoke() {
+    strata_tests::ports::require_netns("netns_bench_fanout_simulcast_smoke");
+    // Three players, so the mixed ramp has one on each layer.
+    let args = FanoutArgs {
+        servers: vec!["strata".into()],
+        steps: vec![3],
+        simulcast: true,
+        ..FanoutArgs::quick()
+    };
+    let report = fanout::measure(args)
+        .await
+        .expect("fanout --quick --simulcast");
+    println!("{}", report.text);
+    let modes: Vec<Mode> = report.results.iter().map(|r| r.mode).collect();
+    assert_eq!(
+        modes,
+        [Mode::Single, Mode::Auto, Mode::Mixed],
+        "{:?}",
+        report.notes
+    );
+    for r in &report.results {
+        let step = r.steps.first().expect("one step");
+        assert_eq!(step.players, 3, "{}: {step:?}", r.label());
+        assert_eq!(step.failed, 0, "{}: {step:?}", r.label());
+        assert_eq!(step.starved, 0, "{}: {step:?}", r.label());
+        assert!(step.mbit_out > 0.0, "{}: {step:?}", r.label());
+    }
+    assert!(
+        report.text.contains("÷ Strata**"),
+        "no simulcast ÷ single-layer row:\n{}",
+        report.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,7 @@ async fn node_lifecycle(mut e: Env) {
         publishers: 1,
         egress_bps: 9000,
         cpu: 0.5,
+        stream_players: Vec::new(),
     };
     let ka = v1::KeepAliveRequest {
         node_id: "n1".into(),

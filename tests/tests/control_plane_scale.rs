@@ -19,6 +19,7 @@ fn load(players: u32, egress_bps: u64, cpu: f32) -> v1::Load {
         publishers: 0,
         egress_bps,
         cpu,
+        stream_players: Vec::new(),
     }
 }
 

@@ -58,7 +58,7 @@ async fn node(
             let req = v1::KeepAliveRequest {
                 node_id: id.clone(),
                 lease_id: lease,
-                load: Some(load),
+                load: Some(load.clone()),
             };
             let _ = c.nodes.keep_alive(req).await;
             tokio::time::sleep(TTL / 6).await;
@@ -73,6 +73,7 @@ fn load(players: u32, streams: u32, publishers: u32, egress_bps: u64, cpu: f32) 
         publishers,
         egress_bps,
         cpu,
+        stream_players: Vec::new(),
     }
 }
 

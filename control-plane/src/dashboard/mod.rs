@@ -3,10 +3,11 @@
 //! self-contained dashboard page that polls it.
 
 pub mod model;
+mod players;
 
 pub use model::{
-    LoadView, MainView, NodeView, RegionSummary, RegionalView, Role, StreamView, SubscriberView,
-    Topology, TreeNode,
+    LoadView, MainView, NodeView, RegionPlayers, RegionSummary, RegionalView, Role, StreamView,
+    SubscriberView, Topology, TreeNode,
 };
 
 /// The dashboard page: one HTML file with inline CSS and JavaScript, no

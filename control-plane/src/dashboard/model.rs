@@ -22,6 +22,7 @@
 //!     "regional_origins": [ { "region", "node", "epoch", "upstream" } ],
 //!     "subscribers": [ { "node", "region", "upstream" } ],
 //!     "tree": { "node", "region", "role", "epoch", "children": [ … ] },
+//!     "players": [ { "region", "players", "low", "mid", "high" } ],  // per region and layer
 //!     "detached": [ … ]           // records whose upstream is not in the tree (transient)
 //!   } ]
 //! }
@@ -36,6 +37,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strata_proto::v1;
+
+pub use super::players::RegionPlayers;
+use super::players::region_players;
 
 /// A snapshot of the whole cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +136,9 @@ pub struct StreamView {
     pub tree: TreeNode,
     /// Records whose upstream is not in the tree (a moment during failover).
     pub detached: Vec<TreeNode>,
+    /// Players per region and simulcast layer, ordered by region (from load reports).
+    #[serde(default)]
+    pub players: Vec<RegionPlayers>,
 }
 
 impl StreamView {
@@ -295,6 +302,7 @@ pub fn stream_view(t: &v1::StreamTree) -> Option<StreamView> {
         subscribers,
         tree,
         detached,
+        players: region_players(t),
     })
 }
 
@@ -469,6 +477,7 @@ pub(crate) mod tests {
                 },
             ],
             standby: None,
+            players: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use strata_proto::v1;
 
-use crate::cache::{StreamState, Versioned};
+use crate::cache::{StreamState, Versioned, View};
 use crate::keys::{LoadRecord, MainRecord, NodeRecord, RegionalRecord, StandbyRecord};
 
 pub(crate) fn node_info(n: &NodeRecord) -> v1::NodeInfo {
@@ -23,6 +23,18 @@ pub(crate) fn load(l: &LoadRecord) -> v1::Load {
         publishers: l.publishers,
         egress_bps: l.egress_bps,
         cpu: l.cpu,
+        stream_players: l
+            .stream_players
+            .iter()
+            .map(|p| v1::StreamPlayers {
+                stream: p.stream.clone(),
+                players: p.players,
+                low: p.layers[0],
+                mid: p.layers[1],
+                high: p.layers[2],
+                region: String::new(),
+            })
+            .collect(),
     }
 }
 
@@ -66,6 +78,18 @@ pub(crate) fn regional(
     }
 }
 
+/// A stream's tree with its players per region and layer (from the view's load records):
+/// what `GetStream`, `ListStreams` and the dashboard show.
+pub(crate) fn tree_with_players(
+    view: &View,
+    stream: &str,
+    s: &StreamState,
+) -> Option<v1::StreamTree> {
+    let mut tree = tree(stream, s, view.standbys.get(stream).map(|b| &**b))?;
+    tree.players = super::stream_players::by_region(view, stream);
+    Some(tree)
+}
+
 pub(crate) fn tree(
     stream: &str,
     s: &StreamState,
@@ -94,5 +118,7 @@ pub(crate) fn tree(
             subs
         },
         standby: standby.map(|b| super::routing::standby_origin(stream, b)),
+        // From the load records: `tree_with_players`.
+        players: Vec::new(),
     })
 }

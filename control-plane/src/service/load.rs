@@ -10,7 +10,7 @@
 
 use strata_proto::v1;
 
-use super::State;
+use super::{State, stream_players};
 use crate::error::Result;
 use crate::keys::{self, LoadRecord, NodeRecord};
 
@@ -56,6 +56,7 @@ pub(super) async fn report(s: &State, node: &NodeRecord, l: v1::Load) -> Result<
         } else {
             0.0
         },
+        stream_players: stream_players::record(&l.stream_players),
     };
     let write = {
         let view = s.cache().read();
@@ -104,6 +105,7 @@ pub fn worth_writing(
         || count(old.publishers, new.publishers)
         || egress
         || cpu
+        || stream_players::material(&old.stream_players, &new.stream_players, count)
 }
 
 #[cfg(test)]
@@ -117,6 +119,7 @@ mod tests {
             publishers: 1,
             egress_bps,
             cpu,
+            stream_players: Vec::new(),
         }
     }
 

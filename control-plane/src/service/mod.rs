@@ -6,6 +6,7 @@ mod load;
 mod nodes;
 mod placement;
 mod routing;
+pub(crate) mod stream_players;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

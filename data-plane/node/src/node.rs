@@ -240,6 +240,7 @@ impl LoadMeter {
             publishers: state.session_count(SessionKind::Publisher) as u32,
             egress_bps,
             cpu,
+            stream_players: crate::layers::stream_players(state.players_by_stream()),
         }
     }
 }

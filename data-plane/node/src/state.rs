@@ -395,6 +395,20 @@ impl NodeState {
             .any(|s| s.kind == SessionKind::Publisher && s.stream == stream)
     }
 
+    /// Players per stream, with the simulcast layer each receives now (`None`: a stream
+    /// without simulcast, or a player not placed on a layer yet).
+    pub fn players_by_stream(&self) -> HashMap<String, Vec<Option<strata_media::Layer>>> {
+        let mut out: HashMap<String, Vec<Option<strata_media::Layer>>> = HashMap::new();
+        for s in lock(&self.sessions)
+            .values()
+            .filter(|s| s.kind == SessionKind::Player)
+        {
+            let layer = s.candidates.player_info().and_then(|i| i.layer());
+            out.entry(s.stream.clone()).or_default().push(layer);
+        }
+        out
+    }
+
     /// Players of one stream on this node.
     pub fn players_of(&self, stream: &str) -> usize {
         lock(&self.sessions)

@@ -40,6 +40,7 @@ pub fn load(players: u32, streams: u32, egress_bps: u64, cpu: f32) -> v1::Load {
         publishers: 0,
         egress_bps,
         cpu,
+        stream_players: Vec::new(),
     }
 }
 
@@ -84,7 +85,7 @@ impl Env {
                 let req = v1::KeepAliveRequest {
                     node_id: id.clone(),
                     lease_id: lease,
-                    load: Some(load),
+                    load: Some(load.clone()),
                 };
                 let _ = c.nodes.keep_alive(req).await;
                 tokio::time::sleep(TTL / 6).await;

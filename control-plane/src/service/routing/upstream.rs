@@ -142,7 +142,7 @@ pub(crate) fn tree(
     stream: &str,
     st: &StreamState,
 ) -> Option<v1::StreamTree> {
-    let mut tree = convert::tree(stream, st, view.standbys.get(stream).map(|b| &**b))?;
+    let mut tree = convert::tree_with_players(view, stream, st)?;
     let main = st.main.as_deref()?;
     for r in &mut tree.regional {
         let region = r.region.clone();

@@ -9,6 +9,7 @@
 
 mod player;
 mod publisher;
+mod simulcast;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,6 +23,7 @@ use webrtc::peer_connection::{
 
 pub use player::{ClientCodec, Player, PlayerOptions, ReceivedPacket};
 pub use publisher::Publisher;
+pub use simulcast::SimulcastPublisher;
 
 use crate::RtcError;
 use crate::engine::{rtc_configuration, setting_engine};

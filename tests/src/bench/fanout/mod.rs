@@ -16,17 +16,18 @@
 //! candidates on `lo`).
 
 pub(crate) mod client;
+mod encode;
 mod janus;
 mod plot;
 pub(crate) mod procstat;
 mod report;
 mod results;
+pub mod simulcast;
 pub(crate) mod source;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -35,7 +36,8 @@ use tokio::task::JoinHandle;
 
 use self::client::{LoadPeer, RecvLoop, Tally};
 use self::procstat::{CpuMark, rss_bytes};
-use self::source::Source;
+use self::simulcast::Mode;
+use self::source::{Fed, Source};
 use crate::bench::machine::Machine;
 use crate::bench::wan::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
 use crate::bench::wan::netns;
@@ -100,6 +102,10 @@ pub struct FanoutArgs {
     /// with a header line and rows `server,players,cpu_cores,loss_pct`.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// Also ramp Strata with a three-layer simulcast publisher: players on `auto`, then a
+    /// third each pinned to `low`, `mid` and `high` (ratios against the single-layer ramp).
+    #[arg(long)]
+    pub simulcast: bool,
 }
 
 impl FanoutArgs {
@@ -122,6 +128,7 @@ impl FanoutArgs {
             results_dir: None,
             svg: None,
             compare: None,
+            simulcast: false,
         }
     }
 }
@@ -191,9 +198,16 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     let mut targets = Vec::new();
     let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
     if want("strata") {
-        match args.rtc_workers.is_empty() {
-            true => targets.push((Kind::Strata, None)),
-            false => targets.extend(args.rtc_workers.iter().map(|&w| (Kind::Strata, Some(w)))),
+        let workers: Vec<Option<usize>> = match args.rtc_workers.is_empty() {
+            true => vec![None],
+            false => args.rtc_workers.iter().map(|&w| Some(w)).collect(),
+        };
+        let modes: &[Mode] = match args.simulcast {
+            true => &[Mode::Single, Mode::Auto, Mode::Mixed],
+            false => &[Mode::Single],
+        };
+        for w in workers {
+            targets.extend(modes.iter().map(|&m| (Kind::Strata, w, m)));
         }
     }
     let mut notes = Vec::new();
@@ -202,7 +216,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
             (!netns::is_root()).then(|| "Janus needs root for its extra interface".to_owned())
         });
         match reason {
-            None => targets.push((Kind::Janus, None)),
+            None => targets.push((Kind::Janus, None, Mode::Single)),
             Some(why) if args.servers.is_empty() => notes.push(format!("Janus skipped: {why}")),
             Some(why) => bail!("cannot run Janus: {why}"),
         }
@@ -226,6 +240,10 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         Duration::from_secs(3)
     });
     let source = source::load(quick).await?;
+    let simulcast_source = match args.simulcast {
+        true => Some(simulcast::load(quick).await?),
+        false => None,
+    };
     let pin = !args.no_pin && !quick && machine.nproc >= 2;
     let server_cores = args.server_cores.clamp(1, machine.nproc.max(1));
     let server_cpus = match server_cores {
@@ -248,10 +266,14 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         janus_event_loops: args.janus_event_loops,
     };
     let mut results = Vec::new();
-    for (kind, workers) in targets {
-        let label = report::label(kind, workers);
+    for (kind, workers, mode) in targets {
+        let label = report::label(kind, workers, mode);
         eprintln!("fanout: {label}");
-        let r = measure_server(kind, workers, &source, &cfg).await;
+        let src = match (mode.simulcast(), &simulcast_source) {
+            (true, Some(s)) => s,
+            _ => &source,
+        };
+        let r = measure_server(kind, workers, mode, src, &cfg).await;
         match r {
             Ok(r) => results.push(r),
             Err(e) if quick => return Err(e.context(format!("{label} fan-out"))),
@@ -275,6 +297,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     let text = report::render(&report::Context {
         machine: &machine,
         source: &source,
+        simulcast_source: simulcast_source.as_ref(),
         window,
         max_loss: args.max_loss,
         placement: &placement,
@@ -324,12 +347,14 @@ struct RampConfig {
     janus_event_loops: usize,
 }
 
-/// Packets the feeder sent so far: the expected side of loss.
-type Fed = AtomicU64;
-
 /// A server under test with its source running.
 struct Server {
     kind: Kind,
+    /// How players choose layers.
+    mode: Mode,
+    /// Per clip track, whether a player on each layer receives it: `[low, mid, high]`, or
+    /// one entry (every track) for a single-layer source.
+    received: Vec<Vec<bool>>,
     pid: u32,
     /// Signalling target: WHEP URL or Janus API URL.
     url: String,
@@ -364,12 +389,20 @@ impl Drop for Server {
 async fn start_server(
     kind: Kind,
     rtc_workers: Option<usize>,
+    mode: Mode,
     source: &Source,
     cfg: &RampConfig,
 ) -> Result<Server> {
     let cpus = cfg.server_cpus.clone();
-    let fed = Arc::new(Fed::default());
+    let fed = Arc::new(Fed::new(source.tracks.len()));
     let clip = Arc::clone(&source.clip);
+    let received = match source.simulcast() {
+        true => strata_media::Layer::ALL
+            .iter()
+            .map(|&l| source.received_by(Some(l)))
+            .collect(),
+        false => vec![source.received_by(None)],
+    };
     match kind {
         Kind::Strata => {
             let dir = ClusterDir::new("fanout")?;
@@ -390,9 +423,11 @@ async fn start_server(
             let mut node = NodeProcess::spawn(&dir, &control.url(), &spec)?;
             node.wait_ready(Duration::from_secs(40)).await?;
             let whip = format!("{}/whip/fanout", node.http);
-            let feeder = source::feed_whip(Arc::clone(&clip), &whip, Arc::clone(&fed)).await?;
+            let feeder = source::feed_source_whip(source, &whip, Arc::clone(&fed)).await?;
             Ok(Server {
                 kind,
+                mode,
+                received,
                 pid: node.pid(),
                 url: format!("{}/whep/fanout", node.http),
                 bind_ip: Ipv4Addr::LOCALHOST.into(),
@@ -423,6 +458,8 @@ async fn start_server(
                 source::feed_rtp(Arc::clone(&clip), janus.rtp_ports.clone(), Arc::clone(&fed));
             Ok(Server {
                 kind,
+                mode,
+                received,
                 pid: janus.pid(),
                 url: janus.api.clone(),
                 // libnice sends from its 127.0.0.2 socket out of that interface: a player on
@@ -442,9 +479,16 @@ async fn start_server(
 }
 
 impl Server {
-    async fn new_peer(&self) -> Result<LoadPeer> {
+    /// Player `index` of the ramp (its index decides its layer in a mixed run).
+    async fn new_peer(&self, index: usize) -> Result<LoadPeer> {
         match self.kind {
-            Kind::Strata => LoadPeer::whep(&self.url, self.bind_ip, &self.recv.handle()).await,
+            Kind::Strata => {
+                let url = match self.mode.pinned(index) {
+                    Some(layer) => format!("{}?layer={}", self.url, layer.as_str()),
+                    None => self.url.clone(),
+                };
+                LoadPeer::whep(&url, self.bind_ip, &self.recv.handle()).await
+            }
             Kind::Janus => {
                 LoadPeer::janus(
                     &self.url,
@@ -457,8 +501,23 @@ impl Server {
         }
     }
 
-    fn fed(&self) -> u64 {
-        self.fed.load(Ordering::Relaxed)
+    /// Packets sent per clip track so far.
+    fn fed(&self) -> Vec<u64> {
+        self.fed.snapshot()
+    }
+
+    /// Of the packets sent between two [`fed`](Self::fed) snapshots, those player `index`
+    /// should have received.
+    fn expected(&self, index: usize, before: &[u64], after: &[u64]) -> u64 {
+        let layer = self.mode.expected(index).map_or(0, |l| l.index());
+        let Some(received) = self.received.get(layer).or(self.received.first()) else {
+            return 0;
+        };
+        (after.iter().zip(before))
+            .zip(received)
+            .filter(|(_, r)| **r)
+            .map(|((a, b), _)| a.saturating_sub(*b))
+            .sum()
     }
 }
 
@@ -470,11 +529,12 @@ const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
 async fn measure_server(
     kind: Kind,
     rtc_workers: Option<usize>,
+    mode: Mode,
     source: &Source,
     cfg: &RampConfig,
 ) -> Result<ServerResult> {
-    let server = start_server(kind, rtc_workers, source, cfg).await?;
-    let label = report::label(kind, rtc_workers);
+    let server = start_server(kind, rtc_workers, mode, source, cfg).await?;
+    let label = report::label(kind, rtc_workers, mode);
     // Idle with the source flowing: the baseline for memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base_mark = CpuMark::take(server.pid);
@@ -524,6 +584,7 @@ async fn measure_server(
     Ok(ServerResult {
         kind,
         rtc_workers,
+        mode,
         server_cores: cfg.server_cores,
         steps,
         idle_cores,
@@ -551,7 +612,8 @@ async fn set_players(
     let mut failed = 0;
     while peers.len() + failed < target {
         let batch = (target - peers.len() - failed).min(CONNECT_CONCURRENCY);
-        let tasks: Vec<_> = (0..batch).map(|_| server.new_peer()).collect();
+        let first = peers.len() + failed;
+        let tasks: Vec<_> = (first..first + batch).map(|i| server.new_peer(i)).collect();
         for r in futures::future::join_all(tasks).await {
             match r {
                 Ok(p) => peers.push(p),
@@ -591,7 +653,7 @@ async fn measure_step(
     let client_mark = CpuMark::take(std::process::id());
     tokio::time::sleep(window_len).await;
     let after: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
-    let fed = server.fed() - fed_before;
+    let fed_after = server.fed();
     let cores = CpuMark::take(server.pid).cores_since(&server_mark);
     let client_cores = CpuMark::take(std::process::id()).cores_since(&client_mark);
     let udp_drops = procstat::udp_drops().saturating_sub(udp_before);
@@ -607,7 +669,9 @@ async fn measure_step(
         window.expected += d.expected;
         window.bytes += d.bytes;
     }
-    let offered = fed * peers.len() as u64;
+    let offered: u64 = (0..peers.len())
+        .map(|i| server.expected(i, &fed_before, &fed_after))
+        .sum();
     StepResult {
         target,
         players: peers.len(),

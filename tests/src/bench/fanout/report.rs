@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 
+mod simulcast;
+
 use super::Kind;
+use super::simulcast::Mode;
 use super::source::Source;
 use crate::bench::machine::Machine;
 use crate::grpcurl::find_executable;
@@ -60,12 +63,13 @@ impl Latency {
 }
 
 /// The name of a ramp: the server, and Strata's RTC workers when set.
-pub fn label(kind: Kind, rtc_workers: Option<usize>) -> String {
-    match rtc_workers {
-        Some(1) => format!("{} (1 RTC worker)", kind.name()),
-        Some(w) => format!("{} ({w} RTC workers)", kind.name()),
-        None => kind.name().to_owned(),
-    }
+pub fn label(kind: Kind, rtc_workers: Option<usize>, mode: Mode) -> String {
+    let workers = match rtc_workers {
+        Some(1) => " (1 RTC worker)".to_owned(),
+        Some(w) => format!(" ({w} RTC workers)"),
+        None => String::new(),
+    };
+    format!("{}{}{workers}", kind.name(), mode.suffix())
 }
 
 /// One step of a ramp.
@@ -135,6 +139,9 @@ pub struct ServerResult {
     /// Strata's `--rtc-workers`, when set.
     #[serde(default)]
     pub rtc_workers: Option<usize>,
+    /// Single-layer publisher, or simulcast and how the players chose layers.
+    #[serde(default)]
+    pub mode: Mode,
     /// CPUs the server was given.
     #[serde(default = "one")]
     pub server_cores: usize,
@@ -157,7 +164,7 @@ fn one() -> usize {
 impl ServerResult {
     /// The ramp's name.
     pub fn label(&self) -> String {
-        label(self.kind, self.rtc_workers)
+        label(self.kind, self.rtc_workers, self.mode)
     }
 
     /// Request → first RTP at the first (lightest) step.
@@ -208,6 +215,8 @@ impl ServerResult {
 pub struct Context<'a> {
     pub machine: &'a Machine,
     pub source: &'a Source,
+    /// The three-layer source of the simulcast ramps, if any ran.
+    pub simulcast_source: Option<&'a Source>,
     pub window: Duration,
     pub max_loss: f64,
     pub placement: &'a str,
@@ -260,6 +269,8 @@ fn per_player(s: &StepResult) -> PerPlayer {
 struct Summary {
     label: String,
     kind: Kind,
+    mode: Mode,
+    rtc_workers: Option<usize>,
     /// Players per core at ≤ max loss.
     per_core: Option<f64>,
     /// CPU per player (cores) at the common load.
@@ -340,6 +351,9 @@ pub fn render(c: &Context<'_>) -> String {
         "Source (the same packets to both): {}.  ",
         c.source.label
     );
+    if let Some(sim) = c.simulcast_source {
+        let _ = writeln!(out, "Simulcast ramps (Strata only): {}.  ", sim.label);
+    }
     let _ = writeln!(out, "{} ", c.placement);
     if c.results.iter().any(|r| r.kind == Kind::Janus) {
         let loops = match c.janus_event_loops {
@@ -424,6 +438,8 @@ pub fn render(c: &Context<'_>) -> String {
         summary.push(Summary {
             label: r.label(),
             kind: r.kind,
+            mode: r.mode,
+            rtc_workers: r.rtc_workers,
             per_core: cap.map(|n| n as f64 / cores as f64),
             cpu: pp.as_ref().and_then(|p| p.cpu),
             memory: slope,
@@ -443,7 +459,9 @@ pub fn render(c: &Context<'_>) -> String {
             );
         }
     }
-    let goals = render_goals(&summary, every_ramp_failed);
+    let _ = write!(out, "{}", simulcast::ratio_rows(&summary));
+    let mut goals = render_goals(&summary, every_ramp_failed);
+    goals.push_str(&simulcast::goal_lines(&summary, every_ramp_failed));
     if !goals.is_empty() {
         let _ = writeln!(out, "\nGoals:\n{goals}");
     }

@@ -9,33 +9,92 @@
 //! same, only the transport into the server differs.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use strata_media::TrackKind;
-use strata_rtc::client::{ClientConfig, Publisher};
+use anyhow::{Context, Result, bail};
+use strata_media::{Layer, TrackId, TrackInfo, TrackKind};
+use strata_rtc::RtcError;
+use strata_rtc::client::{ClientConfig, Publisher, SimulcastPublisher};
 use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
+use super::encode;
 use crate::grpcurl::find_executable;
 use crate::http;
-use crate::procs::child_command;
 
 /// Length of the generated clip (it loops seamlessly).
-const CLIP_SECONDS: u32 = 10;
-const VIDEO_PT: u8 = 96;
-const AUDIO_PT: u8 = 111;
+pub(super) const CLIP_SECONDS: u32 = 10;
 
 /// The clip and a description of it for the report.
 pub struct Source {
     /// The packets.
     pub clip: Arc<Clip>,
+    /// The clip's tracks as published: with a simulcast source, its video tracks carry
+    /// their layers and go out as the encodings of one section.
+    pub tracks: Vec<TrackInfo>,
     /// e.g. "VP8 1280×720 30 fps + Opus, 2.08 Mbit/s (generated with ffmpeg)".
     pub label: String,
+}
+
+impl Source {
+    /// A single-layer source: the clip's own tracks.
+    pub(super) fn single(clip: Clip, label: String) -> Source {
+        Source {
+            tracks: clip.tracks().to_vec(),
+            clip: Arc::new(clip),
+            label,
+        }
+    }
+
+    /// Whether the source sends simulcast layers.
+    pub fn simulcast(&self) -> bool {
+        self.tracks.iter().any(|t| t.layer.is_some())
+    }
+
+    /// The clip tracks a player on `layer` receives: every track without a layer, and the
+    /// one of `layer` (all of them for a single-layer source or `None`).
+    pub fn received_by(&self, layer: Option<Layer>) -> Vec<bool> {
+        self.tracks
+            .iter()
+            .map(|t| t.layer.is_none() || layer.is_none() || t.layer == layer)
+            .collect()
+    }
+}
+
+/// Packets the feeder sent so far, per clip track: the expected side of loss.
+#[derive(Debug, Default)]
+pub struct Fed(Vec<AtomicU64>);
+
+impl Fed {
+    /// Counters for a clip of `tracks` tracks.
+    pub fn new(tracks: usize) -> Fed {
+        Fed((0..tracks).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn add(&self, track: TrackId) {
+        if let Some(c) = self.0.get(usize::from(track)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts now, per track.
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// Average RTP bit rate of a clip's tracks for which `of` is true.
+pub(super) fn tracks_rate(clip: &Clip, of: impl Fn(usize) -> bool) -> f64 {
+    let bytes: usize = clip
+        .packets()
+        .iter()
+        .filter(|p| of(usize::from(p.track)))
+        .map(|p| p.rtp.len())
+        .sum();
+    bytes as f64 * 8.0 / clip.duration().as_secs_f64()
 }
 
 /// Average RTP bit rate of a clip.
@@ -53,7 +112,7 @@ pub async fn load(quick: bool) -> Result<Source> {
             Ok(clip) => clip,
             Err(_) => {
                 eprintln!("encoding a {CLIP_SECONDS} s 720p VP8 clip with ffmpeg (once)...");
-                let bytes = encode_with_ffmpeg().await?;
+                let bytes = encode::encode(&[encode::SINGLE], CLIP_SECONDS).await?;
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, &bytes)?;
                 std::fs::rename(&tmp, &path)?;
@@ -61,14 +120,12 @@ pub async fn load(quick: bool) -> Result<Source> {
             }
         };
         let rate = clip_rate(&clip);
-        return Ok(Source {
-            clip: Arc::new(clip),
-            label: format!(
-                "VP8 1280×720 30 fps + Opus, {:.2} Mbit/s (ffmpeg testsrc2 + noise, {})",
-                rate / 1e6,
-                path.display()
-            ),
-        });
+        let label = format!(
+            "VP8 1280×720 30 fps + Opus, {:.2} Mbit/s (ffmpeg testsrc2 + noise, {})",
+            rate / 1e6,
+            path.display()
+        );
+        return Ok(Source::single(clip, label));
     }
     let clip = Clip::load(fixture_path("clip-vp8.strm")).context("loading the VP8 fixture")?;
     let rate = clip_rate(&clip);
@@ -77,187 +134,18 @@ pub async fn load(quick: bool) -> Result<Source> {
     } else {
         "ffmpeg not installed"
     };
-    Ok(Source {
-        clip: Arc::new(clip),
-        label: format!(
-            "VP8 640×360 30 fps + Opus, {:.2} Mbit/s (committed fixture clip-vp8.strm; {why})",
-            rate / 1e6
-        ),
-    })
-}
-
-/// Runs ffmpeg in real time into two loopback sockets and returns the `.strm` bytes
-/// (format: `tests/fixtures/README.md`; same recipe as `tests/fixtures/make-clip.sh`).
-async fn encode_with_ffmpeg() -> Result<Vec<u8>> {
-    let video = UdpSocket::bind("127.0.0.1:0").await?;
-    let audio = UdpSocket::bind("127.0.0.1:0").await?;
-    let (vport, aport) = (video.local_addr()?.port(), audio.local_addr()?.port());
-    let ffmpeg = find_executable("ffmpeg").context("ffmpeg")?;
-    let secs = CLIP_SECONDS.to_string();
-    let mut cmd = child_command(&ffmpeg);
-    cmd.args([
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-re",
-        "-t",
-        &secs,
-    ])
-    .args([
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1280x720:rate=30",
-        "-t",
-        &secs,
-    ])
-    .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-    .args([
-        "-map",
-        "0:v",
-        "-vf",
-        "noise=alls=12:allf=t",
-        "-pix_fmt",
-        "yuv420p",
-    ])
-    .args([
-        "-g",
-        "60",
-        "-keyint_min",
-        "60",
-        "-c:v",
-        "libvpx",
-        "-b:v",
-        "2M",
-    ])
-    .args(["-minrate", "2M", "-maxrate", "2M", "-bufsize", "1M"])
-    .args([
-        "-deadline",
-        "realtime",
-        "-cpu-used",
-        "8",
-        "-lag-in-frames",
-        "0",
-    ])
-    .args(["-auto-alt-ref", "0", "-error-resilient", "1"])
-    .args(["-payload_type", &VIDEO_PT.to_string(), "-ssrc", "287454020"])
-    .args(["-pkt_size", "1200", "-f", "rtp"])
-    .arg(format!("rtp://127.0.0.1:{vport}"))
-    .args([
-        "-map", "1:a", "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-ar", "48000",
-    ])
-    .args(["-frame_duration", "20", "-application", "lowdelay"])
-    .args([
-        "-payload_type",
-        &AUDIO_PT.to_string(),
-        "-ssrc",
-        "1432778632",
-    ])
-    .args(["-pkt_size", "1200", "-f", "rtp"])
-    .arg(format!("rtp://127.0.0.1:{aport}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning ffmpeg")?;
-    // (track index, RTP bytes) in arrival order: 0 = video, 1 = audio.
-    let mut captured: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut vbuf = vec![0u8; 65_536];
-    let mut abuf = vec![0u8; 65_536];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(CLIP_SECONDS) + 30);
-    let status = loop {
-        tokio::select! {
-            r = video.recv(&mut vbuf) => captured.push((0, vbuf[..r?].to_vec())),
-            r = audio.recv(&mut abuf) => captured.push((1, abuf[..r?].to_vec())),
-            s = child.wait() => break s?,
-            () = tokio::time::sleep_until(deadline) => bail!("ffmpeg took too long"),
-        }
-    };
-    // Whatever is still queued in the sockets.
-    let drain_until = tokio::time::Instant::now() + Duration::from_millis(200);
-    loop {
-        tokio::select! {
-            r = video.recv(&mut vbuf) => captured.push((0, vbuf[..r?].to_vec())),
-            r = audio.recv(&mut abuf) => captured.push((1, abuf[..r?].to_vec())),
-            () = tokio::time::sleep_until(drain_until) => break,
-        }
-    }
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut stderr) = child.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = stderr.read_to_string(&mut err).await;
-        }
-        bail!("ffmpeg failed ({status}): {}", err.trim());
-    }
-    build_strm(&captured)
-}
-
-/// Builds a `.strm` clip from captured RTP (RTCP is skipped; timing from RTP timestamps).
-fn build_strm(captured: &[(usize, Vec<u8>)]) -> Result<Vec<u8>> {
-    // (kind, payload type, clock rate, channels, mime, fmtp)
-    let tracks: [(u8, u8, u32, u8, &str, &str); 2] = [
-        (1, VIDEO_PT, 90_000, 0, "video/VP8", ""),
-        (
-            0,
-            AUDIO_PT,
-            48_000,
-            2,
-            "audio/opus",
-            "minptime=10;useinbandfec=1",
-        ),
-    ];
-    let duration_us = u64::from(CLIP_SECONDS) * 1_000_000;
-    let mut first_ts: [Option<u32>; 2] = [None, None];
-    let mut records: Vec<(u64, usize, usize, &[u8])> = Vec::new();
-    for (order, (track, data)) in captured.iter().enumerate() {
-        if data.len() < 12 || data[0] >> 6 != 2 || (192..=223).contains(&data[1]) {
-            continue;
-        }
-        let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
-        let base = *first_ts[*track].get_or_insert(ts);
-        let offset_us = u64::from(ts.wrapping_sub(base)) * 1_000_000 / u64::from(tracks[*track].2);
-        // One loop is exactly the clip length: a packet at or past its end would collide with
-        // the first packet of the next loop.
-        if offset_us < duration_us {
-            records.push((offset_us, order, *track, data));
-        }
-    }
-    ensure!(
-        records.iter().any(|r| r.2 == 0) && records.iter().any(|r| r.2 == 1),
-        "ffmpeg sent no video or no audio"
+    let label = format!(
+        "VP8 640×360 30 fps + Opus, {:.2} Mbit/s (committed fixture clip-vp8.strm; {why})",
+        rate / 1e6
     );
-    records.sort_by_key(|r| (r.0, r.1));
-    let mut out = b"STRM".to_vec();
-    out.push(1);
-    out.push(tracks.len() as u8);
-    out.extend_from_slice(&(duration_us as u32).to_be_bytes());
-    for (kind, pt, clock, channels, mime, fmtp) in tracks {
-        out.extend_from_slice(&[kind, pt]);
-        out.extend_from_slice(&clock.to_be_bytes());
-        out.extend_from_slice(&[channels, mime.len() as u8]);
-        out.extend_from_slice(mime.as_bytes());
-        out.extend_from_slice(&(fmtp.len() as u16).to_be_bytes());
-        out.extend_from_slice(fmtp.as_bytes());
-    }
-    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
-    for (offset_us, _, track, data) in records {
-        out.extend_from_slice(&(offset_us as u32).to_be_bytes());
-        out.push(track as u8);
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        out.extend_from_slice(data);
-    }
-    Ok(out)
+    Ok(Source::single(clip, label))
 }
 
 /// Sends the clip, looped, as plain RTP to `ports` (one per clip track, in clip order).
 pub fn feed_rtp(
     clip: Arc<Clip>,
     ports: Vec<(TrackKind, u16)>,
-    fed: Arc<AtomicU64>,
+    fed: Arc<Fed>,
 ) -> JoinHandle<Result<()>> {
     tokio::spawn(async move {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
@@ -271,7 +159,7 @@ pub fn feed_rtp(
                 // A full socket buffer drops the packet, as a network would.
                 let _ = socket.send_to(&p.rtp, dest).await;
             }
-            fed.fetch_add(1, Ordering::Relaxed);
+            fed.add(p.track);
         }
         Ok(())
     })
@@ -283,7 +171,35 @@ pub async fn feed_whip(
     whip_url: &str,
     fed: Arc<AtomicU64>,
 ) -> Result<JoinHandle<Result<()>>> {
-    let publisher = Publisher::new(clip.tracks(), &ClientConfig::default()).await?;
+    let tracks = clip.tracks().to_vec();
+    feed_whip_with(clip, &tracks, whip_url, move |_| {
+        fed.fetch_add(1, Ordering::Relaxed);
+    })
+    .await
+}
+
+/// Publishes the source, looped, to `whip_url` over WHIP (simulcast when it has layers),
+/// counting what it sent per track; returns once media flows.
+pub async fn feed_source_whip(
+    source: &Source,
+    whip_url: &str,
+    fed: Arc<Fed>,
+) -> Result<JoinHandle<Result<()>>> {
+    let clip = Arc::clone(&source.clip);
+    feed_whip_with(clip, &source.tracks, whip_url, move |t| fed.add(t)).await
+}
+
+async fn feed_whip_with(
+    clip: Arc<Clip>,
+    tracks: &[TrackInfo],
+    whip_url: &str,
+    sent: impl Fn(TrackId) + Send + 'static,
+) -> Result<JoinHandle<Result<()>>> {
+    let config = ClientConfig::default();
+    let publisher = match tracks.iter().any(|t| t.layer.is_some()) {
+        false => Feeder::Single(Publisher::new(tracks, &config).await?),
+        true => Feeder::Simulcast(SimulcastPublisher::new(tracks, &config).await?),
+    };
     let offer = publisher.offer().await?;
     let resp = http::post_sdp(whip_url, &offer).await?;
     if resp.status != 201 {
@@ -301,8 +217,51 @@ pub async fn feed_whip(
         let mut pacer = ClipPacer::new(clip, None);
         while let Some(p) = pacer.next().await {
             publisher.send_packet(p.track, &p.rtp).await?;
-            fed.fetch_add(1, Ordering::Relaxed);
+            sent(p.track);
         }
         Ok(())
     }))
+}
+
+/// The WHIP client of either kind.
+enum Feeder {
+    Single(Publisher),
+    Simulcast(SimulcastPublisher),
+}
+
+impl Feeder {
+    async fn offer(&self) -> Result<String, RtcError> {
+        match self {
+            Feeder::Single(p) => p.offer().await,
+            Feeder::Simulcast(p) => p.offer().await,
+        }
+    }
+
+    async fn set_answer(&self, sdp: &str) -> Result<(), RtcError> {
+        match self {
+            Feeder::Single(p) => p.set_answer(sdp).await,
+            Feeder::Simulcast(p) => p.set_answer(sdp).await,
+        }
+    }
+
+    async fn connected(&self, timeout: Duration) -> Result<(), RtcError> {
+        match self {
+            Feeder::Single(p) => p.connected(timeout).await,
+            Feeder::Simulcast(p) => p.connected(timeout).await,
+        }
+    }
+
+    async fn keyframe_request(&self) -> Option<TrackId> {
+        match self {
+            Feeder::Single(p) => p.keyframe_request().await,
+            Feeder::Simulcast(p) => p.keyframe_request().await,
+        }
+    }
+
+    async fn send_packet(&self, track: TrackId, rtp: &[u8]) -> Result<(), RtcError> {
+        match self {
+            Feeder::Single(p) => p.send_packet(track, rtp).await,
+            Feeder::Simulcast(p) => p.send_packet(track, rtp).await,
+        }
+    }
 }

@@ -197,6 +197,7 @@ impl SimNode {
             publishers: self.publishers.load(Ordering::Relaxed),
             egress_bps: egress as u64,
             cpu: cpu as f32,
+            stream_players: Vec::new(),
         }
     }
 
