@@ -1,7 +1,8 @@
 //! The control plane's bookkeeping at scale, against a real etcd:
 //! - a load report that differs from the stored one only by measurement noise costs no etcd
-//!   write; a material change, or a session count near capacity, is written at once (read
-//!   back as the load key's mod revision);
+//!   write; a material change, or a session count near capacity, is written (in the
+//!   background of its keep-alive; read back as the load key's mod revision and version), and
+//!   the newest of reports sent while a write is in flight is written after it;
 //! - a replica loads a tree larger than one gRPC message (4 MiB) into its cache and serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,10 +40,27 @@ impl Node {
         self.c.nodes.keep_alive(req).await.unwrap();
     }
 
-    /// The load key's mod revision in etcd (0: absent).
-    async fn load_revision(&mut self) -> i64 {
+    /// The load key's mod revision and version (puts since it was created) in etcd
+    /// (0, 0: absent).
+    async fn load_key(&mut self) -> (i64, i64) {
         let r = self.etcd.get("/strata/load/n1", None).await.unwrap();
-        r.kvs().first().map_or(0, |kv| kv.mod_revision())
+        r.kvs()
+            .first()
+            .map_or((0, 0), |kv| (kv.mod_revision(), kv.version()))
+    }
+
+    /// Waits until the load key was written after `revision` (the write is the keep-alive's
+    /// background work) and gives its mod revision and version.
+    async fn written_after(&mut self, revision: i64, what: &str) -> (i64, i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let key = self.load_key().await;
+            if key.0 > revision {
+                return key;
+            }
+            assert!(Instant::now() < deadline, "{what} not written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until the control plane's cache shows `players` for the node (its next report is
@@ -80,8 +98,7 @@ async fn noisy_load_reports_cost_no_write_material_ones_do() {
     let mut n = Node { c, etcd, lease };
 
     n.report(load(40, 100_000_000, 0.50)).await;
-    let first = n.load_revision().await;
-    assert!(first > 0, "the first report is written");
+    let (first, _) = n.written_after(0, "the first report").await;
     n.cached(40).await;
 
     // A minute of noise: egress within ±3 %, CPU within ±0.02 cores.
@@ -90,24 +107,28 @@ async fn noisy_load_reports_cost_no_write_material_ones_do() {
         let bps = (100_000_000.0 * (1.0 + wobble)) as u64;
         n.report(load(40, bps, 0.50 + wobble as f32 * 0.6)).await;
     }
-    assert_eq!(n.load_revision().await, first, "noise was written");
 
-    // A material change is written by the report that carries it.
+    // A material change is written by the report that carries it, and nothing before it
+    // was: the key's second put.
     n.report(load(60, 100_000_000, 0.50)).await;
-    let second = n.load_revision().await;
-    assert!(second > first, "20 more players not written");
+    let (_, version) = n.written_after(first, "20 more players").await;
+    assert_eq!(version, 2, "noise was written");
     n.cached(60).await;
+
+    // Reports that arrive while a write is in flight are not lost: the newest is written
+    // after it.
+    for players in [70, 80] {
+        n.report(load(players, 100_000_000, 0.50)).await;
+    }
+    n.cached(80).await;
+    let (second, _) = n.load_key().await;
 
     // Near capacity (100 for the harness's nodes) a single player counts.
     n.report(load(90, 100_000_000, 0.50)).await;
-    let third = n.load_revision().await;
-    assert!(third > second, "90 of 100 players not written");
+    let (third, _) = n.written_after(second, "90 of 100 players").await;
     n.cached(90).await;
     n.report(load(91, 100_000_000, 0.50)).await;
-    assert!(
-        n.load_revision().await > third,
-        "91 of 100 players not written"
-    );
+    n.written_after(third, "91 of 100 players").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,19 +25,24 @@ const NEAR_FULL: f64 = 0.9;
 /// Stores `node`'s load report like [`report`], but in the background: the keep-alive that
 /// carries it answers as soon as the lease is renewed, instead of waiting for a raft write
 /// that queues behind every claim in a burst (and made renewals late enough to lose leases).
-/// At most one write per node is in flight; a report arriving meanwhile is dropped, and the
-/// next keep-alive carries a fresh one.
+/// At most one write per node is in flight; a report arriving meanwhile waits, replacing any
+/// report already waiting (the newest wins), and is compared and written when the write in
+/// flight ends, so the last report a node sends is never lost.
 pub(super) fn report_behind(s: &State, node: &NodeRecord, l: v1::Load) {
-    if !s.start_load_write(&node.id) {
-        s.metrics().load_unwritten.inc();
+    let Some(mut l) = s.start_load_write(node, l) else {
         return;
-    }
-    let (s, node) = (s.clone(), node.clone());
+    };
+    let (s, mut node) = (s.clone(), node.clone());
     tokio::spawn(async move {
-        if let Err(e) = report(&s, &node, l).await {
-            tracing::debug!(node = %node.id, error = %e, "load report not written");
+        loop {
+            if let Err(e) = report(&s, &node, l).await {
+                tracing::debug!(node = %node.id, error = %e, "load report not written");
+            }
+            match s.next_load_write(&node.id) {
+                Some((next_node, next)) => (node, l) = (next_node, next),
+                None => break,
+            }
         }
-        s.end_load_write(&node.id);
     });
 }
 

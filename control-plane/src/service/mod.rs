@@ -8,7 +8,7 @@ mod placement;
 mod routing;
 pub(crate) mod stream_players;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +53,9 @@ struct Inner {
     cache: Cache,
     config: ServiceConfig,
     metrics: Arc<Metrics>,
-    /// Nodes whose load report is being written (see `load::report_behind`).
-    load_writes: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Nodes whose load report is being written, each with the newest report waiting for
+    /// that write to end (see `load::report_behind`).
+    load_writes: std::sync::Mutex<HashMap<String, Option<(NodeRecord, v1::Load)>>>,
     /// Link costs measured by the nodes reporting to this replica.
     measured: graph::Measured,
 }
@@ -81,19 +82,37 @@ impl State {
         }
     }
 
-    /// Marks `node`'s load write as in flight; false when one already is.
-    pub(crate) fn start_load_write(&self, node: &str) -> bool {
-        match self.inner.load_writes.lock() {
-            Ok(mut set) => set.insert(node.to_owned()),
-            Err(_) => false,
+    /// Marks `node`'s load write as in flight and gives `load` back to write now; when one
+    /// already is, keeps `load` as the report to write after it (replacing an older waiting
+    /// one) and gives `None`.
+    pub(crate) fn start_load_write(&self, node: &NodeRecord, load: v1::Load) -> Option<v1::Load> {
+        let Ok(mut writes) = self.inner.load_writes.lock() else {
+            return None;
+        };
+        match writes.get_mut(&node.id) {
+            Some(waiting) => {
+                if waiting.replace((node.clone(), load)).is_some() {
+                    // The older waiting report is superseded: it is never compared.
+                    self.metrics().load_unwritten.inc();
+                }
+                None
+            }
+            None => {
+                writes.insert(node.id.clone(), None);
+                Some(load)
+            }
         }
     }
 
-    /// `node`'s load write ended.
-    pub(crate) fn end_load_write(&self, node: &str) {
-        if let Ok(mut set) = self.inner.load_writes.lock() {
-            set.remove(node);
+    /// `node`'s load write ended: the report that waited for it, to write next (the write
+    /// stays in flight), or `None` (and no write is in flight any more).
+    pub(crate) fn next_load_write(&self, node: &str) -> Option<(NodeRecord, v1::Load)> {
+        let mut writes = self.inner.load_writes.lock().ok()?;
+        let next = writes.get_mut(node).and_then(Option::take);
+        if next.is_none() {
+            writes.remove(node);
         }
+        next
     }
 
     /// The store; every call through it is timed into the metrics.
