@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use strata_common::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -305,7 +306,7 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
         );
         let signals = signals.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
             loop {
                 if rev_tx.is_closed() {
                     return;
@@ -323,15 +324,14 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
                     // the watch connection is not an outage.
                     Ok(()) => {
                         debug!("cache watch ended; resyncing");
-                        backoff = Duration::from_millis(50);
+                        backoff.reset();
                         continue;
                     }
                     Err(e) => debug!(error = %e, "cache sync failed"),
                 }
                 watch_ok.store(false, Ordering::Relaxed);
                 update_health();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         });
     }

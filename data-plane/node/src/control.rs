@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use strata_common::backoff::Backoff;
 use strata_proto::v1;
 use strata_proto::v1::graph_service_client::GraphServiceClient as GraphClient;
 use strata_proto::v1::node_service_client::NodeServiceClient as NodesClient;
@@ -384,14 +385,13 @@ pub async fn register_and_keep_alive(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Registration> {
     let deadline = tokio::time::Instant::now() + give_up;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let first = loop {
         match client.register(info.clone()).await {
             Ok(r) => break r,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => {
                 return Err(anyhow::anyhow!(

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_common::backoff::Backoff;
 use strata_media::Catalog;
 use strata_media::hub::Source;
 use strata_proto::v1;
@@ -64,7 +65,7 @@ const START_RETRY: Duration = Duration::from_secs(1);
 async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullStatus>) {
     let topology = watch_topology(&state, &stream);
     let mut unreachable: Option<v1::Upstream> = None;
-    let mut backoff = Backoff::default();
+    let mut backoff = retry_pacing();
     let mut not_live_since: Option<Instant> = None;
     let started = Instant::now();
     let mut ever_ready = false;
@@ -104,7 +105,7 @@ async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullSt
             }
             Err(e) => {
                 warn!(error = %e, "resolve failed; retrying");
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -144,11 +145,11 @@ async fn run(state: Arc<NodeState>, stream: String, status: watch::Sender<PullSt
                         unreachable = Some(upstream.clone());
                     }
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
-        backoff = Backoff::default();
+        backoff = retry_pacing();
         // Swap the hub's source: sinks stay attached and resume at the new
         // source's next keyframe.
         drop(source.take());
@@ -344,7 +345,7 @@ fn watch_topology(
     let (state, stream) = (state.clone(), stream.to_owned());
     tokio::spawn(
         async move {
-            let mut backoff = Backoff::default();
+            let mut backoff = retry_pacing();
             loop {
                 let req = v1::WatchStreamRequest {
                     stream: stream.clone(),
@@ -362,7 +363,7 @@ fn watch_topology(
                         };
                         match msg {
                             Ok(Some(t)) => {
-                                backoff = Backoff::default();
+                                backoff = retry_pacing();
                                 tx.send_replace(Some(t));
                             }
                             Ok(None) | Err(_) => break,
@@ -370,7 +371,7 @@ fn watch_topology(
                     },
                     Err(e) => debug!(error = %e, "topology watch failed"),
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
         .in_current_span(),
@@ -387,20 +388,9 @@ async fn wait_for_change(
     let _ = tokio::time::timeout(at_most, t.changed()).await;
 }
 
-/// Exponential backoff from 50 ms to 1 s.
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(25))
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        self.0 = (self.0 * 2).min(Duration::from_secs(1));
-        self.0
-    }
+/// The puller's retry pacing: from 50 ms, doubling, at most 1 s.
+fn retry_pacing() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 #[cfg(test)]
