@@ -105,6 +105,16 @@ async fn netns_operator_drain_reaches_the_node_and_undrain_brings_it_back() {
         let to = r.header("location").unwrap();
         assert!(to.starts_with(&format!("{}/{kind}/", b2.http)), "{to}");
     }
+    // The redirect keeps what the request asked for: a pinned layer, the backup role.
+    for (kind, query) in [("whep", "s?layer=low"), ("whip", "t?role=backup")] {
+        let r = raw_post(&b1, kind, query).await;
+        assert_eq!(r.status, 307, "{kind}: {} {}", r.status, r.text());
+        let to = r.header("location").unwrap();
+        assert!(
+            to.starts_with(&format!("{}/{kind}/{query}", b2.http)),
+            "{to}"
+        );
+    }
     // o1 has no other node in its region: 503 + Retry-After.
     for kind in ["whep", "whip"] {
         let r = raw_post(&o1, kind, "u").await;

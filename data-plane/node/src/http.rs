@@ -34,7 +34,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_common::http::{content_type_is, cors, preflight};
 use strata_common::names;
-use strata_proto::v1;
+use strata_proto::v1::{self, Purpose};
+use strata_rtc::LayerPref;
 use tracing::debug;
 
 use crate::auth::{self, Action};
@@ -232,7 +233,9 @@ pub(crate) fn failed(state: &NodeState, e: ApiError) -> Response {
 }
 
 /// A node that cannot take the client sends it elsewhere (RFC 9725 §4.5
-/// allows a 307), or answers 503 with Retry-After when no node can.
+/// allows a 307), or answers 503 with Retry-After when no node can. `keep`
+/// is the request's own (already validated) query parameter the next node
+/// must see too: a backup publisher's `role=backup`, a player's `layer=`.
 async fn redirect_or_refuse(
     state: &NodeState,
     kind: &str,
@@ -240,6 +243,7 @@ async fn redirect_or_refuse(
     purpose: v1::Purpose,
     why: &str,
     token: Option<&str>,
+    keep: Option<(&str, &str)>,
 ) -> Response {
     match state
         .control
@@ -252,13 +256,20 @@ async fn redirect_or_refuse(
                     .counters
                     .redirects_total
                     .fetch_add(1, Ordering::Relaxed);
-                let mut to = format!("{}/{kind}/{stream}", n.http_url.trim_end_matches('/'));
+                let mut query: Vec<String> = Vec::new();
                 // Browsers drop `Authorization` on a cross-origin redirect; the
                 // next node takes the token from the query instead. (Tokens are
                 // base64url and dots: nothing to escape.)
                 if let Some(t) = token.filter(|t| t.bytes().all(is_token_char)) {
-                    to.push_str("?token=");
-                    to.push_str(t);
+                    query.push(format!("token={t}"));
+                }
+                if let Some((k, v)) = keep {
+                    query.push(format!("{k}={v}"));
+                }
+                let mut to = format!("{}/{kind}/{stream}", n.http_url.trim_end_matches('/'));
+                if !query.is_empty() {
+                    to.push('?');
+                    to.push_str(&query.join("&"));
                 }
                 let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
                 cors(resp.headers_mut());
@@ -308,7 +319,9 @@ async fn whip_post(
             "node draining"
         };
         let token = authorized.token.as_deref();
-        return redirect_or_refuse(&state, "whip", &stream, v1::Purpose::Publish, why, token).await;
+        let keep = (role == Role::Backup).then_some(("role", "backup"));
+        return redirect_or_refuse(&state, "whip", &stream, Purpose::Publish, why, token, keep)
+            .await;
     }
     // In a task of its own: if the client goes away or the request times
     // out, the claim and negotiation still finish (or are given back)
@@ -355,7 +368,11 @@ async fn whep_post(
             "node draining"
         };
         let token = authorized.token.as_deref();
-        return redirect_or_refuse(&state, "whep", &stream, v1::Purpose::Play, why, token).await;
+        let keep = match pref {
+            LayerPref::Auto => None,
+            LayerPref::Pinned(layer) => Some(("layer", layer.as_str())),
+        };
+        return redirect_or_refuse(&state, "whep", &stream, Purpose::Play, why, token, keep).await;
     }
     // See whip_post: not cancelled with the request.
     let task = {
