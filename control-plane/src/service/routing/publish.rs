@@ -111,6 +111,9 @@ impl RoutingApi {
             }
             return Err(live_elsewhere(stream, &current));
         }
+        // The replica's next resolve and GetStream must see the new main origin and the
+        // records removed with it (a takeover is rare; a plain publish does not wait).
+        s.cache().wait_for(out.revision, s.config().lease_ttl).await;
         s.metrics().publishes.inc();
         s.metrics().main_takeovers.inc();
         info!(%stream, node = %node.id, dead = %old.value.node_id, old_epoch = replace,
