@@ -200,6 +200,8 @@ impl RoutingApi {
                 )));
             }
         };
+        // As after a takeover: the replica's next resolve and GetStream see the switch.
+        s.cache().wait_for(out.revision, s.config().lease_ttl).await;
         s.metrics().publishes.inc();
         s.metrics().standby_switches.inc();
         info!(%stream, node = %node.id, reason, old_epoch = main_epoch,
