@@ -8,6 +8,7 @@ use std::time::Duration;
 use strata_proto::v1;
 use strata_tests::control::{ControlPlane, ServingStatus, Store};
 use strata_tests::grpcurl::grpcurl_ok;
+use strata_tests::wait::eventually;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,18 +42,26 @@ async fn etcd_outage_is_unavailable_then_recovers_without_restart() {
     let r = c.resolve("before", "us", "u").await.unwrap();
     assert_eq!(r.role, v1::Role::RegionalOrigin as i32);
     c.publish("after", "o").await.unwrap();
-    let list = c
-        .routing
-        .list_streams(v1::ListStreamsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<String> = list
-        .streams
-        .iter()
-        .map(|s| s.main.clone().unwrap().stream)
-        .collect();
-    assert_eq!(ids, ["after", "before"]);
+    // ListStreams reads the replica's cache, which a publish does not wait for
+    // (ARCHITECTURE.md): the new stream shows up within a moment, beside the old one.
+    let routing = c.routing.clone();
+    eventually(Duration::from_secs(5), "both streams listed", || {
+        let mut routing = routing.clone();
+        async move {
+            let list = routing
+                .list_streams(v1::ListStreamsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let ids: Vec<String> = list
+                .streams
+                .iter()
+                .map(|s| s.main.clone().unwrap().stream)
+                .collect();
+            (ids == ["after", "before"]).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
