@@ -38,6 +38,34 @@ impl RoutingApi {
     }
 }
 
+/// Creates `key` with `value` (bound to `lease`) unless it exists: whether it was created, and
+/// the record as it stands after the transaction (ours, or the one that was there). `what`
+/// names the record in the error when it cannot be read back.
+pub(super) async fn create_or_read<T: serde::Serialize + for<'de> serde::Deserialize<'de>>(
+    s: &State,
+    key: String,
+    value: &T,
+    lease: i64,
+    what: &str,
+) -> Result<(bool, Arc<Versioned<T>>)> {
+    let put = Op::Put {
+        key: key.clone(),
+        value: keys::encode(value),
+        lease,
+    };
+    let out = s
+        .kv()
+        .txn(
+            vec![Compare::CreateRevision(key.clone(), 0)],
+            vec![put, Op::Get(key.clone())],
+            vec![Op::Get(key)],
+        )
+        .await?;
+    let current = versioned(out.gets.into_iter().next().flatten())
+        .ok_or_else(|| Error::Internal(format!("{what} unreadable")))?;
+    Ok((out.succeeded, current))
+}
+
 pub(super) fn versioned<T: for<'de> serde::Deserialize<'de>>(
     kv: Option<KeyValue>,
 ) -> Option<Arc<Versioned<T>>> {

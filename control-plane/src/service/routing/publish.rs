@@ -1,13 +1,11 @@
 //! Publish: claiming a stream's main origin, and taking it over from a holder
 //! that is dead (ARCHITECTURE.md, "Taking over a dead main origin").
 
-use std::sync::Arc;
-
 use tracing::info;
 
 use strata_proto::v1;
 
-use super::{RoutingApi, versioned};
+use super::{RoutingApi, create_or_read, versioned};
 use crate::cache::Versioned;
 use crate::election::{PublishDecision, decide_publish};
 use crate::error::{Error, Result};
@@ -25,22 +23,9 @@ impl RoutingApi {
         let node = &node.value;
         let stream = req.stream.as_str();
         let key = s.keys().main(stream);
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::encode(&main_record(node)),
-            lease: node.lease,
-        };
-        let out = s
-            .kv()
-            .txn(
-                vec![Compare::CreateRevision(key.clone(), 0)],
-                vec![put, Op::Get(key.clone())],
-                vec![Op::Get(key)],
-            )
-            .await?;
-        let current: Arc<Versioned<MainRecord>> = versioned(out.gets.into_iter().next().flatten())
-            .ok_or_else(|| Error::Internal("main origin record unreadable".into()))?;
-        if out.succeeded {
+        let (created, current) =
+            create_or_read(s, key, &main_record(node), node.lease, "main origin record").await?;
+        if created {
             // No wait for the cache here: a resolve that misses the main
             // origin in the cache confirms with the store.
             s.metrics().publishes.inc();

@@ -8,13 +8,11 @@
 //! main origin record exists whatever the nodes believe. The old main
 //! origin's node learns from its topology watch that it lost the record.
 
-use std::sync::Arc;
-
 use tracing::info;
 
 use strata_proto::v1;
 
-use super::{RoutingApi, versioned};
+use super::{RoutingApi, create_or_read, versioned};
 use crate::cache::Versioned;
 use crate::error::{Error, Result};
 use crate::keys::{self, MainRecord, NodeRecord, StandbyRecord};
@@ -48,29 +46,15 @@ impl RoutingApi {
             relay_addr: node.relay_addr.clone(),
             started_at_ms: now_ms(),
         };
-        let put = Op::Put {
-            key: key.clone(),
-            value: keys::encode(&record),
-            lease: node.lease,
-        };
-        let out = s
-            .kv()
-            .txn(
-                vec![Compare::CreateRevision(key.clone(), 0)],
-                vec![put, Op::Get(key.clone())],
-                vec![Op::Get(key)],
-            )
-            .await?;
-        let current: Arc<Versioned<StandbyRecord>> =
-            versioned(out.gets.into_iter().next().flatten())
-                .ok_or_else(|| Error::Internal("standby record unreadable".into()))?;
+        let (created, current) =
+            create_or_read(s, key, &record, node.lease, "standby record").await?;
         if current.value.node_id != node.id {
             return Err(Error::AlreadyExists(format!(
                 "stream {stream:?} already has a backup publisher (on node {:?})",
                 current.value.node_id
             )));
         }
-        if out.succeeded {
+        if created {
             info!(%stream, node = %node.id, epoch = current.epoch(), "standby registered");
         }
         Ok(v1::StandbyResponse {
