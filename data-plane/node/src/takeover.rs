@@ -86,7 +86,7 @@ impl ProbeBudget {
     }
 }
 
-impl crate::state::NodeCounters {
+impl crate::counters::NodeCounters {
     /// Counts one takeover probe by what it found.
     pub fn takeover_probe(&self, found: Probe) {
         self.takeover_probes[found as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
