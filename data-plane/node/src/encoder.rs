@@ -136,9 +136,7 @@ async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, 
             Refusal::new(RefusalKind::Unavailable, "the cluster could not be reached")
         }
     };
-    let origin = crate::takeover::claim(state, &stream)
-        .await
-        .map_err(refusal)?;
+    let origin = state.takeover.claim(&stream).await.map_err(refusal)?;
     if let Err(e) = crate::sessions::puller_handover(state, &stream).await {
         let _ = state
             .control

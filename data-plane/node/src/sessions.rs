@@ -45,7 +45,7 @@ pub async fn publish(
             "stream {stream:?} is already published on this node"
         )));
     };
-    let origin = crate::takeover::claim(state, stream).await?;
+    let origin = state.takeover.claim(stream).await?;
     let (session, answer) = match state.rtc.accept_publisher(offer).await {
         Ok(x) => x,
         Err(e) => {

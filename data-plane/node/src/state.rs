@@ -11,6 +11,7 @@
 //! | drain flags | [`DrainFlags`] | HTTP, ingest, drain |
 //! | counters | [`NodeCounters`] | HTTP, ingest, takeover, metrics |
 //! | client limiter | [`ClientLimiter`] | HTTP, RTMP, SRT |
+//! | claims with takeover | [`Takeover`] | WHIP, RTMP, SRT |
 //!
 //! [`NodeState`] bundles them for the request handlers and the ingest
 //! sessions (HTTP, WHIP/WHEP, RTMP, SRT, backup), which use most of them.
@@ -31,7 +32,7 @@ use crate::origins::OriginEpochs;
 use crate::peers::PeerView;
 use crate::pull::Pullers;
 use crate::session_table::SessionTable;
-use crate::takeover::ProbeBudget;
+use crate::takeover::Takeover;
 
 /// The node's parts, for the request handlers and ingest sessions.
 pub struct NodeState {
@@ -57,8 +58,8 @@ pub struct NodeState {
     pub limiter: ClientLimiter,
     /// Sessions and publish reservations.
     pub sessions: Arc<SessionTable>,
-    /// Spaces out takeover probes (see `takeover.rs`).
-    pub takeover_budget: ProbeBudget,
+    /// Claims a stream, taking it over from a dead holder (see `takeover.rs`).
+    pub takeover: Takeover,
     /// Upstream pullers.
     pub pullers: Pullers,
     /// Origin records this node holds.

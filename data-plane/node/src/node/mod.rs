@@ -35,6 +35,7 @@ use crate::pull::{PullContext, Pullers};
 use crate::relay_auth::RelayAuthorizer;
 use crate::session_table::SessionTable;
 use crate::state::NodeState;
+use crate::takeover::{ProbeBudget, Takeover};
 pub use keys::{load_auth, reload_token_keys};
 pub use tls::reload_certificates;
 
@@ -320,6 +321,15 @@ impl Node {
             linger: cfg.linger,
             orphan_grace: cfg.orphan_grace,
         });
+        let counters = Arc::new(NodeCounters::default());
+        let takeover = Takeover {
+            node: cfg.id.clone(),
+            region: cfg.region.clone(),
+            control: self.control.clone(),
+            relay_ip: cfg.relay_listen.ip(),
+            budget: ProbeBudget::default(),
+            counters: counters.clone(),
+        };
         Arc::new(NodeState {
             cfg,
             hub: parts.hub,
@@ -327,12 +337,12 @@ impl Node {
             relay_stats: parts.relay_stats,
             control: self.control,
             registration: self.registration,
-            counters: Arc::new(NodeCounters::default()),
+            counters,
             drain: Arc::new(DrainFlags::default()),
             auth: self.auth,
             limiter: ClientLimiter::new(limiter),
             sessions: parts.sessions,
-            takeover_budget: Default::default(),
+            takeover,
             pullers,
             origins: parts.origins,
             peers: parts.peers,
