@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use strata_common::http::{content_type_is, cors};
@@ -13,33 +13,14 @@ use strata_proto::v1::{self, Purpose};
 use strata_rtc::LayerPref;
 use tokio::task::JoinHandle;
 
-use super::extract::{Admitted, Authorized, PlayAction, PublishAction};
-use super::{MAX_BODY, check_stream, failed, layers};
+use super::extract::{Admitted, PlayAction, Post, PublishAction};
+use super::{failed, layers};
 use crate::auth;
 use crate::backup::{self, Role};
 use crate::error::ApiError;
 use crate::session_table::SessionKind;
 use crate::sessions::{self, Created};
 use crate::state::NodeState;
-
-/// Checks what every WHIP/WHEP POST must satisfy and returns the offer.
-fn offer_of(stream: &str, headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
-    check_stream(stream)?;
-    if !content_type_is(headers, "application/sdp") {
-        return Err(ApiError::UnsupportedMediaType(
-            "expected Content-Type: application/sdp".into(),
-        ));
-    }
-    if body.len() > MAX_BODY {
-        return Err(ApiError::TooLarge(format!("body over {MAX_BODY} bytes")));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::BadRequest("the SDP offer is not UTF-8".into()))?;
-    if !text.trim_start().starts_with("v=") {
-        return Err(ApiError::BadRequest("the body is not an SDP offer".into()));
-    }
-    Ok(text.to_owned())
-}
 
 /// The 201 of a created session.
 fn created(state: &NodeState, kind: &str, stream: &str, c: Created) -> Response {
@@ -134,76 +115,47 @@ async fn joined(task: JoinHandle<Result<Created, ApiError>>) -> Result<Created, 
     task.await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-/// A POST: what it asks for, after the checks of its extractors.
-struct Post {
-    stream: String,
-    token: Option<String>,
-    query: Option<String>,
-    offer: String,
-}
-
-impl Post {
-    fn new<A>(
-        auth: Authorized<A>,
-        stream: String,
-        query: Option<String>,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Post, ApiError> {
-        let offer = offer_of(&stream, headers, body)?;
-        let token = auth.token;
-        Ok(Post {
-            stream,
-            token,
-            query,
-            offer,
-        })
+impl<A> Post<A> {
+    /// Where to send this POST when the node cannot take it.
+    fn elsewhere<'a>(&'a self, kind: &'a str, why: &'a str) -> Elsewhere<'a> {
+        let purpose = match kind {
+            "whip" => Purpose::Publish,
+            _ => Purpose::Play,
+        };
+        Elsewhere {
+            kind,
+            stream: &self.stream,
+            purpose,
+            why,
+            token: self.token.as_deref(),
+            keep: None,
+        }
     }
 }
 
 pub(super) async fn whip_post(
     State(state): State<Arc<NodeState>>,
-    _admitted: Admitted,
-    authorized: Authorized<PublishAction>,
-    Path(stream): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    post: Post<PublishAction>,
 ) -> Response {
-    let post = Post::new(authorized, stream, query, &headers, &body);
     whip(&state, post)
         .await
         .unwrap_or_else(|e| failed(&state, e))
 }
 
-async fn whip(state: &Arc<NodeState>, post: Result<Post, ApiError>) -> Result<Response, ApiError> {
-    let Post {
-        stream,
-        token,
-        query,
-        offer,
-    } = post?;
-    let role = backup::role_of(query.as_deref())?;
+async fn whip(state: &Arc<NodeState>, post: Post<PublishAction>) -> Result<Response, ApiError> {
+    let role = backup::role_of(post.query.as_deref())?;
     if role == Role::Backup {
-        let now = auth::unix_now();
-        let checked = state.auth.check_backup(token.as_deref(), &stream, now);
+        let (token, now) = (post.token.as_deref(), auth::unix_now());
+        let checked = state.auth.check_backup(token, &post.stream, now);
         checked.map_err(ApiError::from_auth)?;
     }
     let full = state.sessions.count(SessionKind::Publisher) >= state.cfg.max_publishers as usize;
     if let Some(why) = turned_away(state, full, "node at publisher capacity") {
-        let keep = (role == Role::Backup).then_some(("role", "backup"));
-        let (kind, purpose, token) = ("whip", Purpose::Publish, token.as_deref());
-        let to = Elsewhere {
-            kind,
-            stream: &stream,
-            purpose,
-            why,
-            token,
-            keep,
-        };
+        let mut to = post.elsewhere("whip", why);
+        to.keep = (role == Role::Backup).then_some(("role", "backup"));
         return Ok(redirect_or_refuse(state, to).await);
     }
-    let (st, s) = (state.clone(), stream.clone());
+    let (st, s, offer) = (state.clone(), post.stream.clone(), post.offer.clone());
     let c = joined(tokio::spawn(async move {
         match role {
             Role::Primary => sessions::publish(&st, &s, &offer).await,
@@ -211,57 +163,36 @@ async fn whip(state: &Arc<NodeState>, post: Result<Post, ApiError>) -> Result<Re
         }
     }))
     .await?;
-    Ok(created(state, "whip", &stream, c))
+    Ok(created(state, "whip", &post.stream, c))
 }
 
 pub(super) async fn whep_post(
     State(state): State<Arc<NodeState>>,
-    _admitted: Admitted,
-    authorized: Authorized<PlayAction>,
-    Path(stream): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    post: Post<PlayAction>,
 ) -> Response {
-    let post = Post::new(authorized, stream, query, &headers, &body);
     whep(&state, post)
         .await
         .unwrap_or_else(|e| failed(&state, e))
 }
 
-async fn whep(state: &Arc<NodeState>, post: Result<Post, ApiError>) -> Result<Response, ApiError> {
-    let Post {
-        stream,
-        token,
-        query,
-        offer,
-    } = post?;
-    let pref = layers::layer_pref(query.as_deref())?;
+async fn whep(state: &Arc<NodeState>, post: Post<PlayAction>) -> Result<Response, ApiError> {
+    let pref = layers::layer_pref(post.query.as_deref())?;
     let cap = state.cfg.capacity as usize;
     let full = cap != 0 && state.sessions.connected_players() >= cap;
     if let Some(why) = turned_away(state, full, "node at player capacity") {
-        let keep = match pref {
-            LayerPref::Auto => None,
-            LayerPref::Pinned(layer) => Some(("layer", layer.as_str())),
-        };
-        let (kind, purpose, token) = ("whep", Purpose::Play, token.as_deref());
-        let to = Elsewhere {
-            kind,
-            stream: &stream,
-            purpose,
-            why,
-            token,
-            keep,
-        };
+        let mut to = post.elsewhere("whep", why);
+        if let LayerPref::Pinned(layer) = pref {
+            to.keep = Some(("layer", layer.as_str()));
+        }
         return Ok(redirect_or_refuse(state, to).await);
     }
     // See `joined`: not cancelled with the request.
-    let (st, s) = (state.clone(), stream.clone());
+    let (st, s, offer) = (state.clone(), post.stream.clone(), post.offer.clone());
     let c = joined(tokio::spawn(async move {
         sessions::play(&st, &s, &offer, pref).await
     }))
     .await?;
-    Ok(created(state, "whep", &stream, c))
+    Ok(created(state, "whep", &post.stream, c))
 }
 
 pub(super) async fn session_patch(
