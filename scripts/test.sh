@@ -77,6 +77,7 @@ if [ "${#failed_steps[@]}" -gt 0 ]; then
     exit 1
 fi
 step fmt cargo fmt --all -- --check
+step module-cycles scripts/check-module-cycles.py
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
 step test cargo_test cargo test --workspace --no-fail-fast

@@ -19,7 +19,8 @@ use tracing::{Instrument, debug, info, warn};
 use crate::auth::{self, Action};
 use crate::error::ApiError;
 use crate::rtmp::key::{self, StreamKey};
-use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::state::NodeState;
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,13 +114,13 @@ async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, 
             "this node is draining; publish to another node",
         ));
     }
-    if state.session_count(SessionKind::Publisher) >= state.cfg.max_publishers as usize {
+    if state.sessions.count(SessionKind::Publisher) >= state.cfg.max_publishers as usize {
         return Err(Refusal::new(
             RefusalKind::Unavailable,
             "this node is at its publisher capacity; publish to another node",
         ));
     }
-    let Some(slot) = state.reserve_publish(&stream) else {
+    let Some(slot) = state.sessions.reserve_publish(&stream) else {
         return Err(Refusal::new(
             RefusalKind::Conflict,
             format!("stream {stream:?} is already published on this node"),
@@ -135,9 +136,7 @@ async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, 
             Refusal::new(RefusalKind::Unavailable, "the cluster could not be reached")
         }
     };
-    let origin = crate::takeover::claim(state, &stream)
-        .await
-        .map_err(refusal)?;
+    let origin = state.takeover.claim(&stream).await.map_err(refusal)?;
     if let Err(e) = crate::sessions::puller_handover(state, &stream).await {
         let _ = state
             .control
@@ -324,10 +323,10 @@ impl Publishing {
             .hub
             .attach_source(&stream, catalog.clone())
             .map_err(|e| Stop::Conflict(e.to_string()))?;
-        state.set_origin_epoch(&stream, self.claim.epoch);
-        let id = state.new_session_id();
+        state.origins.set(&stream, self.claim.epoch);
+        let id = state.sessions.new_id();
         let (stop_tx, stop_rx) = oneshot::channel();
-        state.add_session(
+        state.sessions.insert(
             id.clone(),
             SessionEntry {
                 kind: SessionKind::Publisher,
@@ -364,10 +363,10 @@ impl Publishing {
         let was_live = live.is_some();
         if let Some(live) = live {
             drop(live.source);
-            state.remove_session(&live.id);
+            state.sessions.remove(&live.id);
         }
-        let epoch = state.origin_epoch(stream).unwrap_or(claim.epoch);
-        state.clear_origin_epoch(stream);
+        let epoch = state.origins.get(stream).unwrap_or(claim.epoch);
+        state.origins.clear(stream);
         if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
             warn!(error = %e, "unpublish failed; the lease will clean up");
         }
@@ -404,7 +403,7 @@ fn wall_clock_us() -> u64 {
 struct NoCandidates;
 
 #[tonic::async_trait]
-impl crate::state::CandidateSink for NoCandidates {
+impl crate::session_table::CandidateSink for NoCandidates {
     async fn add(&self, _sdpfrag: &str) -> Result<(), strata_rtc::RtcError> {
         Err(strata_rtc::RtcError::InvalidSdp(
             "an RTMP or SRT session takes no ICE candidates".into(),

@@ -108,6 +108,26 @@ impl RateLimiter {
     }
 }
 
+/// The node's [`RateLimiter`] of WHIP/WHEP POSTs and ingest connections,
+/// shared by the HTTP, RTMP and SRT servers.
+#[derive(Debug)]
+pub struct ClientLimiter(std::sync::Mutex<RateLimiter>);
+
+impl ClientLimiter {
+    /// A shared limiter.
+    pub fn new(limiter: RateLimiter) -> Self {
+        ClientLimiter(std::sync::Mutex::new(limiter))
+    }
+
+    /// Takes one request of a client address from the rate limit now;
+    /// `Err(wait)` when over it.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        // The bucket map stays whole whatever panicked while it was held.
+        let mut limiter = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        limiter.check(ip, Instant::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_relay::LinkSample;
+use strata_relay::{LinkSample, RelayStats};
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::state::NodeState;
+use crate::control::ControlClient;
+use crate::peers::PeerView;
 
 /// How often the node reports (only while it has links to other regions).
 const EVERY: Duration = Duration::from_secs(5);
@@ -48,21 +49,35 @@ pub fn summarize(
         .collect()
 }
 
+/// What the link reports are made of.
+pub struct Reporter {
+    /// This node's id.
+    pub node: String,
+    /// This node's region (its own links are not reported).
+    pub region: String,
+    /// Where the reports go.
+    pub control: ControlClient,
+    /// The relay's per-connection samples.
+    pub stats: Arc<RelayStats>,
+    /// The peers' regions.
+    pub peers: Arc<PeerView>,
+}
+
 /// Every [`EVERY`], reports the links until `stop`.
-pub async fn report_links(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+pub async fn report_links(r: Reporter, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.changed() => return,
         }
-        let samples = state.relay_stats.links.samples();
-        let links = summarize(&samples, state.region(), |peer| {
-            Some(state.peer_region(peer)).filter(|r| r != "unknown")
+        let samples = r.stats.links.samples();
+        let links = summarize(&samples, &r.region, |peer| {
+            Some(r.peers.region(peer)).filter(|r| r != "unknown")
         });
         if links.is_empty() {
             continue;
         }
-        if let Err(e) = state.control.report_links(state.id(), links).await {
+        if let Err(e) = r.control.report_links(&r.node, links).await {
             debug!(error = %e, "link report failed; the next one follows");
         }
     }

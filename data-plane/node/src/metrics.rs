@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use strata_relay::LATENCY_BUCKETS_US;
 
-use crate::state::{NodeState, SessionKind};
+use crate::session_table::SessionKind;
+use crate::state::NodeState;
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(
@@ -33,13 +34,13 @@ pub fn render(state: &NodeState) -> String {
         &mut out,
         "strata_node_players",
         "WHEP sessions now",
-        state.session_count(SessionKind::Player) as f64,
+        state.sessions.count(SessionKind::Player) as f64,
     );
     gauge(
         &mut out,
         "strata_node_publishers",
         "Publishers (WHIP and RTMP) now",
-        state.session_count(SessionKind::Publisher) as f64,
+        state.sessions.count(SessionKind::Publisher) as f64,
     );
     gauge(
         &mut out,
@@ -51,7 +52,7 @@ pub fn render(state: &NodeState) -> String {
         &mut out,
         "strata_node_upstream_pulls",
         "Streams pulled from upstream",
-        state.puller_count() as f64,
+        state.pullers.count() as f64,
     );
     gauge(
         &mut out,
@@ -214,7 +215,7 @@ pub fn render(state: &NodeState) -> String {
         "# HELP strata_relay_bytes_total Relay media bytes by peer node and direction\n# TYPE strata_relay_bytes_total counter"
     );
     for (peer, st) in r.peers() {
-        let region = state.peer_region(&peer);
+        let region = state.peers.region(&peer);
         for (dir, v) in [
             ("in", st.bytes_in.load(Relaxed)),
             ("out", st.bytes_out.load(Relaxed)),

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ApiError;
-use crate::pull::{self, PullStatus};
-use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::pull::PullStatus;
+use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::state::NodeState;
 
 /// How long a WHEP request waits for an upstream subscription to deliver the
 /// stream's catalog.
@@ -39,12 +40,12 @@ pub async fn publish(
     // Before the claim: Publish is idempotent for the node holding the
     // record, so a second POST for the stream would get the same record, and
     // its failure's Unpublish would end the first session's stream.
-    let Some(slot) = state.reserve_publish(stream) else {
+    let Some(slot) = state.sessions.reserve_publish(stream) else {
         return Err(ApiError::Conflict(format!(
             "stream {stream:?} is already published on this node"
         )));
     };
-    let origin = crate::takeover::claim(state, stream).await?;
+    let origin = state.takeover.claim(stream).await?;
     let (session, answer) = match state.rtc.accept_publisher(offer).await {
         Ok(x) => x,
         Err(e) => {
@@ -67,11 +68,11 @@ pub async fn publish(
             return Err(e);
         }
     };
-    state.set_origin_epoch(stream, origin.epoch);
-    let id = state.new_session_id();
+    state.origins.set(stream, origin.epoch);
+    let id = state.sessions.new_id();
     let etag = format!("\"{id}-1\"");
     let (stop_tx, stop_rx) = oneshot::channel();
-    state.add_session(
+    state.sessions.insert(
         id.clone(),
         SessionEntry {
             kind: SessionKind::Publisher,
@@ -135,7 +136,7 @@ async fn attach_after_puller(
 /// pulling for its own players takes the hub stream over from the puller once
 /// the puller's topology watch has shown it the new origin (its players stay).
 pub(crate) async fn puller_handover(state: &NodeState, stream: &str) -> Result<(), ApiError> {
-    if let Some(mut status) = state.puller(stream) {
+    if let Some(mut status) = state.pullers.get(stream) {
         // The sender goes when the puller's task ends, after its cleanup.
         let ended = async { while status.changed().await.is_ok() {} };
         if tokio::time::timeout(PULLER_HANDOVER, ended).await.is_err() {
@@ -174,7 +175,7 @@ pub(crate) async fn ingest(
     loop {
         tokio::select! {
             t = crate::backup::next_topology(&state, stream, &mut topology) => {
-                let ours = state.origin_epoch(stream).unwrap_or(ingest.epoch);
+                let ours = state.origins.get(stream).unwrap_or(ingest.epoch);
                 if t.is_some_and(|(node, epoch)| node != state.id() && epoch > ours) {
                     drop(source);
                     crate::backup::demote(state, ingest, (handle, packets), stop).await;
@@ -201,13 +202,13 @@ pub(crate) async fn ingest(
     }
     handle.close().await;
     drop(source);
-    state.remove_session(id);
+    state.sessions.remove(id);
     // The stream ends with its publisher. (A publisher that comes back
     // publishes again; players that stay attached resume.) The record's epoch
     // is the one this node holds now: a claim made again after the node
     // re-registered has a newer one than the session's Publish returned.
-    let epoch = state.origin_epoch(stream).unwrap_or(ingest.epoch);
-    state.clear_origin_epoch(stream);
+    let epoch = state.origins.get(stream).unwrap_or(ingest.epoch);
+    state.origins.clear(stream);
     if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
         warn!(error = %e, "unpublish failed; the lease will clean up");
     }
@@ -241,7 +242,7 @@ pub(crate) async fn close_if_still_orphaned(
             break;
         }
     }
-    if !state.has_publisher(stream.name()) && state.puller(stream.name()).is_none() {
+    if !state.sessions.has_publisher(stream.name()) && state.pullers.get(stream.name()).is_none() {
         info!(
             stream = stream.name(),
             "no source came back; closing players"
@@ -270,16 +271,16 @@ pub async fn play(
         .await
         .map_err(ApiError::from_rtc)?;
     let player = Arc::new(player);
-    let id = state.new_session_id();
+    let id = state.sessions.new_id();
     let etag = format!("\"{id}-1\"");
     let (stop_tx, stop_rx) = oneshot::channel();
-    state.add_session(
+    state.sessions.insert(
         id.clone(),
         SessionEntry {
             kind: SessionKind::Player,
             stream: stream.to_owned(),
             etag: etag.clone(),
-            candidates: Arc::clone(&player) as Arc<dyn crate::state::CandidateSink>,
+            candidates: Arc::clone(&player) as Arc<dyn crate::session_table::CandidateSink>,
             stop: Some(stop_tx),
             connecting: Some(player.state_changes()),
         },
@@ -293,7 +294,7 @@ pub async fn play(
 }
 
 async fn wait_for_pull(state: &Arc<NodeState>, stream: &str) -> Result<StreamHandle, ApiError> {
-    let mut status = pull::ensure(state, stream);
+    let mut status = state.pullers.ensure(stream);
     let ready = tokio::time::timeout(PULL_WAIT, async {
         loop {
             let now = status.borrow_and_update().clone();
@@ -336,6 +337,6 @@ async fn watch_player(
         _ = &mut stop => {}
     }
     player.close().await;
-    state.remove_session(&id);
+    state.sessions.remove(&id);
     debug!("player left");
 }

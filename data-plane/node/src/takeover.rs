@@ -19,16 +19,17 @@
 //! address before they get here.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use strata_proto::v1;
 use tracing::{debug, info};
 
+use crate::control::ControlClient;
+use crate::counters::NodeCounters;
 use crate::error::ApiError;
 use crate::probe::{self, Probe};
-use crate::state::NodeState;
 
 /// How long the probe waits for an answer. On a dead process's host the ICMP
 /// answer takes one round trip; waiting longer only delays the 409 of a
@@ -86,65 +87,82 @@ impl ProbeBudget {
     }
 }
 
-impl crate::state::NodeCounters {
+impl NodeCounters {
     /// Counts one takeover probe by what it found.
     pub fn takeover_probe(&self, found: Probe) {
         self.takeover_probes[found as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// Claims the main origin of `stream` for this node; takes it over from a
-/// holder found dead. The caller holds the stream's publish reservation.
-pub async fn claim(state: &Arc<NodeState>, stream: &str) -> Result<v1::MainOrigin, ApiError> {
-    let refused = match state.control.publish(stream, state.id(), None).await {
-        Ok(origin) => return Ok(origin),
-        Err(e) if e.code() == tonic::Code::AlreadyExists => e,
-        Err(e) => return Err(ApiError::from_control(e)),
-    };
-    if !state.takeover_budget.allow(stream, Instant::now()) {
-        return Err(ApiError::from_control(refused));
-    }
-    let Some(holder) = holder(state, stream).await else {
-        return Err(ApiError::from_control(refused));
-    };
-    let Some(addr) = relay_addr(&holder.relay_addr).await else {
-        return Err(ApiError::from_control(refused));
-    };
-    let from = state.cfg.relay_listen.ip();
-    let found = probe::probe(from, addr, PROBE_TIMEOUT).await;
-    state.counters.takeover_probe(found);
-    if found != Probe::Refused {
-        debug!(stream, holder = %holder.node_id, ?found, "main origin holder not found dead");
-        return Err(ApiError::from_control(refused));
-    }
-    info!(stream, holder = %holder.node_id, epoch = holder.epoch,
-        "main origin holder's relay port refuses: taking the stream over");
-    let dead = v1::Upstream {
-        node_id: holder.node_id.clone(),
-        region: holder.region.clone(),
-        relay_addr: holder.relay_addr.clone(),
-        epoch: holder.epoch,
-    };
-    state
-        .control
-        .publish(stream, state.id(), Some(dead))
-        .await
-        .map_err(ApiError::from_control)
+/// What a claim with takeover works with.
+pub struct Takeover {
+    /// This node's id.
+    pub node: String,
+    /// This node's region (the holder is looked up there).
+    pub region: String,
+    /// Publish and the look at the holder.
+    pub control: ControlClient,
+    /// The node's relay IP, the probe's source.
+    pub relay_ip: IpAddr,
+    /// Spaces the probes out.
+    pub budget: ProbeBudget,
+    /// Counts the probes.
+    pub counters: Arc<NodeCounters>,
 }
 
-/// The stream's main origin as the control plane sees it, unless it is this
-/// node or the look fails.
-async fn holder(state: &NodeState, stream: &str) -> Option<v1::MainOrigin> {
-    let req = v1::WatchStreamRequest {
-        stream: stream.to_owned(),
-        region: state.region().to_owned(),
-    };
-    let look = async {
-        let mut topology = state.control.watch_stream(req).await.ok()?;
-        topology.message().await.ok()?
-    };
-    let topology: v1::StreamTopology = tokio::time::timeout(LOOKUP_TIMEOUT, look).await.ok()??;
-    topology.main.filter(|m| m.node_id != state.id())
+impl Takeover {
+    /// Claims the main origin of `stream` for this node; takes it over from
+    /// a holder found dead. The caller holds the stream's publish reservation.
+    pub async fn claim(&self, stream: &str) -> Result<v1::MainOrigin, ApiError> {
+        let refused = match self.control.publish(stream, &self.node, None).await {
+            Ok(origin) => return Ok(origin),
+            Err(e) if e.code() == tonic::Code::AlreadyExists => e,
+            Err(e) => return Err(ApiError::from_control(e)),
+        };
+        if !self.budget.allow(stream, Instant::now()) {
+            return Err(ApiError::from_control(refused));
+        }
+        let Some(holder) = self.holder(stream).await else {
+            return Err(ApiError::from_control(refused));
+        };
+        let Some(addr) = relay_addr(&holder.relay_addr).await else {
+            return Err(ApiError::from_control(refused));
+        };
+        let found = probe::probe(self.relay_ip, addr, PROBE_TIMEOUT).await;
+        self.counters.takeover_probe(found);
+        if found != Probe::Refused {
+            debug!(stream, holder = %holder.node_id, ?found, "main origin holder not found dead");
+            return Err(ApiError::from_control(refused));
+        }
+        info!(stream, holder = %holder.node_id, epoch = holder.epoch,
+            "main origin holder's relay port refuses: taking the stream over");
+        let dead = v1::Upstream {
+            node_id: holder.node_id.clone(),
+            region: holder.region.clone(),
+            relay_addr: holder.relay_addr.clone(),
+            epoch: holder.epoch,
+        };
+        self.control
+            .publish(stream, &self.node, Some(dead))
+            .await
+            .map_err(ApiError::from_control)
+    }
+
+    /// The stream's main origin as the control plane sees it, unless it is
+    /// this node or the look fails.
+    async fn holder(&self, stream: &str) -> Option<v1::MainOrigin> {
+        let req = v1::WatchStreamRequest {
+            stream: stream.to_owned(),
+            region: self.region.clone(),
+        };
+        let look = async {
+            let mut topology = self.control.watch_stream(req).await.ok()?;
+            topology.message().await.ok()?
+        };
+        let topology: v1::StreamTopology =
+            tokio::time::timeout(LOOKUP_TIMEOUT, look).await.ok()??;
+        topology.main.filter(|m| m.node_id != self.node)
+    }
 }
 
 async fn relay_addr(addr: &str) -> Option<SocketAddr> {

@@ -1,6 +1,9 @@
 //! Unit tests of token verification, keys and redaction.
 
 use super::*;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::hmac;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -27,9 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::ApiError;
-use crate::pull::{self, PullStatus};
+use crate::pull::PullStatus;
+use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
 use crate::sessions::{self, Created, Ingest};
-use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::state::NodeState;
 use rule::{Reason, SwitchRule, Verdict};
 
 /// Bounds of the warm group (the hub's GOP cache bounds).
@@ -69,7 +70,7 @@ pub async fn publish(
     stream: &str,
     offer: &str,
 ) -> Result<Created, ApiError> {
-    let Some(slot) = state.reserve_publish(stream) else {
+    let Some(slot) = state.sessions.reserve_publish(stream) else {
         return Err(ApiError::Conflict(format!(
             "stream {stream:?} is already published on this node"
         )));
@@ -87,10 +88,10 @@ pub async fn publish(
             return Err(ApiError::from_rtc(e));
         }
     };
-    let id = state.new_session_id();
+    let id = state.sessions.new_id();
     let etag = format!("\"{id}-1\"");
     let (stop_tx, stop_rx) = oneshot::channel();
-    state.add_session(
+    state.sessions.insert(
         id.clone(),
         SessionEntry {
             kind: SessionKind::Publisher,
@@ -155,7 +156,7 @@ pub(crate) async fn demote(
     (handle, packets): Media,
     stop: oneshot::Receiver<()>,
 ) {
-    state.clear_origin_epoch(&ingest.stream);
+    state.origins.clear(&ingest.stream);
     let standby = match state.control.standby(&ingest.stream, state.id()).await {
         Ok(r) => r.standby,
         Err(e) => {
@@ -165,7 +166,7 @@ pub(crate) async fn demote(
     };
     let Some(standby) = standby else {
         handle.close().await;
-        state.remove_session(&ingest.id);
+        state.sessions.remove(&ingest.id);
         return;
     };
     info!(
@@ -215,7 +216,7 @@ impl Standby {
             Outcome::Switched(origin) => origin,
             Outcome::Left => {
                 handle.close().await;
-                state.remove_session(&self.id);
+                state.sessions.remove(&self.id);
                 release(&state, &self.stream, self.epoch).await;
                 info!("backup publisher left; standby released");
                 return;
@@ -226,7 +227,7 @@ impl Standby {
             Err(e) => {
                 warn!(error = %e, "switched, but the hub would not take the backup publisher");
                 handle.close().await;
-                state.remove_session(&self.id);
+                state.sessions.remove(&self.id);
                 let _ = state
                     .control
                     .unpublish(&self.stream, state.id(), origin.epoch)
@@ -234,7 +235,7 @@ impl Standby {
                 return;
             }
         };
-        state.set_origin_epoch(&self.stream, origin.epoch);
+        state.origins.set(&self.stream, origin.epoch);
         let ingest = Ingest {
             stream: self.stream,
             id: self.id,
@@ -425,7 +426,7 @@ impl Monitor {
                 return;
             }
             self.retry_at = None;
-            self.status = Some(pull::ensure(state, stream));
+            self.status = Some(state.pullers.ensure(stream));
         }
         if self.sink.is_some() {
             return;

@@ -2,16 +2,14 @@
 //! and what its session reports (`GET /whep/{s}/{session}`: layer and bandwidth estimate, for
 //! the `/play` page).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use strata_media::Layer;
 use strata_rtc::LayerPref;
 
+use super::failed;
 use crate::error::ApiError;
-use crate::http::failed;
 use crate::state::NodeState;
 
 /// The `layer` query parameter of a WHEP POST: `auto` (the default), `low`, `mid` or `high`.
@@ -35,7 +33,7 @@ pub async fn player_info(
     State(state): State<Arc<NodeState>>,
     Path((stream, session)): Path<(String, String)>,
 ) -> Response {
-    let found = state.with_session(&session, |s| {
+    let found = state.sessions.with(&session, |s| {
         let info = s.candidates.player_info();
         (
             s.stream == stream,
@@ -57,65 +55,10 @@ pub async fn player_info(
         .into_response()
 }
 
-/// Streams a load report lists players of (the control plane keeps as many).
-const MAX_REPORTED_STREAMS: usize = 256;
-
-/// Players per stream and layer for the load report: the streams with the most players
-/// first, at most [`MAX_REPORTED_STREAMS`], ties by name so the list is stable.
-pub fn stream_players(
-    by_stream: HashMap<String, Vec<Option<Layer>>>,
-) -> Vec<strata_proto::v1::StreamPlayers> {
-    let mut out: Vec<strata_proto::v1::StreamPlayers> = by_stream
-        .into_iter()
-        .map(|(stream, layers)| {
-            let on = |l: Layer| layers.iter().filter(|x| **x == Some(l)).count() as u32;
-            strata_proto::v1::StreamPlayers {
-                players: layers.len() as u32,
-                low: on(Layer::Low),
-                mid: on(Layer::Mid),
-                high: on(Layer::High),
-                stream,
-                region: String::new(),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.players
-            .cmp(&a.players)
-            .then_with(|| a.stream.cmp(&b.stream))
-    });
-    out.truncate(MAX_REPORTED_STREAMS);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn players_per_stream_and_layer_most_watched_first() {
-        let mut by_stream = HashMap::new();
-        by_stream.insert(
-            "a".to_owned(),
-            vec![Some(Layer::Low), Some(Layer::High), Some(Layer::Low)],
-        );
-        by_stream.insert("b".to_owned(), vec![None]);
-        for i in 0..300 {
-            by_stream.insert(format!("z{i:03}"), vec![None]);
-        }
-        let list = stream_players(by_stream);
-        assert_eq!(list.len(), MAX_REPORTED_STREAMS);
-        let a = &list[0];
-        assert_eq!(
-            (a.stream.as_str(), a.players, a.low, a.mid, a.high),
-            ("a", 3, 2, 0, 1)
-        );
-        // Ties by name: "b" before the z… streams; a stream without layers counts players only.
-        assert_eq!(
-            (list[1].stream.as_str(), list[1].players, list[1].low),
-            ("b", 1, 0)
-        );
-    }
+    use strata_media::Layer;
 
     #[test]
     fn layer_query() {

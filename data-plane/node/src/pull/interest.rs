@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// One subscription's outgoing interest.
-pub(crate) struct UpstreamInterest {
+pub(super) struct UpstreamInterest {
     rx: watch::Receiver<LayerSet>,
     open: bool,
     debounce: InterestDebounce,
@@ -23,7 +23,7 @@ fn now() -> StdInstant {
 
 impl UpstreamInterest {
     /// Follows `stream`'s sinks; nothing sent yet (upstream sends every layer).
-    pub(crate) fn new(stream: &StreamHandle) -> Self {
+    pub(super) fn new(stream: &StreamHandle) -> Self {
         let mut rx = stream.watch_interest();
         let mut debounce = InterestDebounce::new(DebounceConfig::default());
         debounce.want(now(), *rx.borrow_and_update());
@@ -35,7 +35,7 @@ impl UpstreamInterest {
     }
 
     /// The next set to send upstream. Cancel-safe.
-    pub(crate) async fn next(&mut self) -> LayerSet {
+    pub(super) async fn next(&mut self) -> LayerSet {
         loop {
             if let Some(set) = self.debounce.poll(now()) {
                 return set;
