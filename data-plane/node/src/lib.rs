@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod pages;
 pub mod probe;
+pub mod publish;
 pub mod pull;
 mod pull_interest;
 pub mod rtmp;

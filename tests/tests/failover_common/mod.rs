@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backup;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

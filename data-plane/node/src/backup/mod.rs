@@ -22,19 +22,23 @@ use std::time::Instant;
 use strata_media::MediaPacket;
 use strata_media::hub::{GopCache, ResumeRule, Sink};
 use strata_proto::v1;
-use strata_rtc::PublisherHandle;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
+use crate::publish::{Feed, Media};
 use crate::pull::{self, PullStatus};
-use crate::sessions::{self, Created, Ingest};
-use crate::state::{NodeState, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::sessions::{self, Ingest};
+use crate::state::{NodeState, PublishSlot};
 use rule::{Reason, SwitchRule, Verdict};
 
 /// Bounds of the warm group (the hub's GOP cache bounds).
 const WARM_MAX_BYTES: usize = 4 << 20;
 const WARM_MAX_PACKETS: usize = 2048;
+/// The warm group goes to the hub in bursts of this many packets, this far
+/// apart (160 packets: 40 ms).
+const WARM_BURST: usize = 16;
+const WARM_SPACING: Duration = Duration::from_millis(4);
 /// How long a broken topology watch waits before it is opened again.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
@@ -54,6 +58,12 @@ pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("role="));
+    parse_role(value)
+}
+
+/// A role's name (`None`: not given, a primary); any other name than
+/// `primary` or `backup` is a 400.
+pub fn parse_role(value: Option<&str>) -> Result<Role, ApiError> {
     match value {
         None | Some("primary") => Ok(Role::Primary),
         Some("backup") => Ok(Role::Backup),
@@ -63,66 +73,37 @@ pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
     }
 }
 
-/// Accepts a backup publisher's WHIP offer for `stream`.
+/// Accepts a backup publisher's WHIP offer for `stream` (`?role=backup`).
 pub async fn publish(
     state: &Arc<NodeState>,
     stream: &str,
     offer: &str,
-) -> Result<Created, ApiError> {
-    let Some(slot) = state.reserve_publish(stream) else {
-        return Err(ApiError::Conflict(format!(
-            "stream {stream:?} is already published on this node"
-        )));
-    };
-    let standby = match state.control.standby(stream, state.id()).await {
-        Ok(r) => r
-            .standby
-            .ok_or_else(|| ApiError::Unavailable("standby answer without a record".into()))?,
-        Err(e) => return Err(refused(stream, e)),
-    };
-    let (session, answer) = match state.rtc.accept_publisher(offer).await {
-        Ok(x) => x,
-        Err(e) => {
-            release(state, stream, standby.epoch).await;
-            return Err(ApiError::from_rtc(e));
-        }
-    };
-    let id = state.new_session_id();
-    let etag = format!("\"{id}-1\"");
-    let (stop_tx, stop_rx) = oneshot::channel();
-    state.add_session(
-        id.clone(),
-        SessionEntry {
-            kind: SessionKind::Publisher,
-            stream: stream.to_owned(),
-            etag: etag.clone(),
-            candidates: Arc::new(session.handle()),
-            stop: Some(stop_tx),
-            connecting: None,
-        },
-    );
-    state
-        .counters
-        .backup_publishers_total
-        .fetch_add(1, Ordering::Relaxed);
-    let log_id = session_log_id(&id);
-    info!(stream, session = %log_id, epoch = standby.epoch, "backup publisher connected; standby");
-    let catalog = session.catalog().clone();
+) -> Result<sessions::Created, ApiError> {
+    sessions::publish_as(state, stream, offer, Role::Backup).await
+}
+
+/// Runs a backup publisher's session while its node is the standby
+/// (`ingest.epoch`: the standby record's), and as the main origin's source
+/// after a switch.
+pub(crate) async fn standby(
+    state: Arc<NodeState>,
+    ingest: Ingest,
+    media: Media,
+    stop: oneshot::Receiver<()>,
+) {
     let task = Standby {
-        state: state.clone(),
-        stream: stream.to_owned(),
-        id: id.clone(),
-        epoch: standby.epoch,
-        slot,
-        catalog,
+        catalog: media.0.catalog().clone(),
+        state,
+        stream: ingest.stream,
+        id: ingest.id,
+        epoch: ingest.epoch,
+        slot: ingest._slot,
     };
-    let span = info_span!("backup", stream, session = %log_id);
-    tokio::spawn(task.run(session.into_parts(), stop_rx).instrument(span));
-    Ok(Created { id, etag, answer })
+    task.run(media, stop).await;
 }
 
 /// A refused standby registration as the client sees it.
-fn refused(stream: &str, e: crate::control::ControlError) -> ApiError {
+pub(crate) fn refused(stream: &str, e: crate::control::ControlError) -> ApiError {
     match e.code() {
         tonic::Code::AlreadyExists => {
             ApiError::Conflict(format!("stream {stream:?} already has a backup publisher"))
@@ -191,9 +172,6 @@ enum Outcome {
     Switched(v1::MainOrigin),
 }
 
-/// The media side of a backup publisher.
-type Media = (PublisherHandle, mpsc::Receiver<MediaPacket>);
-
 /// A backup publisher's session while its node is the standby.
 struct Standby {
     state: Arc<NodeState>,
@@ -253,7 +231,13 @@ impl Standby {
             .hub
             .attach_source(&self.stream, self.catalog.clone())
             .map_err(|e| ApiError::Conflict(e.to_string()))?;
-        for p in warm.packets() {
+        // Paced: a group of a second (100 to 200 packets from an encoder
+        // sending a keyframe a second) sent at once overflows a player's
+        // socket buffer on a busy host, and the loss costs it the keyframe.
+        for (i, p) in warm.packets().enumerate() {
+            if i > 0 && i % WARM_BURST == 0 {
+                tokio::time::sleep(WARM_SPACING).await;
+            }
             source.push(p.clone());
         }
         info!(
@@ -267,7 +251,7 @@ impl Standby {
     /// the publisher's end.
     async fn watch(
         &self,
-        handle: &PublisherHandle,
+        handle: &Feed,
         packets: &mut mpsc::Receiver<MediaPacket>,
         warm: &mut GopCache,
         stop: &mut oneshot::Receiver<()>,
