@@ -265,6 +265,12 @@ impl Standby {
             let now = Instant::now();
             let deadline = match rule.poll(now) {
                 Verdict::Switch { main_epoch, reason } => {
+                    // Packets the loop has not read yet (it was busy or
+                    // starved) are not silence.
+                    if reason == Reason::Silent && monitor.drain() {
+                        rule.on_packet(now);
+                        continue;
+                    }
                     match self.switch(main_epoch, reason).await {
                         Some(origin) => return Outcome::Switched(origin),
                         None => rule.on_refused(Instant::now()),
@@ -421,6 +427,19 @@ impl Monitor {
         if ready && let Some(h) = state.hub.get(stream) {
             self.sink = Some(h.subscribe());
         }
+    }
+
+    /// Reads the packets of the live stream already queued; whether there
+    /// were any.
+    fn drain(&mut self) -> bool {
+        let Some(sink) = self.sink.as_mut() else {
+            return false;
+        };
+        let mut got = false;
+        while sink.try_recv().is_some() {
+            got = true;
+        }
+        got
     }
 
     /// Waits for the next packet of the live stream (true) or a change of
