@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_tests::faults::{DeadNodes, TreeMonitor, arm, wait_resumed};
+use strata_tests::faults::{DeadNodes, TreeMonitor, arm};
 use strata_tests::media::{PreparedPublisher, TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
 use strata_tests::procs::ProcCluster;
@@ -47,14 +47,7 @@ async fn netns_failover_backup_primary_node_sigkill() {
     dead.mark_dead("O1", TTL + RECORDS_SLACK);
     primary.vanish().await;
 
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &["E11", "E21", "B2"], &stalls);
     let tree = switched_to_b2(&c, old_epoch).await;
     assert_eq!(tree.standby, None, "{tree:?}");
@@ -90,14 +83,7 @@ async fn netns_failover_backup_primary_silent() {
     let refs: Vec<&TestPlayer> = players.iter().collect();
     let since = arm(&refs);
     primary.set_silent(true);
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &["E11", "E21", "B2", "O1"], &stalls);
     let switched = switched_to_b2(&c, old_epoch).await;
     let tree = wait_tree(&c, Duration::from_secs(5), "O1 standby", |t| {
@@ -133,14 +119,7 @@ async fn netns_failover_backup_primary_silent() {
     };
     let back = routing.switch_publisher(req).await.unwrap().into_inner();
     assert_eq!(back.origin.unwrap().node_id, "O1");
-    let back_stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let back_stalls = resumed(&refs, since).await;
     print_stalls(
         &format!("{case}, operator switch back"),
         &["E11", "E21", "B2", "O1"],

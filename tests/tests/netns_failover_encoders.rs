@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use strata_tests::faults::{DeadNodes, TreeMonitor, arm, wait_resumed};
+use strata_tests::faults::{DeadNodes, TreeMonitor, arm};
 use strata_tests::media::TestPlayer;
 use strata_tests::ports::require_netns;
 use strata_tests::procs::ProcCluster;
@@ -43,14 +43,7 @@ async fn netns_failover_encoders_primary_node_sigkill() {
     let since = arm(&refs);
     c.node_mut("O1").unwrap().kill().unwrap();
     dead.mark_dead("O1", TTL + RECORDS_SLACK);
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &PLAYERS, &stalls);
     let tree = switched_to_b2(&c, old_epoch).await;
     assert_eq!(tree.standby, None, "{tree:?}");
@@ -80,14 +73,7 @@ async fn netns_failover_encoders_primary_encoder_stops() {
     let refs: Vec<&TestPlayer> = players.iter().collect();
     let since = arm(&refs);
     signal(&primary, "-STOP");
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &PLAYERS, &stalls);
     let switched = switched_to_b2(&c, old_epoch).await;
     let tree = wait_tree(&c, Duration::from_secs(5), "O1 standby", |t| {
