@@ -1,4 +1,6 @@
-//! Redundant ingest: a backup publisher (`POST /whip/{s}?role=backup`).
+//! Redundant ingest: a backup publisher (`POST /whip/{s}?role=backup`,
+//! `role=backup` in an RTMP stream key or an SRT stream id; admitted through
+//! [`crate::publish`] like every publisher).
 //!
 //! The node registers as the stream's standby (`RoutingService/Standby`),
 //! keeps the backup publisher's latest keyframe group warm (not in the hub:
@@ -12,24 +14,24 @@
 //! publisher becomes the hub's source, starting with the warm group (its
 //! keyframe first), and the players of every region keep their sessions.
 
+mod monitor;
 pub mod rule;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use strata_media::MediaPacket;
-use strata_media::hub::{GopCache, ResumeRule, Sink};
+use strata_media::hub::{GopCache, ResumeRule};
 use strata_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::publish::{Feed, Media};
-use crate::pull::{self, PullStatus};
 use crate::sessions::{self, Ingest};
 use crate::state::{NodeState, PublishSlot};
+use monitor::Monitor;
 use rule::{Reason, SwitchRule, Verdict};
 
 /// Bounds of the warm group (the hub's GOP cache bounds).
@@ -387,100 +389,6 @@ pub(crate) async fn next_topology(
             _ => {
                 *watch = None;
                 tokio::time::sleep(WATCH_RETRY).await;
-            }
-        }
-    }
-}
-
-/// How long after this node's puller of the stream ended the standby starts
-/// another one.
-const PULL_RETRY: Duration = Duration::from_millis(200);
-
-/// The standby's view of the live stream: this node's puller of it, and one
-/// hub sink whose packets say the primary is alive.
-#[derive(Default)]
-struct Monitor {
-    status: Option<tokio::sync::watch::Receiver<PullStatus>>,
-    sink: Option<Sink>,
-    /// No new puller before this (the last one ended).
-    retry_at: Option<Instant>,
-}
-
-impl Monitor {
-    /// Starts (or joins) the puller, again after it ended, and subscribes
-    /// once it is ready.
-    fn ensure(&mut self, state: &Arc<NodeState>, stream: &str, now: Instant) {
-        if self.status.is_none() {
-            if self.retry_at.is_some_and(|t| now < t) {
-                return;
-            }
-            self.retry_at = None;
-            self.status = Some(pull::ensure(state, stream));
-        }
-        if self.sink.is_some() {
-            return;
-        }
-        let ready = self
-            .status
-            .as_ref()
-            .is_some_and(|st| matches!(*st.borrow(), PullStatus::Ready(_)));
-        if ready && let Some(h) = state.hub.get(stream) {
-            self.sink = Some(h.subscribe());
-        }
-    }
-
-    /// Reads the packets of the live stream already queued; whether there
-    /// were any.
-    fn drain(&mut self) -> bool {
-        let Some(sink) = self.sink.as_mut() else {
-            return false;
-        };
-        let mut got = false;
-        while sink.try_recv().is_some() {
-            got = true;
-        }
-        got
-    }
-
-    /// Waits for the next packet of the live stream (true) or a change of
-    /// the puller's status (false: the caller subscribes or starts another).
-    async fn next(&mut self) -> bool {
-        let Monitor {
-            sink: sink_slot,
-            status: status_slot,
-            retry_at,
-        } = self;
-        let sink = async {
-            match sink_slot.as_mut() {
-                Some(sink) => {
-                    let got = sink.recv().await.is_some();
-                    while got && sink.try_recv().is_some() {}
-                    Some(got)
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let status = async {
-            match status_slot.as_mut() {
-                Some(st) => st.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            got = sink => {
-                if got == Some(true) {
-                    return true;
-                }
-                *sink_slot = None;
-                false
-            }
-            alive = status => {
-                if !alive {
-                    // The puller ended: another one shortly.
-                    *status_slot = None;
-                    *retry_at = Some(Instant::now() + PULL_RETRY);
-                }
-                false
             }
         }
     }
