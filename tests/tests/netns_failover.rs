@@ -237,11 +237,7 @@ async fn netns_failover_region_partition() {
         },
         ["E11", "E21", "E22"],
         "settled",
-        |t| {
-            regional_of(t, "Region2").as_deref() == Some("E21")
-                && upstream_of(t, "E11").as_deref() == Some("O1")
-                && upstream_of(t, "E22").as_deref() == Some("E21")
-        },
+        settled_on_e21,
     )
     .await;
     assert!(

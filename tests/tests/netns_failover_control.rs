@@ -46,11 +46,7 @@ async fn netns_failover_control_plane_replica_killed() {
         },
         ["E11", "E21", "E22"],
         "settled",
-        |t| {
-            regional_of(t, "Region2").as_deref() == Some("E21")
-                && upstream_of(t, "E11").as_deref() == Some("O1")
-                && upstream_of(t, "E22").as_deref() == Some("E21")
-        },
+        settled_on_e21,
     )
     .await;
     let mut before = tree_key(&tree);
@@ -130,11 +126,7 @@ async fn netns_failover_etcd_member_killed() {
         },
         ["E11", "E21", "E22"],
         "settled",
-        |t| {
-            regional_of(t, "Region2").as_deref() == Some("E21")
-                && upstream_of(t, "E11").as_deref() == Some("O1")
-                && upstream_of(t, "E22").as_deref() == Some("E21")
-        },
+        settled_on_e21,
     )
     .await;
     let before = tree_key(&tree);
@@ -205,11 +197,7 @@ async fn netns_failover_etcd_down() {
         },
         ["E11", "E21", "E22"],
         "settled",
-        |t| {
-            regional_of(t, "Region2").as_deref() == Some("E21")
-                && upstream_of(t, "E11").as_deref() == Some("O1")
-                && upstream_of(t, "E22").as_deref() == Some("E21")
-        },
+        settled_on_e21,
     )
     .await;
     let before = tree_key(&tree);

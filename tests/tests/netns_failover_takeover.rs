@@ -74,11 +74,7 @@ async fn main_origin_sigkill(case: &str, target: &str) -> v1::StreamTree {
         },
         ["E11", "E21", "E22"],
         "settled",
-        |t| {
-            regional_of(t, "Region2").as_deref() == Some("E21")
-                && upstream_of(t, "E11").as_deref() == Some("O1")
-                && upstream_of(t, "E22").as_deref() == Some("E21")
-        },
+        settled_on_e21,
     )
     .await;
     let old_epoch = before.main.as_ref().unwrap().epoch;

@@ -106,6 +106,14 @@ pub async fn live<const N: usize>(
     (c, publisher, started, tree)
 }
 
+/// The two-region cases' settled tree: E21 is Region2's regional origin, E11 pulls from O1
+/// and E22 from E21.
+pub fn settled_on_e21(t: Option<&v1::StreamTree>) -> bool {
+    regional_of(t, "Region2").as_deref() == Some("E21")
+        && upstream_of(t, "E11").as_deref() == Some("O1")
+        && upstream_of(t, "E22").as_deref() == Some("E21")
+}
+
 /// Waits (at most 10 s) until every player received video after `since` and then a second
 /// more; returns each one's stall (see [`strata_tests::faults::wait_resumed`]).
 pub async fn resumed(players: &[&TestPlayer], since: Instant) -> Vec<Duration> {
