@@ -1,7 +1,11 @@
 //! Chaos: five streams with players in three regions while a random node is killed (SIGKILL,
 //! sometimes SIGTERM) and later restarted, every few seconds, for `STRATA_CHAOS_SECS` seconds
-//! (default 120). The publishers' main origins are never killed (their failover needs the
+//! (default 120). The five publishers' main origins are never killed (their failover needs the
 //! publisher to come back: `netns_failover_main_origin_sigkill`); every other node is fair game.
+//! Two more streams have a backup publisher (`chaos_backup`): their publishers' nodes are
+//! killed too (one at a time), the stream switching to the other publisher; a restarted node
+//! publishes again as the backup. After every step each of them is live from exactly one of
+//! its publishers.
 //!
 //! After every step: at most one regional origin per (stream, region), no regional origin in
 //! the main origin's region, the main origins unchanged, no record of a node dead longer than
@@ -22,6 +26,9 @@ use strata_tests::media::{TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
 use strata_tests::procs::{ProcCluster, ProcOptions};
 use tokio::time::{Instant, sleep};
+
+mod chaos_backup;
+use chaos_backup::Redundant;
 
 const TTL: Duration = Duration::from_secs(3);
 /// A dead node's records must be gone this long after its death (see `netns_failover.rs`).
@@ -153,10 +160,23 @@ async fn netns_chaos_kill_and_restart() {
         );
     }
     let victims = ["a2", "a3", "b2", "b3", "c2", "c3"];
-    let plays: BTreeMap<&str, Vec<String>> = victims
+    // The redundant streams: primary and backup on two victims of different regions.
+    let mut redundant = vec![
+        Redundant::start(&c, "r0", "a2", "b2").await,
+        Redundant::start(&c, "r1", "c3", "a3").await,
+    ];
+    let mut plays: BTreeMap<&str, Vec<String>> = victims
         .iter()
         .enumerate()
         .map(|(i, n)| (*n, (0..3).map(|k| streams[(i + k) % 5].clone()).collect()))
+        .collect();
+    for (node, s) in [("b3", "r0"), ("c2", "r0"), ("b3", "r1"), ("a2", "r1")] {
+        plays.get_mut(node).unwrap().push(s.to_owned());
+    }
+    let all_streams: Vec<String> = streams
+        .iter()
+        .cloned()
+        .chain(redundant.iter().map(|r| r.stream.clone()))
         .collect();
     let mut players: BTreeMap<String, Vec<Tracked>> = BTreeMap::new();
     for n in victims {
@@ -169,12 +189,12 @@ async fn netns_chaos_kill_and_restart() {
         epochs.insert(s.clone(), t.main.unwrap());
     }
     eprintln!(
-        "chaos: 9 nodes in 3 regions, 5 streams, {} players on {victims:?}",
+        "chaos: 9 nodes in 3 regions, 5 streams and 2 with a backup publisher, {} players on {victims:?}",
         players.values().map(Vec::len).sum::<usize>()
     );
 
     let dead_nodes = DeadNodes::default();
-    let monitor = TreeMonitor::start(cp_urls.clone(), streams.clone(), dead_nodes.clone());
+    let monitor = TreeMonitor::start(cp_urls.clone(), all_streams, dead_nodes.clone());
     let mut dead: Vec<String> = Vec::new();
     let mut tally = Tally::default();
     let started = Instant::now();
@@ -185,12 +205,32 @@ async fn netns_chaos_kill_and_restart() {
         let all: Vec<&TestPlayer> = players.values().flatten().map(|t| &t.player).collect();
         let since = arm(&all);
         drop(all);
-        let restart = !dead.is_empty() && (dead.len() >= MAX_DEAD || rng.chance(40));
+        for r in &mut redundant {
+            r.observe(monitor.last(&r.stream).as_ref(), step_at);
+        }
+        let killable: Vec<&str> = victims
+            .iter()
+            .copied()
+            .filter(|v| !dead.iter().any(|d| d == v))
+            .filter(|v| redundant.iter().all(|r| r.killable(v, step_at)))
+            .collect();
+        if killable.is_empty() && dead.is_empty() {
+            // Every node is spared for now (standbys still warming up).
+            sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let restart =
+            !dead.is_empty() && (dead.len() >= MAX_DEAD || killable.is_empty() || rng.chance(40));
         let what = if restart {
             let node = dead.remove(rng.below(dead.len()));
             c.node_mut(&node).unwrap().restart().await.unwrap();
             dead_nodes.mark_alive(&node);
             tally.restarts += 1;
+            for r in &mut redundant {
+                if let Err(e) = r.on_restarted(&c, &node).await {
+                    tally.violations.push(format!("step {}: {e}", tally.steps));
+                }
+            }
             match start_players(&c, &node, &plays[node.as_str()]).await {
                 Ok(p) => {
                     tally.joins += p.len() as u32;
@@ -200,12 +240,7 @@ async fn netns_chaos_kill_and_restart() {
             }
             format!("restart {node}")
         } else {
-            let live: Vec<&str> = victims
-                .iter()
-                .copied()
-                .filter(|v| !dead.iter().any(|d| d == v))
-                .collect();
-            let node = live[rng.below(live.len())].to_owned();
+            let node = killable[rng.below(killable.len())].to_owned();
             players.remove(&node);
             let how = if rng.chance(20) {
                 let status = c
@@ -227,6 +262,9 @@ async fn netns_chaos_kill_and_restart() {
                 "SIGKILL"
             };
             dead.push(node.clone());
+            for r in &mut redundant {
+                r.on_killed(&node).await;
+            }
             format!("{how} {node}")
         };
 
@@ -294,6 +332,14 @@ async fn netns_chaos_kill_and_restart() {
                 }
             }
         }
+        // Each redundant stream is live from exactly one of its publishers.
+        for r in &redundant {
+            if let Err(e) = r.check(monitor.last(&r.stream).as_ref(), &dead) {
+                tally
+                    .violations
+                    .push(format!("step {} ({what}): {e}", tally.steps));
+            }
+        }
         // The main origins never moved.
         for s in &streams {
             let main = monitor.last(s).and_then(|t| t.main);
@@ -321,6 +367,11 @@ async fn netns_chaos_kill_and_restart() {
         c.node_mut(&node).unwrap().restart().await.unwrap();
         dead_nodes.mark_alive(&node);
         tally.restarts += 1;
+        for r in &mut redundant {
+            if let Err(e) = r.on_restarted(&c, &node).await {
+                tally.violations.push(format!("final restart: {e}"));
+            }
+        }
     }
     sleep(Duration::from_secs(1)).await;
     let report = monitor.stop();
@@ -329,16 +380,22 @@ async fn netns_chaos_kill_and_restart() {
         let t: v1::StreamTree = get_tree(&mut routing, s).await.unwrap().unwrap();
         assert_eq!(t.main.as_ref(), epochs.get(s), "{s}: {t:?}");
     }
+    for r in &redundant {
+        let t = get_tree(&mut routing, &r.stream).await.unwrap();
+        if let Err(e) = r.check(t.as_ref(), &[]) {
+            tally.violations.push(format!("at the end: {e}"));
+        }
+    }
     tally.violations.extend(report.violations.iter().cloned());
 
     let (median, worst) = median_max(&tally.stalls);
     eprintln!("chaos summary (seed {seed}, {secs} s):");
     eprintln!(
-        "  | steps | SIGKILL | SIGTERM | restarts | new players | recoveries | median stall | worst stall | regional changes | GetStream checks | violations |"
+        "  | steps | SIGKILL | SIGTERM | restarts | new players | recoveries | median stall | worst stall | switches to a backup | regional changes | GetStream checks | violations |"
     );
-    eprintln!("  |---|---|---|---|---|---|---|---|---|---|---|");
+    eprintln!("  |---|---|---|---|---|---|---|---|---|---|---|---|");
     eprintln!(
-        "  | {} | {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} |",
+        "  | {} | {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} | {} |",
         tally.steps,
         tally.sigkills,
         tally.sigterms,
@@ -347,12 +404,16 @@ async fn netns_chaos_kill_and_restart() {
         tally.recoveries,
         ms(median),
         ms(worst),
+        redundant.iter().map(|r| r.switches).sum::<u32>(),
         report.changes.len(),
         report.samples,
         tally.violations.len()
     );
     for p in publishers {
         p.vanish().await;
+    }
+    for r in redundant {
+        r.stop().await;
     }
     assert!(
         tally.violations.is_empty(),

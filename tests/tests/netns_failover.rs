@@ -36,29 +36,27 @@ async fn netns_failover_regional_origin_sigkill() {
     require_netns("netns_failover_regional_origin_sigkill");
     let _serial = SERIAL.lock().await;
     let case = "regional SIGKILL";
-    let mut c = start(ProcOptions {
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-            ("E23", "Region2"),
-        ]),
-        ..ProcOptions::default()
-    })
+    let (mut c, _publisher, [_p11, p21, p22, p23], tree) = live(
+        ProcOptions {
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+                ("E23", "Region2"),
+            ]),
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22", "E23"],
+        "settled",
+        |t| {
+            regional_of(t, "Region2").as_deref() == Some("E21")
+                && upstream_of(t, "E22").as_deref() == Some("E21")
+                && upstream_of(t, "E23").as_deref() == Some("E21")
+        },
+    )
     .await;
-    let _publisher = publish(&c, "O1").await;
-    let _p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let p23 = play(&c, "E23").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-            && upstream_of(t, "E23").as_deref() == Some("E21")
-    })
-    .await;
-    let epoch_before = regionals(tree.as_ref().unwrap())["Region2"].1;
+    let epoch_before = regionals(&tree)["Region2"].1;
 
     let dead = DeadNodes::default();
     let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], dead.clone());
@@ -69,14 +67,7 @@ async fn netns_failover_regional_origin_sigkill() {
     let killed_at = Instant::now();
     dead.mark_dead("E21", TTL + RECORDS_SLACK);
     drop(p21);
-    let stalls = wait_resumed(
-        &players,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&players, since).await;
     print_stalls(case, &["E22", "E23"], &stalls);
 
     // One of E22, E23 holds Region2 at a new epoch, the other pulls from it.
@@ -233,16 +224,21 @@ async fn netns_failover_region_partition() {
     let case = "region partition";
     let mut partition = Partition::new().unwrap();
     let (r1_ip, r2_ip) = (Ipv4Addr::new(127, 0, 1, 1), Ipv4Addr::new(127, 0, 2, 1));
-    let c = start(ProcOptions {
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-        ]),
-        relay_ips: vec![("Region1".into(), r1_ip), ("Region2".into(), r2_ip)],
-        ..ProcOptions::default()
-    })
+    let (c, _publisher, [p11, p21, p22], tree) = live(
+        ProcOptions {
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+            ]),
+            relay_ips: vec![("Region1".into(), r1_ip), ("Region2".into(), r2_ip)],
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22"],
+        "settled",
+        settled_on_e21,
+    )
     .await;
     assert!(
         c.node("E21")
@@ -250,17 +246,6 @@ async fn netns_failover_region_partition() {
             .relay_addr()
             .starts_with("127.0.2.1:")
     );
-    let _publisher = publish(&c, "O1").await;
-    let p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E11").as_deref() == Some("O1")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-    })
-    .await
-    .unwrap();
     let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], DeadNodes::default());
     let region2 = [&p21, &p22];
     arm(&[&p11, &p21, &p22]);
@@ -309,14 +294,7 @@ async fn netns_failover_region_partition() {
         .collect();
     let since = arm(&region2);
     partition.heal().unwrap();
-    let stalls = wait_resumed(
-        &region2,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&region2, since).await;
     // The first packet after the heal came one stall after the last one before the cut.
     let recovered: Vec<Duration> = last_before
         .iter()

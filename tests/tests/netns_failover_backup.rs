@@ -13,21 +13,15 @@
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_tests::faults::{DeadNodes, TreeMonitor, arm, wait_resumed};
-use strata_tests::http::{self, metric_sum};
+use strata_tests::faults::{DeadNodes, TreeMonitor, arm};
 use strata_tests::media::{PreparedPublisher, TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
-use strata_tests::procs::{ProcCluster, ProcOptions};
+use strata_tests::procs::ProcCluster;
 use tokio::time::sleep;
 
 mod failover_common;
+use failover_common::backup::*;
 use failover_common::*;
-
-/// The most a switch to the backup may cost the players: the bound.
-const SWITCH_STALL: Duration = Duration::from_millis(500);
-/// The switch gap the cases run with (the default is 500 ms, which alone would use up the
-/// bound): the clip sends a packet every 20 to 33 ms.
-const GAP: &str = "200ms";
 
 /// Case 8: O1 (the primary's node, the main origin) is SIGKILLed. B2 stops receiving the live
 /// stream and switches after the gap; the players on E11 (Region1), E21 (Region2) and B2 itself
@@ -53,14 +47,7 @@ async fn netns_failover_backup_primary_node_sigkill() {
     dead.mark_dead("O1", TTL + RECORDS_SLACK);
     primary.vanish().await;
 
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &["E11", "E21", "B2"], &stalls);
     let tree = switched_to_b2(&c, old_epoch).await;
     assert_eq!(tree.standby, None, "{tree:?}");
@@ -96,14 +83,7 @@ async fn netns_failover_backup_primary_silent() {
     let refs: Vec<&TestPlayer> = players.iter().collect();
     let since = arm(&refs);
     primary.set_silent(true);
-    let stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&refs, since).await;
     print_stalls(case, &["E11", "E21", "B2", "O1"], &stalls);
     let switched = switched_to_b2(&c, old_epoch).await;
     let tree = wait_tree(&c, Duration::from_secs(5), "O1 standby", |t| {
@@ -139,14 +119,7 @@ async fn netns_failover_backup_primary_silent() {
     };
     let back = routing.switch_publisher(req).await.unwrap().into_inner();
     assert_eq!(back.origin.unwrap().node_id, "O1");
-    let back_stalls = wait_resumed(
-        &refs,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let back_stalls = resumed(&refs, since).await;
     print_stalls(
         &format!("{case}, operator switch back"),
         &["E11", "E21", "B2", "O1"],
@@ -214,34 +187,6 @@ async fn netns_failover_backup_refusals() {
     assert_eq!(after.main, tree.main);
 }
 
-/// O1 and E11 in Region1, B2 and E21 in Region2; every node with the test's switch gap.
-pub async fn cluster() -> ProcCluster {
-    start(ProcOptions {
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("B2", "Region2"),
-            ("E21", "Region2"),
-        ]),
-        node_args: vec!["--backup-switch-gap".into(), GAP.into()],
-        ..ProcOptions::default()
-    })
-    .await
-}
-
-/// A backup publisher on `node`.
-pub async fn publish_backup(c: &ProcCluster, node: &str) -> TestPublisher {
-    let p = TestPublisher::start(
-        &url(c, node),
-        &format!("{STREAM}?role=backup"),
-        vp8_clip().unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(p.node, node);
-    p
-}
-
 /// The primary on O1, the backup on B2, players on E11, E21 and B2, the standby watching.
 pub async fn live_with_backup(c: &ProcCluster) -> (TestPublisher, TestPublisher, Vec<TestPlayer>) {
     let primary = publish(c, "O1").await;
@@ -262,44 +207,4 @@ pub async fn live_with_backup(c: &ProcCluster) -> (TestPublisher, TestPublisher,
     // Media flows at every player (and so through B2's puller) before the fault.
     sleep(Duration::from_millis(300)).await;
     (primary, backup, players)
-}
-
-/// Waits for B2 to be the main origin at a newer epoch; returns the tree.
-pub async fn switched_to_b2(c: &ProcCluster, old_epoch: i64) -> v1::StreamTree {
-    let tree = wait_tree(c, Duration::from_secs(5), "switched", |t| {
-        t.is_some_and(|t| t.main.as_ref().is_some_and(|m| m.node_id == "B2"))
-    })
-    .await
-    .unwrap();
-    assert!(tree.main.as_ref().unwrap().epoch > old_epoch, "{tree:?}");
-    assert_eq!(regional_of(Some(&tree), "Region2"), None, "{tree:?}");
-    tree
-}
-
-/// `strata_node_backup_switches_total{reason}` of `node`.
-pub async fn switches(c: &ProcCluster, node: &str, reason: &str) -> f64 {
-    let m = http::get(&format!("{}/metrics", url(c, node)))
-        .await
-        .unwrap()
-        .text();
-    metric_sum(
-        &m,
-        "strata_node_backup_switches_total",
-        &[("reason", reason)],
-    )
-}
-
-/// One WHEP session per player node, ever: nobody re-negotiated.
-pub async fn same_sessions(c: &ProcCluster) {
-    for n in ["E11", "E21", "B2"] {
-        let m = http::get(&format!("{}/metrics", url(c, n)))
-            .await
-            .unwrap()
-            .text();
-        assert_eq!(
-            metric_sum(&m, "strata_node_players_total", &[]),
-            1.0,
-            "{n}: a player came back through a new WHEP session"
-        );
-    }
 }

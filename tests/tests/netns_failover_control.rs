@@ -33,28 +33,22 @@ async fn netns_failover_control_plane_replica_killed() {
     require_netns("netns_failover_control_plane_replica_killed");
     let _serial = SERIAL.lock().await;
     let case = "control-plane replica killed";
-    let mut c = start(ProcOptions {
-        control_planes: 2,
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-        ]),
-        ..ProcOptions::default()
-    })
+    let (mut c, _publisher, [p11, p21, p22], tree) = live(
+        ProcOptions {
+            control_planes: 2,
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+            ]),
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22"],
+        "settled",
+        settled_on_e21,
+    )
     .await;
-    let _publisher = publish(&c, "O1").await;
-    let p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E11").as_deref() == Some("O1")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-    })
-    .await
-    .unwrap();
     let mut before = tree_key(&tree);
     let mut leases_before = leases(&c).await;
     let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], DeadNodes::default());
@@ -118,29 +112,23 @@ async fn netns_failover_etcd_member_killed() {
     let _serial = SERIAL.lock().await;
     let case = "etcd member killed";
     let mut etcd = EtcdCluster::start(3).await.unwrap();
-    let c = start(ProcOptions {
-        store: StoreMode::External(etcd.endpoints()),
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-            ("E31", "Region3"),
-        ]),
-        ..ProcOptions::default()
-    })
+    let (c, _publisher, [p11, p21, p22], tree) = live(
+        ProcOptions {
+            store: StoreMode::External(etcd.endpoints()),
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+                ("E31", "Region3"),
+            ]),
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22"],
+        "settled",
+        settled_on_e21,
+    )
     .await;
-    let _publisher = publish(&c, "O1").await;
-    let p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E11").as_deref() == Some("O1")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-    })
-    .await
-    .unwrap();
     let before = tree_key(&tree);
     let leases_before = leases(&c).await;
     let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], DeadNodes::default());
@@ -196,28 +184,22 @@ async fn netns_failover_etcd_down() {
     let _serial = SERIAL.lock().await;
     let case = "etcd down 5 s";
     let outage = Duration::from_secs(5);
-    let mut c = start(ProcOptions {
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-            ("E23", "Region2"),
-        ]),
-        ..ProcOptions::default()
-    })
+    let (mut c, _publisher, [p11, p21, p22], tree) = live(
+        ProcOptions {
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+                ("E23", "Region2"),
+            ]),
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22"],
+        "settled",
+        settled_on_e21,
+    )
     .await;
-    let _publisher = publish(&c, "O1").await;
-    let p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E11").as_deref() == Some("O1")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-    })
-    .await
-    .unwrap();
     let before = tree_key(&tree);
     let leases_before = leases(&c).await;
     let monitor = TreeMonitor::start(cp_urls(&c), vec![STREAM.into()], DeadNodes::default());

@@ -13,9 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_tests::faults::{
-    DeadNodes, TreeMonitor, arm, ms, record_holders, regionals, wait_resumed,
-};
+use strata_tests::faults::{DeadNodes, TreeMonitor, arm, ms, record_holders, regionals};
 use strata_tests::http::{self, metric_sum};
 use strata_tests::media::{PreparedPublisher, vp8_clip};
 use strata_tests::ports::require_netns;
@@ -63,28 +61,22 @@ async fn netns_failover_main_origin_sigkill_other_region() {
 /// SIGKILLed and the publisher re-publishes on `target` every 100 ms. Checks the stalls, the
 /// sessions, the invariants, one copy per region, and returns the settled tree.
 async fn main_origin_sigkill(case: &str, target: &str) -> v1::StreamTree {
-    let mut c = start(ProcOptions {
-        nodes: nodes(&[
-            ("O1", "Region1"),
-            ("E11", "Region1"),
-            ("E12", "Region1"),
-            ("E21", "Region2"),
-            ("E22", "Region2"),
-        ]),
-        ..ProcOptions::default()
-    })
+    let (mut c, publisher, [p11, p21, p22], before) = live(
+        ProcOptions {
+            nodes: nodes(&[
+                ("O1", "Region1"),
+                ("E11", "Region1"),
+                ("E12", "Region1"),
+                ("E21", "Region2"),
+                ("E22", "Region2"),
+            ]),
+            ..ProcOptions::default()
+        },
+        ["E11", "E21", "E22"],
+        "settled",
+        settled_on_e21,
+    )
     .await;
-    let publisher = publish(&c, "O1").await;
-    let p11 = play(&c, "E11").await;
-    let p21 = play(&c, "E21").await;
-    let p22 = play(&c, "E22").await;
-    let before = wait_tree(&c, Duration::from_secs(5), "settled", |t| {
-        regional_of(t, "Region2").as_deref() == Some("E21")
-            && upstream_of(t, "E11").as_deref() == Some("O1")
-            && upstream_of(t, "E22").as_deref() == Some("E21")
-    })
-    .await
-    .unwrap();
     let old_epoch = before.main.as_ref().unwrap().epoch;
 
     let dead = DeadNodes::default();
@@ -117,14 +109,7 @@ async fn main_origin_sigkill(case: &str, target: &str) -> v1::StreamTree {
     publisher.vanish().await;
     let (publisher, conflicts, republished_at) = republish.await.unwrap();
     assert_eq!(publisher.node, target);
-    let stalls = wait_resumed(
-        &players,
-        since,
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    let stalls = resumed(&players, since).await;
     eprintln!(
         "[{case}] republished on {target} {} ms after the kill, after {conflicts} × 409",
         ms(republished_at - killed_at)

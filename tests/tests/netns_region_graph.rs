@@ -32,21 +32,20 @@ async fn netns_region_graph_chain_and_re_parent() {
     require_netns("netns_region_graph_chain_and_re_parent");
     let _serial = SERIAL.lock().await;
     let case = "region graph";
-    let mut c = start(ProcOptions {
-        nodes: nodes(&[("O1", "r1"), ("N2", "r2"), ("N3", "r3")]),
-        control_args: vec!["--link-costs".into(), "r1:r2=40,r2:r3=15,r1:r3=85".into()],
-        ..ProcOptions::default()
-    })
+    let (mut c, _publisher, [p2, p3], tree) = live(
+        ProcOptions {
+            nodes: nodes(&[("O1", "r1"), ("N2", "r2"), ("N3", "r3")]),
+            control_args: vec!["--link-costs".into(), "r1:r2=40,r2:r3=15,r1:r3=85".into()],
+            ..ProcOptions::default()
+        },
+        ["N2", "N3"],
+        "chained",
+        |t| {
+            regional_upstream(t, "r2").as_deref() == Some("O1@")
+                && regional_upstream(t, "r3").as_deref() == Some("N2@r2")
+        },
+    )
     .await;
-    let _publisher = publish(&c, "O1").await;
-    let p2 = play(&c, "N2").await;
-    let p3 = play(&c, "N3").await;
-    let tree = wait_tree(&c, Duration::from_secs(5), "chained", |t| {
-        regional_upstream(t, "r2").as_deref() == Some("O1@")
-            && regional_upstream(t, "r3").as_deref() == Some("N2@r2")
-    })
-    .await
-    .unwrap();
     let r3 = tree.regional.iter().find(|r| r.region == "r3").unwrap();
     assert_eq!((r3.depth, r3.path_cost_ms), (2, 55), "{tree:?}");
     // One copy leaves the main origin, to r2; r2 feeds r3.

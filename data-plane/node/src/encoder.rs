@@ -3,7 +3,6 @@
 //! MPEG-TS) into the stream's hub source, and the cleanup.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use strata_common::names;
 use strata_ingest::aac::AacConfig;
@@ -12,14 +11,15 @@ use strata_ingest::h264::AvcConfig;
 use strata_ingest::ts::TsDemuxer;
 use strata_ingest::{Converter, ConverterConfig, IngestError};
 use strata_media::MediaPacket;
-use strata_media::hub::Source;
-use tokio::sync::oneshot;
-use tracing::{Instrument, debug, info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
 use crate::auth::{self, Action};
+use crate::backup::{self, Role};
 use crate::error::ApiError;
+use crate::publish::{self, Admitted, EncoderEnd, Feed};
 use crate::rtmp::key::{self, StreamKey};
-use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::session_table::SessionKind;
 use crate::state::NodeState;
 
 /// Why a publish was refused.
@@ -63,51 +63,58 @@ impl Refusal {
     }
 }
 
-/// The stream reserved on this node and claimed as its main origin.
-pub(crate) struct Claim {
-    stream: String,
-    epoch: i64,
-    _slot: PublishSlot,
-}
-
-impl Claim {
-    pub(crate) fn stream(&self) -> &str {
-        &self.stream
-    }
-}
-
-/// Checks an RTMP publish request (stream key, token, node state) and
-/// claims the stream, as a WHIP POST does.
-pub(crate) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Claim, Refusal> {
+/// Checks an RTMP publish request (stream key, token, role, node state)
+/// and admits the stream as a primary or backup, as a WHIP POST does.
+pub(crate) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Admitted, Refusal> {
     match key::parse(stream_key) {
-        StreamKey::Named { stream, token } => claim_named(state, stream, token).await,
+        StreamKey::Named {
+            stream,
+            token,
+            query,
+        } => {
+            let role = backup::role_of(query).map_err(bad_role)?;
+            claim_named(state, stream, token, role).await
+        }
         StreamKey::Token(token) => {
             let stream = state
                 .auth
                 .stream_of(token, Action::Publish, auth::unix_now())
                 .map_err(|e| Refusal::new(RefusalKind::Unauthorized, e.to_string()))?;
             check_name(&stream)?;
-            claim_checked(state, stream).await
+            claim_checked(state, stream, Role::Primary).await
         }
     }
 }
 
-/// Checks a publish of `stream` with `token` (SRT's stream id, or an RTMP
-/// key naming the stream) and claims it.
+/// The refusal of an unknown `role`.
+pub(crate) fn bad_role(e: ApiError) -> Refusal {
+    Refusal::new(RefusalKind::BadName, e.to_string())
+}
+
+/// Checks a publish of `stream` as `role` with `token` (SRT's stream id, or
+/// an RTMP key naming the stream) and admits it: a backup needs a token
+/// with the backup claim.
 pub(crate) async fn claim_named(
     state: &Arc<NodeState>,
     stream: &str,
     token: Option<&str>,
-) -> Result<Claim, Refusal> {
+    role: Role,
+) -> Result<Admitted, Refusal> {
     check_name(stream)?;
-    state
-        .auth
-        .check(token, stream, Action::Publish, auth::unix_now())
-        .map_err(|e| Refusal::new(RefusalKind::Unauthorized, e.to_string()))?;
-    claim_checked(state, stream.to_owned()).await
+    let now = auth::unix_now();
+    let checked = match role {
+        Role::Primary => state.auth.check(token, stream, Action::Publish, now),
+        Role::Backup => state.auth.check_backup(token, stream, now),
+    };
+    checked.map_err(|e| Refusal::new(RefusalKind::Unauthorized, e.to_string()))?;
+    claim_checked(state, stream.to_owned(), role).await
 }
 
-async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, Refusal> {
+async fn claim_checked(
+    state: &Arc<NodeState>,
+    stream: String,
+    role: Role,
+) -> Result<Admitted, Refusal> {
     if state.is_draining() {
         return Err(Refusal::new(
             RefusalKind::Unavailable,
@@ -120,35 +127,19 @@ async fn claim_checked(state: &Arc<NodeState>, stream: String) -> Result<Claim, 
             "this node is at its publisher capacity; publish to another node",
         ));
     }
-    let Some(slot) = state.sessions.reserve_publish(&stream) else {
-        return Err(Refusal::new(
-            RefusalKind::Conflict,
-            format!("stream {stream:?} is already published on this node"),
-        ));
-    };
-    // The same claim as a WHIP publish: a dead holder is taken over at once.
-    let refusal = |e: ApiError| match e {
-        ApiError::Conflict(m) => {
-            Refusal::new(RefusalKind::Conflict, format!("stream {stream:?}: {m}"))
-        }
-        e => {
-            warn!(error = %e, "publish: the claim failed");
-            Refusal::new(RefusalKind::Unavailable, "the cluster could not be reached")
-        }
-    };
-    let origin = state.takeover.claim(&stream).await.map_err(refusal)?;
-    if let Err(e) = crate::sessions::puller_handover(state, &stream).await {
-        let _ = state
-            .control
-            .unpublish(&stream, state.id(), origin.epoch)
-            .await;
-        return Err(refusal(e));
-    }
-    Ok(Claim {
-        stream,
-        epoch: origin.epoch,
-        _slot: slot,
-    })
+    // The same admission as a WHIP publish: a dead holder is taken over at
+    // once; a backup registers the standby.
+    publish::admit(state, &stream, role)
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(m) => {
+                Refusal::new(RefusalKind::Conflict, format!("stream {stream:?}: {m}"))
+            }
+            e => {
+                warn!(error = %e, "publish: the claim failed");
+                Refusal::new(RefusalKind::Unavailable, "the cluster could not be reached")
+            }
+        })
 }
 
 fn check_name(stream: &str) -> Result<(), Refusal> {
@@ -171,10 +162,17 @@ pub(crate) enum Stop {
     Conflict(String),
 }
 
-/// The stream in the hub, once the catalog is known.
-struct Live {
-    source: Source,
-    id: String,
+/// Packets an encoder connection may have on their way to its session.
+const PACKETS: usize = 1024;
+
+/// Where an encoder's publish is.
+enum Phase {
+    /// Admitted; its codec headers not read yet.
+    Admitted(Admitted),
+    /// A session ([`publish::start`]) takes its packets.
+    Live(mpsc::Sender<MediaPacket>),
+    /// Refused after admission, or given back.
+    Ended,
 }
 
 /// What the encoder sends.
@@ -188,9 +186,10 @@ enum Input {
 /// A publish accepted on an RTMP or SRT connection.
 pub(crate) struct Publishing {
     state: Arc<NodeState>,
-    claim: Claim,
+    stream: String,
+    role: Role,
     input: Input,
-    live: Option<Live>,
+    phase: Phase,
     /// Ends the connection (node shutdown), once the session is registered.
     pub stop: Option<oneshot::Receiver<()>>,
     bad_frames: u64,
@@ -198,26 +197,27 @@ pub(crate) struct Publishing {
 
 impl Publishing {
     /// A publish whose media comes as FLV tags (RTMP).
-    pub(crate) fn new(state: Arc<NodeState>, claim: Claim) -> Self {
+    pub(crate) fn new(state: Arc<NodeState>, admitted: Admitted) -> Self {
         Self::with_input(
             state,
-            claim,
+            admitted,
             Input::Flv(Box::new(Converter::new(converter_config()))),
         )
     }
 
     /// A publish whose media comes as MPEG-TS (SRT).
-    pub(crate) fn new_ts(state: Arc<NodeState>, claim: Claim) -> Self {
+    pub(crate) fn new_ts(state: Arc<NodeState>, admitted: Admitted) -> Self {
         let demux = TsDemuxer::new(converter_config());
-        Self::with_input(state, claim, Input::Ts(Box::new(demux)))
+        Self::with_input(state, admitted, Input::Ts(Box::new(demux)))
     }
 
-    fn with_input(state: Arc<NodeState>, claim: Claim, input: Input) -> Self {
+    fn with_input(state: Arc<NodeState>, admitted: Admitted, input: Input) -> Self {
         Publishing {
             state,
-            claim,
+            stream: admitted.stream().to_owned(),
+            role: admitted.role(),
             input,
-            live: None,
+            phase: Phase::Admitted(admitted),
             stop: None,
             bad_frames: 0,
         }
@@ -225,12 +225,12 @@ impl Publishing {
 
     /// Whether media reaches the hub yet.
     pub(crate) fn is_live(&self) -> bool {
-        self.live.is_some()
+        matches!(self.phase, Phase::Live(_))
     }
 
     /// The stream's name.
     pub(crate) fn stream(&self) -> &str {
-        &self.claim.stream
+        &self.stream
     }
 
     fn converter(&self) -> &Converter {
@@ -241,17 +241,17 @@ impl Publishing {
     }
 
     /// The next bytes of an MPEG-TS stream (SRT).
-    pub(crate) fn on_ts(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+    pub(crate) async fn on_ts(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         let now = wall_clock_us();
         let r = match &mut self.input {
             Input::Ts(d) => d.push(bytes, now),
             Input::Flv(_) => Ok(Vec::new()),
         };
-        self.take(r)
+        self.take(r).await
     }
 
     /// One FLV video tag body at `ts_ms`.
-    pub(crate) fn on_video(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+    pub(crate) async fn on_video(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
         let now = wall_clock_us();
         let Input::Flv(converter) = &mut self.input else {
             return Ok(());
@@ -266,11 +266,11 @@ impl Publishing {
             }
             VideoTag::Ignored => Ok(Vec::new()),
         });
-        self.take(r)
+        self.take(r).await
     }
 
     /// One FLV audio tag body at `ts_ms`.
-    pub(crate) fn on_audio(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
+    pub(crate) async fn on_audio(&mut self, ts_ms: u32, body: &[u8]) -> Result<(), Stop> {
         let now = wall_clock_us();
         let Input::Flv(converter) = &mut self.input else {
             return Ok(());
@@ -282,10 +282,10 @@ impl Publishing {
             }
             AudioTag::AacFrame(frame) => converter.push_aac(ts_ms, frame, now),
         });
-        self.take(r)
+        self.take(r).await
     }
 
-    fn take(&mut self, r: Result<Vec<MediaPacket>, IngestError>) -> Result<(), Stop> {
+    async fn take(&mut self, r: Result<Vec<MediaPacket>, IngestError>) -> Result<(), Stop> {
         let packets = match r {
             Ok(p) => p,
             Err(e) if e.is_unsupported() => return Err(Stop::Unsupported(e.to_string())),
@@ -298,86 +298,62 @@ impl Publishing {
                 return Ok(());
             }
         };
-        if self.live.is_none() {
+        if matches!(self.phase, Phase::Admitted(_)) {
             let Some(catalog) = self.converter().catalog().cloned() else {
                 return Ok(());
             };
-            self.go_live(catalog)?;
+            self.go_live(catalog).await?;
         }
-        if let Some(live) = &self.live {
+        if let Phase::Live(tx) = &self.phase {
             for p in packets {
-                self.state
-                    .counters
-                    .publisher_bytes_in
-                    .fetch_add(p.rtp.len() as u64, Ordering::Relaxed);
-                live.source.push(p);
+                if tx.send(p).await.is_err() {
+                    return Err(Stop::Conflict("the stream's session ended".into()));
+                }
             }
         }
         Ok(())
     }
 
-    fn go_live(&mut self, catalog: strata_media::Catalog) -> Result<(), Stop> {
+    /// The codec headers are in: the publisher becomes a session (the hub's
+    /// source, or the standby's warm group) fed through a channel.
+    async fn go_live(&mut self, catalog: strata_media::Catalog) -> Result<(), Stop> {
+        let Phase::Admitted(admitted) = std::mem::replace(&mut self.phase, Phase::Ended) else {
+            return Ok(());
+        };
         let state = &self.state;
-        let stream = self.claim.stream.clone();
-        let source = state
-            .hub
-            .attach_source(&stream, catalog.clone())
-            .map_err(|e| Stop::Conflict(e.to_string()))?;
-        state.origins.set(&stream, self.claim.epoch);
-        let id = state.sessions.new_id();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        state.sessions.insert(
-            id.clone(),
-            SessionEntry {
-                kind: SessionKind::Publisher,
-                stream: stream.clone(),
-                etag: String::new(),
-                candidates: Arc::new(NoCandidates),
-                stop: Some(stop_tx),
-                connecting: None,
-            },
-        );
-        state
-            .counters
-            .publishers_total
-            .fetch_add(1, Ordering::Relaxed);
-        match self.input {
+        let (tx, rx) = mpsc::channel(PACKETS);
+        let (close_tx, close_rx) = oneshot::channel();
+        let feed = Feed::Encoder(EncoderEnd::new(catalog, close_tx));
+        let counter = match self.input {
             Input::Flv(_) => &state.counters.rtmp_publishers_total,
             Input::Ts(_) => &state.counters.srt_publishers_total,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        info!(stream, session = %session_log_id(&id), epoch = self.claim.epoch, ?catalog, "encoder publisher live");
-        self.stop = Some(stop_rx);
-        self.live = Some(Live { source, id });
+        };
+        publish::start(
+            state,
+            admitted,
+            (feed, rx),
+            Arc::new(NoCandidates),
+            Some(counter),
+        )
+        .await
+        .map_err(|e| Stop::Conflict(e.to_string()))?;
+        info!(stream = self.stream, role = ?self.role, "encoder publisher live");
+        self.stop = Some(close_rx);
+        self.phase = Phase::Live(tx);
         Ok(())
     }
 
-    /// Ends the publish: the session goes, the stream is unpublished (the
-    /// epoch this node holds), local players get the orphan grace; the
-    /// reservation goes last.
+    /// Ends the publish. A live one's session sees its packets end and
+    /// cleans up (the stream unpublished or the standby released, local
+    /// players given the orphan grace, the reservation last); one not live
+    /// yet gives its admission back here.
     pub(crate) async fn finish(self) {
-        let Publishing {
-            state, claim, live, ..
-        } = self;
-        let stream = claim.stream.as_str();
-        let was_live = live.is_some();
-        if let Some(live) = live {
-            drop(live.source);
-            state.sessions.remove(&live.id);
+        match self.phase {
+            Phase::Admitted(admitted) => admitted.give_back(&self.state).await,
+            Phase::Live(tx) => drop(tx),
+            Phase::Ended => {}
         }
-        let epoch = state.origins.get(stream).unwrap_or(claim.epoch);
-        state.origins.clear(stream);
-        if let Err(e) = state.control.unpublish(stream, state.id(), epoch).await {
-            warn!(error = %e, "unpublish failed; the lease will clean up");
-        }
-        info!(stream, epoch, "encoder publisher left; stream unpublished");
-        if was_live && let Some(s) = state.hub.get(stream) {
-            let grace = state.cfg.orphan_grace;
-            tokio::spawn(
-                crate::sessions::close_if_still_orphaned(state.clone(), s, grace).in_current_span(),
-            );
-        }
-        drop(claim);
+        info!(stream = self.stream, "encoder publisher left");
     }
 }
 

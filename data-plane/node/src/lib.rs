@@ -22,6 +22,7 @@ pub mod origins;
 pub mod pages;
 pub mod peers;
 pub mod probe;
+pub mod publish;
 pub mod pull;
 pub mod relay_auth;
 pub mod rtmp;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use strata_media::MediaPacket;
 use strata_media::hub::StreamHandle;
-use strata_rtc::PublisherHandle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::backup::Role;
 use crate::error::ApiError;
+use crate::publish::{self, Feed, Media};
 use crate::pull::PullStatus;
 use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
 use crate::state::NodeState;
@@ -30,83 +30,42 @@ pub struct Created {
     pub answer: String,
 }
 
-/// Accepts a WHIP offer for `stream`: claims the main origin, negotiates,
-/// and feeds the hub until the publisher leaves.
+/// Accepts a WHIP offer for `stream` from its primary publisher: claims the
+/// main origin, negotiates, and feeds the hub until the publisher leaves.
 pub async fn publish(
     state: &Arc<NodeState>,
     stream: &str,
     offer: &str,
 ) -> Result<Created, ApiError> {
-    // Before the claim: Publish is idempotent for the node holding the
-    // record, so a second POST for the stream would get the same record, and
-    // its failure's Unpublish would end the first session's stream.
-    let Some(slot) = state.sessions.reserve_publish(stream) else {
-        return Err(ApiError::Conflict(format!(
-            "stream {stream:?} is already published on this node"
-        )));
-    };
-    let origin = state.takeover.claim(stream).await?;
+    publish_as(state, stream, offer, Role::Primary).await
+}
+
+/// Accepts a WHIP offer for `stream` as `role` ([`crate::publish`]: the same
+/// path as RTMP and SRT publishers).
+pub(crate) async fn publish_as(
+    state: &Arc<NodeState>,
+    stream: &str,
+    offer: &str,
+    role: Role,
+) -> Result<Created, ApiError> {
+    let admitted = publish::admit(state, stream, role).await?;
     let (session, answer) = match state.rtc.accept_publisher(offer).await {
         Ok(x) => x,
         Err(e) => {
             // Give the claim back: nothing will be published.
-            let _ = state
-                .control
-                .unpublish(stream, state.id(), origin.epoch)
-                .await;
+            admitted.give_back(state).await;
             return Err(ApiError::from_rtc(e));
         }
     };
-    let source = match attach_after_puller(state, stream, session.catalog()).await {
-        Ok(s) => s,
-        Err(e) => {
-            session.close().await;
-            let _ = state
-                .control
-                .unpublish(stream, state.id(), origin.epoch)
-                .await;
-            return Err(e);
-        }
-    };
-    state.origins.set(stream, origin.epoch);
-    let id = state.sessions.new_id();
-    let etag = format!("\"{id}-1\"");
-    let (stop_tx, stop_rx) = oneshot::channel();
-    state.sessions.insert(
-        id.clone(),
-        SessionEntry {
-            kind: SessionKind::Publisher,
-            stream: stream.to_owned(),
-            etag: etag.clone(),
-            candidates: Arc::new(session.handle()),
-            stop: Some(stop_tx),
-            connecting: None,
-        },
-    );
-    state
-        .counters
-        .publishers_total
-        .fetch_add(1, Ordering::Relaxed);
-    // The id is the DELETE capability: logs name the session by a hash.
-    let log_id = session_log_id(&id);
-    info!(stream, session = %log_id, epoch = origin.epoch, catalog = ?session.catalog(), "publisher connected");
-    let span = info_span!("ingest", stream, session = %log_id);
-    tokio::spawn(
-        ingest(
-            state.clone(),
-            Ingest {
-                stream: stream.to_owned(),
-                id: id.clone(),
-                epoch: origin.epoch,
-                _slot: slot,
-            },
-            session.into_parts(),
-            source,
-            stop_rx,
-        )
-        .instrument(span),
-    );
-    Ok(Created { id, etag, answer })
+    let candidates = Arc::new(session.handle());
+    let (handle, packets) = session.into_parts();
+    let media = (Feed::Whip(handle), packets);
+    let started = publish::start(state, admitted, media, candidates, None).await?;
+    Ok(Created {
+        id: started.id,
+        etag: started.etag,
+        answer,
+    })
 }
 
 /// How long a publish waits for this node's puller of the stream to end.
@@ -119,7 +78,7 @@ const PULLER_HANDOVER: Duration = Duration::from_secs(3);
 /// origin now and ends, releasing its records; only then does the publisher
 /// take the source over, so the players' sinks stay attached and resume at
 /// its first keyframe.
-async fn attach_after_puller(
+pub(crate) async fn attach_after_puller(
     state: &NodeState,
     stream: &str,
     catalog: &strata_media::Catalog,
@@ -164,7 +123,7 @@ pub(crate) struct Ingest {
 pub(crate) async fn ingest(
     state: Arc<NodeState>,
     ingest: Ingest,
-    (handle, mut packets): (PublisherHandle, mpsc::Receiver<MediaPacket>),
+    (handle, mut packets): Media,
     mut source: strata_media::hub::Source,
     mut stop: oneshot::Receiver<()>,
 ) {

@@ -3,11 +3,15 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backup;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use strata_proto::v1;
-use strata_tests::faults::{TreeMonitor, get_tree, median_max, ms, regionals, routing_client};
+use strata_tests::faults::{
+    TreeMonitor, get_tree, median_max, ms, regionals, routing_client, wait_resumed,
+};
 use strata_tests::http::{self, metric_sum};
 use strata_tests::media::{TestPlayer, TestPublisher, vp8_clip};
 use strata_tests::procs::{ProcCluster, ProcOptions};
@@ -74,6 +78,53 @@ pub async fn play(c: &ProcCluster, node: &str) -> TestPlayer {
         .unwrap();
     assert_eq!(st.first_video_is_keyframe, Some(true), "{node}: {st:?}");
     p
+}
+
+/// The cases' common start: the cluster of `opts` (lease TTL [`TTL`]), the publisher on O1,
+/// one player on each of `players` (in that order, each with a second of video), and the tree
+/// once `settled` holds for it.
+pub async fn live<const N: usize>(
+    opts: ProcOptions,
+    players: [&str; N],
+    what: &str,
+    settled: impl Fn(Option<&v1::StreamTree>) -> bool,
+) -> (ProcCluster, TestPublisher, [TestPlayer; N], v1::StreamTree) {
+    let c = start(opts).await;
+    let publisher = publish(&c, "O1").await;
+    let mut started = Vec::with_capacity(N);
+    for n in players {
+        started.push(play(&c, n).await);
+    }
+    let tree = wait_tree(&c, Duration::from_secs(5), what, |t| {
+        t.is_some() && settled(t)
+    })
+    .await
+    .unwrap();
+    let Ok(started) = <[TestPlayer; N]>::try_from(started) else {
+        unreachable!("one player per node asked for");
+    };
+    (c, publisher, started, tree)
+}
+
+/// The two-region cases' settled tree: E21 is Region2's regional origin, E11 pulls from O1
+/// and E22 from E21.
+pub fn settled_on_e21(t: Option<&v1::StreamTree>) -> bool {
+    regional_of(t, "Region2").as_deref() == Some("E21")
+        && upstream_of(t, "E11").as_deref() == Some("O1")
+        && upstream_of(t, "E22").as_deref() == Some("E21")
+}
+
+/// Waits (at most 10 s) until every player received video after `since` and then a second
+/// more; returns each one's stall (see [`strata_tests::faults::wait_resumed`]).
+pub async fn resumed(players: &[&TestPlayer], since: Instant) -> Vec<Duration> {
+    wait_resumed(
+        players,
+        since,
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap()
 }
 
 /// Polls `GetStream` until `cond` holds; returns the tree (`None`: NOT_FOUND).

@@ -1,4 +1,6 @@
-//! Redundant ingest: a backup publisher (`POST /whip/{s}?role=backup`).
+//! Redundant ingest: a backup publisher (`POST /whip/{s}?role=backup`,
+//! `role=backup` in an RTMP stream key or an SRT stream id; admitted through
+//! [`crate::publish`] like every publisher).
 //!
 //! The node registers as the stream's standby (`RoutingService/Standby`),
 //! keeps the backup publisher's latest keyframe group warm (not in the hub:
@@ -12,30 +14,34 @@
 //! publisher becomes the hub's source, starting with the warm group (its
 //! keyframe first), and the players of every region keep their sessions.
 
+mod monitor;
 pub mod rule;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use strata_media::MediaPacket;
-use strata_media::hub::{GopCache, ResumeRule, Sink};
+use strata_media::hub::{GopCache, ResumeRule};
 use strata_proto::v1;
-use strata_rtc::PublisherHandle;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
-use crate::pull::PullStatus;
-use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
-use crate::sessions::{self, Created, Ingest};
+use crate::publish::{Feed, Media};
+use crate::sessions::{self, Ingest};
+use crate::session_table::PublishSlot;
 use crate::state::NodeState;
+use monitor::Monitor;
 use rule::{Reason, SwitchRule, Verdict};
 
 /// Bounds of the warm group (the hub's GOP cache bounds).
 const WARM_MAX_BYTES: usize = 4 << 20;
 const WARM_MAX_PACKETS: usize = 2048;
+/// The warm group goes to the hub in bursts of this many packets, this far
+/// apart (160 packets: 40 ms).
+const WARM_BURST: usize = 16;
+const WARM_SPACING: Duration = Duration::from_millis(4);
 /// How long a broken topology watch waits before it is opened again.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
@@ -55,6 +61,12 @@ pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("role="));
+    parse_role(value)
+}
+
+/// A role's name (`None`: not given, a primary); any other name than
+/// `primary` or `backup` is a 400.
+pub fn parse_role(value: Option<&str>) -> Result<Role, ApiError> {
     match value {
         None | Some("primary") => Ok(Role::Primary),
         Some("backup") => Ok(Role::Backup),
@@ -64,66 +76,37 @@ pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
     }
 }
 
-/// Accepts a backup publisher's WHIP offer for `stream`.
+/// Accepts a backup publisher's WHIP offer for `stream` (`?role=backup`).
 pub async fn publish(
     state: &Arc<NodeState>,
     stream: &str,
     offer: &str,
-) -> Result<Created, ApiError> {
-    let Some(slot) = state.sessions.reserve_publish(stream) else {
-        return Err(ApiError::Conflict(format!(
-            "stream {stream:?} is already published on this node"
-        )));
-    };
-    let standby = match state.control.standby(stream, state.id()).await {
-        Ok(r) => r
-            .standby
-            .ok_or_else(|| ApiError::Unavailable("standby answer without a record".into()))?,
-        Err(e) => return Err(refused(stream, e)),
-    };
-    let (session, answer) = match state.rtc.accept_publisher(offer).await {
-        Ok(x) => x,
-        Err(e) => {
-            release(state, stream, standby.epoch).await;
-            return Err(ApiError::from_rtc(e));
-        }
-    };
-    let id = state.sessions.new_id();
-    let etag = format!("\"{id}-1\"");
-    let (stop_tx, stop_rx) = oneshot::channel();
-    state.sessions.insert(
-        id.clone(),
-        SessionEntry {
-            kind: SessionKind::Publisher,
-            stream: stream.to_owned(),
-            etag: etag.clone(),
-            candidates: Arc::new(session.handle()),
-            stop: Some(stop_tx),
-            connecting: None,
-        },
-    );
-    state
-        .counters
-        .backup_publishers_total
-        .fetch_add(1, Ordering::Relaxed);
-    let log_id = session_log_id(&id);
-    info!(stream, session = %log_id, epoch = standby.epoch, "backup publisher connected; standby");
-    let catalog = session.catalog().clone();
+) -> Result<sessions::Created, ApiError> {
+    sessions::publish_as(state, stream, offer, Role::Backup).await
+}
+
+/// Runs a backup publisher's session while its node is the standby
+/// (`ingest.epoch`: the standby record's), and as the main origin's source
+/// after a switch.
+pub(crate) async fn standby(
+    state: Arc<NodeState>,
+    ingest: Ingest,
+    media: Media,
+    stop: oneshot::Receiver<()>,
+) {
     let task = Standby {
-        state: state.clone(),
-        stream: stream.to_owned(),
-        id: id.clone(),
-        epoch: standby.epoch,
-        slot,
-        catalog,
+        catalog: media.0.catalog().clone(),
+        state,
+        stream: ingest.stream,
+        id: ingest.id,
+        epoch: ingest.epoch,
+        slot: ingest._slot,
     };
-    let span = info_span!("backup", stream, session = %log_id);
-    tokio::spawn(task.run(session.into_parts(), stop_rx).instrument(span));
-    Ok(Created { id, etag, answer })
+    task.run(media, stop).await;
 }
 
 /// A refused standby registration as the client sees it.
-fn refused(stream: &str, e: crate::control::ControlError) -> ApiError {
+pub(crate) fn refused(stream: &str, e: crate::control::ControlError) -> ApiError {
     match e.code() {
         tonic::Code::AlreadyExists => {
             ApiError::Conflict(format!("stream {stream:?} already has a backup publisher"))
@@ -192,9 +175,6 @@ enum Outcome {
     Switched(v1::MainOrigin),
 }
 
-/// The media side of a backup publisher.
-type Media = (PublisherHandle, mpsc::Receiver<MediaPacket>);
-
 /// A backup publisher's session while its node is the standby.
 struct Standby {
     state: Arc<NodeState>,
@@ -254,7 +234,13 @@ impl Standby {
             .hub
             .attach_source(&self.stream, self.catalog.clone())
             .map_err(|e| ApiError::Conflict(e.to_string()))?;
-        for p in warm.packets() {
+        // Paced: a group of a second (100 to 200 packets from an encoder
+        // sending a keyframe a second) sent at once overflows a player's
+        // socket buffer on a busy host, and the loss costs it the keyframe.
+        for (i, p) in warm.packets().enumerate() {
+            if i > 0 && i % WARM_BURST == 0 {
+                tokio::time::sleep(WARM_SPACING).await;
+            }
             source.push(p.clone());
         }
         info!(
@@ -268,7 +254,7 @@ impl Standby {
     /// the publisher's end.
     async fn watch(
         &self,
-        handle: &PublisherHandle,
+        handle: &Feed,
         packets: &mut mpsc::Receiver<MediaPacket>,
         warm: &mut GopCache,
         stop: &mut oneshot::Receiver<()>,
@@ -282,6 +268,12 @@ impl Standby {
             let now = Instant::now();
             let deadline = match rule.poll(now) {
                 Verdict::Switch { main_epoch, reason } => {
+                    // Packets the loop has not read yet (it was busy or
+                    // starved) are not silence.
+                    if reason == Reason::Silent && monitor.drain() {
+                        rule.on_packet(now);
+                        continue;
+                    }
                     match self.switch(main_epoch, reason).await {
                         Some(origin) => return Outcome::Switched(origin),
                         None => rule.on_refused(Instant::now()),
@@ -398,87 +390,6 @@ pub(crate) async fn next_topology(
             _ => {
                 *watch = None;
                 tokio::time::sleep(WATCH_RETRY).await;
-            }
-        }
-    }
-}
-
-/// How long after this node's puller of the stream ended the standby starts
-/// another one.
-const PULL_RETRY: Duration = Duration::from_millis(200);
-
-/// The standby's view of the live stream: this node's puller of it, and one
-/// hub sink whose packets say the primary is alive.
-#[derive(Default)]
-struct Monitor {
-    status: Option<tokio::sync::watch::Receiver<PullStatus>>,
-    sink: Option<Sink>,
-    /// No new puller before this (the last one ended).
-    retry_at: Option<Instant>,
-}
-
-impl Monitor {
-    /// Starts (or joins) the puller, again after it ended, and subscribes
-    /// once it is ready.
-    fn ensure(&mut self, state: &Arc<NodeState>, stream: &str, now: Instant) {
-        if self.status.is_none() {
-            if self.retry_at.is_some_and(|t| now < t) {
-                return;
-            }
-            self.retry_at = None;
-            self.status = Some(state.pullers.ensure(stream));
-        }
-        if self.sink.is_some() {
-            return;
-        }
-        let ready = self
-            .status
-            .as_ref()
-            .is_some_and(|st| matches!(*st.borrow(), PullStatus::Ready(_)));
-        if ready && let Some(h) = state.hub.get(stream) {
-            self.sink = Some(h.subscribe());
-        }
-    }
-
-    /// Waits for the next packet of the live stream (true) or a change of
-    /// the puller's status (false: the caller subscribes or starts another).
-    async fn next(&mut self) -> bool {
-        let Monitor {
-            sink: sink_slot,
-            status: status_slot,
-            retry_at,
-        } = self;
-        let sink = async {
-            match sink_slot.as_mut() {
-                Some(sink) => {
-                    let got = sink.recv().await.is_some();
-                    while got && sink.try_recv().is_some() {}
-                    Some(got)
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let status = async {
-            match status_slot.as_mut() {
-                Some(st) => st.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            got = sink => {
-                if got == Some(true) {
-                    return true;
-                }
-                *sink_slot = None;
-                false
-            }
-            alive = status => {
-                if !alive {
-                    // The puller ended: another one shortly.
-                    *status_slot = None;
-                    *retry_at = Some(Instant::now() + PULL_RETRY);
-                }
-                false
             }
         }
     }

@@ -7,6 +7,14 @@
 //! the first packet of a record, the longer [`STARTUP`] bound applies: a
 //! standby that has only just started pulling has seen nothing yet because
 //! its subscription is still being set up, not because the primary is silent.
+//!
+//! The gap is measured on this node's clock, by a loop that must run to see
+//! packets. A loop that wakes later than the deadline it asked for (by more
+//! than a quarter of the gap, at least 20 ms) was starved itself: its
+//! silence may be its own (packets queued, unread), not the primary's. It
+//! then confirms: it switches only if no packet arrives within that quarter
+//! gap more, with the loop running on time. A loop that wakes on time
+//! switches at once, so a real failure costs no more than before.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const STARTUP: Duration = Duration::from_secs(5);
 /// How long after a refused switch the rule may ask again.
 pub const RETRY: Duration = Duration::from_millis(100);
+/// Bounds of the starved loop's slack (a quarter of the gap).
+const MIN_SLACK: Duration = Duration::from_millis(20);
+const MAX_SLACK: Duration = Duration::from_millis(250);
 
 /// Why a standby switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +75,11 @@ pub struct SwitchRule {
     last_packet: Option<Instant>,
     /// No switch before this (after a refused one).
     not_before: Option<Instant>,
+    /// The deadline the last [`Verdict::Wait`] asked to be woken at.
+    asked: Option<Instant>,
+    /// A late wake-up found the gap passed: silence is confirmed only if
+    /// no packet comes before this.
+    confirm_until: Option<Instant>,
 }
 
 impl SwitchRule {
@@ -76,7 +92,15 @@ impl SwitchRule {
             seen_at: now,
             last_packet: None,
             not_before: None,
+            asked: None,
+            confirm_until: None,
         }
+    }
+
+    /// How late a wake-up may be before the loop counts as starved, and how
+    /// long a starved loop then confirms the silence.
+    fn slack(&self) -> Duration {
+        (self.gap / 4).clamp(MIN_SLACK, MAX_SLACK)
     }
 
     /// The stream's main origin as the topology watch shows it.
@@ -86,12 +110,14 @@ impl SwitchRule {
             self.seen_at = now;
             self.last_packet = None;
             self.not_before = None;
+            self.confirm_until = None;
         }
     }
 
     /// A packet of the live stream arrived.
     pub fn on_packet(&mut self, now: Instant) {
         self.last_packet = Some(now);
+        self.confirm_until = None;
     }
 
     /// The switch was refused (the records moved meanwhile) or failed: look
@@ -105,8 +131,18 @@ impl SwitchRule {
         self.main.as_ref()?.as_ref()
     }
 
-    /// What to do at `now`.
-    pub fn poll(&self, now: Instant) -> Verdict {
+    /// What to do at `now`. The caller sleeps until the deadline of a
+    /// [`Verdict::Wait`] (or the next input) and asks again.
+    pub fn poll(&mut self, now: Instant) -> Verdict {
+        let v = self.decide(now);
+        self.asked = match v {
+            Verdict::Wait(d) => d,
+            _ => None,
+        };
+        v
+    }
+
+    fn decide(&mut self, now: Instant) -> Verdict {
         let Some(main) = &self.main else {
             return Verdict::Wait(None);
         };
@@ -121,19 +157,29 @@ impl SwitchRule {
                 };
             }
             Some((node, _)) if *node == self.own => return Verdict::Main,
-            Some((_, epoch)) => epoch,
+            Some((_, epoch)) => *epoch,
         };
         let deadline = match self.last_packet {
             Some(t) => t + self.gap,
             None => self.seen_at + STARTUP.max(self.gap),
         };
-        if now >= deadline {
-            Verdict::Switch {
-                main_epoch: *epoch,
-                reason: Reason::Silent,
+        if now < deadline {
+            return Verdict::Wait(Some(deadline));
+        }
+        let slack = self.slack();
+        let late = self.asked.is_some_and(|asked| now > asked + slack);
+        match self.confirm_until {
+            Some(t) if now < t => return Verdict::Wait(Some(t)),
+            None if late => {
+                let t = now + slack;
+                self.confirm_until = Some(t);
+                return Verdict::Wait(Some(t));
             }
-        } else {
-            Verdict::Wait(Some(deadline))
+            _ => {}
+        }
+        Verdict::Switch {
+            main_epoch: epoch,
+            reason: Reason::Silent,
         }
     }
 }
@@ -155,7 +201,7 @@ mod tests {
     #[test]
     fn waits_for_the_first_topology() {
         let t0 = Instant::now();
-        let r = SwitchRule::new("b", GAP, t0);
+        let mut r = SwitchRule::new("b", GAP, t0);
         assert_eq!(r.poll(t0 + ms(10_000)), Verdict::Wait(None));
     }
 
@@ -233,5 +279,77 @@ mod tests {
         let mut r = SwitchRule::new("b", GAP, t0);
         r.on_topology(t0, main("b", 12));
         assert_eq!(r.poll(t0 + ms(10_000)), Verdict::Main);
+    }
+
+    #[test]
+    fn a_starved_loop_confirms_the_silence_first() {
+        let t0 = Instant::now();
+        let mut r = SwitchRule::new("b", GAP, t0);
+        r.on_topology(t0, main("a", 7));
+        r.on_packet(t0 + ms(100));
+        assert_eq!(r.poll(t0 + ms(110)), Verdict::Wait(Some(t0 + ms(600))));
+        // The loop wakes 300 ms late (its runtime was starved): the gap
+        // looks passed, but it only confirms (a quarter of the gap).
+        assert_eq!(r.poll(t0 + ms(900)), Verdict::Wait(Some(t0 + ms(1025))));
+        // The packets that were queued meanwhile arrive: no switch.
+        r.on_packet(t0 + ms(905));
+        assert_eq!(r.poll(t0 + ms(906)), Verdict::Wait(Some(t0 + ms(1405))));
+    }
+
+    #[test]
+    fn a_starved_loop_still_switches_when_the_silence_holds() {
+        let t0 = Instant::now();
+        let mut r = SwitchRule::new("b", GAP, t0);
+        r.on_topology(t0, main("a", 7));
+        r.on_packet(t0 + ms(100));
+        assert_eq!(r.poll(t0 + ms(110)), Verdict::Wait(Some(t0 + ms(600))));
+        assert_eq!(r.poll(t0 + ms(900)), Verdict::Wait(Some(t0 + ms(1025))));
+        // Other wake-ups (the backup's own packets) change nothing.
+        assert_eq!(r.poll(t0 + ms(950)), Verdict::Wait(Some(t0 + ms(1025))));
+        // Woken on time at the end of the confirmation: silent.
+        assert_eq!(
+            r.poll(t0 + ms(1025)),
+            Verdict::Switch {
+                main_epoch: 7,
+                reason: Reason::Silent
+            }
+        );
+    }
+
+    #[test]
+    fn a_loop_woken_on_time_switches_at_once() {
+        let t0 = Instant::now();
+        let mut r = SwitchRule::new("b", ms(200), t0);
+        r.on_topology(t0, main("a", 7));
+        r.on_packet(t0 + ms(100));
+        // Woken often (the backup's packets), then at the deadline, a few
+        // milliseconds late as timers are: the switch is not delayed.
+        for t in (110..300).step_by(25) {
+            assert_eq!(r.poll(t0 + ms(t)), Verdict::Wait(Some(t0 + ms(300))));
+        }
+        assert_eq!(
+            r.poll(t0 + ms(315)),
+            Verdict::Switch {
+                main_epoch: 7,
+                reason: Reason::Silent
+            }
+        );
+    }
+
+    #[test]
+    fn a_gone_record_needs_no_confirmation() {
+        let t0 = Instant::now();
+        let mut r = SwitchRule::new("b", GAP, t0);
+        r.on_topology(t0, main("a", 7));
+        r.on_packet(t0 + ms(100));
+        assert_eq!(r.poll(t0 + ms(110)), Verdict::Wait(Some(t0 + ms(600))));
+        r.on_topology(t0 + ms(2000), None);
+        assert_eq!(
+            r.poll(t0 + ms(2000)),
+            Verdict::Switch {
+                main_epoch: 0,
+                reason: Reason::Gone
+            }
+        );
     }
 }

@@ -216,7 +216,7 @@ impl Conn {
                 }
                 match encoder::claim(&self.state, &stream_key).await {
                     Ok(claim) => {
-                        info!(stream = claim.stream(), "RTMP publish accepted");
+                        info!(stream = claim.stream(), role = ?claim.role(), "RTMP publish accepted");
                         self.publishing = Some(Publishing::new(self.state.clone(), claim));
                         self.session()?.accept_request(request_id).map_err(protocol)
                     }
@@ -236,7 +236,7 @@ impl Conn {
             } => {
                 self.last_media = Instant::now();
                 let r = match self.publishing.as_mut() {
-                    Some(p) => p.on_video(timestamp.value, &data),
+                    Some(p) => p.on_video(timestamp.value, &data).await,
                     None => Ok(()),
                 };
                 self.media_result(sock, r).await
@@ -246,7 +246,7 @@ impl Conn {
             } => {
                 self.last_media = Instant::now();
                 let r = match self.publishing.as_mut() {
-                    Some(p) => p.on_audio(timestamp.value, &data),
+                    Some(p) => p.on_audio(timestamp.value, &data).await,
                     None => Ok(()),
                 };
                 self.media_result(sock, r).await

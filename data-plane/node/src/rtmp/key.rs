@@ -7,12 +7,15 @@ pub const APP: &str = "live";
 /// The stream and token an RTMP stream key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKey<'a> {
-    /// `{stream}` or `{stream}?token=…` (other query parameters are ignored).
+    /// `{stream}` or `{stream}?token=…&role=…` (other query parameters are
+    /// ignored).
     Named {
         /// The stream name (not yet checked against the name rule).
         stream: &'a str,
         /// The publish token, if the key has one.
         token: Option<&'a str>,
+        /// The query (`token=…&role=backup`), if any.
+        query: Option<&'a str>,
     },
     /// The key is a publish token itself (a JWT): the stream is its subject.
     Token(&'a str),
@@ -36,6 +39,7 @@ pub fn parse(key: &str) -> StreamKey<'_> {
     StreamKey::Named {
         stream: name,
         token,
+        query,
     }
 }
 
@@ -59,21 +63,24 @@ mod tests {
             parse("cam1"),
             StreamKey::Named {
                 stream: "cam1",
-                token: None
+                token: None,
+                query: None
             }
         );
         assert_eq!(
             parse("cam1?token=abc.def.ghi&x=1"),
             StreamKey::Named {
                 stream: "cam1",
-                token: Some("abc.def.ghi")
+                token: Some("abc.def.ghi"),
+                query: Some("token=abc.def.ghi&x=1")
             }
         );
         assert_eq!(
             parse("cam1?x=1&token="),
             StreamKey::Named {
                 stream: "cam1",
-                token: None
+                token: None,
+                query: Some("x=1&token=")
             }
         );
         assert_eq!(
@@ -85,14 +92,24 @@ mod tests {
             parse("a.b.c"),
             StreamKey::Named {
                 stream: "a.b.c",
-                token: None
+                token: None,
+                query: None
             }
         );
         assert_eq!(
             parse(""),
             StreamKey::Named {
                 stream: "",
-                token: None
+                token: None,
+                query: None
+            }
+        );
+        assert_eq!(
+            parse("cam1?role=backup&token=t"),
+            StreamKey::Named {
+                stream: "cam1",
+                token: Some("t"),
+                query: Some("role=backup&token=t")
             }
         );
     }

@@ -35,6 +35,8 @@ pub struct StreamRequest {
     /// Whether the caller wants to publish (`m=publish`); SRT's default
     /// mode is `request` (play), which this node does not serve over SRT.
     pub publish: bool,
+    /// The role asked for (`role=backup`), as written; `None`: a primary.
+    pub role: Option<String>,
 }
 
 /// Parses a stream id: `#!::r=…,m=publish,t=…` (keys in any order), or
@@ -47,13 +49,23 @@ pub fn parse_stream_id(id: &str) -> Option<StreamRequest> {
             stream: get("r")?,
             token: get("t").filter(|t| !t.is_empty()),
             publish: get("m").is_some_and(|m| m == "publish"),
+            role: get("role"),
         });
     }
     match key::parse(id) {
-        StreamKey::Named { stream, token } => Some(StreamRequest {
+        StreamKey::Named {
+            stream,
+            token,
+            query,
+        } => Some(StreamRequest {
             stream: stream.to_owned(),
             token: token.map(str::to_owned),
             publish: true,
+            role: query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|kv| kv.strip_prefix("role="))
+                .map(str::to_owned),
         }),
         StreamKey::Token(_) => None,
     }
@@ -147,7 +159,15 @@ async fn caller(
         let why = "this node takes publishers over SRT (m=publish); play over WHEP";
         return refuse(&state, req, server(ServerRejectReason::BadMode), why).await;
     }
-    let claim = match encoder::claim_named(&state, &asked.stream, asked.token.as_deref()).await {
+    let role = match crate::backup::parse_role(asked.role.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            return refuse(&state, req, server(ServerRejectReason::BadRequest), &why).await;
+        }
+    };
+    let token = asked.token.as_deref();
+    let claim = match encoder::claim_named(&state, &asked.stream, token, role).await {
         Ok(c) => c,
         Err(r) => {
             let reason = match r.kind {
@@ -167,7 +187,7 @@ async fn caller(
             return publishing.finish().await;
         }
     };
-    info!(stream = publishing.stream(), "SRT publish accepted");
+    info!(stream = publishing.stream(), ?role, "SRT publish accepted");
     let idle = state.cfg.srt_idle_timeout;
     let mut deadline = Instant::now() + idle;
     loop {
@@ -186,7 +206,7 @@ async fn caller(
         match item {
             Ok(Some(Ok((_, bytes)))) => {
                 deadline = Instant::now() + idle;
-                match publishing.on_ts(&bytes) {
+                match publishing.on_ts(&bytes).await {
                     Ok(()) => {}
                     Err(Stop::Unsupported(why)) => {
                         state
@@ -229,7 +249,8 @@ mod tests {
             StreamRequest {
                 stream: "cam1".into(),
                 token: Some("abc.def.ghi".into()),
-                publish: true
+                publish: true,
+                role: None
             }
         );
         let r = parse_stream_id("#!::m=request,r=cam1").expect("acl");
@@ -243,5 +264,12 @@ mod tests {
             ("cam2", Some("x"), true)
         );
         assert_eq!(parse_stream_id("").map(|r| r.stream), Some(String::new()));
+        let r = parse_stream_id("#!::r=cam1,m=publish,role=backup").expect("acl");
+        assert_eq!(r.role.as_deref(), Some("backup"));
+        let r = parse_stream_id("cam2?role=backup&token=x").expect("plain");
+        assert_eq!(
+            (r.role.as_deref(), r.token.as_deref()),
+            (Some("backup"), Some("x"))
+        );
     }
 }
