@@ -99,6 +99,17 @@ pub fn relay_framing(data: &[u8]) {
             }
         }
     } else {
+        // A media datagram (audio), then the same bytes as a group stream.
+        if let Ok((id, frame)) = strata_relay::framing::decode_datagram(buf.clone().freeze()) {
+            let mut out = BytesMut::new();
+            let again = strata_relay::framing::encode_datagram(id, &frame, &mut out)
+                .map(strata_relay::framing::decode_datagram);
+            assert_eq!(
+                again.ok().and_then(Result::ok),
+                Some((id, frame)),
+                "round trip"
+            );
+        }
         // A group stream: one header, then frames.
         match decode_group_header(&mut buf) {
             Ok(Some(h)) => {

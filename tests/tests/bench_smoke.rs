@@ -177,11 +177,23 @@ async fn netns_bench_wan_smoke() {
             l.floor
         );
     }
-    // One copy of the stream on each link from the origin's region, nothing between the others.
+    // The region graph (on in --quick): a chain eu → use → usw → ap, read from GetStream.
+    let from = |region: &str| {
+        r.parents
+            .iter()
+            .find(|p| p.region == region)
+            .map(|p| (p.from.as_str(), p.depth))
+    };
+    assert_eq!(from("use"), Some(("eu", 1)), "{:?}", r.parents);
+    assert_eq!(from("usw"), Some(("use", 2)), "{:?}", r.parents);
+    assert_eq!(from("ap"), Some(("usw", 3)), "{:?}", r.parents);
+    // One copy of the stream on each link of the chain, nothing on the direct links from eu
+    // to usw and ap (bytes counted by the link proxies).
     let bps = |l: &wan::LinkResult| l.ab.wire_bytes() as f64 * 8.0 / r.window.as_secs_f64();
     for l in &r.links {
         let copies = bps(l) / r.stream_sent_bps;
-        if l.a == "eu" {
+        let chain = matches!((l.a, l.b), ("eu", "use") | ("use", "usw") | ("usw", "ap"));
+        if chain {
             assert!(
                 (0.7..2.0).contains(&copies),
                 "{} → {}: {copies:.2} copies",

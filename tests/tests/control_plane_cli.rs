@@ -211,6 +211,11 @@ async fn cli_stream_prints_the_tree() {
         "{text}"
     );
     assert_eq!(tree[3][..4], ["└─", "us-2", "us", "edge"], "{text}");
+    // The regional origin's edge with its link cost (nothing measured or pinned: unknown).
+    assert!(
+        lines[4].ends_with("link 1000 ms unknown, path 1000 ms"),
+        "{text}"
+    );
     assert!(lines[5].starts_with("   └─ us-2"), "{text}");
     // The region column lines up.
     let region_at: Vec<usize> = lines[2..]

@@ -120,6 +120,9 @@ pub fn stream_text(s: &StreamView, now_ms: i64) -> String {
         if let Some(e) = n.epoch {
             line.push_str(&format!("  epoch {e}"));
         }
+        if let Some(link) = &n.link {
+            line.push_str(&format!("  {}", link.label()));
+        }
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -166,6 +169,17 @@ mod tests {
                     ├─ eu-2     eu      edge\n\
                     └─ us-1     us      regional origin  epoch 9\n\
                     \u{20}  └─ us-2  us      edge\n";
+        assert_eq!(text, want, "\n{text}");
+    }
+
+    #[test]
+    fn tree_shows_each_regions_link_cost() {
+        let view = model::stream_view(&model::tests::chain_msg()).unwrap();
+        let text = stream_text(&view, 65_001);
+        let want = "stream demo: live 1m05s, main origin eu-1 (eu), 3 regions, 3 nodes\n\n\
+                    eu-1         eu      main origin  epoch 7\n\
+                    └─ use-1     use     regional origin  epoch 9  link 40 ms pinned, path 40 ms\n\
+                    \u{20}  └─ usw-1  usw     regional origin  epoch 11  link 15 ms measured, path 55 ms\n";
         assert_eq!(text, want, "\n{text}");
     }
 }

@@ -4,10 +4,11 @@
 
 pub mod model;
 mod players;
+mod tree;
 
 pub use model::{
-    LoadView, MainView, NodeView, RegionPlayers, RegionSummary, RegionalView, Role, StreamView,
-    SubscriberView, Topology, TreeNode,
+    LinkView, LoadView, MainView, NodeView, RegionPlayers, RegionSummary, RegionalView, Role,
+    StreamView, SubscriberView, Topology, TreeNode,
 };
 
 /// The dashboard page: one HTML file with inline CSS and JavaScript, no

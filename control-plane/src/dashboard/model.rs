@@ -190,6 +190,35 @@ pub struct RegionalView {
     pub epoch: i64,
     /// The node it pulls from.
     pub upstream: String,
+    /// The link it pulls over (region graph).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkView>,
+}
+
+/// The region-graph edge a regional origin pulls over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// Region it pulls from; empty: the main origin's.
+    #[serde(default)]
+    pub from_region: String,
+    /// Hops from the main origin (1: pulls from the main origin).
+    pub depth: u32,
+    /// One-way cost of the link from the upstream's region, ms.
+    pub cost_ms: u32,
+    /// Where the cost comes from: pinned, configured, measured or unknown.
+    pub source: String,
+    /// Cost of the whole path from the main origin, ms (0: upstream gone).
+    pub path_cost_ms: u64,
+}
+
+impl LinkView {
+    /// "link 40 ms pinned, path 55 ms"
+    pub fn label(&self) -> String {
+        format!(
+            "link {} ms {}, path {} ms",
+            self.cost_ms, self.source, self.path_cost_ms
+        )
+    }
 }
 
 /// A node pulling a stream without being an origin.
@@ -238,6 +267,9 @@ pub struct TreeNode {
     /// Epoch of the origin claim (origins only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    /// The link a regional origin pulls over, with its cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkView>,
     /// Nodes pulling from this one, ordered by region then node.
     #[serde(default)]
     pub children: Vec<TreeNode>,
@@ -294,6 +326,14 @@ pub fn stream_view(t: &v1::StreamTree) -> Option<StreamView> {
             node: r.node_id.clone(),
             epoch: r.epoch,
             upstream: r.upstream_node_id.clone(),
+            link: Some(LinkView {
+                from_region: r.upstream_region.clone(),
+                depth: r.depth,
+                cost_ms: r.link_cost_ms,
+                source: r.link_cost_source.clone(),
+                path_cost_ms: r.path_cost_ms,
+            })
+            .filter(|l| !l.source.is_empty()),
         })
         .collect();
     regional_origins.sort_by(|a, b| (&a.region, &a.node).cmp(&(&b.region, &b.node)));
@@ -311,7 +351,7 @@ pub fn stream_view(t: &v1::StreamTree) -> Option<StreamView> {
         .chain(regional_origins.iter().map(|r| r.region.clone()))
         .chain(subscribers.iter().map(|s| s.region.clone()))
         .collect();
-    let (tree, detached) = build_tree(&main, &regional_origins, &subscribers);
+    let (tree, detached) = super::tree::build_tree(&main, &regional_origins, &subscribers);
     Some(StreamView {
         id: m.stream.clone(),
         main,
@@ -328,86 +368,6 @@ pub fn stream_view(t: &v1::StreamTree) -> Option<StreamView> {
             started_at_ms: b.started_at_ms,
         }),
     })
-}
-
-/// Hangs every record under the node it pulls from. Each node appears once;
-/// records whose upstream is not reachable from the main origin are returned
-/// as separate trees.
-fn build_tree(
-    main: &MainView,
-    regional: &[RegionalView],
-    subscribers: &[SubscriberView],
-) -> (TreeNode, Vec<TreeNode>) {
-    // (node, region, role, epoch) by upstream, each list in region, node order.
-    type Child<'a> = (&'a str, &'a str, Role, Option<i64>);
-    let mut by_upstream: BTreeMap<&str, Vec<Child<'_>>> = BTreeMap::new();
-    for r in regional {
-        by_upstream.entry(&r.upstream).or_default().push((
-            &r.node,
-            &r.region,
-            Role::RegionalOrigin,
-            Some(r.epoch),
-        ));
-    }
-    for s in subscribers {
-        by_upstream
-            .entry(&s.upstream)
-            .or_default()
-            .push((&s.node, &s.region, Role::Edge, None));
-    }
-    for list in by_upstream.values_mut() {
-        list.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
-    }
-    fn grow<'a>(
-        node: TreeNode,
-        by_upstream: &BTreeMap<&str, Vec<Child<'a>>>,
-        seen: &mut BTreeSet<String>,
-    ) -> TreeNode {
-        let mut node = node;
-        let kids = by_upstream
-            .get(node.node.as_str())
-            .cloned()
-            .unwrap_or_default();
-        for (id, region, role, epoch) in kids {
-            if !seen.insert(id.to_owned()) {
-                continue;
-            }
-            let child = TreeNode {
-                node: id.to_owned(),
-                region: region.to_owned(),
-                role,
-                epoch,
-                children: Vec::new(),
-            };
-            node.children.push(grow(child, by_upstream, seen));
-        }
-        node
-    }
-    let mut seen = BTreeSet::from([main.node.clone()]);
-    let root = TreeNode {
-        node: main.node.clone(),
-        region: main.region.clone(),
-        role: Role::MainOrigin,
-        epoch: Some(main.epoch),
-        children: Vec::new(),
-    };
-    let tree = grow(root, &by_upstream, &mut seen);
-    let mut detached = Vec::new();
-    let leftovers: Vec<Child<'_>> = by_upstream.values().flatten().copied().collect();
-    for (id, region, role, epoch) in leftovers {
-        if !seen.insert(id.to_owned()) {
-            continue;
-        }
-        let start = TreeNode {
-            node: id.to_owned(),
-            region: region.to_owned(),
-            role,
-            epoch,
-            children: Vec::new(),
-        };
-        detached.push(grow(start, &by_upstream, &mut seen));
-    }
-    (tree, detached)
 }
 
 /// Per-region sums over nodes.

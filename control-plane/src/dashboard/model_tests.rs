@@ -117,3 +117,75 @@ fn json_field_names_are_stable() {
     assert_eq!(v["tree"]["children"][0].get("epoch"), None);
     assert_eq!(v["main"]["node"], "eu-1");
 }
+
+/// A depth-2 chain with link costs: eu-1 (main) → us-1 (use) → usw-1 (usw).
+pub(crate) fn chain_msg() -> v1::StreamTree {
+    let mut m = tree_msg();
+    m.subscribers.clear();
+    m.regional = vec![
+        v1::RegionalOrigin {
+            stream: "demo".into(),
+            region: "use".into(),
+            node_id: "use-1".into(),
+            epoch: 9,
+            upstream_node_id: "eu-1".into(),
+            depth: 1,
+            link_cost_ms: 40,
+            link_cost_source: "pinned".into(),
+            path_cost_ms: 40,
+            ..Default::default()
+        },
+        v1::RegionalOrigin {
+            stream: "demo".into(),
+            region: "usw".into(),
+            node_id: "usw-1".into(),
+            epoch: 11,
+            upstream_node_id: "use-1".into(),
+            upstream_region: "use".into(),
+            depth: 2,
+            link_cost_ms: 15,
+            link_cost_source: "measured".into(),
+            path_cost_ms: 55,
+            ..Default::default()
+        },
+    ];
+    m
+}
+
+#[test]
+fn regional_origins_carry_their_link_cost() {
+    let s = stream_view(&chain_msg()).unwrap();
+    let use1 = &s.tree.children[0];
+    assert_eq!(use1.node, "use-1");
+    let link = use1.link.as_ref().unwrap();
+    assert_eq!(
+        (
+            link.from_region.as_str(),
+            link.depth,
+            link.cost_ms,
+            link.path_cost_ms
+        ),
+        ("", 1, 40, 40)
+    );
+    let usw1 = &use1.children[0];
+    assert_eq!(usw1.node, "usw-1", "nested under the region it pulls from");
+    let link = usw1.link.as_ref().unwrap();
+    assert_eq!(link.from_region, "use");
+    assert_eq!(link.label(), "link 15 ms measured, path 55 ms");
+    assert_eq!(s.tree.link, None, "the main origin pulls from nobody");
+
+    let v = serde_json::to_value(&s).unwrap();
+    let l = &v["tree"]["children"][0]["children"][0]["link"];
+    assert_eq!(l["cost_ms"], 15);
+    assert_eq!(l["source"], "measured");
+    assert_eq!(l["path_cost_ms"], 55);
+    assert_eq!(l["from_region"], "use");
+    assert_eq!(l["depth"], 2);
+    assert_eq!(v["regional_origins"][1]["link"]["cost_ms"], 15);
+
+    // Without costs (a replica predating the graph): no link at all.
+    assert_eq!(
+        stream_view(&tree_msg()).unwrap().tree.children[1].link,
+        None
+    );
+}

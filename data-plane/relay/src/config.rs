@@ -44,6 +44,13 @@ pub struct RelayConfig {
     pub group_order_max_frames: usize,
     /// Receiver: RTP bytes of newer groups held back at most, per subscription.
     pub group_order_max_bytes: usize,
+    /// Audio of streams with video travels as QUIC datagrams (see the wire
+    /// format). Downstream: off refuses datagrams, so upstreams keep audio on
+    /// the group streams; upstream: off never sends them.
+    pub audio_datagrams: bool,
+    /// Downstream: bytes of received datagrams buffered per connection
+    /// before the oldest are dropped.
+    pub datagram_buffer: usize,
 }
 
 impl Default for RelayConfig {
@@ -62,6 +69,8 @@ impl Default for RelayConfig {
             group_order_window: Duration::from_millis(150),
             group_order_max_frames: 1024,
             group_order_max_bytes: 1 << 20,
+            audio_datagrams: true,
+            datagram_buffer: 256 * 1024,
         }
     }
 }
@@ -92,7 +101,11 @@ impl RelayConfig {
                 self.max_subscriptions_per_connection.saturating_add(4),
             ));
             t.max_concurrent_uni_streams(VarInt::from_u32(0));
+            // Downstreams never send datagrams: advertise a limit of 0 (quinn
+            // only lets an endpoint that accepts datagrams send them).
+            t.datagram_receive_buffer_size(Some(0));
         } else {
+            t.datagram_receive_buffer_size(self.audio_datagrams.then_some(self.datagram_buffer));
             t.max_concurrent_bidi_streams(VarInt::from_u32(0));
             t.max_concurrent_uni_streams(VarInt::from_u32(self.max_incoming_groups));
         }

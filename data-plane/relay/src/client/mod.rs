@@ -28,6 +28,8 @@ pub(crate) enum Incoming {
     Frame { sequence: u64, frame: Frame },
     /// Group `sequence` ended: finished (`complete`) or reset.
     GroupEnd { sequence: u64, complete: bool },
+    /// A frame that came as a datagram (audio): outside the group order.
+    Datagram(Frame),
 }
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Incoming>>>>;

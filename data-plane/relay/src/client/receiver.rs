@@ -6,12 +6,13 @@ use tokio::sync::mpsc;
 use super::{Incoming, Routes, group_buffer, lock};
 use crate::error::RelayError;
 use crate::framing::{
-    Frame, FrameError, MAX_FRAME, decode_frame, decode_frame_bytes, decode_group_header,
+    Frame, FrameError, MAX_FRAME, decode_datagram, decode_frame, decode_frame_bytes,
+    decode_group_header,
 };
 use crate::io::{codes, wall_clock_us};
 use crate::stats::{HopSample, PeerStats, RelayStats, add};
 
-/// Accept group streams until the connection ends.
+/// Accept group streams and datagrams until the connection ends.
 pub(crate) async fn accept_groups(
     conn: quinn::Connection,
     routes: Routes,
@@ -19,22 +20,59 @@ pub(crate) async fn accept_groups(
     peer: Arc<PeerStats>,
 ) {
     loop {
-        match conn.accept_uni().await {
-            Ok(recv) => {
-                tokio::spawn(read_group(
-                    recv,
-                    routes.clone(),
-                    stats.clone(),
-                    peer.clone(),
-                ));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "upstream connection ended");
-                // Subscriptions notice through their control streams.
-                return;
-            }
-        }
+        let ended = tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => {
+                    tokio::spawn(read_group(
+                        recv,
+                        routes.clone(),
+                        stats.clone(),
+                        peer.clone(),
+                    ));
+                    continue;
+                }
+                Err(e) => e,
+            },
+            datagram = conn.read_datagram() => match datagram {
+                Ok(datagram) => {
+                    route_datagram(datagram, &routes, &stats, &peer);
+                    continue;
+                }
+                Err(e) => e,
+            },
+        };
+        tracing::debug!(error = %ended, "upstream connection ended");
+        // Subscriptions notice through their control streams.
+        return;
     }
+}
+
+/// Hand a datagram's frame to its subscription; never waits (a full queue
+/// drops it, as the network might have).
+fn route_datagram(datagram: bytes::Bytes, routes: &Routes, stats: &RelayStats, peer: &PeerStats) {
+    let (subscription, frame) = match decode_datagram(datagram) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::debug!(error = %e, "invalid datagram from upstream; dropped");
+            add(&stats.protocol_errors, 1);
+            return;
+        }
+    };
+    let Some(tx) = lock(routes).get(&subscription).cloned() else {
+        return;
+    };
+    add(&peer.packets_in, 1);
+    add(
+        &peer.bytes_in,
+        (crate::framing::DATAGRAM_HEADER_LEN + crate::framing::FRAME_HEADER_LEN + frame.rtp.len())
+            as u64,
+    );
+    stats.on_hop(HopSample {
+        send_us: frame.send_us,
+        recv_us: wall_clock_us(),
+        ingest_us: frame.ingest_us,
+    });
+    let _ = tx.try_send(Incoming::Datagram(frame));
 }
 
 async fn read_group(

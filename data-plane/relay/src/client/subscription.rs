@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use super::{Incoming, Upstream, lock};
 use crate::error::RelayError;
 use crate::framing::{ControlMessage, Frame};
-use crate::groups::{GroupOrder, OrderLimits};
+use crate::groups::{GroupOrder, HeadGate, HeadLimits, HeadOut, OrderLimits};
 use crate::io::{ControlReader, codes, now, sleep_until, write_control};
 use crate::stats::{RelayStats, add};
 
@@ -50,10 +50,14 @@ pub struct Subscription {
     ctrl: ControlReader,
     keyframes: mpsc::Sender<TrackId>,
     layers: watch::Sender<Option<LayerSet>>,
+    /// In front of `order`: each group's keyframe goes on whole or not at all.
+    heads: HeadGate<Frame>,
     order: GroupOrder<Frame>,
     /// `order`'s counters already added to `stats`: (skipped, late frames).
     reported: (u64, u64),
     stats: Arc<RelayStats>,
+    /// A frame of a group has been handed out: datagrams (audio) may follow.
+    started: bool,
     done: bool,
 }
 
@@ -88,9 +92,15 @@ impl Subscription {
             ctrl,
             keyframes,
             layers,
+            heads: HeadGate::new(HeadLimits {
+                max_frames: limits.max_frames,
+                max_bytes: limits.max_bytes,
+                max_groups: 64,
+            }),
             order: GroupOrder::new(limits),
             reported: (0, 0),
             stats,
+            started: false,
             done: false,
         }
     }
@@ -157,6 +167,7 @@ impl Subscription {
             let released = self.order.poll(now());
             self.report();
             if let Some(frame) = released {
+                self.started = true;
                 return Some(SubscriptionEvent::Packet(frame.into_packet()));
             }
             let give_up_at = self
@@ -168,12 +179,18 @@ impl Subscription {
                 msg = self.ctrl.next() => return Some(self.on_control(msg)),
                 incoming = self.events.recv() => match incoming {
                     Some(Incoming::Frame { sequence, frame }) => {
-                        let bytes = frame.rtp.len();
-                        self.order.on_frame(now(), sequence, frame, bytes);
+                        self.heads.on_frame(sequence, frame);
+                        self.pass_heads();
                     }
                     Some(Incoming::GroupEnd { sequence, complete }) => {
-                        self.order.on_group_end(now(), sequence, complete);
+                        self.heads.on_group_end(sequence, complete);
+                        self.pass_heads();
                     }
+                    // Audio before the first group's keyframe is of no use.
+                    Some(Incoming::Datagram(frame)) if self.started => {
+                        return Some(SubscriptionEvent::Packet(frame.into_packet()));
+                    }
+                    Some(Incoming::Datagram(_)) => add(&self.stats.late_frames, 1),
                     None => {
                         self.done = true;
                         return Some(SubscriptionEvent::Lost(RelayError::ControlClosed));
@@ -184,9 +201,25 @@ impl Subscription {
         }
     }
 
-    /// Add what the group order counted since last time to the node's counters.
+    /// What the head gate lets through goes into the group order.
+    fn pass_heads(&mut self) {
+        let at = now();
+        while let Some(out) = self.heads.poll() {
+            match out {
+                HeadOut::Frame(sequence, frame) => {
+                    let bytes = frame.rtp.len();
+                    self.order.on_frame(at, sequence, frame, bytes);
+                }
+                HeadOut::End(sequence, complete) => self.order.on_group_end(at, sequence, complete),
+            }
+        }
+    }
+
+    /// Add what the group order counted since last time to the node's counters
+    /// (frames of a head that never completed count as late).
     fn report(&mut self) {
-        let now = (self.order.skipped(), self.order.late_frames());
+        let late = self.order.late_frames() + self.heads.dropped_frames();
+        let now = (self.order.skipped(), late);
         if now != self.reported {
             add(&self.stats.groups_skipped, now.0 - self.reported.0);
             add(&self.stats.late_frames, now.1 - self.reported.1);

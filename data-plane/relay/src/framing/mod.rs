@@ -52,14 +52,31 @@
 //! a group's first frames may arrive before the previous group's last ones;
 //! the receiver still plays groups in sequence order, holding newer ones
 //! back for a bounded time ([`crate::groups::GroupOrder`]).
+//!
+//! ## Audio (QUIC datagrams, upstream → downstream)
+//!
+//! In a stream with video, audio frames do not ride the group streams: each
+//! goes as one QUIC datagram, so a lost video packet never holds audio back
+//! for a retransmission round trip (a retransmitted audio packet would come
+//! too late for a player's jitter buffer anyway; Opus conceals the loss).
+//!
+//! ```text
+//! datagram: u8 0x44 ('D'), u64 subscription id, one frame (as above)
+//! ```
+//!
+//! An audio frame too big for the path's datagram size, or a peer without
+//! datagram support, falls back to the group stream. Audio-only streams keep
+//! their timed groups.
 
 mod control;
+mod datagram;
 mod group;
 mod reader;
 #[cfg(test)]
 mod tests;
 
 pub use control::{ControlMessage, MAX_REASON, SubscribeErrorCode, decode_control, encode_control};
+pub use datagram::{DATAGRAM_HEADER_LEN, DATAGRAM_MAGIC, decode_datagram, encode_datagram};
 pub use group::{
     Frame, GroupHeader, decode_frame, decode_frame_bytes, decode_group_header, encode_frame,
     encode_frame_header, encode_group_header,

@@ -8,15 +8,15 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use strata_media::MediaPacket;
 use strata_media::hub::ResumeRule;
+use strata_media::{Catalog, MediaPacket, TrackId, TrackKind};
 use tokio::time::Instant;
 
 use crate::config::RelayConfig;
 use crate::error::RelayError;
 use crate::framing::{
-    FRAME_HEADER_LEN, Frame, GROUP_HEADER_LEN, GroupHeader, encode_frame_header,
-    encode_group_header,
+    DATAGRAM_HEADER_LEN, FRAME_HEADER_LEN, Frame, GROUP_HEADER_LEN, GroupHeader, encode_datagram,
+    encode_frame_header, encode_group_header,
 };
 use crate::groups::{GroupPlanner, PacketPlan};
 use crate::io::{codes, now, wall_clock_us};
@@ -28,6 +28,20 @@ const MAX_BATCH: usize = 64;
 /// Bytes of the block frame and group headers are split off.
 const HEADER_BLOCK: usize = 4096;
 
+/// The tracks whose frames go as datagrams: audio, when the stream has video
+/// (audio-only streams keep their timed groups).
+fn datagram_tracks(catalog: &Catalog) -> Vec<TrackId> {
+    if catalog.video().is_none() {
+        return Vec::new();
+    }
+    catalog
+        .tracks
+        .iter()
+        .filter(|t| t.kind == TrackKind::Audio)
+        .map(|t| t.id)
+        .collect()
+}
+
 /// Newer groups get higher priority; wraps only after 2^31 groups.
 fn priority(sequence: u64) -> i32 {
     i32::try_from(sequence & 0x7fff_ffff).unwrap_or(i32::MAX)
@@ -37,6 +51,10 @@ pub(crate) struct GroupSender {
     conn: quinn::Connection,
     subscription: u64,
     planner: GroupPlanner,
+    /// Audio tracks that go as datagrams (empty: none do).
+    datagram_tracks: Vec<TrackId>,
+    /// The downstream accepts datagrams (and the config allows them).
+    datagrams: bool,
     latency_bound: std::time::Duration,
     current: Option<(u64, quinn::SendStream)>,
     /// Superseded groups still being delivered.
@@ -56,12 +74,15 @@ impl GroupSender {
     pub(crate) fn new(
         conn: quinn::Connection,
         subscription: u64,
-        rule: ResumeRule,
+        catalog: &Catalog,
         cfg: &RelayConfig,
         stats: Arc<RelayStats>,
         peer: Arc<PeerStats>,
     ) -> Self {
+        let rule = ResumeRule::for_catalog(catalog);
         GroupSender {
+            datagrams: cfg.audio_datagrams && conn.max_datagram_size().is_some(),
+            datagram_tracks: datagram_tracks(catalog),
             conn,
             subscription,
             planner: GroupPlanner::new(
@@ -83,8 +104,9 @@ impl GroupSender {
         }
     }
 
-    pub(crate) fn set_rule(&mut self, rule: ResumeRule) {
-        self.planner.set_rule(rule);
+    pub(crate) fn set_catalog(&mut self, catalog: &Catalog) {
+        self.planner.set_rule(ResumeRule::for_catalog(catalog));
+        self.datagram_tracks = datagram_tracks(catalog);
     }
 
     /// Send `first` and up to [`MAX_BATCH`] more packets that `more` has ready
@@ -140,7 +162,13 @@ impl GroupSender {
         if self.current.is_none() {
             return Ok(());
         }
-        let frame = Frame::from_packet(pkt, wall_clock_us());
+        let mut frame = Frame::from_packet(pkt, wall_clock_us());
+        if self.datagrams && self.datagram_tracks.contains(&frame.track) {
+            match self.send_datagram(frame) {
+                Ok(()) => return Ok(()),
+                Err(back) => frame = back,
+            }
+        }
         self.reserve_headers();
         if let Err(e) = encode_frame_header(&frame, &mut self.buf) {
             tracing::debug!(error = %e, "packet not relayable; dropped");
@@ -152,6 +180,32 @@ impl GroupSender {
         // The payload goes to QUIC as its own chunk: no copy.
         self.pending.push(frame.rtp);
         Ok(())
+    }
+
+    /// Send an audio frame as a datagram; hands it back if it must go on the
+    /// group stream instead (too big for the path, or datagrams refused).
+    fn send_datagram(&mut self, frame: Frame) -> Result<(), Frame> {
+        let room = self.conn.max_datagram_size().unwrap_or(0);
+        if DATAGRAM_HEADER_LEN + FRAME_HEADER_LEN + frame.rtp.len() > room {
+            return Err(frame);
+        }
+        let Ok(datagram) = encode_datagram(self.subscription, &frame, &mut self.buf) else {
+            return Err(frame);
+        };
+        let len = datagram.len() as u64;
+        match self.conn.send_datagram(datagram) {
+            Ok(()) => {
+                add(&self.peer.bytes_out, len);
+                add(&self.peer.packets_out, 1);
+                Ok(())
+            }
+            Err(quinn::SendDatagramError::TooLarge) => Err(frame),
+            Err(e) => {
+                tracing::debug!(error = %e, "datagrams refused; audio back on the group streams");
+                self.datagrams = false;
+                Err(frame)
+            }
+        }
     }
 
     /// Headers are split off one shared block, refilled when it runs out.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use strata_media::hub::{ResumeRule, Sink, StreamHandle};
+use strata_media::hub::{Sink, StreamHandle};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -162,7 +162,7 @@ impl Session {
         let mut groups = GroupSender::new(
             self.conn.clone(),
             id,
-            ResumeRule::for_catalog(&catalog),
+            &catalog,
             &self.ctx.cfg,
             self.ctx.stats.clone(),
             self.ctx.stats.peer(peer),
@@ -209,7 +209,7 @@ impl Session {
                     let now = state.borrow_and_update().clone();
                     if now.catalog != catalog {
                         catalog = now.catalog;
-                        groups.set_rule(ResumeRule::for_catalog(&catalog));
+                        groups.set_catalog(&catalog);
                         let msg = ControlMessage::CatalogChanged { catalog: catalog.clone() };
                         write_control(send, &msg).await?;
                     }

@@ -14,6 +14,8 @@ use strata_relay::{Authorizer, RelayClient, RelayConfig, RelayServer, RelayStats
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod lossy;
+
 pub const AUDIO: u8 = 0;
 pub const VIDEO: u8 = 1;
 pub const DEADLINE: Duration = Duration::from_secs(5);
@@ -110,8 +112,15 @@ impl Upstream {
     }
 }
 
+/// A client that refuses datagrams, so audio rides the group streams and the
+/// tests can check the order across tracks (`datagrams.rs` and
+/// `first_frame.rs` use datagrams).
 pub fn client(tls: &RelayTls) -> (RelayClient, Arc<RelayStats>) {
-    client_with(tls, RelayConfig::default())
+    let cfg = RelayConfig {
+        audio_datagrams: false,
+        ..RelayConfig::default()
+    };
+    client_with(tls, cfg)
 }
 
 pub fn client_with(tls: &RelayTls, cfg: RelayConfig) -> (RelayClient, Arc<RelayStats>) {

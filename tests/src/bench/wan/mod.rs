@@ -25,27 +25,30 @@
 //! Needs root (namespaces). Namespaces are deleted on exit, including on failure and Ctrl-C;
 //! ones left by a killed run are deleted by the next.
 
+pub mod graph;
 pub mod launch;
 pub(crate) mod netns;
 pub(crate) mod probe;
 mod proxy;
 mod report;
+mod util;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
-use strata_proto::v1;
 
+pub use self::graph::{GraphMode, Parent};
 use self::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
 use self::netns::{Namespaces, ip};
 use self::probe::{ProbePlayer, StampedPublisher};
 pub use self::proxy::DirTotals;
 use self::proxy::{Link, NodeProxy};
 pub use self::report::{FirstFrames, LinkResult, RegionLatency, WanResult};
+use self::util::{LoAddr, hop_latency, node_metrics, wait_cold};
 use crate::bench::machine::Machine;
 
 /// The benchmark's address in its own namespace (control plane, publisher, players).
@@ -54,10 +57,16 @@ const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const STREAM: &str = "wan";
 
 /// Regions, in order; the stream is published in the first.
-pub const REGIONS: [&str; 3] = ["eu", "use", "usw"];
-/// Links as (region a, region b, RTT, loss each way).
-pub const LINKS: [(usize, usize, u64, f64); 3] =
-    [(0, 1, 80, 0.0), (1, 2, 30, 0.0), (0, 2, 150, 0.005)];
+pub const REGIONS: [&str; 4] = ["eu", "use", "usw", "ap"];
+/// Links as (region a, region b, RTT, loss each way). Regions without a link cannot reach each
+/// other (use – ap).
+pub const LINKS: [(usize, usize, u64, f64); 5] = [
+    (0, 1, 80, 0.0),
+    (1, 2, 30, 0.0),
+    (0, 2, 150, 0.005),
+    (2, 3, 60, 0.0),
+    (0, 3, 250, 0.005),
+];
 
 /// `strata-bench wan` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +83,10 @@ pub struct WanArgs {
     /// Window of the latency and bytes measurement [default: 10s; 1s with --quick].
     #[arg(long, value_parser = parse_duration)]
     pub window: Option<Duration>,
+    /// The region graph: `off` pins every link at the unknown cost (every region pulls from
+    /// the main origin), `on` pins each at its one-way delay plus 20 ms per % loss.
+    #[arg(long, value_enum, default_value = "on")]
+    pub graph: GraphMode,
 }
 
 impl WanArgs {
@@ -84,6 +97,7 @@ impl WanArgs {
             nodes: None,
             repeats: None,
             window: None,
+            graph: GraphMode::On,
         }
     }
 }
@@ -125,7 +139,7 @@ pub async fn run(args: WanArgs) -> Result<()> {
 }
 
 /// One region's namespace and nodes.
-struct Region {
+pub(crate) struct Region {
     name: &'static str,
     ns: String,
     nodes: Vec<NodeProcess>,
@@ -270,6 +284,10 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
         started.elapsed().as_secs_f64()
     );
 
+    let channel = tonic::transport::Endpoint::from_shared(control.url())?
+        .connect()
+        .await?;
+    graph::pin_costs(channel.clone(), args.graph).await?;
     let clip = crate::media::vp8_clip()?;
     let stream_bps = {
         let bytes: usize = clip.packets().iter().map(|p| p.rtp.len()).sum();
@@ -281,11 +299,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
     // Let the GOP cache fill (keyframe every second).
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let mut clients = crate::control::Clients::new(
-        tonic::transport::Endpoint::from_shared(control.url())?
-            .connect()
-            .await?,
-    )?;
+    let mut clients = crate::control::Clients::new(channel.clone())?;
     let within = Duration::from_secs(20);
     let mut first: Vec<FirstFrames> = REGIONS
         .iter()
@@ -329,6 +343,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
 
     // Steady state: every region plays. Glass-to-glass and bytes over one window.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let parents = graph::parents(channel.clone()).await?;
     let metrics_before = node_metrics(&regions).await;
     let links_before: Vec<(DirTotals, DirTotals)> = links
         .iter()
@@ -363,7 +378,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
             samples.sort();
             RegionLatency {
                 region: r,
-                floor: path_one_way(0, i),
+                floor: graph::path_one_way(&parents, r),
                 samples,
             }
         })
@@ -419,6 +434,8 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
     Ok(WanResult {
         machine,
         quick,
+        graph: args.graph,
+        parents,
         nodes_per_region: per_region,
         repeats,
         window: elapsed,
@@ -430,96 +447,4 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
         hop,
         runtime: started.elapsed(),
     })
-}
-
-/// One-way delay of the path from region `from` to region `to` as the relay tree takes it:
-/// directly (every regional origin pulls from the main origin).
-fn path_one_way(from: usize, to: usize) -> Duration {
-    if from == to {
-        return Duration::ZERO;
-    }
-    LINKS
-        .iter()
-        .find(|(a, b, ..)| (*a == from && *b == to) || (*a == to && *b == from))
-        .map_or(Duration::ZERO, |(_, _, rtt, _)| {
-            Duration::from_millis(rtt / 2)
-        })
-}
-
-/// Every node's `/metrics`, in region order (empty text for a node that does not answer).
-async fn node_metrics(regions: &[Region]) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in regions {
-        for n in &r.nodes {
-            out.push(n.metrics().await.unwrap_or_default());
-        }
-    }
-    out
-}
-
-/// Mean per-hop relay latency by receiving region over the window, from the nodes' histograms.
-fn hop_latency(
-    before: &[String],
-    after: &[String],
-    regions: &[Region],
-) -> Vec<(&'static str, Option<Duration>)> {
-    let mut i = 0;
-    let mut out = Vec::new();
-    for r in regions {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for _ in &r.nodes {
-            let get = |t: &String, name: &str| crate::http::metric_sum(t, name, &[]);
-            sum += get(&after[i], "strata_relay_hop_latency_seconds_sum")
-                - get(&before[i], "strata_relay_hop_latency_seconds_sum");
-            count += get(&after[i], "strata_relay_hop_latency_seconds_count")
-                - get(&before[i], "strata_relay_hop_latency_seconds_count");
-            i += 1;
-        }
-        out.push((
-            r.name,
-            (count > 0.0).then(|| Duration::from_secs_f64((sum / count).max(0.0))),
-        ));
-    }
-    out
-}
-
-/// Waits until the stream has no regional origins and no subscribers (players gone, linger
-/// over), so the next round starts cold.
-async fn wait_cold(clients: &mut crate::control::Clients, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let tree = clients
-            .routing
-            .get_stream(v1::GetStreamRequest {
-                stream: STREAM.into(),
-            })
-            .await
-            .context("GetStream")?
-            .into_inner();
-        if tree.regional.is_empty() && tree.subscribers.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("the stream's tree did not shrink back to its main origin within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// An address on this namespace's `lo`, removed on drop.
-struct LoAddr(String);
-
-impl LoAddr {
-    fn add(ip4: Ipv4Addr) -> Result<Self> {
-        let cidr = format!("{ip4}/32");
-        let _ = ip(&["addr", "del", &cidr, "dev", "lo"]);
-        ip(&["addr", "add", &cidr, "dev", "lo"])?;
-        Ok(Self(cidr))
-    }
-}
-
-impl Drop for LoAddr {
-    fn drop(&mut self) {
-        let _ = ip(&["addr", "del", &self.0, "dev", "lo"]);
-    }
 }

@@ -175,7 +175,10 @@ impl ProbePlayer {
                 }
                 match p.kind {
                     TrackKind::Video if s.first_frame.is_none() => {
-                        if s.keyframe_start.is_none() && p.is_keyframe() {
+                        // A later keyframe replaces one whose end never came.
+                        if p.is_keyframe()
+                            && s.keyframe_start.is_none_or(|(_, ts)| ts != p.timestamp)
+                        {
                             s.keyframe_start = Some((p.arrival, p.timestamp));
                         }
                         if let Some((_, ts)) = s.keyframe_start

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::graph::{GraphMode, Parent};
 use super::proxy::DirTotals;
 use super::{LINKS, REGIONS};
 use crate::bench::machine::Machine;
@@ -59,6 +60,10 @@ pub struct WanResult {
     pub machine: Machine,
     /// Smoke run.
     pub quick: bool,
+    /// Region graph on or off.
+    pub graph: GraphMode,
+    /// Where each remote region's regional origin pulled from in the window (`GetStream`).
+    pub parents: Vec<Parent>,
     /// Nodes per region.
     pub nodes_per_region: usize,
     /// First-frame repeats.
@@ -123,7 +128,7 @@ fn render(r: &WanResult) -> String {
     let _ = writeln!(
         out,
         "### Regions over a WAN\n\n\
-         Machine: {}; {} build{}. Three regions ({}) in network namespaces, {} node(s) each; \
+         Machine: {}; {} build{}; **{}**. {} regions ({}) in network namespaces, {} node(s) each; \
          control plane, publisher and players in the bench's own namespace, one veth to each \
          region without delay. **Links are emulated by a user-space UDP proxy** (the kernel has \
          no `netem`): constant one-way delay of RTT/2, independent loss per datagram, no \
@@ -132,6 +137,8 @@ fn render(r: &WanResult) -> String {
         r.machine,
         r.machine.profile(),
         if r.quick { ", --quick" } else { "" },
+        r.graph.label(),
+        REGIONS.len(),
         REGIONS.join(", "),
         r.nodes_per_region,
         r.stream_bps / 1e3,
@@ -145,6 +152,19 @@ fn render(r: &WanResult) -> String {
             REGIONS[a],
             REGIONS[b],
             loss * 100.0
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\n#### The tree (`GetStream` during the window)\n\n\
+         | region | pulls from | depth | link cost (control plane) |\n|---|---|---:|---:|"
+    );
+    for p in &r.parents {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ms |",
+            p.region, p.from, p.depth, p.link_cost_ms
         );
     }
 
