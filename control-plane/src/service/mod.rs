@@ -127,9 +127,10 @@ impl State {
         TimedKv::new(&self.inner.kv, &self.inner.metrics.store)
     }
 
-    /// A slot for one claim, or RESOURCE_EXHAUSTED when this replica has too many in flight.
-    pub(crate) fn admit_claim(&self) -> Result<admission::Slot> {
-        self.inner.admission.admit(&self.inner.metrics)
+    /// A slot for one claim (after a short wait for one), or RESOURCE_EXHAUSTED when this
+    /// replica has too many in flight and waiting.
+    pub(crate) async fn admit_claim(&self) -> Result<admission::Slot> {
+        self.inner.admission.admit(&self.inner.metrics).await
     }
 
     /// Link costs measured by nodes, as reported to this replica.
