@@ -89,6 +89,14 @@ pub struct Config {
     #[arg(long, env = "STRATA_ETCD_LEASE_STREAMS", default_value_t = 4)]
     pub etcd_lease_streams: usize,
 
+    /// Claims (publishes, and resolves that must write: a regional origin or a subscriber
+    /// record) in flight at most per replica; more are refused RESOURCE_EXHAUSTED with a
+    /// `grpc-retry-pushback-ms` hint, so that a storm of stream starts cannot starve lease
+    /// renewals. 0: no limit.
+    #[arg(long, env = "STRATA_CLAIMS_IN_FLIGHT",
+          default_value_t = crate::service::admission::DEFAULT_CLAIMS_IN_FLIGHT)]
+    pub claims_in_flight: usize,
+
     /// PEM certificate (chain) the gRPC server presents; with `--tls-key`
     /// and `--client-ca`, gRPC is served over TLS and nodes authenticate
     /// with client certificates.
@@ -320,6 +328,7 @@ mod tests {
         assert_eq!(c.lease_ttl, Duration::from_secs(3));
         assert_eq!(c.load_report_tolerance, 0.1);
         assert_eq!(c.etcd_lease_streams, 4);
+        assert_eq!(c.claims_in_flight, 32);
         assert_eq!(
             c.tls_cert,
             Some(PathBuf::from("/etc/strata/certs/cp-1.pem"))

@@ -29,6 +29,15 @@ pub enum Error {
     /// A store failure that is not about reachability.
     #[error("{0}")]
     Internal(String),
+    /// The replica's budget for this kind of call is spent (see `service/admission.rs`);
+    /// retry after `retry_after`.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// What ran out.
+        message: String,
+        /// How long the caller should wait before retrying.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl From<InvalidName> for Error {
@@ -61,6 +70,9 @@ impl From<Error> for tonic::Status {
             Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             Error::Internal(_) => tonic::Status::internal(msg),
+            Error::ResourceExhausted { retry_after, .. } => {
+                strata_proto::pushback::resource_exhausted(msg, retry_after)
+            }
         }
     }
 }

@@ -125,7 +125,9 @@ impl IntoResponse for Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::ResourceExhausted { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp = (status, format!("{self}\n")).into_response();

@@ -173,6 +173,8 @@ pub struct Metrics {
     pub claims_lost: Counter,
     /// Main origin claims (publish) won.
     pub publishes: Counter,
+    /// Claims refused RESOURCE_EXHAUSTED by admission control (`service/admission.rs`).
+    pub claims_rejected: Counter,
     /// Main origins taken over from a dead holder (part of `publishes`).
     pub main_takeovers: Counter,
     /// Switch-overs to a standby (a backup publisher's node).
@@ -203,7 +205,7 @@ impl Metrics {
     pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         let fd = &self.front_door;
-        let counters: [(&str, &str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &str, &Counter); 19] = [
             (
                 "strata_control_resolves_total",
                 "Resolve calls answered",
@@ -227,6 +229,12 @@ impl Metrics {
                 "Regional origin claims lost",
                 "",
                 &self.claims_lost,
+            ),
+            (
+                "strata_control_claims_rejected_total",
+                "Claims (publishes, resolves that write) refused RESOURCE_EXHAUSTED by admission control",
+                "",
+                &self.claims_rejected,
             ),
             (
                 "strata_control_publishes_total",

@@ -169,6 +169,7 @@ pub async fn run_with_listeners(
             load_tolerance: config.load_report_tolerance,
             max_region_hops: config.max_region_hops,
             link_costs,
+            claims_in_flight: config.claims_in_flight,
         },
         metrics,
     );

@@ -48,6 +48,8 @@ pub struct Options {
     pub http_header_timeout: Option<Duration>,
     /// `--link-costs` (`FROM:TO=MS`), this replica's pinned link costs.
     pub link_costs: Vec<String>,
+    /// `--claims-in-flight`, when not the default.
+    pub claims_in_flight: Option<usize>,
 }
 
 /// One control-plane replica running in this process.
@@ -94,6 +96,9 @@ impl ControlPlane {
         };
         if let Some(t) = options.http_header_timeout {
             config.http_header_timeout = t;
+        }
+        if let Some(n) = options.claims_in_flight {
+            config.claims_in_flight = n;
         }
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {

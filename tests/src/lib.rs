@@ -13,6 +13,7 @@ pub mod media;
 pub mod ports;
 pub mod procs;
 pub mod promtool;
+pub mod pushback;
 pub mod rtmp;
 pub mod shaper;
 pub mod wait;

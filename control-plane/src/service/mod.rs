@@ -1,5 +1,6 @@
 //! The gRPC services, written once against [`crate::kv::Kv`] and the cache.
 
+pub mod admission;
 pub(crate) mod convert;
 mod graph_api;
 mod load;
@@ -39,6 +40,8 @@ pub struct ServiceConfig {
     pub max_region_hops: u32,
     /// This replica's pinned link costs (`--link-costs`) by (from, to).
     pub link_costs: BTreeMap<(String, String), u32>,
+    /// Claims in flight at most (`--claims-in-flight`; 0: no limit).
+    pub claims_in_flight: usize,
 }
 
 /// Shared state of all services of one replica.
@@ -58,6 +61,8 @@ struct Inner {
     load_writes: std::sync::Mutex<HashMap<String, Option<(NodeRecord, v1::Load)>>>,
     /// Link costs measured by the nodes reporting to this replica.
     measured: graph::Measured,
+    /// Admission control of claims.
+    admission: admission::Admission,
 }
 
 impl State {
@@ -69,8 +74,10 @@ impl State {
         config: ServiceConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let admission = admission::Admission::new(config.claims_in_flight);
         Self {
             inner: Arc::new(Inner {
+                admission,
                 kv,
                 keys,
                 cache,
@@ -118,6 +125,12 @@ impl State {
     /// The store; every call through it is timed into the metrics.
     pub(crate) fn kv(&self) -> TimedKv<'_> {
         TimedKv::new(&self.inner.kv, &self.inner.metrics.store)
+    }
+
+    /// A slot for one claim (after a short wait for one), or RESOURCE_EXHAUSTED when this
+    /// replica has too many in flight and waiting.
+    pub(crate) async fn admit_claim(&self) -> Result<admission::Slot> {
+        self.inner.admission.admit(&self.inner.metrics).await
     }
 
     /// Link costs measured by nodes, as reported to this replica.

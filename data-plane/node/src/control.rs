@@ -64,15 +64,17 @@ fn try_next_replica(status: &tonic::Status) -> bool {
 macro_rules! rpc {
     ($self:ident, $client:ident, $method:ident, $req:expr) => {{
         let req = $req;
-        $self
-            .call(|ch| {
+        $crate::control::pushback::retrying(|| {
+            $self.call(|ch| {
                 let req = req.clone();
                 async move { Ok($client::new(ch).$method(req).await?.into_inner()) }
             })
-            .await
+        })
+        .await
     }};
 }
 
+mod pushback;
 mod standby;
 
 /// A cheap-to-clone client of every control-plane service.

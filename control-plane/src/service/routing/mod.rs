@@ -181,6 +181,8 @@ impl RoutingApi {
         if let Some(answer) = self.resolve_cached(&req, unreachable) {
             return Ok(answer);
         }
+        // What the cache cannot answer may claim: it needs a slot (admission.rs).
+        let _slot = self.state.admit_claim().await?;
         // Boxed, so that this future (boxed and moved for every call) stays
         // small and the steady state does not pay for the general path's
         // state.

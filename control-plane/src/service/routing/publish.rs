@@ -19,6 +19,7 @@ impl RoutingApi {
         let s = &self.state;
         s.ensure_healthy()?;
         names::validate(NameKind::Stream, &req.stream)?;
+        let _slot = s.admit_claim().await?;
         let node = s.caller(&req.node_id).await?;
         let node = &node.value;
         let stream = req.stream.as_str();

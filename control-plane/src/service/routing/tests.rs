@@ -33,6 +33,7 @@ impl Fixture {
             lease_ttl: Duration::from_secs(10),
             load_tolerance: 0.1,
             max_region_hops: 3,
+            claims_in_flight: 0,
             link_costs: Default::default(),
         };
         let metrics = Arc::new(Metrics::default());

@@ -34,6 +34,8 @@ pub struct Mark {
     leases_lost: u64,
     keepalive_errors: u64,
     errors: u64,
+    refused: u64,
+    watches_open: u64,
 }
 
 impl Mark {
@@ -60,6 +62,8 @@ impl Mark {
             leases_lost: counters.leases_lost.load(Relaxed),
             keepalive_errors: counters.keepalive_errors.load(Relaxed),
             errors: counters.errors.load(Relaxed),
+            refused: counters.refused.load(Relaxed),
+            watches_open: counters.watches_open.load(Relaxed),
         })
     }
 }
@@ -116,6 +120,10 @@ pub struct Phase {
     pub keepalive_errors: u64,
     /// Other failed calls.
     pub errors: u64,
+    /// Claims refused RESOURCE_EXHAUSTED (admission control), each retried after the hint.
+    pub claims_refused: u64,
+    /// Topology watches open at the end (pullers' and publishers').
+    pub watches_open: u64,
 }
 
 /// The phase between `a` and `b`, with the samples recorded since the last phase.
@@ -170,6 +178,8 @@ pub fn phase(
         leases_lost: b.leases_lost - a.leases_lost,
         keepalive_errors: b.keepalive_errors - a.keepalive_errors,
         errors: b.errors - a.errors,
+        claims_refused: b.refused - a.refused,
+        watches_open: b.watches_open,
         ..Phase::default()
     }
 }

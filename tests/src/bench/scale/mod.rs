@@ -99,6 +99,10 @@ pub struct ScaleArgs {
     /// implies a baseline run.
     #[arg(long)]
     pub baseline_bin: Option<PathBuf>,
+    /// Whether each publishing node keeps a topology watch of its stream open, as a WHIP
+    /// primary does (to learn that its standby took over): one more watch per live stream.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub publisher_watches: bool,
     /// Run the replicas inside this process (no per-replica CPU or memory then).
     #[arg(long)]
     pub in_process: bool,
@@ -136,6 +140,7 @@ pub struct Plan {
     burst: usize,
     floor_calls: usize,
     lease_ttl: Duration,
+    publisher_watches: bool,
     baseline_args: Option<Vec<String>>,
     baseline_placement: Placement,
     placement: Placement,
@@ -237,6 +242,7 @@ impl Plan {
             burst: a.burst.unwrap_or(if q { 50 } else { 1000 }),
             floor_calls: a.floor_calls.unwrap_or(if q { 20 } else { 200 }).max(1),
             lease_ttl: a.lease_ttl,
+            publisher_watches: a.publisher_watches,
             baseline_args,
             baseline_placement,
             placement,

@@ -60,6 +60,8 @@ pub struct Params {
     pub etcd_members: usize,
     /// Lease TTL, s.
     pub lease_ttl_s: f64,
+    /// Whether publishers keep a topology watch open (`--publisher-watches`).
+    pub publisher_watches: bool,
     /// Churn phase, s.
     pub churn_s: f64,
     /// Quiet phase, s.
@@ -92,6 +94,7 @@ impl Report {
                 replicas_as_processes: matches!(plan.placement, Placement::Process(_)),
                 etcd_members: plan.etcd_members,
                 lease_ttl_s: plan.lease_ttl.as_secs_f64(),
+                publisher_watches: plan.publisher_watches,
                 churn_s: plan.duration.as_secs_f64(),
                 quiet_s: plan.quiet.as_secs_f64(),
             },
@@ -152,7 +155,8 @@ impl Report {
             o,
             "{} CPUs ({}), {} build; load average {} before, {} after. {} regions, {} pulls per \
              stream, churn {}/s streams, {}/s players, {}/s settled resolves, {}/min node events; \
-             {} replicas ({}), {} etcd member(s), lease TTL {} s, quiet {} s, churn {} s.\n",
+             {} replicas ({}), {} etcd member(s), lease TTL {} s, quiet {} s, churn {} s; \
+             publishers watch their streams: {}.\n",
             self.nproc,
             self.cpu_model.as_deref().unwrap_or("?"),
             self.profile,
@@ -174,6 +178,7 @@ impl Report {
             p.lease_ttl_s,
             p.quiet_s,
             p.churn_s,
+            p.publisher_watches,
         );
         if let Some(n) = &self.placement_note {
             let _ = writeln!(o, "Note: {n}\n");
@@ -258,14 +263,15 @@ impl Report {
         let _ = writeln!(
             o,
             "| step | variant | phase | keep-alive | settled resolve | new resolve | claim | \
-             watch events/s | watch delay (unpublish → node) | etcd watch delay |"
+             claims refused | watches open | watch events/s | watch delay (unpublish → node) | \
+             etcd watch delay |"
         );
-        let _ = writeln!(o, "|{}", "---|".repeat(10));
+        let _ = writeln!(o, "|{}", "---|".repeat(12));
         for s in &self.steps {
             for ph in &s.phases {
                 let _ = writeln!(
                     o,
-                    "| {}×{} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
+                    "| {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
                     s.nodes,
                     s.streams,
                     s.variant,
@@ -274,6 +280,8 @@ impl Report {
                     pair(&ph.resolve_settled),
                     pair(&ph.resolve_new),
                     pair(&ph.claim),
+                    ph.claims_refused,
+                    ph.watches_open,
                     ph.watch_events_per_s,
                     pair(&ph.watch_delay),
                     pair(&ph.etcd_watch_delay),
@@ -291,9 +299,10 @@ impl Report {
         let _ = writeln!(
             o,
             "| step | variant | register | populate s | ping | settled resolve | raw etcd txn | \
-             claim | claim ÷ raw txn | burst: streams | burst s | burst resolve | new replica serves after | skipped |"
+             claim | claim ÷ raw txn | burst: streams | burst s | burst resolve | burst refused | \
+             new replica serves after | skipped |"
         );
-        let _ = writeln!(o, "|{}", "---|".repeat(14));
+        let _ = writeln!(o, "|{}", "---|".repeat(15));
         for s in &self.steps {
             let f = &s.floors;
             let ratio = match (f.claim.p50_ms, f.raw_txn.p50_ms) {
@@ -302,7 +311,7 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "| {}×{} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                "| {}×{} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
                 s.nodes,
                 s.streams,
                 s.variant,
@@ -316,6 +325,7 @@ impl Report {
                 s.burst.streams,
                 s.burst.secs,
                 pair(&s.burst.resolve),
+                s.burst.refused,
                 s.fresh_replica_secs
                     .map_or_else(|| "failed".into(), |x| format!("{x:.2} s")),
                 s.skipped,

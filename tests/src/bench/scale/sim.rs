@@ -45,6 +45,10 @@ pub struct Counters {
     pub keepalive_errors: AtomicU64,
     /// Registers retried after UNAVAILABLE.
     pub register_retries: AtomicU64,
+    /// Claims (publishes, first resolves) refused RESOURCE_EXHAUSTED and retried.
+    pub refused: AtomicU64,
+    /// Topology watches open now (pullers' and publishers').
+    pub watches_open: AtomicU64,
     /// Any other failed call.
     pub errors: AtomicU64,
     /// The first failure, for the report.

@@ -69,6 +69,8 @@ pub struct Burst {
     pub resolve: Summary,
     /// Resolves that failed.
     pub failed: usize,
+    /// Resolves refused RESOURCE_EXHAUSTED (and retried after the hint).
+    pub refused: u64,
 }
 
 /// Runs one step with these extra replica flags.
@@ -158,6 +160,7 @@ async fn measure(
         counters: counters.clone(),
         permits: Arc::new(Semaphore::new(IN_FLIGHT)),
         done: tx,
+        publisher_watches: plan.publisher_watches,
     };
     let mut world = World::new(ops, rx, plan.regions);
     let mark = || Mark::take(etcd, &keys.counts, &counters, pids);
@@ -398,5 +401,6 @@ async fn burst(world: &mut World, plan: &Plan) -> Burst {
         secs: start.elapsed().as_secs_f64(),
         resolve: hist.take(),
         failed,
+        refused: counters.refused.load(std::sync::atomic::Ordering::Relaxed),
     }
 }

@@ -17,6 +17,9 @@ use super::sim::{Counters, SimNode};
 const ENDED_WITHIN: Duration = Duration::from_secs(15);
 /// How often a waiting watch looks at whether it should give up.
 const SLICE: Duration = Duration::from_millis(500);
+/// How long a simulated node keeps retrying a refused claim (as `strata-node`'s
+/// `control/pushback.rs` does).
+const CLAIM_BUDGET: Duration = Duration::from_secs(6);
 
 /// One node pulling a stream.
 pub struct Pull {
@@ -42,6 +45,25 @@ impl Drop for Pull {
     }
 }
 
+/// A topology watch's task, aborted when dropped unless detached.
+#[derive(Default)]
+pub struct WatchTask(Option<JoinHandle<()>>);
+
+impl WatchTask {
+    /// Lets the watch run on by itself (it ends once it has seen the stream end).
+    fn detach(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for WatchTask {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.abort();
+        }
+    }
+}
+
 /// A live stream.
 pub struct Live {
     /// Stream name.
@@ -54,6 +76,9 @@ pub struct Live {
     pub ended: Arc<OnceLock<Instant>>,
     /// Its pulls.
     pub pulls: Vec<Pull>,
+    /// The publishing node's own topology watch (a WHIP primary keeps one open, to learn
+    /// when its standby took the stream over), with `--publisher-watches`.
+    pub publisher_watch: WatchTask,
 }
 
 /// What an operation reports back.
@@ -82,6 +107,8 @@ pub struct Ops {
     pub permits: Arc<Semaphore>,
     /// Where results go.
     pub done: mpsc::UnboundedSender<Done>,
+    /// Whether a publishing node keeps a topology watch of its stream open.
+    pub publisher_watches: bool,
 }
 
 impl Ops {
@@ -94,25 +121,35 @@ impl Ops {
         let ops = self.clone();
         tokio::spawn(async move {
             let _permit = ops.permit().await;
-            let node = &ops.nodes[origin];
+            let node = ops.nodes[origin].clone();
             let req = v1::PublishRequest {
                 stream: name.clone(),
                 node_id: node.id.clone(),
                 unreachable: None,
             };
             let t0 = Instant::now();
-            let done = match node.routing().publish(req).await {
+            let answer = claim(&ops.counters, || {
+                let (mut routing, req) = (node.routing(), req.clone());
+                async move { routing.publish(req).await }
+            });
+            let done = match answer.await {
                 Ok(r) => {
                     ops.counters.claim.record(t0.elapsed());
                     let epoch = r.into_inner().origin.map(|o| o.epoch).unwrap_or(0);
                     node.publishers.fetch_add(1, Relaxed);
                     node.streams.fetch_add(1, Relaxed);
+                    let ended = Arc::new(OnceLock::new());
+                    let publisher_watch = WatchTask(ops.publisher_watches.then(|| {
+                        let c = ops.counters.clone();
+                        watch(node.clone(), name.clone(), ended.clone(), c, false)
+                    }));
                     Done::Published(Live {
                         name,
                         origin,
                         epoch,
-                        ended: Arc::new(OnceLock::new()),
+                        ended,
                         pulls: Vec::new(),
+                        publisher_watch,
                     })
                 }
                 Err(e) => {
@@ -134,7 +171,7 @@ impl Ops {
                 let _ = ops.done.send(Done::Failed);
                 return;
             }
-            let watch = watch(n.clone(), stream.clone(), ended, ops.counters.clone());
+            let watch = watch(n.clone(), stream.clone(), ended, ops.counters.clone(), true);
             n.players.fetch_add(players, Relaxed);
             n.streams.fetch_add(1, Relaxed);
             let pull = Pull {
@@ -182,6 +219,7 @@ impl Ops {
             }
             origin.publishers.fetch_sub(1, Relaxed);
             origin.streams.fetch_sub(1, Relaxed);
+            live.publisher_watch.detach();
             for pull in std::mem::take(&mut live.pulls) {
                 let n = &ops.nodes[pull.node];
                 n.players.fetch_sub(pull.players, Relaxed);
@@ -206,7 +244,11 @@ pub async fn resolve(
         unreachable: None,
     };
     let t0 = Instant::now();
-    match node.routing().resolve(req).await {
+    let answer = claim(counters, || {
+        let (mut routing, req) = (node.routing(), req.clone());
+        async move { routing.resolve(req).await }
+    });
+    match answer.await {
         Ok(r) => {
             let hist = if settled {
                 &counters.resolve_settled
@@ -223,15 +265,40 @@ pub async fn resolve(
     }
 }
 
-/// A puller's topology watch: counts what it receives and, once the stream has been ended
-/// through [`Live::ended`], how long the news took.
+/// One claim (a publish, or a resolve that may claim) retried after RESOURCE_EXHAUSTED as a
+/// node does (the hint, then the common backoff), for at most [`CLAIM_BUDGET`].
+async fn claim<T, F, Fut>(counters: &Counters, attempt: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let r = crate::pushback::retrying(CLAIM_BUDGET, attempt).await;
+    counters.refused.fetch_add(u64::from(r.refusals), Relaxed);
+    r.result
+}
+
+/// Counts a watch open while it lives.
+struct OpenWatch(Arc<Counters>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.watches_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A topology watch (a puller's, or a publisher's): counts what it receives and, once the
+/// stream has been ended through [`Live::ended`], for a puller (`delay`) how long the news
+/// took.
 fn watch(
     node: Arc<SimNode>,
     stream: String,
     ended: Arc<OnceLock<Instant>>,
     counters: Arc<Counters>,
+    delay: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        counters.watches_open.fetch_add(1, Relaxed);
+        let _open = OpenWatch(counters.clone());
         let req = v1::WatchStreamRequest {
             stream,
             region: node.region.clone(),
@@ -262,7 +329,9 @@ fn watch(
                     if !t.live
                         && let Some(at) = ended.get()
                     {
-                        counters.watch_delay.record(at.elapsed());
+                        if delay {
+                            counters.watch_delay.record(at.elapsed());
+                        }
                         return;
                     }
                 }
