@@ -20,6 +20,7 @@ pub(crate) mod ice;
 mod layers;
 mod nack;
 mod player;
+mod probe;
 mod rtp;
 mod selector;
 mod session;

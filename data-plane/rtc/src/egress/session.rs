@@ -74,6 +74,8 @@ struct Track {
     /// Its packets carry the player's transport-wide sequence number.
     transport_cc: bool,
     waiting_for_keyframe: bool,
+    /// The last packet sent ended a frame (RTP marker): padding may follow it.
+    frame_ended: bool,
     /// When a keyframe was last asked for while waiting for one.
     keyframe_asked: Option<Instant>,
     packets: u32,
@@ -162,6 +164,7 @@ impl Session {
                     rewriter: RtpRewriter::new(a.ssrc, clock_rate, frame),
                     transport_cc: a.transport_cc.is_some(),
                     waiting_for_keyframe: a.track.kind == TrackKind::Video,
+                    frame_ended: false,
                     keyframe_asked: None,
                     packets: 0,
                     octets: 0,
@@ -468,6 +471,7 @@ impl Session {
                     events.push(SessionEvent::KeyframeRequest(track.id));
                 }
             }
+            self.drive_probe(now, wall_us, out);
         }
         if now >= self.next_report {
             self.next_report = now + SR_INTERVAL;

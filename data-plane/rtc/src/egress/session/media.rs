@@ -93,6 +93,7 @@ impl Session {
         let payload = view.payload(&packet.rtp);
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(payload.len() as u32);
+        track.frame_ended = view.marker;
         let vp8 = &mut track.vp8;
         let twcc = self.transport.as_mut().filter(|_| track.transport_cc);
         let sealed = seal(self.local.as_mut(), twcc, header, payload, wall_us, |p| {
