@@ -19,6 +19,7 @@ mod history;
 pub(crate) mod ice;
 mod layers;
 mod nack;
+mod pacer;
 mod player;
 mod probe;
 mod rtp;

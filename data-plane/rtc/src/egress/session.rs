@@ -115,8 +115,14 @@ pub(crate) struct Session {
     /// When media may start (set once DTLS completes).
     media_at: Option<Instant>,
     media_ready: bool,
-    /// Packets waiting while the player catches up (shared bytes, not copies).
+    /// Packets waiting while the player catches up or the pacer holds them back (shared
+    /// bytes, not copies), and their RTP bytes.
     backlog: std::collections::VecDeque<MediaPacket>,
+    backlog_bytes: usize,
+    /// The backlog is a newly connected player's catch-up (not bounded by the pacer).
+    catching_up: bool,
+    /// Paces media to a multiple of the player's estimate (`pacer.rs`).
+    pacer: super::pacer::Pacer,
     /// Its layer and estimate, for the player's handle.
     info: Arc<PlayerInfo>,
     /// Transport-wide congestion control, when the player negotiated it.
@@ -192,6 +198,9 @@ impl Session {
             media_at: None,
             media_ready: false,
             backlog: std::collections::VecDeque::new(),
+            backlog_bytes: 0,
+            catching_up: false,
+            pacer: super::pacer::Pacer::default(),
             info: Arc::default(),
             transport: assigned
                 .iter()
@@ -456,6 +465,7 @@ impl Session {
         if self.media_ready {
             let (layer, estimate, transport_cc) = self.layer();
             self.info.set(layer, estimate, transport_cc);
+            self.pacer.set_estimate(estimate);
             for track in &mut self.tracks {
                 if let Some(id) = track.layers.poll(now) {
                     events.push(SessionEvent::KeyframeRequest(id));
