@@ -55,6 +55,9 @@ pub struct LinkStats {
     pub passed_bytes: AtomicU64,
     /// Node → player datagrams dropped by the limit.
     pub dropped: AtomicU64,
+    /// Node → player RTP datagrams with the padding bit set (SRTP leaves the RTP header in
+    /// the clear), passed or not: a bandwidth probe's padding on the wire.
+    pub padding: AtomicU64,
 }
 
 /// A running proxy between one player and a node's RTC port.
@@ -168,6 +171,9 @@ async fn run(front: UdpSocket, back: UdpSocket, limit: Arc<AtomicU64>, stats: Ar
             r = back.recv(&mut down) => {
                 let Ok(n) = r else { return };
                 let Some(to) = player else { continue };
+                if is_padded_rtp(&down[..n]) {
+                    stats.padding.fetch_add(1, Ordering::Relaxed);
+                }
                 let bps = limit.load(Ordering::Relaxed);
                 let now = Instant::now();
                 let pass = if bps == 0 {
@@ -188,6 +194,11 @@ async fn run(front: UdpSocket, back: UdpSocket, limit: Arc<AtomicU64>, stats: Ar
             }
         }
     }
+}
+
+/// An RTP packet (not RTCP: RFC 5761 packet types 192–223) with the padding bit.
+fn is_padded_rtp(d: &[u8]) -> bool {
+    matches!(d, [b0, b1, ..] if b0 & 0xc0 == 0x80 && !(192..=223).contains(b1) && b0 & 0x20 != 0)
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! played by two client players (the `webrtc` stack, which sends transport-cc feedback and no
 //! REMB): one on a clean path, one behind a 600 kbit/s policer (`shaper.rs`). The limited
 //! one's estimate settles near the limit and it moves to a lower layer; the clean one stays
-//! on top; lifted, the limited one climbs back. Loopback-only namespace (scripts/test.sh).
+//! on top; lifted, the limited one climbs back. Every climb waits for a padding probe: under
+//! the limit the probes fail and the player stays where it is (no move up and back), lifted
+//! they pass; the padding is seen on the wire (the proxy counts RTP packets with the padding
+//! bit). Loopback-only namespace (scripts/test.sh).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,16 +190,44 @@ async fn netns_transport_cc_estimate_follows_a_rate_limit() {
     assert!(kbps(&clean) >= 1_020, "clean estimate {}", kbps(&clean));
     assert_eq!(limited.info().estimate_from(), Some("transport-cc"));
 
-    // It stays below the top layer and near the limit while the limit holds.
-    let hold = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < hold {
+    // It stays below the top layer and near the limit while the limit holds (mid, at
+    // 400 kbit/s, fits); its tries to climb to the top are probes that fail, so it never
+    // moves there (and back down).
+    let switches = counters.layer_switches.get();
+    let hold = Instant::now();
+    let failed = || counters.probes_failed.get() > 0;
+    while hold.elapsed() < Duration::from_secs(3) || !failed() {
+        assert!(
+            hold.elapsed() < Duration::from_secs(20),
+            "no probe for the top layer failed: {} probes",
+            counters.probes.get()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
         let estimate = kbps(&limited);
         assert!(
             (250..=1_000).contains(&estimate),
             "estimate {estimate} kbit/s under a 600 kbit/s limit"
         );
+        assert!(
+            limited.info().layer() < Some(Layer::High),
+            "moved to the top under the limit"
+        );
     }
+    eprintln!(
+        "under the limit for {:?}: {} probes, {} passed, {} failed, {} B of padding, {} padded packets on the wire, switches {} -> {}",
+        hold.elapsed(),
+        counters.probes.get(),
+        counters.probes_passed.get(),
+        counters.probes_failed.get(),
+        counters.probe_padding_bytes.get(),
+        link.stats().padding.load(Ordering::Relaxed),
+        switches,
+        counters.layer_switches.get()
+    );
+    assert!(
+        link.stats().padding.load(Ordering::Relaxed) > 0,
+        "padding on the wire"
+    );
 
     // Two players' feedback, about ten packets a second each.
     assert!(counters.transport_feedback.get() > 40);
@@ -216,9 +247,16 @@ async fn netns_transport_cc_estimate_follows_a_rate_limit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "limit lifted: top layer after {:?}, estimate {} kbit/s",
+        "limit lifted: top layer after {:?}, estimate {} kbit/s, probes {} ({} passed, {} failed)",
         lifted.elapsed(),
-        kbps(&limited)
+        kbps(&limited),
+        counters.probes.get(),
+        counters.probes_passed.get(),
+        counters.probes_failed.get()
+    );
+    assert!(
+        counters.probes_passed.get() >= 1,
+        "the climb followed a probe"
     );
     // And it stays there, its estimate following what the path now delivers.
     let hold = Instant::now() + Duration::from_secs(3);

@@ -361,6 +361,31 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             e.transport_feedback_refused.get(),
         ),
         (
+            "strata_egress_probes_total",
+            "Padding probes started before a move up",
+            e.probes.get(),
+        ),
+        (
+            "strata_egress_probes_passed_total",
+            "Padding probes that passed",
+            e.probes_passed.get(),
+        ),
+        (
+            "strata_egress_probes_failed_total",
+            "Padding probes that failed",
+            e.probes_failed.get(),
+        ),
+        (
+            "strata_egress_probes_refused_total",
+            "Padding probes refused by the per-player budget",
+            e.probes_refused.get(),
+        ),
+        (
+            "strata_egress_probe_padding_bytes_total",
+            "Padding bytes sent by probes",
+            e.probe_padding_bytes.get(),
+        ),
+        (
             "strata_egress_pending_sessions",
             "Players still connecting (gauge)",
             egress.pending() as u64,

@@ -15,6 +15,11 @@
 //!   the previous one plus one and the output timestamp advances by the wall-clock time elapsed
 //!   since the previous packet, and at least by one frame.
 //!
+//! * **Padding** ([`RtpRewriter::pad`]): padding-only packets (a bandwidth probe) take the
+//!   next output numbers within the run; the run's offset grows by their count, and the
+//!   offsets before each padding block are kept (the last [`MAX_PADS`] blocks) so that late
+//!   input and NACKs still map to the numbers their packets were sent with.
+//!
 //! Pure: time comes in as an argument, so every case is unit tested without a clock.
 
 /// Largest forward sequence-number jump still treated as loss within a run.
@@ -23,6 +28,22 @@ pub const MAX_SEQ_JUMP: u16 = 500;
 pub const MAX_REORDER: u16 = 200;
 /// Largest forward timestamp jump within a run, in seconds (Opus DTX pauses stay below it).
 const MAX_TS_FORWARD_SECS: u64 = 10;
+
+/// Padding blocks within a run whose earlier offsets are remembered; beyond it the oldest
+/// is forgotten and the output before it is no longer mapped (NACKs for it go unanswered).
+pub const MAX_PADS: usize = 32;
+
+/// A block of padding-only packets within a run.
+#[derive(Debug, Clone, Copy)]
+struct Pad {
+    /// The first input sequence number after it (the newest input at the time, plus one).
+    in_from: u16,
+    /// Its first output sequence number, and how many it took.
+    out_start: u16,
+    count: u16,
+    /// The run's sequence offset before it.
+    offset_before: u16,
+}
 
 /// Output header fields for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +93,8 @@ pub struct RtpRewriter {
     frame_ticks: u32,
     run: Option<Run>,
     gap_pending: bool,
+    /// Padding blocks of the current run, oldest first.
+    pads: std::collections::VecDeque<Pad>,
 }
 
 impl RtpRewriter {
@@ -85,6 +108,7 @@ impl RtpRewriter {
             frame_ticks: frame_ticks.max(1),
             run: None,
             gap_pending: false,
+            pads: std::collections::VecDeque::new(),
         }
     }
 
@@ -131,7 +155,12 @@ impl RtpRewriter {
         let continuous = !gap && in_ssrc == run.in_ssrc && (late || (newer && ts_plausible));
 
         if continuous {
-            let out_seq = seq.wrapping_add(run.seq_offset);
+            let offset = if late {
+                self.offset_for_input(run.seq_offset, seq)
+            } else {
+                run.seq_offset
+            };
+            let out_seq = seq.wrapping_add(offset);
             let out_ts = ts.wrapping_add(run.ts_offset);
             if newer {
                 run.last_in_seq = seq;
@@ -147,6 +176,7 @@ impl RtpRewriter {
         }
 
         // A new run: continue right after the previous output.
+        self.pads.clear();
         let out_seq = run.last_out_seq.wrapping_add(1);
         let elapsed_us = now_us.saturating_sub(run.last_wall_us);
         let elapsed_ticks = elapsed_us.saturating_mul(u64::from(self.clock_rate)) / 1_000_000;
@@ -173,14 +203,65 @@ impl RtpRewriter {
     pub fn origin_of(&self, out_seq: u16) -> Option<Origin> {
         let run = self.run?;
         let span = run.last_out_seq.wrapping_sub(run.first_out_seq);
-        if out_seq.wrapping_sub(run.first_out_seq) > span {
+        let pos = out_seq.wrapping_sub(run.first_out_seq);
+        if pos > span {
             return None;
+        }
+        let mut offset = run.seq_offset;
+        for pad in self.pads.iter().rev() {
+            let start = pad.out_start.wrapping_sub(run.first_out_seq);
+            if pos >= start.wrapping_add(pad.count) {
+                break;
+            }
+            if pos >= start {
+                // A padding packet: nothing to resend.
+                return None;
+            }
+            offset = pad.offset_before;
         }
         Some(Origin {
             in_ssrc: run.in_ssrc,
-            in_seq: out_seq.wrapping_sub(run.seq_offset),
+            in_seq: out_seq.wrapping_sub(offset),
             ts_offset: run.ts_offset,
         })
+    }
+
+    /// Takes `count` output sequence numbers for padding-only packets after the newest
+    /// output; returns the first and the timestamp they carry (the newest output's, as a
+    /// padding packet belongs to no frame). `None` before the first packet (nothing to be
+    /// continuous with) or for no packets.
+    pub fn pad(&mut self, count: u16) -> Option<(u16, u32)> {
+        let run = self.run.as_mut().filter(|_| count > 0)?;
+        let first = run.last_out_seq.wrapping_add(1);
+        if self.pads.len() == MAX_PADS
+            && let Some(oldest) = self.pads.pop_front()
+        {
+            // Output before the forgotten block is no longer mapped.
+            run.first_out_seq = oldest.out_start.wrapping_add(oldest.count);
+        }
+        self.pads.push_back(Pad {
+            in_from: run.last_in_seq.wrapping_add(1),
+            out_start: first,
+            count,
+            offset_before: run.seq_offset,
+        });
+        run.seq_offset = run.seq_offset.wrapping_add(count);
+        run.last_out_seq = run.last_out_seq.wrapping_add(count);
+        Some((first, run.last_out_ts))
+    }
+
+    /// The offset of a late input packet: the one in force when its neighbours were sent
+    /// (before any padding block that came after them).
+    fn offset_for_input(&self, current: u16, seq: u16) -> u16 {
+        let mut offset = current;
+        for pad in self.pads.iter().rev() {
+            // `seq` is older than the block's first input (within the reorder window).
+            if pad.in_from.wrapping_sub(seq) == 0 || pad.in_from.wrapping_sub(seq) > MAX_REORDER {
+                break;
+            }
+            offset = pad.offset_before;
+        }
+        offset
     }
 
     /// The newest output timestamp and the wall-clock time (µs) it was produced at.
@@ -223,6 +304,61 @@ mod tests {
         assert_eq!((origin.in_ssrc, origin.in_seq), (9, 5000));
         assert_eq!(77u32.wrapping_add(origin.ts_offset), out.timestamp);
         assert_eq!(r.origin_of(101), None);
+    }
+
+    #[test]
+    fn padding_takes_numbers_without_breaking_the_mapping() {
+        let mut r = RtpRewriter::new(1, 90_000, 3000);
+        assert_eq!(r.pad(3), None, "nothing sent yet");
+        r.rewrite(7, 100, 1000, 0);
+        r.rewrite(7, 101, 1000, 1);
+        assert_eq!(r.pad(0), None);
+        assert_eq!(
+            r.pad(3),
+            Some((102, 1000)),
+            "after the newest, its timestamp"
+        );
+        let next = r.rewrite(7, 102, 4000, 33_000);
+        assert_eq!((next.sequence_number, next.timestamp), (105, 4000));
+        assert!(!next.discontinuity, "the run goes on");
+        // A late packet of before the padding keeps the number it had (a retransmission at
+        // ingest of 101 maps onto 101, not onto a padding packet's number).
+        assert_eq!(r.rewrite(7, 101, 1000, 34_000).sequence_number, 101);
+        assert_eq!(r.rewrite(7, 102, 4000, 34_000).sequence_number, 105);
+        // NACKs: before the padding, the padding itself, after it.
+        assert_eq!(r.origin_of(101).map(|o| o.in_seq), Some(101));
+        for padding in 102..105 {
+            assert_eq!(r.origin_of(padding), None);
+        }
+        assert_eq!(r.origin_of(105).map(|o| o.in_seq), Some(102));
+        // Two blocks in a row.
+        assert_eq!(r.pad(2), Some((106, 4000)));
+        assert_eq!(r.rewrite(7, 103, 7000, 66_000).sequence_number, 108);
+        assert_eq!(r.origin_of(100).map(|o| o.in_seq), Some(100));
+        assert_eq!(r.origin_of(105).map(|o| o.in_seq), Some(102));
+        assert_eq!(r.origin_of(107), None);
+        assert_eq!(r.origin_of(108).map(|o| o.in_seq), Some(103));
+    }
+
+    #[test]
+    fn old_padding_blocks_are_forgotten_and_so_is_what_came_before() {
+        let mut r = RtpRewriter::new(1, 90_000, 3000);
+        let mut seq = 0u16;
+        r.rewrite(7, seq, 0, 0);
+        for _ in 0..MAX_PADS + 1 {
+            r.pad(1);
+            seq += 1;
+            r.rewrite(7, seq, u32::from(seq) * 3000, u64::from(seq) * 33_000);
+        }
+        // Input n went out as 2n; the first block (1) and input 0 are forgotten.
+        assert_eq!(r.origin_of(0), None);
+        assert_eq!(r.origin_of(2).map(|o| o.in_seq), Some(1));
+        let last = 2 * (MAX_PADS as u16 + 1);
+        assert_eq!(r.origin_of(last).map(|o| o.in_seq), Some(seq));
+        // A new run forgets every block.
+        let out = r.rewrite(9, 5000, 0, 10_000_000);
+        assert_eq!(out.sequence_number, last + 1);
+        assert_eq!(r.origin_of(last + 1).map(|o| o.in_seq), Some(5000));
     }
 
     const SSRC: u32 = 0xdead_beef;

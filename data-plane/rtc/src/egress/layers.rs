@@ -109,6 +109,19 @@ impl Layers {
         s.set_upstream_loss(loss);
     }
 
+    /// The padding probe the selector wants before a move up: the target layer's rate and
+    /// the current one's, bit/s.
+    pub(crate) fn probe_wanted(&self) -> Option<(u64, u64)> {
+        self.selector.as_ref()?.probe_wanted()
+    }
+
+    /// The outcome of that probe.
+    pub(crate) fn on_probe(&mut self, now: Instant, passed: bool) {
+        if let Some(s) = &mut self.selector {
+            s.on_probe(now, passed);
+        }
+    }
+
     /// The bandwidth estimate, if the player sends one.
     pub(crate) fn estimate(&self) -> Option<u64> {
         self.selector.as_ref().and_then(Selector::estimate)

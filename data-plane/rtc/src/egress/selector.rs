@@ -1,6 +1,16 @@
 //! The simulcast layer a player in `auto` mode should receive, with hysteresis: down fast,
-//! up only after a stable period, and a move up is a probe that is undone at the first sign
-//! of trouble (and then waits twice as long before the next try).
+//! up only after a stable period, and a move up is undone at the first sign of trouble (and
+//! then waits twice as long before the next try).
+//!
+//! With the node's own estimate (transport-cc), a move up waits for a probe first: the
+//! selector asks for one ([`Selector::probe_wanted`]), the session's prober (`probe.rs`) sends
+//! padding at the target layer's rate and reports whether the path delivered it
+//! ([`Selector::on_probe`]); only a probe that passed moves the player. Trouble while probing
+//! fails the probe. The probe's padding can itself overflow a bottleneck, so loss reported
+//! while a probe runs, and for [`PROBE_SHADOW`] after one failed, fails the probe and holds
+//! back the next move up but does not move the player down (the transport-cc estimate,
+//! which sees the padding, still does when it falls below the layer). Without transport-cc (REMB or receiver reports only) nothing can measure
+//! a probe, and the move up itself is the probe, as before.
 //!
 //! Inputs are the player's feedback: the loss its receiver reports state, a bandwidth
 //! estimate (the node's own from transport-cc feedback, `estimate.rs`; else the player's
@@ -26,6 +36,10 @@ pub(crate) struct SelectorConfig {
     pub probe: Duration,
     /// Share of the bandwidth estimate a layer's bitrate may take.
     pub headroom: f32,
+    /// Longest wait between padding probes after failed ones (a failed probe costs the
+    /// player half a second of extra traffic, a failed move up a freeze: it may come back
+    /// sooner; the prober's budget bounds how often).
+    pub max_probe_wait: Duration,
 }
 
 impl Default for SelectorConfig {
@@ -37,6 +51,7 @@ impl Default for SelectorConfig {
             max_stable: Duration::from_secs(12),
             probe: Duration::from_secs(3),
             headroom: 0.85,
+            max_probe_wait: Duration::from_secs(6),
         }
     }
 }
@@ -64,7 +79,17 @@ pub(crate) struct Selector {
     stable: Duration,
     /// When the current move up started, while it is still a probe.
     probe_started: Option<Instant>,
+    /// The layer a padding probe runs for, and when it was asked for.
+    probing: Option<(Layer, Instant)>,
+    /// Until when loss may be the last failed probe's.
+    shadow_until: Option<Instant>,
 }
+
+/// A probe asked for and not reported within this long counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Loss reported this long after a failed probe may be the probe's own: it moves nobody
+/// down (a receiver report covers about a second; the outcome comes 0.4 s after the padding).
+pub(crate) const PROBE_SHADOW: Duration = Duration::from_millis(1500);
 
 impl Selector {
     /// A selector starting on `start` among `available` (lowest first).
@@ -87,6 +112,41 @@ impl Selector {
             upstream_loss: [0.0; 3],
             clean_since: Some(now),
             probe_started: None,
+            probing: None,
+            shadow_until: None,
+        }
+    }
+
+    /// The padding probe wanted now, if any: the rate the target layer needs and the rate
+    /// of the current one, bit/s.
+    pub(crate) fn probe_wanted(&self) -> Option<(u64, u64)> {
+        let (target, _) = self.probing?;
+        Some((self.rate(target), self.rate(self.layer)))
+    }
+
+    /// The outcome of the probe asked for: passed moves up to its layer (still watched for
+    /// trouble as a move up is), failed waits twice as long before the next try.
+    pub(crate) fn on_probe(&mut self, now: Instant, passed: bool) {
+        let Some((target, _)) = self.probing.take() else {
+            return;
+        };
+        if passed && target > self.layer {
+            tracing::debug!(from = ?self.layer, to = ?target, "probe passed");
+            self.layer = target;
+            self.probe_started = Some(now);
+        } else {
+            tracing::debug!(layer = ?target, "probe failed");
+            self.stable = (self.stable * 2).min(self.cfg.max_probe_wait);
+            self.shadow_until = Some(now + PROBE_SHADOW);
+        }
+        self.clean_since = Some(now);
+    }
+
+    /// Trouble while a probe runs: the probe failed.
+    fn probe_troubled(&mut self, now: Instant) {
+        if self.probing.take().is_some() {
+            self.stable = (self.stable * 2).min(self.cfg.max_probe_wait);
+            self.shadow_until = Some(now + PROBE_SHADOW);
         }
     }
 
@@ -121,6 +181,7 @@ impl Selector {
         {
             self.layer = flowing;
             self.probe_started = None;
+            self.probing = None;
         }
     }
 
@@ -137,13 +198,15 @@ impl Selector {
         if self.lossy {
             tracing::debug!(fraction, layer = ?self.layer, "player reports loss");
         }
-        if fraction > self.cfg.loss_down {
+        let probes_loss = self.probing.is_some() || self.shadow_until.is_some_and(|t| now < t);
+        if fraction > self.cfg.loss_down && !probes_loss {
             // What got through of the current layer bounds what fits.
             let delivered = self.rate(self.layer) as f32 * (1.0 - fraction);
             let fits = self.highest_within(delivered * self.cfg.headroom, self.layer);
             self.down(now, fits.unwrap_or(self.lowest()));
         } else if fraction > self.cfg.loss_clean {
             self.clean_since = None;
+            self.probe_troubled(now);
         } else if self.clean_since.is_none() && !self.transport_trouble {
             self.clean_since = Some(now);
         }
@@ -172,6 +235,7 @@ impl Selector {
             self.down(now, target);
         } else if trouble {
             self.clean_since = None;
+            self.probe_troubled(now);
         } else if self.clean_since.is_none() && !self.lossy {
             self.clean_since = Some(now);
         }
@@ -197,8 +261,14 @@ impl Selector {
     }
 
     /// Time passes: returns the layer to be on now (a move up after a clean, stable period,
-    /// to a layer that flows).
+    /// to a layer that flows; with transport-cc, after a probe that passed).
     pub(crate) fn poll(&mut self, now: Instant) -> Layer {
+        if let Some((_, asked)) = self.probing {
+            if now >= asked + PROBE_TIMEOUT {
+                self.on_probe(now, false);
+            }
+            return self.layer;
+        }
         if let Some(started) = self.probe_started
             && now >= started + self.cfg.probe
         {
@@ -216,7 +286,10 @@ impl Selector {
             return self.layer;
         };
         let measured = self.rates.iter().any(|&r| r > 0);
-        if !measured || self.rate(next) > 0 {
+        if measured && self.transport && self.rate(next) > 0 {
+            // The node can measure a probe: padding first, the move after it passed.
+            self.probing = Some((next, now));
+        } else if !measured || self.rate(next) > 0 {
             self.layer = next;
             self.probe_started = Some(now);
             self.clean_since = Some(now);
@@ -231,6 +304,7 @@ impl Selector {
             // The last move up did not hold: wait longer before the next one.
             self.stable = (self.stable * 2).min(self.cfg.max_stable);
         }
+        self.probe_troubled(now);
         if target < self.layer {
             self.layer = target;
         }
@@ -257,222 +331,5 @@ impl Selector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];
-
-    fn selector(t0: Instant) -> Selector {
-        let mut s = Selector::new(
-            SelectorConfig::default(),
-            Layer::ALL.to_vec(),
-            Layer::High,
-            t0,
-        );
-        s.set_rates(RATES);
-        s
-    }
-
-    fn secs(t0: Instant, s: f32) -> Instant {
-        t0 + Duration::from_secs_f32(s)
-    }
-
-    #[test]
-    fn heavy_loss_moves_down_at_once_to_what_got_through() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        // 1.5 Mbit/s through a 600 kbit/s path: 60 % lost, 600 kbit/s delivered.
-        s.on_loss(secs(t0, 1.0), 0.6);
-        assert_eq!(s.layer(), Layer::Mid);
-        // Still too much: mid loses a third.
-        s.on_loss(secs(t0, 2.0), 0.35);
-        assert_eq!(s.layer(), Layer::Low);
-        // Nothing lower: stays.
-        s.on_loss(secs(t0, 3.0), 0.5);
-        assert_eq!(s.layer(), Layer::Low);
-    }
-
-    #[test]
-    fn loss_before_the_node_is_not_the_players() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        // The publisher's top layer loses 15 % on its way in: every player sees that much.
-        s.set_upstream_loss([0.0, 0.0, 0.15]);
-        s.on_loss(secs(t0, 1.0), 0.16);
-        assert_eq!(s.layer(), Layer::High);
-        s.on_loss(secs(t0, 2.0), 0.45);
-        assert_eq!(
-            s.layer(),
-            Layer::Mid,
-            "30 % more than upstream is the player's"
-        );
-    }
-
-    #[test]
-    fn moderate_loss_holds_and_clean_time_climbs() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        s.on_loss(t0, 0.9);
-        assert_eq!(s.layer(), Layer::Low);
-        s.on_loss(secs(t0, 1.0), 0.0);
-        assert_eq!(s.poll(secs(t0, 3.9)), Layer::Low, "not stable long enough");
-        s.on_loss(secs(t0, 2.0), 0.05);
-        assert_eq!(
-            s.poll(secs(t0, 4.5)),
-            Layer::Low,
-            "a lossy report restarts the wait"
-        );
-        s.on_loss(secs(t0, 5.0), 0.0);
-        assert_eq!(s.poll(secs(t0, 7.9)), Layer::Low);
-        assert_eq!(
-            s.poll(secs(t0, 8.0)),
-            Layer::Mid,
-            "up one layer after 3 s clean"
-        );
-        assert_eq!(
-            s.poll(secs(t0, 10.9)),
-            Layer::Mid,
-            "the probe restarts the clock"
-        );
-        assert_eq!(s.poll(secs(t0, 11.0)), Layer::High);
-    }
-
-    #[test]
-    fn a_failed_probe_doubles_the_wait() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        s.on_loss(t0, 0.9);
-        s.on_loss(secs(t0, 0.5), 0.0);
-        assert_eq!(s.poll(secs(t0, 3.5)), Layer::Mid);
-        // Trouble within the probe: back down, and the next try waits 6 s.
-        s.on_loss(secs(t0, 4.0), 0.4);
-        assert_eq!(s.layer(), Layer::Low);
-        s.on_loss(secs(t0, 5.0), 0.0);
-        assert_eq!(s.poll(secs(t0, 10.9)), Layer::Low);
-        assert_eq!(s.poll(secs(t0, 11.0)), Layer::Mid);
-        // This one holds: the wait goes back to 3 s.
-        assert_eq!(s.poll(secs(t0, 14.0)), Layer::High);
-        // Trouble long after a probe held is no failed probe; repeated failed probes wait
-        // 3, 6, 12, then never more than 12 s.
-        let mut t = t0 + Duration::from_secs(20);
-        s.on_loss(t, 0.9);
-        assert_eq!(s.layer(), Layer::Low);
-        let mut waits = Vec::new();
-        for _ in 0..4 {
-            s.on_loss(t, 0.0);
-            let mut up = t;
-            while s.poll(up) == Layer::Low {
-                up += Duration::from_millis(500);
-            }
-            waits.push((up - t).as_secs());
-            t = up + Duration::from_millis(500);
-            s.on_loss(t, 0.9);
-        }
-        assert_eq!(waits, [3, 6, 12, 12]);
-    }
-
-    #[test]
-    fn the_estimate_moves_down_only_with_loss() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        // A low estimate from a player that loses nothing (a receive-side estimator ramping
-        // up) moves nobody.
-        s.on_estimate(secs(t0, 0.5), 300_000);
-        assert_eq!(s.layer(), Layer::High);
-        assert_eq!(s.estimate(), Some(300_000));
-        // With some loss reported, the estimate decides where to go.
-        s.on_loss(secs(t0, 1.0), 0.05);
-        assert_eq!(s.layer(), Layer::High, "5 % alone is no reason to move");
-        s.on_estimate(secs(t0, 1.1), 700_000);
-        assert_eq!(s.layer(), Layer::Mid);
-        s.on_estimate(secs(t0, 1.2), 100_000);
-        assert_eq!(s.layer(), Layer::Low, "nothing fits: the lowest");
-        // Clean again: it climbs whatever the (stale) estimate says.
-        s.on_loss(secs(t0, 2.0), 0.0);
-        assert_eq!(s.poll(secs(t0, 5.0)), Layer::Mid);
-    }
-
-    #[test]
-    fn the_transport_estimate_moves_down_without_loss_and_outranks_remb() {
-        let t0 = Instant::now();
-        let mut s = selector(t0);
-        // A clean path on the top layer: the estimate is above it.
-        s.on_transport_estimate(secs(t0, 0.5), 2_300_000, false);
-        assert_eq!(s.layer(), Layer::High);
-        // A REMB far below is ignored now, even with loss reported.
-        s.on_loss(secs(t0, 0.6), 0.05);
-        s.on_estimate(secs(t0, 0.7), 100_000);
-        assert_eq!(s.layer(), Layer::High);
-        assert_eq!(s.estimate(), Some(2_300_000));
-        // An estimate still lagging the layer, with no trouble: nothing moves.
-        s.on_transport_estimate(secs(t0, 0.9), 700_000, false);
-        assert_eq!(s.layer(), Layer::High);
-        // A back-off while the path delivered nearly all of the layer (delay variation from
-        // a busy receiver, say): it stays.
-        s.on_transport_estimate(secs(t0, 0.95), 1_232_500, true);
-        assert_eq!(s.layer(), Layer::High);
-        s.on_loss(secs(t0, 0.97), 0.0);
-        // A back-off to 85 % of a 600 kbit/s path: mid (500 kbit/s) fits, high does not;
-        // no receiver report lost anything.
-        s.on_loss(secs(t0, 0.8), 0.0);
-        s.on_transport_estimate(secs(t0, 1.0), 510_000, true);
-        assert_eq!(s.layer(), Layer::Mid);
-        // Trouble holds the climb back; 3 s clean on both counts lets it probe.
-        s.on_transport_estimate(secs(t0, 2.0), 520_000, true);
-        s.on_loss(secs(t0, 2.5), 0.0);
-        assert_eq!(s.poll(secs(t0, 5.2)), Layer::Mid, "trouble at 2 s");
-        s.on_transport_estimate(secs(t0, 3.0), 560_000, false);
-        assert_eq!(s.poll(secs(t0, 5.9)), Layer::Mid);
-        assert_eq!(s.poll(secs(t0, 6.0)), Layer::High, "the probe");
-        // The probe fails: the estimate backs off again, back to mid, and the wait doubles.
-        s.on_transport_estimate(secs(t0, 6.5), 510_000, true);
-        assert_eq!(s.layer(), Layer::Mid);
-        s.on_transport_estimate(secs(t0, 7.0), 520_000, false);
-        assert_eq!(s.poll(secs(t0, 12.9)), Layer::Mid);
-        assert_eq!(s.poll(secs(t0, 13.0)), Layer::High);
-    }
-
-    #[test]
-    fn layers_that_do_not_flow_are_left_and_not_climbed_to() {
-        let t0 = Instant::now();
-        let mut s = Selector::new(
-            SelectorConfig::default(),
-            Layer::ALL.to_vec(),
-            Layer::High,
-            t0,
-        );
-        // Nothing measured yet: no decision.
-        s.set_rates([0; 3]);
-        assert_eq!(s.layer(), Layer::High);
-        // The publisher sends only low and mid so far.
-        s.set_rates([150_000, 500_000, 0]);
-        assert_eq!(s.layer(), Layer::Mid);
-        assert_eq!(s.poll(secs(t0, 30.0)), Layer::Mid, "high does not flow");
-        s.set_rates(RATES);
-        assert_eq!(s.poll(secs(t0, 30.0)), Layer::High);
-    }
-
-    #[test]
-    fn unknown_rates_go_to_the_lowest_layer() {
-        let t0 = Instant::now();
-        let mut s = Selector::new(
-            SelectorConfig::default(),
-            Layer::ALL.to_vec(),
-            Layer::High,
-            t0,
-        );
-        s.on_loss(t0, 0.5);
-        assert_eq!(s.layer(), Layer::Low);
-        let mut two = Selector::new(
-            SelectorConfig::default(),
-            vec![Layer::Low, Layer::High],
-            Layer::High,
-            t0,
-        );
-        two.set_rates(RATES);
-        two.on_loss(t0, 0.2);
-        assert_eq!(two.layer(), Layer::Low);
-        two.on_loss(secs(t0, 0.1), 0.0);
-        assert_eq!(two.poll(secs(t0, 3.2)), Layer::High);
-    }
-}
+#[path = "selector_tests.rs"]
+mod tests;

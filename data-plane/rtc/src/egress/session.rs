@@ -74,6 +74,8 @@ struct Track {
     /// Its packets carry the player's transport-wide sequence number.
     transport_cc: bool,
     waiting_for_keyframe: bool,
+    /// The last packet sent ended a frame (RTP marker): padding may follow it.
+    frame_ended: bool,
     /// When a keyframe was last asked for while waiting for one.
     keyframe_asked: Option<Instant>,
     packets: u32,
@@ -113,8 +115,14 @@ pub(crate) struct Session {
     /// When media may start (set once DTLS completes).
     media_at: Option<Instant>,
     media_ready: bool,
-    /// Packets waiting while the player catches up (shared bytes, not copies).
+    /// Packets waiting while the player catches up or the pacer holds them back (shared
+    /// bytes, not copies), and their RTP bytes.
     backlog: std::collections::VecDeque<MediaPacket>,
+    backlog_bytes: usize,
+    /// The backlog is a newly connected player's catch-up (not bounded by the pacer).
+    catching_up: bool,
+    /// Paces media to a multiple of the player's estimate (`pacer.rs`).
+    pacer: super::pacer::Pacer,
     /// Its layer and estimate, for the player's handle.
     info: Arc<PlayerInfo>,
     /// Transport-wide congestion control, when the player negotiated it.
@@ -162,6 +170,7 @@ impl Session {
                     rewriter: RtpRewriter::new(a.ssrc, clock_rate, frame),
                     transport_cc: a.transport_cc.is_some(),
                     waiting_for_keyframe: a.track.kind == TrackKind::Video,
+                    frame_ended: false,
                     keyframe_asked: None,
                     packets: 0,
                     octets: 0,
@@ -189,6 +198,9 @@ impl Session {
             media_at: None,
             media_ready: false,
             backlog: std::collections::VecDeque::new(),
+            backlog_bytes: 0,
+            catching_up: false,
+            pacer: super::pacer::Pacer::default(),
             info: Arc::default(),
             transport: assigned
                 .iter()
@@ -453,6 +465,7 @@ impl Session {
         if self.media_ready {
             let (layer, estimate, transport_cc) = self.layer();
             self.info.set(layer, estimate, transport_cc);
+            self.pacer.set_estimate(estimate);
             for track in &mut self.tracks {
                 if let Some(id) = track.layers.poll(now) {
                     events.push(SessionEvent::KeyframeRequest(id));
@@ -468,6 +481,7 @@ impl Session {
                     events.push(SessionEvent::KeyframeRequest(track.id));
                 }
             }
+            self.drive_probe(now, wall_us, out);
         }
         if now >= self.next_report {
             self.next_report = now + SR_INTERVAL;

@@ -82,6 +82,17 @@ pub struct EgressCounters {
     pub transport_feedback: Counter,
     /// Transport-cc feedback packets refused as malformed (nothing of them used).
     pub transport_feedback_refused: Counter,
+    /// Padding probes started before a move up.
+    pub probes: Counter,
+    /// Probes that passed (the move up followed).
+    pub probes_passed: Counter,
+    /// Probes that failed: the path did not deliver the rate, or the player showed trouble
+    /// while one ran.
+    pub probes_failed: Counter,
+    /// Probes not started: the player's probes of the last minute were spent.
+    pub probes_refused: Counter,
+    /// Bytes of padding sent by probes (SRTP).
+    pub probe_padding_bytes: Counter,
 }
 
 /// What a player's session shows about its simulcast layer, updated by its loop.

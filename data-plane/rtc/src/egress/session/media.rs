@@ -20,46 +20,73 @@ impl Session {
         if !self.media_ready {
             return;
         }
-        if !self.backlog.is_empty() {
-            // Still catching up: live packets wait their turn, in order.
-            if self.backlog.len() < BACKLOG_MAX {
-                self.backlog.push_back(packet.clone());
-            } else {
-                self.backlog.clear();
-                self.mark_all_gaps();
-            }
+        if self.backlog.is_empty() && self.pacer.ready(wall_us) {
+            let sent = self.send_now(packet, wall_us, out);
+            self.pacer.spend(sent);
             return;
         }
-        self.send_now(packet, wall_us, out);
+        // Catching up, or paced: live packets wait their turn, in order (only those the
+        // player is sent).
+        if !self
+            .tracks
+            .iter()
+            .any(|t| t.id == packet.track || t.layers.carries(packet.track))
+        {
+            return;
+        }
+        let paced_full = !self.catching_up && self.backlog_bytes > self.pacer.queue_limit();
+        if self.backlog.len() >= BACKLOG_MAX || paced_full {
+            // Drop what waits; each track resumes at its next keyframe.
+            self.backlog.clear();
+            self.backlog_bytes = 0;
+            self.catching_up = false;
+            self.mark_all_gaps();
+            return;
+        }
+        self.backlog_bytes += packet.rtp.len();
+        self.backlog.push_back(packet.clone());
     }
 
     /// Starts a player that just connected on `group` (the stream's packets from its last
     /// resume point), paced by [`Session::catch_up`].
     pub(crate) fn start_catch_up(&mut self, group: &[MediaPacket]) {
         self.backlog.extend(group.iter().cloned());
+        self.backlog_bytes += group.iter().map(|p| p.rtp.len()).sum::<usize>();
+        self.catching_up = true;
     }
 
-    /// Sends the next packets of the catch-up backlog.
+    /// Sends the next packets of the backlog (catch-up, or what the pacer held back): at
+    /// most [`CATCH_UP_PER_TICK`], and only while the pacer allows.
     pub(crate) fn catch_up(&mut self, wall_us: u64, out: &mut Vec<Transmit>) {
         for _ in 0..CATCH_UP_PER_TICK {
+            if !self.pacer.ready(wall_us) {
+                return;
+            }
             let Some(packet) = self.backlog.pop_front() else {
+                self.catching_up = false;
                 return;
             };
-            self.send_now(&packet, wall_us, out);
+            self.backlog_bytes = self.backlog_bytes.saturating_sub(packet.rtp.len());
+            let sent = self.send_now(&packet, wall_us, out);
+            self.pacer.spend(sent);
+        }
+        if self.backlog.is_empty() {
+            self.catching_up = false;
         }
     }
 
-    fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) {
-        let Some(to) = self.remote else { return };
+    /// Rewrites, seals and queues one packet; returns the bytes sent (0 for none).
+    fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) -> usize {
+        let Some(to) = self.remote else { return 0 };
         let Some(index) = self
             .tracks
             .iter()
             .position(|t| t.id == packet.track || t.layers.carries(packet.track))
         else {
-            return;
+            return 0;
         };
         let Some(view) = RtpView::parse(&packet.rtp) else {
-            return;
+            return 0;
         };
         let track = &mut self.tracks[index];
         match track.layers.admit(packet.track, packet.keyframe) {
@@ -69,11 +96,11 @@ impl Session {
                 track.id = packet.track;
                 track.waiting_for_keyframe = false;
             }
-            Admit::Drop => return,
+            Admit::Drop => return 0,
         }
         if track.waiting_for_keyframe {
             if !packet.keyframe {
-                return;
+                return 0;
             }
             track.waiting_for_keyframe = false;
         }
@@ -93,6 +120,7 @@ impl Session {
         let payload = view.payload(&packet.rtp);
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(payload.len() as u32);
+        track.frame_ended = view.marker;
         let vp8 = &mut track.vp8;
         let twcc = self.transport.as_mut().filter(|_| track.transport_cc);
         let sealed = seal(self.local.as_mut(), twcc, header, payload, wall_us, |p| {
@@ -100,11 +128,12 @@ impl Session {
                 ids.rewrite(view.ssrc, p);
             }
         });
-        if let Some(datagram) = sealed {
-            self.counters.packets_out.inc();
-            self.counters.bytes_out.add(datagram.len() as u64);
-            out.push((to, datagram));
-        }
+        let Some(datagram) = sealed else { return 0 };
+        let len = datagram.len();
+        self.counters.packets_out.inc();
+        self.counters.bytes_out.add(len as u64);
+        out.push((to, datagram));
+        len
     }
 
     /// Declares that packets were skipped (the loop's sink fell behind): the next packet of
