@@ -21,18 +21,17 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::layers;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use strata_common::http::{content_type_is, cors, preflight};
+use strata_common::http::{self, content_type_is};
 use strata_common::names;
 use strata_proto::v1::{self, Purpose};
 use strata_rtc::LayerPref;
@@ -47,33 +46,31 @@ use crate::state::{NodeState, SessionKind};
 /// Largest request body accepted (an SDP offer is a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The router of one node.
+/// The router of one node: the WHIP/WHEP resources with CORS, the pages, health and
+/// metrics without; every request bounded by the request timeout, in a span.
 pub fn router(state: Arc<NodeState>) -> Router {
-    Router::new()
-        .route("/whip/{stream}", post(whip_post).options(preflight))
+    let timeout = state.cfg.http_request_timeout;
+    let whip_whep = Router::new()
+        .route("/whip/{stream}", post(whip_post))
         .route(
             "/whip/{stream}/{session}",
-            axum::routing::patch(session_patch)
-                .delete(session_delete)
-                .options(preflight),
+            axum::routing::patch(session_patch).delete(session_delete),
         )
-        .route("/whep/{stream}", post(whep_post).options(preflight))
+        .route("/whep/{stream}", post(whep_post))
         .route(
             "/whep/{stream}/{session}",
             axum::routing::patch(session_patch)
                 .delete(session_delete)
-                .get(layers::player_info)
-                .options(preflight),
-        )
+                .get(layers::player_info),
+        );
+    let other = Router::new()
         .route("/play/{stream}", get(play_page))
         .route("/publish/{stream}", get(publish_page))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    let app = http::whip_whep(whip_whep, timeout).merge(http::with_timeout(other, timeout));
+    http::traced(app)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(
-            state.cfg.http_request_timeout,
-            request_timeout,
-        ))
         .layer(middleware::map_response(no_referrer))
         .with_state(state)
 }
@@ -87,21 +84,6 @@ async fn no_referrer(mut resp: Response) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     resp
-}
-
-/// Bounds a whole request, body upload included. Session creation runs in a
-/// task of its own (see [`whip_post`]), so a request cut off here never
-/// leaves a half-made session or a dangling origin claim behind.
-async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            let mut resp = ApiError::Unavailable(format!("the request took longer than {limit:?}"))
-                .into_response();
-            cors(resp.headers_mut());
-            resp
-        }
-    }
 }
 
 /// A WHIP/WHEP POST or a trickle PATCH the client's rate limit allows (429
@@ -207,7 +189,6 @@ fn created(state: &NodeState, kind: &str, stream: &str, c: Created) -> Response 
     let location = format!("/{kind}/{stream}/{}", c.id);
     let mut resp = (StatusCode::CREATED, c.answer).into_response();
     let h = resp.headers_mut();
-    cors(h);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
@@ -227,9 +208,7 @@ fn created(state: &NodeState, kind: &str, stream: &str, c: Created) -> Response 
 pub(crate) fn failed(state: &NodeState, e: ApiError) -> Response {
     state.counters.refused_total.fetch_add(1, Ordering::Relaxed);
     debug!(error = %e, "request refused");
-    let mut resp = e.into_response();
-    cors(resp.headers_mut());
-    resp
+    e.into_response()
 }
 
 /// A node that cannot take the client sends it elsewhere (RFC 9725 §4.5
@@ -272,7 +251,6 @@ async fn redirect_or_refuse(
                     to.push_str(&query.join("&"));
                 }
                 let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
-                cors(resp.headers_mut());
                 if let Ok(v) = HeaderValue::from_str(&to) {
                     resp.headers_mut().insert(header::LOCATION, v);
                 }
@@ -426,7 +404,6 @@ async fn session_patch(
     match candidates.add(frag).await {
         Ok(()) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
-            cors(resp.headers_mut());
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 resp.headers_mut().insert(header::ETAG, v);
             }
@@ -451,9 +428,7 @@ async fn session_delete(
     {
         let _ = stop.send(());
     }
-    let mut resp = StatusCode::OK.into_response();
-    cors(resp.headers_mut());
-    resp
+    StatusCode::OK.into_response()
 }
 
 fn page(state: &NodeState, stream: &str, html: &'static str) -> Response {
@@ -490,11 +465,11 @@ async fn healthz(State(state): State<Arc<NodeState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
-    let body = crate::metrics::render(&state);
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
+    match crate::metrics::render(&state) {
+        Ok(text) => {
+            let content_type = strata_common::metrics::CONTENT_TYPE;
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => ApiError::Internal("the metrics could not be encoded".into()).into_response(),
+    }
 }

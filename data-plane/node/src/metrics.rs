@@ -1,279 +1,180 @@
-//! The node's `/metrics`, in the Prometheus text format.
+//! The node's `/metrics`: its own, the egress loops' and the relay's families, read at
+//! scrape time from the atomics their owners keep (nothing is counted twice) into a
+//! `prometheus-client` registry, and exposed in the Prometheus text format
+//! (`strata_common::metrics`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use strata_common::metrics::{ConstFamily, HistogramSnapshot, counter_name};
 use strata_relay::LATENCY_BUCKETS_US;
 
 use crate::state::{NodeState, SessionKind};
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
+/// Registers a counter exposed as `name` (ending in `_total`) with its current value.
+fn counter(r: &mut Registry, name: &'static str, help: &str, v: u64) {
+    r.register(counter_name(name), help, ConstCounter::new(v));
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+fn gauge(r: &mut Registry, name: &'static str, help: &str, v: i64) {
+    r.register(name, help, ConstGauge::new(v));
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Registers a counter family with one label: (label value, counter value) series.
+fn labelled<const N: usize>(
+    r: &mut Registry,
+    name: &'static str,
+    help: &str,
+    key: &'static str,
+    series: [(&'static str, u64); N],
+) {
+    let series = series.map(|(v, n)| ([(key, v)], ConstCounter::new(n)));
+    r.register(counter_name(name), help, ConstFamily::new(series.into()));
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Renders every metric of the node.
-pub fn render(state: &NodeState) -> String {
-    let mut out = String::new();
+pub fn render(state: &NodeState) -> Result<String, fmt::Error> {
+    let mut r = Registry::default();
+    node_metrics(&mut r, state);
+    egress_metrics(&mut r, state);
     let c = &state.counters;
-    gauge(
-        &mut out,
-        "strata_node_players",
-        "WHEP sessions now",
-        state.session_count(SessionKind::Player) as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_publishers",
-        "Publishers (WHIP and RTMP) now",
-        state.session_count(SessionKind::Publisher) as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_streams",
-        "Streams carried by this node",
-        state.hub.streams().len() as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_upstream_pulls",
-        "Streams pulled from upstream",
-        state.puller_count() as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_draining",
-        "1 while the node drains",
-        if state.is_draining() { 1.0 } else { 0.0 },
-    );
     counter(
-        &mut out,
-        "strata_node_publishers_total",
-        "Publishers accepted (WHIP and RTMP)",
-        c.publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_rtmp_connections_total",
-        "RTMP connections accepted",
-        c.rtmp_connections_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_rtmp_publishers_total",
-        "RTMP publishers that went live",
-        c.rtmp_publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_rtmp_refused_total",
-        "RTMP connections and publishes refused",
-        c.rtmp_refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_srt_publishers_total",
-        "SRT publishers that went live",
-        c.srt_publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_srt_refused_total",
-        "SRT connections refused",
-        c.srt_refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_players_total",
-        "WHEP sessions accepted",
-        c.players_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_refused_total",
-        "WHIP/WHEP requests refused",
-        c.refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_redirects_total",
-        "Requests redirected elsewhere",
-        c.redirects_total.load(Relaxed),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP strata_node_takeover_probes_total Probes of a main origin holder's relay port after a refused publish, by result\n\
-         # TYPE strata_node_takeover_probes_total counter"
-    );
-    for (i, result) in ["refused", "listening", "no_answer"].iter().enumerate() {
-        let v = c.takeover_probes[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "strata_node_takeover_probes_total{{result=\"{result}\"}} {v}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP strata_node_backup_switches_total Streams switched to this node's backup publisher, by reason\n\
-         # TYPE strata_node_backup_switches_total counter"
-    );
-    for (i, reason) in ["gone", "silent"].iter().enumerate() {
-        let v = c.backup_switches[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "strata_node_backup_switches_total{{reason=\"{reason}\"}} {v}"
-        );
-    }
-    counter(
-        &mut out,
-        "strata_node_backup_publishers_total",
-        "WHIP backup publishers accepted (standby registered)",
-        c.backup_publishers_total.load(Relaxed),
-    );
-    egress_metrics(&mut out, state);
-    counter(
-        &mut out,
+        &mut r,
         "strata_node_publisher_bytes_in_total",
         "RTP bytes received from publishers",
         c.publisher_bytes_in.load(Relaxed),
     );
+    relay_metrics(&mut r, state);
+    strata_common::metrics::encode(&[&r])
+}
 
-    let r = &state.relay_stats;
-    counter(
-        &mut out,
-        "strata_relay_group_resets_total",
-        "Relay groups reset for lateness",
-        r.group_resets.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_groups_skipped_total",
-        "Relay groups skipped by receivers",
-        r.groups_skipped.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_keyframe_requests_in_total",
-        "Keyframe requests from downstream nodes",
-        r.keyframe_requests_in.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_keyframe_requests_out_total",
-        "Keyframe requests sent upstream",
-        r.keyframe_requests_out.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_layer_interest_in_total",
-        "Simulcast layer-interest messages from downstream nodes",
-        r.layer_interest_in.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_layer_interest_out_total",
-        "Simulcast layer-interest messages sent upstream",
-        r.layer_interest_out.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_subscriptions_served_total",
-        "Relay subscriptions served",
-        r.subscriptions_served.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_subscriptions_refused_total",
-        "Relay subscriptions refused",
-        r.subscriptions_refused.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_protocol_errors_total",
-        "Relay connections closed for protocol errors",
-        r.protocol_errors.load(Relaxed),
-    );
-
-    // Per peer node and per peer region, both directions.
-    let mut regions: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_bytes_total Relay media bytes by peer node and direction\n# TYPE strata_relay_bytes_total counter"
-    );
-    for (peer, st) in r.peers() {
-        let region = state.peer_region(&peer);
-        for (dir, v) in [
-            ("in", st.bytes_in.load(Relaxed)),
-            ("out", st.bytes_out.load(Relaxed)),
-        ] {
-            let _ = writeln!(
-                out,
-                "strata_relay_bytes_total{{peer=\"{}\",peer_region=\"{}\",direction=\"{dir}\"}} {v}",
-                label(&peer),
-                label(&region)
-            );
-            *regions.entry((region.clone(), dir)).or_default() += v;
-        }
+/// Sessions, streams and what the node accepted, refused and redirected.
+fn node_metrics(r: &mut Registry, state: &NodeState) {
+    let gauges = [
+        (
+            "strata_node_players",
+            "WHEP sessions now",
+            count(state.session_count(SessionKind::Player)),
+        ),
+        (
+            "strata_node_publishers",
+            "Publishers (WHIP and RTMP) now",
+            count(state.session_count(SessionKind::Publisher)),
+        ),
+        (
+            "strata_node_streams",
+            "Streams carried by this node",
+            count(state.hub.streams().len()),
+        ),
+        (
+            "strata_node_upstream_pulls",
+            "Streams pulled from upstream",
+            count(state.puller_count()),
+        ),
+        (
+            "strata_node_draining",
+            "1 while the node drains",
+            i64::from(state.is_draining()),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        gauge(r, name, help, v);
     }
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_region_bytes_total Relay media bytes by peer region and direction\n# TYPE strata_relay_region_bytes_total counter"
-    );
-    for ((region, dir), v) in regions {
-        let _ = writeln!(
-            out,
-            "strata_relay_region_bytes_total{{peer_region=\"{}\",direction=\"{dir}\"}} {v}",
-            label(&region)
-        );
+    let c = &state.counters;
+    let counters = [
+        (
+            "strata_node_publishers_total",
+            "Publishers accepted (WHIP and RTMP)",
+            &c.publishers_total,
+        ),
+        (
+            "strata_node_rtmp_connections_total",
+            "RTMP connections accepted",
+            &c.rtmp_connections_total,
+        ),
+        (
+            "strata_node_rtmp_publishers_total",
+            "RTMP publishers that went live",
+            &c.rtmp_publishers_total,
+        ),
+        (
+            "strata_node_rtmp_refused_total",
+            "RTMP connections and publishes refused",
+            &c.rtmp_refused_total,
+        ),
+        (
+            "strata_node_srt_publishers_total",
+            "SRT publishers that went live",
+            &c.srt_publishers_total,
+        ),
+        (
+            "strata_node_srt_refused_total",
+            "SRT connections refused",
+            &c.srt_refused_total,
+        ),
+        (
+            "strata_node_players_total",
+            "WHEP sessions accepted",
+            &c.players_total,
+        ),
+        (
+            "strata_node_refused_total",
+            "WHIP/WHEP requests refused",
+            &c.refused_total,
+        ),
+        (
+            "strata_node_redirects_total",
+            "Requests redirected elsewhere",
+            &c.redirects_total,
+        ),
+    ];
+    for (name, help, v) in counters {
+        counter(r, name, help, v.load(Relaxed));
     }
-
-    let h = &r.hop_latency;
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_hop_latency_seconds Per-hop relay latency (receiver clock minus sender clock)\n# TYPE strata_relay_hop_latency_seconds histogram"
+    let probes = &c.takeover_probes;
+    labelled(
+        r,
+        "strata_node_takeover_probes_total",
+        "Probes of a main origin holder's relay port after a refused publish, by result",
+        "result",
+        [
+            ("refused", probes[0].load(Relaxed)),
+            ("listening", probes[1].load(Relaxed)),
+            ("no_answer", probes[2].load(Relaxed)),
+        ],
     );
-    let buckets = h.buckets();
-    let mut cumulative = 0u64;
-    for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += buckets.get(i).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "strata_relay_hop_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
-            *le as f64 / 1e6
-        );
-    }
-    let _ = writeln!(
-        out,
-        "strata_relay_hop_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.count()
+    let switches = &c.backup_switches;
+    labelled(
+        r,
+        "strata_node_backup_switches_total",
+        "Streams switched to this node's backup publisher, by reason",
+        "reason",
+        [
+            ("gone", switches[0].load(Relaxed)),
+            ("silent", switches[1].load(Relaxed)),
+        ],
     );
-    let _ = writeln!(
-        out,
-        "strata_relay_hop_latency_seconds_sum {}",
-        h.sum_us() as f64 / 1e6
+    counter(
+        r,
+        "strata_node_backup_publishers_total",
+        "WHIP backup publishers accepted (standby registered)",
+        c.backup_publishers_total.load(Relaxed),
     );
-    let _ = writeln!(out, "strata_relay_hop_latency_seconds_count {}", h.count());
-    out
 }
 
 /// The egress loops: what players cost and what they tried.
-fn egress_metrics(out: &mut String, state: &NodeState) {
+fn egress_metrics(r: &mut Registry, state: &NodeState) {
     let egress = state.rtc.egress();
     let e = egress.counters();
-    let rows: &[(&str, &str, u64)] = &[
+    let counters = [
         (
             "strata_node_player_keyframe_requests_total",
             "PLI/FIR received from players",
@@ -359,35 +260,138 @@ fn egress_metrics(out: &mut String, state: &NodeState) {
             "Transport-cc feedback packets refused as malformed",
             e.transport_feedback_refused.get(),
         ),
+    ];
+    for (name, help, v) in counters {
+        counter(r, name, help, v);
+    }
+    gauge(
+        r,
+        "strata_egress_pending_sessions",
+        "Players still connecting",
+        count(egress.pending()),
+    );
+    gauge(
+        r,
+        "strata_egress_loops",
+        "Egress loops",
+        count(egress.loop_loads().len()),
+    );
+    let layers = strata_media::Layer::ALL.map(|layer| {
+        let n = e.players_on_layer[layer.index()].get();
         (
-            "strata_egress_pending_sessions",
-            "Players still connecting (gauge)",
-            egress.pending() as u64,
+            [("layer", layer.as_str())],
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+        )
+    });
+    r.register(
+        "strata_egress_players_on_layer",
+        "Players of simulcast streams on each layer",
+        ConstFamily::new(layers.into()),
+    );
+}
+
+/// The relay's counters, its traffic per peer node and per peer region, and the hop
+/// latency histogram.
+fn relay_metrics(r: &mut Registry, state: &NodeState) {
+    let s = &state.relay_stats;
+    let counters = [
+        (
+            "strata_relay_group_resets_total",
+            "Relay groups reset for lateness",
+            &s.group_resets,
         ),
         (
-            "strata_egress_loops",
-            "Egress loops (gauge)",
-            egress.loop_loads().len() as u64,
+            "strata_relay_groups_skipped_total",
+            "Relay groups skipped by receivers",
+            &s.groups_skipped,
+        ),
+        (
+            "strata_relay_keyframe_requests_in_total",
+            "Keyframe requests from downstream nodes",
+            &s.keyframe_requests_in,
+        ),
+        (
+            "strata_relay_keyframe_requests_out_total",
+            "Keyframe requests sent upstream",
+            &s.keyframe_requests_out,
+        ),
+        (
+            "strata_relay_layer_interest_in_total",
+            "Simulcast layer-interest messages from downstream nodes",
+            &s.layer_interest_in,
+        ),
+        (
+            "strata_relay_layer_interest_out_total",
+            "Simulcast layer-interest messages sent upstream",
+            &s.layer_interest_out,
+        ),
+        (
+            "strata_relay_subscriptions_served_total",
+            "Relay subscriptions served",
+            &s.subscriptions_served,
+        ),
+        (
+            "strata_relay_subscriptions_refused_total",
+            "Relay subscriptions refused",
+            &s.subscriptions_refused,
+        ),
+        (
+            "strata_relay_protocol_errors_total",
+            "Relay connections closed for protocol errors",
+            &s.protocol_errors,
         ),
     ];
-    for &(name, help, value) in rows {
-        if name.ends_with("_total") {
-            counter(out, name, help, value);
-        } else {
-            gauge(out, name, help, value as f64);
+    for (name, help, v) in counters {
+        counter(r, name, help, v.load(Relaxed));
+    }
+
+    // Per peer node and per peer region, both directions.
+    let mut peers = Vec::new();
+    let mut regions: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for (peer, st) in s.peers() {
+        let region = state.peer_region(&peer);
+        for (dir, v) in [
+            ("in", st.bytes_in.load(Relaxed)),
+            ("out", st.bytes_out.load(Relaxed)),
+        ] {
+            *regions.entry((region.clone(), dir)).or_default() += v;
+            let labels = [
+                ("peer", peer.clone()),
+                ("peer_region", region.clone()),
+                ("direction", dir.to_owned()),
+            ];
+            peers.push((labels, ConstCounter::new(v)));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP strata_egress_players_on_layer Players of simulcast streams on each layer\n\
-         # TYPE strata_egress_players_on_layer gauge"
+    r.register(
+        counter_name("strata_relay_bytes_total"),
+        "Relay media bytes by peer node and direction",
+        ConstFamily::new(peers),
     );
-    for layer in strata_media::Layer::ALL {
-        let _ = writeln!(
-            out,
-            "strata_egress_players_on_layer{{layer=\"{}\"}} {}",
-            layer.as_str(),
-            e.players_on_layer[layer.index()].get()
-        );
-    }
+    let regions = regions
+        .into_iter()
+        .map(|((region, dir), v)| {
+            let labels = [("peer_region", region), ("direction", dir.to_owned())];
+            (labels, ConstCounter::new(v))
+        })
+        .collect();
+    r.register(
+        counter_name("strata_relay_region_bytes_total"),
+        "Relay media bytes by peer region and direction",
+        ConstFamily::new(regions),
+    );
+
+    let h = &s.hop_latency;
+    let bounds = LATENCY_BUCKETS_US
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .chain([f64::INFINITY]);
+    r.register(
+        "strata_relay_hop_latency_seconds",
+        "Per-hop relay latency (receiver clock minus sender clock)",
+        HistogramSnapshot {
+            sum: h.sum_us() as f64 / 1e6,
+            buckets: bounds.zip(h.buckets()).collect(),
+        },
+    );
 }
