@@ -128,16 +128,9 @@ fn labelled<const N: usize>(
     series
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let r = &mut Registry::default();
-        let [load_writes, load_unwritten] = labelled(
-            r,
-            "strata_control_load_reports_total",
-            "Load reports received, by whether they were written to etcd",
-            "written",
-            ["true", "false"],
-        );
+impl FrontDoorMetrics {
+    /// Registers the front door's families in `registry`.
+    fn register(r: &mut Registry) -> Self {
         let [whip_redirects, whep_redirects] = labelled(
             r,
             "strata_control_front_door_redirects_total",
@@ -156,6 +149,26 @@ impl Default for Metrics {
             "WHIP/WHEP requests the front door refused, by HTTP status",
             "status",
             ["400", "503"],
+        );
+        Self {
+            whip_redirects,
+            whep_redirects,
+            whep_redirects_carrier,
+            bad_requests,
+            unavailable,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let r = &mut Registry::default();
+        let [load_writes, load_unwritten] = labelled(
+            r,
+            "strata_control_load_reports_total",
+            "Load reports received, by whether they were written to etcd",
+            "written",
+            ["true", "false"],
         );
         Self {
             resolves: counter(r, "strata_control_resolves_total", "Resolve calls answered"),
@@ -208,13 +221,7 @@ impl Default for Metrics {
             load_writes,
             load_unwritten,
             store: StoreMetrics::register(r),
-            front_door: FrontDoorMetrics {
-                whip_redirects,
-                whep_redirects,
-                whep_redirects_carrier,
-                bad_requests,
-                unavailable,
-            },
+            front_door: FrontDoorMetrics::register(r),
             registry: std::mem::take(r),
         }
     }

@@ -5,15 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use strata_common::metrics::{ConstFamily, HistogramSnapshot, counter_name};
-use strata_relay::LATENCY_BUCKETS_US;
+use strata_relay::{LATENCY_BUCKETS_US, RelayStats};
+use strata_rtc::{Counter as EgressCounter, EgressCounters};
 
-use crate::state::{NodeState, SessionKind};
+use crate::state::{NodeCounters, NodeState, SessionKind};
 
 /// Registers a counter exposed as `name` (ending in `_total`) with its current value.
 fn counter(r: &mut Registry, name: &'static str, help: &str, v: u64) {
@@ -39,6 +41,191 @@ fn labelled<const N: usize>(
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+/// The node's counters: exposed name, help, where the count is kept.
+const NODE_COUNTERS: [(&str, &str, fn(&NodeCounters) -> &AtomicU64); 9] = [
+    (
+        "strata_node_publishers_total",
+        "Publishers accepted (WHIP and RTMP)",
+        |c| &c.publishers_total,
+    ),
+    (
+        "strata_node_rtmp_connections_total",
+        "RTMP connections accepted",
+        |c| &c.rtmp_connections_total,
+    ),
+    (
+        "strata_node_rtmp_publishers_total",
+        "RTMP publishers that went live",
+        |c| &c.rtmp_publishers_total,
+    ),
+    (
+        "strata_node_rtmp_refused_total",
+        "RTMP connections and publishes refused",
+        |c| &c.rtmp_refused_total,
+    ),
+    (
+        "strata_node_srt_publishers_total",
+        "SRT publishers that went live",
+        |c| &c.srt_publishers_total,
+    ),
+    (
+        "strata_node_srt_refused_total",
+        "SRT connections refused",
+        |c| &c.srt_refused_total,
+    ),
+    ("strata_node_players_total", "WHEP sessions accepted", |c| {
+        &c.players_total
+    }),
+    (
+        "strata_node_refused_total",
+        "WHIP/WHEP requests refused",
+        |c| &c.refused_total,
+    ),
+    (
+        "strata_node_redirects_total",
+        "Requests redirected elsewhere",
+        |c| &c.redirects_total,
+    ),
+];
+
+/// The egress loops' counters: exposed name, help, where the count is kept.
+const EGRESS_COUNTERS: [(&str, &str, fn(&EgressCounters) -> &EgressCounter); 17] = [
+    (
+        "strata_node_player_keyframe_requests_total",
+        "PLI/FIR received from players",
+        |e| &e.keyframe_requests,
+    ),
+    (
+        "strata_node_player_bytes_out_total",
+        "SRTP and SRTCP bytes sent to players, retransmissions included",
+        |e| &e.bytes_out,
+    ),
+    (
+        "strata_egress_packets_out_total",
+        "RTP packets sent to players (first transmissions)",
+        |e| &e.packets_out,
+    ),
+    (
+        "strata_egress_nacked_packets_total",
+        "Packets players asked for again (generic NACK)",
+        |e| &e.nacked_packets,
+    ),
+    (
+        "strata_egress_retransmitted_packets_total",
+        "Packets resent in answer to NACKs",
+        |e| &e.retransmitted_packets,
+    ),
+    (
+        "strata_egress_retransmitted_bytes_total",
+        "Bytes resent in answer to NACKs",
+        |e| &e.retransmitted_bytes,
+    ),
+    (
+        "strata_egress_nack_over_budget_total",
+        "NACKed packets not resent: the player's retransmission budget was spent",
+        |e| &e.nack_over_budget,
+    ),
+    (
+        "strata_egress_nack_duplicates_total",
+        "NACKed packets not resent: resent to that player within about one RTT",
+        |e| &e.nack_duplicates,
+    ),
+    (
+        "strata_egress_nack_unknown_total",
+        "NACKed packets not resent: not in the stream's history",
+        |e| &e.nack_unknown,
+    ),
+    (
+        "strata_egress_refused_stun_total",
+        "STUN requests refused: wrong username or MESSAGE-INTEGRITY",
+        |e| &e.refused_stun,
+    ),
+    (
+        "strata_egress_refused_datagrams_total",
+        "Datagrams refused: unverified address or failed SRTCP",
+        |e| &e.refused_datagrams,
+    ),
+    (
+        "strata_egress_connect_timeouts_total",
+        "Players that did not complete DTLS within the connect timeout",
+        |e| &e.connect_timeouts,
+    ),
+    (
+        "strata_egress_dtls_failures_total",
+        "DTLS handshakes that failed",
+        |e| &e.dtls_failures,
+    ),
+    (
+        "strata_egress_refused_candidates_total",
+        "Remote candidates ignored: over the cap or outside allowed ranges",
+        |e| &e.refused_candidates,
+    ),
+    (
+        "strata_egress_layer_switches_total",
+        "Simulcast layer switches made for players (at a keyframe of the new layer)",
+        |e| &e.layer_switches,
+    ),
+    (
+        "strata_egress_transport_feedback_total",
+        "Transport-cc feedback packets read from players",
+        |e| &e.transport_feedback,
+    ),
+    (
+        "strata_egress_transport_feedback_refused_total",
+        "Transport-cc feedback packets refused as malformed",
+        |e| &e.transport_feedback_refused,
+    ),
+];
+
+/// The relay's counters: exposed name, help, where the count is kept.
+const RELAY_COUNTERS: [(&str, &str, fn(&RelayStats) -> &AtomicU64); 9] = [
+    (
+        "strata_relay_group_resets_total",
+        "Relay groups reset for lateness",
+        |s| &s.group_resets,
+    ),
+    (
+        "strata_relay_groups_skipped_total",
+        "Relay groups skipped by receivers",
+        |s| &s.groups_skipped,
+    ),
+    (
+        "strata_relay_keyframe_requests_in_total",
+        "Keyframe requests from downstream nodes",
+        |s| &s.keyframe_requests_in,
+    ),
+    (
+        "strata_relay_keyframe_requests_out_total",
+        "Keyframe requests sent upstream",
+        |s| &s.keyframe_requests_out,
+    ),
+    (
+        "strata_relay_layer_interest_in_total",
+        "Simulcast layer-interest messages from downstream nodes",
+        |s| &s.layer_interest_in,
+    ),
+    (
+        "strata_relay_layer_interest_out_total",
+        "Simulcast layer-interest messages sent upstream",
+        |s| &s.layer_interest_out,
+    ),
+    (
+        "strata_relay_subscriptions_served_total",
+        "Relay subscriptions served",
+        |s| &s.subscriptions_served,
+    ),
+    (
+        "strata_relay_subscriptions_refused_total",
+        "Relay subscriptions refused",
+        |s| &s.subscriptions_refused,
+    ),
+    (
+        "strata_relay_protocol_errors_total",
+        "Relay connections closed for protocol errors",
+        |s| &s.protocol_errors,
+    ),
+];
 
 /// Renders every metric of the node.
 pub fn render(state: &NodeState) -> Result<String, fmt::Error> {
@@ -89,55 +276,8 @@ fn node_metrics(r: &mut Registry, state: &NodeState) {
         gauge(r, name, help, v);
     }
     let c = &state.counters;
-    let counters = [
-        (
-            "strata_node_publishers_total",
-            "Publishers accepted (WHIP and RTMP)",
-            &c.publishers_total,
-        ),
-        (
-            "strata_node_rtmp_connections_total",
-            "RTMP connections accepted",
-            &c.rtmp_connections_total,
-        ),
-        (
-            "strata_node_rtmp_publishers_total",
-            "RTMP publishers that went live",
-            &c.rtmp_publishers_total,
-        ),
-        (
-            "strata_node_rtmp_refused_total",
-            "RTMP connections and publishes refused",
-            &c.rtmp_refused_total,
-        ),
-        (
-            "strata_node_srt_publishers_total",
-            "SRT publishers that went live",
-            &c.srt_publishers_total,
-        ),
-        (
-            "strata_node_srt_refused_total",
-            "SRT connections refused",
-            &c.srt_refused_total,
-        ),
-        (
-            "strata_node_players_total",
-            "WHEP sessions accepted",
-            &c.players_total,
-        ),
-        (
-            "strata_node_refused_total",
-            "WHIP/WHEP requests refused",
-            &c.refused_total,
-        ),
-        (
-            "strata_node_redirects_total",
-            "Requests redirected elsewhere",
-            &c.redirects_total,
-        ),
-    ];
-    for (name, help, v) in counters {
-        counter(r, name, help, v.load(Relaxed));
+    for (name, help, at) in NODE_COUNTERS {
+        counter(r, name, help, at(c).load(Relaxed));
     }
     let probes = &c.takeover_probes;
     labelled(
@@ -174,95 +314,8 @@ fn node_metrics(r: &mut Registry, state: &NodeState) {
 fn egress_metrics(r: &mut Registry, state: &NodeState) {
     let egress = state.rtc.egress();
     let e = egress.counters();
-    let counters = [
-        (
-            "strata_node_player_keyframe_requests_total",
-            "PLI/FIR received from players",
-            e.keyframe_requests.get(),
-        ),
-        (
-            "strata_node_player_bytes_out_total",
-            "SRTP and SRTCP bytes sent to players, retransmissions included",
-            e.bytes_out.get(),
-        ),
-        (
-            "strata_egress_packets_out_total",
-            "RTP packets sent to players (first transmissions)",
-            e.packets_out.get(),
-        ),
-        (
-            "strata_egress_nacked_packets_total",
-            "Packets players asked for again (generic NACK)",
-            e.nacked_packets.get(),
-        ),
-        (
-            "strata_egress_retransmitted_packets_total",
-            "Packets resent in answer to NACKs",
-            e.retransmitted_packets.get(),
-        ),
-        (
-            "strata_egress_retransmitted_bytes_total",
-            "Bytes resent in answer to NACKs",
-            e.retransmitted_bytes.get(),
-        ),
-        (
-            "strata_egress_nack_over_budget_total",
-            "NACKed packets not resent: the player's retransmission budget was spent",
-            e.nack_over_budget.get(),
-        ),
-        (
-            "strata_egress_nack_duplicates_total",
-            "NACKed packets not resent: resent to that player within about one RTT",
-            e.nack_duplicates.get(),
-        ),
-        (
-            "strata_egress_nack_unknown_total",
-            "NACKed packets not resent: not in the stream's history",
-            e.nack_unknown.get(),
-        ),
-        (
-            "strata_egress_refused_stun_total",
-            "STUN requests refused: wrong username or MESSAGE-INTEGRITY",
-            e.refused_stun.get(),
-        ),
-        (
-            "strata_egress_refused_datagrams_total",
-            "Datagrams refused: unverified address or failed SRTCP",
-            e.refused_datagrams.get(),
-        ),
-        (
-            "strata_egress_connect_timeouts_total",
-            "Players that did not complete DTLS within the connect timeout",
-            e.connect_timeouts.get(),
-        ),
-        (
-            "strata_egress_dtls_failures_total",
-            "DTLS handshakes that failed",
-            e.dtls_failures.get(),
-        ),
-        (
-            "strata_egress_refused_candidates_total",
-            "Remote candidates ignored: over the cap or outside allowed ranges",
-            e.refused_candidates.get(),
-        ),
-        (
-            "strata_egress_layer_switches_total",
-            "Simulcast layer switches made for players (at a keyframe of the new layer)",
-            e.layer_switches.get(),
-        ),
-        (
-            "strata_egress_transport_feedback_total",
-            "Transport-cc feedback packets read from players",
-            e.transport_feedback.get(),
-        ),
-        (
-            "strata_egress_transport_feedback_refused_total",
-            "Transport-cc feedback packets refused as malformed",
-            e.transport_feedback_refused.get(),
-        ),
-    ];
-    for (name, help, v) in counters {
-        counter(r, name, help, v);
+    for (name, help, at) in EGRESS_COUNTERS {
+        counter(r, name, help, at(e).get());
     }
     gauge(
         r,
@@ -294,55 +347,8 @@ fn egress_metrics(r: &mut Registry, state: &NodeState) {
 /// latency histogram.
 fn relay_metrics(r: &mut Registry, state: &NodeState) {
     let s = &state.relay_stats;
-    let counters = [
-        (
-            "strata_relay_group_resets_total",
-            "Relay groups reset for lateness",
-            &s.group_resets,
-        ),
-        (
-            "strata_relay_groups_skipped_total",
-            "Relay groups skipped by receivers",
-            &s.groups_skipped,
-        ),
-        (
-            "strata_relay_keyframe_requests_in_total",
-            "Keyframe requests from downstream nodes",
-            &s.keyframe_requests_in,
-        ),
-        (
-            "strata_relay_keyframe_requests_out_total",
-            "Keyframe requests sent upstream",
-            &s.keyframe_requests_out,
-        ),
-        (
-            "strata_relay_layer_interest_in_total",
-            "Simulcast layer-interest messages from downstream nodes",
-            &s.layer_interest_in,
-        ),
-        (
-            "strata_relay_layer_interest_out_total",
-            "Simulcast layer-interest messages sent upstream",
-            &s.layer_interest_out,
-        ),
-        (
-            "strata_relay_subscriptions_served_total",
-            "Relay subscriptions served",
-            &s.subscriptions_served,
-        ),
-        (
-            "strata_relay_subscriptions_refused_total",
-            "Relay subscriptions refused",
-            &s.subscriptions_refused,
-        ),
-        (
-            "strata_relay_protocol_errors_total",
-            "Relay connections closed for protocol errors",
-            &s.protocol_errors,
-        ),
-    ];
-    for (name, help, v) in counters {
-        counter(r, name, help, v.load(Relaxed));
+    for (name, help, at) in RELAY_COUNTERS {
+        counter(r, name, help, at(s).load(Relaxed));
     }
 
     // Per peer node and per peer region, both directions.
