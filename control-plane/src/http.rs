@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | POST | `/whip/{stream}?region=R` | front door: `307` to the node placement picks for a publisher |
 //! | POST | `/whep/{stream}?region=R` | front door: `307` to a node for a player, preferring one that carries the stream |
-//! | OPTIONS | `/whip/{stream}`, `/whep/{stream}` | CORS preflight |
+//! | OPTIONS | `/whip/{stream}`, `/whep/{stream}` | CORS preflight: `204`, `Accept-Post: application/sdp` |
 //! | GET | `/`, `/dashboard` | the live dashboard (self-contained HTML) |
 //! | GET | `/api/v1/topology` | regions, nodes with load, streams with their trees (JSON, see [`crate::dashboard::model`]); operators only |
 //! | GET | `/healthz` | `200` when the store is reachable and the cache in sync, else `503` |
@@ -27,8 +27,9 @@
 //! it, and its answers carry no operator data.
 //!
 //! Served by [`strata_common::limits::serve`]: a header read timeout (slow-loris and idle
-//! keep-alive connections are closed), a connection cap with a per-address share, and a
-//! whole-request timeout (`503`).
+//! keep-alive connections are closed) and a connection cap with a per-address share. The
+//! routes have tower-http's layers ([`strata_common::http`]): a whole-request timeout
+//! (`503` + `Retry-After`), CORS on the front door's answers and a span per request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,13 +37,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State as AxState};
+use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use strata_common::http::{self as shared, cors, preflight};
+use strata_common::http as shared;
 use strata_common::limits::HttpLimits;
+use strata_common::metrics as exposition;
 use strata_common::names::{self, NameKind};
 use strata_proto::v1;
 use tokio::net::TcpListener;
@@ -51,6 +52,7 @@ use tracing::debug;
 use crate::auth::{HttpDenied, Policy};
 use crate::dashboard::{self, Topology};
 use crate::error::Error;
+use crate::metrics;
 use crate::service::{self, State, convert};
 
 /// Settings of the HTTP side.
@@ -85,39 +87,30 @@ pub async fn serve(
     debug!("HTTP server stopped");
 }
 
-/// The HTTP routes of one replica.
+/// The HTTP routes of one replica: the front door's WHIP/WHEP resources with CORS, the
+/// operator routes without; every request bounded by the request timeout, in a span.
 pub fn router(state: State, options: HttpOptions) -> Router {
     let timeout = options.request_timeout;
-    Router::new()
+    let front_door = Router::new()
+        .route("/whip/{stream}", post(whip))
+        .route("/whep/{stream}", post(whep))
+        .route("/whip", post(no_stream))
+        .route("/whip/", post(no_stream))
+        .route("/whep", post(no_stream))
+        .route("/whep/", post(no_stream));
+    let operators = Router::new()
         .route("/", get(dashboard_page))
         .route("/dashboard", get(dashboard_page))
         .route("/api/v1/topology", get(topology))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/whip/{stream}", post(whip).options(preflight))
-        .route("/whep/{stream}", post(whep).options(preflight))
-        .route("/whip", post(no_stream).options(preflight))
-        .route("/whip/", post(no_stream).options(preflight))
-        .route("/whep", post(no_stream).options(preflight))
-        .route("/whep/", post(no_stream).options(preflight))
-        .layer(middleware::from_fn_with_state(timeout, request_timeout))
-        .with_state(Http { state, options })
-}
-
-/// Bounds a whole request. The handlers answer from the cache without reading a body,
-/// so this is a backstop: nothing a client does can hold a request open longer.
-async fn request_timeout(AxState(limit): AxState<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            Error::Unavailable(format!("the request took longer than {limit:?}")).into_response()
-        }
-    }
+        .route("/metrics", get(metrics));
+    let app =
+        shared::whip_whep(front_door, timeout).merge(shared::with_timeout(operators, timeout));
+    shared::traced(app).with_state(Http { state, options })
 }
 
 /// The one mapping from control-plane errors to HTTP answers (the gRPC one is
-/// in [`crate::error`]). Every answer carries CORS headers; `503` carries
-/// `Retry-After`.
+/// in [`crate::error`]). `503` carries `Retry-After`; the front door's layers add CORS.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -132,7 +125,6 @@ impl IntoResponse for Error {
         };
         let mut resp = (status, format!("{self}\n")).into_response();
         let h = resp.headers_mut();
-        cors(h);
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -308,7 +300,6 @@ fn front_door(
     debug!(%stream, node = %node.id, carries = placed.carries_stream, "redirected");
     let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
     let h = resp.headers_mut();
-    cors(h);
     h.insert(header::LOCATION, location);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&node.id) {
@@ -405,97 +396,12 @@ async fn healthz(AxState(http): AxState<Http>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(AxState(http): AxState<Http>) -> impl IntoResponse {
+async fn metrics(AxState(http): AxState<Http>) -> Response {
     let state = &http.state;
     let healthy = state.cache().is_healthy();
-    let gauges = {
-        let view = state.cache().read();
-        #[derive(Default)]
-        struct Region {
-            nodes: f64,
-            draining: f64,
-            players: f64,
-            publishers: f64,
-            egress: f64,
-        }
-        let mut regions = std::collections::BTreeMap::<String, Region>::new();
-        for n in view.nodes.values() {
-            let r = regions.entry(n.value.region.clone()).or_default();
-            r.nodes += 1.0;
-            if n.value.draining {
-                r.draining += 1.0;
-            }
-            if let Some(l) = view.loads.get(&n.value.id) {
-                r.players += f64::from(l.players);
-                r.publishers += f64::from(l.publishers);
-                r.egress += l.egress_bps as f64;
-            }
-        }
-        let per_region = |f: fn(&Region) -> f64| -> Vec<(String, f64)> {
-            regions
-                .iter()
-                .map(|(name, r)| (format!("{{region=\"{name}\"}}"), f(r)))
-                .collect()
-        };
-        let live = view.streams.values().filter(|s| s.main.is_some());
-        let (mut streams, mut regional, mut subscribers) = (0.0, 0.0, 0.0);
-        for s in live {
-            streams += 1.0;
-            regional += s.regions.len() as f64;
-            subscribers += s.subscribers.len() as f64;
-        }
-        let one = |v: f64| vec![(String::new(), v)];
-        vec![
-            (
-                "strata_control_nodes",
-                "Live nodes per region",
-                per_region(|r| r.nodes),
-            ),
-            (
-                "strata_control_nodes_draining",
-                "Draining nodes per region",
-                per_region(|r| r.draining),
-            ),
-            (
-                "strata_control_players",
-                "Players per region, from the nodes' load reports",
-                per_region(|r| r.players),
-            ),
-            (
-                "strata_control_publishers",
-                "Publishers per region, from the nodes' load reports",
-                per_region(|r| r.publishers),
-            ),
-            (
-                "strata_control_egress_bytes_per_second",
-                "Egress per region in bytes per second, from the nodes' load reports",
-                per_region(|r| r.egress / 8.0),
-            ),
-            ("strata_control_streams", "Live streams", one(streams)),
-            (
-                "strata_control_regional_origins",
-                "Regional origin records of live streams",
-                one(regional),
-            ),
-            (
-                "strata_control_subscribers",
-                "Subscriber records (nodes pulling a stream without being an origin)",
-                one(subscribers),
-            ),
-            (
-                "strata_control_cache_revision",
-                "Store revision the cache reflects",
-                one(view.revision as f64),
-            ),
-            (
-                "strata_control_store_healthy",
-                "1 when the store is reachable and the cache in sync",
-                one(if healthy { 1.0 } else { 0.0 }),
-            ),
-        ]
-    };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(&gauges),
-    )
+    let gauges = metrics::cluster::gauges(&state.cache().read(), healthy);
+    match state.metrics().render(&gauges) {
+        Ok(text) => ([(header::CONTENT_TYPE, exposition::CONTENT_TYPE)], text).into_response(),
+        Err(_) => Error::Internal("the metrics could not be encoded".into()).into_response(),
+    }
 }

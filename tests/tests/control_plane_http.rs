@@ -131,7 +131,8 @@ async fn front_door_refuses_bad_requests_and_full_regions() {
     assert!(
         r.header("access-control-allow-headers")
             .unwrap()
-            .contains("Content-Type")
+            .to_ascii_lowercase()
+            .contains("content-type")
     );
     assert_eq!(r.header("accept-post"), Some("application/sdp"));
 

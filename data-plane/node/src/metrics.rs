@@ -1,419 +1,430 @@
-//! The node's `/metrics`, in the Prometheus text format.
+//! The node's `/metrics`: its own, the egress loops' and the relay's families, read at
+//! scrape time from the atomics their owners keep (nothing is counted twice) into a
+//! `prometheus-client` registry, and exposed in the Prometheus text format
+//! (`strata_common::metrics`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use strata_relay::LATENCY_BUCKETS_US;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use strata_common::metrics::{ConstFamily, HistogramSnapshot, counter_name};
+use strata_relay::{LATENCY_BUCKETS_US, RelayStats};
+use strata_rtc::{Counter as EgressCounter, EgressCounters};
 
+use crate::counters::NodeCounters;
 use crate::session_table::SessionKind;
 use crate::state::NodeState;
 
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
+/// Registers a counter exposed as `name` (ending in `_total`) with its current value.
+fn counter(r: &mut Registry, name: &'static str, help: &str, v: u64) {
+    r.register(counter_name(name), help, ConstCounter::new(v));
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+fn gauge(r: &mut Registry, name: &'static str, help: &str, v: i64) {
+    r.register(name, help, ConstGauge::new(v));
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Registers a counter family with one label: (label value, counter value) series.
+fn labelled<const N: usize>(
+    r: &mut Registry,
+    name: &'static str,
+    help: &str,
+    key: &'static str,
+    series: [(&'static str, u64); N],
+) {
+    let series = series.map(|(v, n)| ([(key, v)], ConstCounter::new(n)));
+    r.register(counter_name(name), help, ConstFamily::new(series.into()));
 }
 
-/// Renders every metric of the node.
-pub fn render(state: &NodeState) -> String {
-    let mut out = String::new();
-    let c = &state.counters;
-    gauge(
-        &mut out,
-        "strata_node_players",
-        "WHEP sessions now",
-        state.sessions.count(SessionKind::Player) as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_publishers",
-        "Publishers (WHIP and RTMP) now",
-        state.sessions.count(SessionKind::Publisher) as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_streams",
-        "Streams carried by this node",
-        state.hub.streams().len() as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_upstream_pulls",
-        "Streams pulled from upstream",
-        state.pullers.count() as f64,
-    );
-    gauge(
-        &mut out,
-        "strata_node_draining",
-        "1 while the node drains",
-        if state.is_draining() { 1.0 } else { 0.0 },
-    );
-    counter(
-        &mut out,
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The node's counters: exposed name, help, where the count is kept.
+const NODE_COUNTERS: [(&str, &str, fn(&NodeCounters) -> &AtomicU64); 9] = [
+    (
         "strata_node_publishers_total",
         "Publishers accepted (WHIP and RTMP)",
-        c.publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.publishers_total,
+    ),
+    (
         "strata_node_rtmp_connections_total",
         "RTMP connections accepted",
-        c.rtmp_connections_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.rtmp_connections_total,
+    ),
+    (
         "strata_node_rtmp_publishers_total",
         "RTMP publishers that went live",
-        c.rtmp_publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.rtmp_publishers_total,
+    ),
+    (
         "strata_node_rtmp_refused_total",
         "RTMP connections and publishes refused",
-        c.rtmp_refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.rtmp_refused_total,
+    ),
+    (
         "strata_node_srt_publishers_total",
         "SRT publishers that went live",
-        c.srt_publishers_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.srt_publishers_total,
+    ),
+    (
         "strata_node_srt_refused_total",
         "SRT connections refused",
-        c.srt_refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_node_players_total",
-        "WHEP sessions accepted",
-        c.players_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.srt_refused_total,
+    ),
+    ("strata_node_players_total", "WHEP sessions accepted", |c| {
+        &c.players_total
+    }),
+    (
         "strata_node_refused_total",
         "WHIP/WHEP requests refused",
-        c.refused_total.load(Relaxed),
-    );
-    counter(
-        &mut out,
+        |c| &c.refused_total,
+    ),
+    (
         "strata_node_redirects_total",
         "Requests redirected elsewhere",
-        c.redirects_total.load(Relaxed),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP strata_node_takeover_probes_total Probes of a main origin holder's relay port after a refused publish, by result\n\
-         # TYPE strata_node_takeover_probes_total counter"
-    );
-    for (i, result) in ["refused", "listening", "no_answer"].iter().enumerate() {
-        let v = c.takeover_probes[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "strata_node_takeover_probes_total{{result=\"{result}\"}} {v}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP strata_node_backup_switches_total Streams switched to this node's backup publisher, by reason\n\
-         # TYPE strata_node_backup_switches_total counter"
-    );
-    for (i, reason) in ["gone", "silent"].iter().enumerate() {
-        let v = c.backup_switches[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "strata_node_backup_switches_total{{reason=\"{reason}\"}} {v}"
-        );
-    }
+        |c| &c.redirects_total,
+    ),
+];
+
+/// The egress loops' counters: exposed name, help, where the count is kept.
+const EGRESS_COUNTERS: [(&str, &str, fn(&EgressCounters) -> &EgressCounter); 22] = [
+    (
+        "strata_node_player_keyframe_requests_total",
+        "PLI/FIR received from players",
+        |e| &e.keyframe_requests,
+    ),
+    (
+        "strata_node_player_bytes_out_total",
+        "SRTP and SRTCP bytes sent to players, retransmissions included",
+        |e| &e.bytes_out,
+    ),
+    (
+        "strata_egress_packets_out_total",
+        "RTP packets sent to players (first transmissions)",
+        |e| &e.packets_out,
+    ),
+    (
+        "strata_egress_nacked_packets_total",
+        "Packets players asked for again (generic NACK)",
+        |e| &e.nacked_packets,
+    ),
+    (
+        "strata_egress_retransmitted_packets_total",
+        "Packets resent in answer to NACKs",
+        |e| &e.retransmitted_packets,
+    ),
+    (
+        "strata_egress_retransmitted_bytes_total",
+        "Bytes resent in answer to NACKs",
+        |e| &e.retransmitted_bytes,
+    ),
+    (
+        "strata_egress_nack_over_budget_total",
+        "NACKed packets not resent: the player's retransmission budget was spent",
+        |e| &e.nack_over_budget,
+    ),
+    (
+        "strata_egress_nack_duplicates_total",
+        "NACKed packets not resent: resent to that player within about one RTT",
+        |e| &e.nack_duplicates,
+    ),
+    (
+        "strata_egress_nack_unknown_total",
+        "NACKed packets not resent: not in the stream's history",
+        |e| &e.nack_unknown,
+    ),
+    (
+        "strata_egress_refused_stun_total",
+        "STUN requests refused: wrong username or MESSAGE-INTEGRITY",
+        |e| &e.refused_stun,
+    ),
+    (
+        "strata_egress_refused_datagrams_total",
+        "Datagrams refused: unverified address or failed SRTCP",
+        |e| &e.refused_datagrams,
+    ),
+    (
+        "strata_egress_connect_timeouts_total",
+        "Players that did not complete DTLS within the connect timeout",
+        |e| &e.connect_timeouts,
+    ),
+    (
+        "strata_egress_dtls_failures_total",
+        "DTLS handshakes that failed",
+        |e| &e.dtls_failures,
+    ),
+    (
+        "strata_egress_refused_candidates_total",
+        "Remote candidates ignored: over the cap or outside allowed ranges",
+        |e| &e.refused_candidates,
+    ),
+    (
+        "strata_egress_layer_switches_total",
+        "Simulcast layer switches made for players (at a keyframe of the new layer)",
+        |e| &e.layer_switches,
+    ),
+    (
+        "strata_egress_transport_feedback_total",
+        "Transport-cc feedback packets read from players",
+        |e| &e.transport_feedback,
+    ),
+    (
+        "strata_egress_transport_feedback_refused_total",
+        "Transport-cc feedback packets refused as malformed",
+        |e| &e.transport_feedback_refused,
+    ),
+    (
+        "strata_egress_probes_total",
+        "Padding probes started before a move up",
+        |e| &e.probes,
+    ),
+    (
+        "strata_egress_probes_passed_total",
+        "Padding probes that passed",
+        |e| &e.probes_passed,
+    ),
+    (
+        "strata_egress_probes_failed_total",
+        "Padding probes that failed",
+        |e| &e.probes_failed,
+    ),
+    (
+        "strata_egress_probes_refused_total",
+        "Padding probes refused by the per-player budget",
+        |e| &e.probes_refused,
+    ),
+    (
+        "strata_egress_probe_padding_bytes_total",
+        "Padding bytes sent by probes",
+        |e| &e.probe_padding_bytes,
+    ),
+];
+
+/// The relay's counters: exposed name, help, where the count is kept.
+const RELAY_COUNTERS: [(&str, &str, fn(&RelayStats) -> &AtomicU64); 9] = [
+    (
+        "strata_relay_group_resets_total",
+        "Relay groups reset for lateness",
+        |s| &s.group_resets,
+    ),
+    (
+        "strata_relay_groups_skipped_total",
+        "Relay groups skipped by receivers",
+        |s| &s.groups_skipped,
+    ),
+    (
+        "strata_relay_keyframe_requests_in_total",
+        "Keyframe requests from downstream nodes",
+        |s| &s.keyframe_requests_in,
+    ),
+    (
+        "strata_relay_keyframe_requests_out_total",
+        "Keyframe requests sent upstream",
+        |s| &s.keyframe_requests_out,
+    ),
+    (
+        "strata_relay_layer_interest_in_total",
+        "Simulcast layer-interest messages from downstream nodes",
+        |s| &s.layer_interest_in,
+    ),
+    (
+        "strata_relay_layer_interest_out_total",
+        "Simulcast layer-interest messages sent upstream",
+        |s| &s.layer_interest_out,
+    ),
+    (
+        "strata_relay_subscriptions_served_total",
+        "Relay subscriptions served",
+        |s| &s.subscriptions_served,
+    ),
+    (
+        "strata_relay_subscriptions_refused_total",
+        "Relay subscriptions refused",
+        |s| &s.subscriptions_refused,
+    ),
+    (
+        "strata_relay_protocol_errors_total",
+        "Relay connections closed for protocol errors",
+        |s| &s.protocol_errors,
+    ),
+];
+
+/// Renders every metric of the node.
+pub fn render(state: &NodeState) -> Result<String, fmt::Error> {
+    let mut r = Registry::default();
+    node_metrics(&mut r, state);
+    egress_metrics(&mut r, state);
+    let c = &state.counters;
     counter(
-        &mut out,
-        "strata_node_backup_publishers_total",
-        "WHIP backup publishers accepted (standby registered)",
-        c.backup_publishers_total.load(Relaxed),
-    );
-    egress_metrics(&mut out, state);
-    counter(
-        &mut out,
+        &mut r,
         "strata_node_publisher_bytes_in_total",
         "RTP bytes received from publishers",
         c.publisher_bytes_in.load(Relaxed),
     );
+    relay_metrics(&mut r, state);
+    strata_common::metrics::encode(&[&r])
+}
 
-    let r = &state.relay_stats;
-    counter(
-        &mut out,
-        "strata_relay_group_resets_total",
-        "Relay groups reset for lateness",
-        r.group_resets.load(Relaxed),
+/// Sessions, streams and what the node accepted, refused and redirected.
+fn node_metrics(r: &mut Registry, state: &NodeState) {
+    let gauges = [
+        (
+            "strata_node_players",
+            "WHEP sessions now",
+            count(state.sessions.count(SessionKind::Player)),
+        ),
+        (
+            "strata_node_publishers",
+            "Publishers (WHIP and RTMP) now",
+            count(state.sessions.count(SessionKind::Publisher)),
+        ),
+        (
+            "strata_node_streams",
+            "Streams carried by this node",
+            count(state.hub.streams().len()),
+        ),
+        (
+            "strata_node_upstream_pulls",
+            "Streams pulled from upstream",
+            count(state.pullers.count()),
+        ),
+        (
+            "strata_node_draining",
+            "1 while the node drains",
+            i64::from(state.is_draining()),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        gauge(r, name, help, v);
+    }
+    let c = &state.counters;
+    for (name, help, at) in NODE_COUNTERS {
+        counter(r, name, help, at(c).load(Relaxed));
+    }
+    let probes = &c.takeover_probes;
+    labelled(
+        r,
+        "strata_node_takeover_probes_total",
+        "Probes of a main origin holder's relay port after a refused publish, by result",
+        "result",
+        [
+            ("refused", probes[0].load(Relaxed)),
+            ("listening", probes[1].load(Relaxed)),
+            ("no_answer", probes[2].load(Relaxed)),
+        ],
+    );
+    let switches = &c.backup_switches;
+    labelled(
+        r,
+        "strata_node_backup_switches_total",
+        "Streams switched to this node's backup publisher, by reason",
+        "reason",
+        [
+            ("gone", switches[0].load(Relaxed)),
+            ("silent", switches[1].load(Relaxed)),
+        ],
     );
     counter(
-        &mut out,
-        "strata_relay_groups_skipped_total",
-        "Relay groups skipped by receivers",
-        r.groups_skipped.load(Relaxed),
+        r,
+        "strata_node_backup_publishers_total",
+        "WHIP backup publishers accepted (standby registered)",
+        c.backup_publishers_total.load(Relaxed),
     );
-    counter(
-        &mut out,
-        "strata_relay_keyframe_requests_in_total",
-        "Keyframe requests from downstream nodes",
-        r.keyframe_requests_in.load(Relaxed),
+}
+
+/// The egress loops: what players cost and what they tried.
+fn egress_metrics(r: &mut Registry, state: &NodeState) {
+    let egress = state.rtc.egress();
+    let e = egress.counters();
+    for (name, help, at) in EGRESS_COUNTERS {
+        counter(r, name, help, at(e).get());
+    }
+    gauge(
+        r,
+        "strata_egress_pending_sessions",
+        "Players still connecting",
+        count(egress.pending()),
     );
-    counter(
-        &mut out,
-        "strata_relay_keyframe_requests_out_total",
-        "Keyframe requests sent upstream",
-        r.keyframe_requests_out.load(Relaxed),
+    gauge(
+        r,
+        "strata_egress_loops",
+        "Egress loops",
+        count(egress.loop_loads().len()),
     );
-    counter(
-        &mut out,
-        "strata_relay_layer_interest_in_total",
-        "Simulcast layer-interest messages from downstream nodes",
-        r.layer_interest_in.load(Relaxed),
+    let layers = strata_media::Layer::ALL.map(|layer| {
+        let n = e.players_on_layer[layer.index()].get();
+        (
+            [("layer", layer.as_str())],
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+        )
+    });
+    r.register(
+        "strata_egress_players_on_layer",
+        "Players of simulcast streams on each layer",
+        ConstFamily::new(layers.into()),
     );
-    counter(
-        &mut out,
-        "strata_relay_layer_interest_out_total",
-        "Simulcast layer-interest messages sent upstream",
-        r.layer_interest_out.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_subscriptions_served_total",
-        "Relay subscriptions served",
-        r.subscriptions_served.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_subscriptions_refused_total",
-        "Relay subscriptions refused",
-        r.subscriptions_refused.load(Relaxed),
-    );
-    counter(
-        &mut out,
-        "strata_relay_protocol_errors_total",
-        "Relay connections closed for protocol errors",
-        r.protocol_errors.load(Relaxed),
-    );
+}
+
+/// The relay's counters, its traffic per peer node and per peer region, and the hop
+/// latency histogram.
+fn relay_metrics(r: &mut Registry, state: &NodeState) {
+    let s = &state.relay_stats;
+    for (name, help, at) in RELAY_COUNTERS {
+        counter(r, name, help, at(s).load(Relaxed));
+    }
 
     // Per peer node and per peer region, both directions.
+    let mut peers = Vec::new();
     let mut regions: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_bytes_total Relay media bytes by peer node and direction\n# TYPE strata_relay_bytes_total counter"
-    );
-    for (peer, st) in r.peers() {
+    for (peer, st) in s.peers() {
         let region = state.peers.region(&peer);
         for (dir, v) in [
             ("in", st.bytes_in.load(Relaxed)),
             ("out", st.bytes_out.load(Relaxed)),
         ] {
-            let _ = writeln!(
-                out,
-                "strata_relay_bytes_total{{peer=\"{}\",peer_region=\"{}\",direction=\"{dir}\"}} {v}",
-                label(&peer),
-                label(&region)
-            );
             *regions.entry((region.clone(), dir)).or_default() += v;
+            let labels = [
+                ("peer", peer.clone()),
+                ("peer_region", region.clone()),
+                ("direction", dir.to_owned()),
+            ];
+            peers.push((labels, ConstCounter::new(v)));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_region_bytes_total Relay media bytes by peer region and direction\n# TYPE strata_relay_region_bytes_total counter"
+    r.register(
+        counter_name("strata_relay_bytes_total"),
+        "Relay media bytes by peer node and direction",
+        ConstFamily::new(peers),
     );
-    for ((region, dir), v) in regions {
-        let _ = writeln!(
-            out,
-            "strata_relay_region_bytes_total{{peer_region=\"{}\",direction=\"{dir}\"}} {v}",
-            label(&region)
-        );
-    }
+    let regions = regions
+        .into_iter()
+        .map(|((region, dir), v)| {
+            let labels = [("peer_region", region), ("direction", dir.to_owned())];
+            (labels, ConstCounter::new(v))
+        })
+        .collect();
+    r.register(
+        counter_name("strata_relay_region_bytes_total"),
+        "Relay media bytes by peer region and direction",
+        ConstFamily::new(regions),
+    );
 
-    let h = &r.hop_latency;
-    let _ = writeln!(
-        out,
-        "# HELP strata_relay_hop_latency_seconds Per-hop relay latency (receiver clock minus sender clock)\n# TYPE strata_relay_hop_latency_seconds histogram"
+    let h = &s.hop_latency;
+    let bounds = LATENCY_BUCKETS_US
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .chain([f64::INFINITY]);
+    r.register(
+        "strata_relay_hop_latency_seconds",
+        "Per-hop relay latency (receiver clock minus sender clock)",
+        HistogramSnapshot {
+            sum: h.sum_us() as f64 / 1e6,
+            buckets: bounds.zip(h.buckets()).collect(),
+        },
     );
-    let buckets = h.buckets();
-    let mut cumulative = 0u64;
-    for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += buckets.get(i).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "strata_relay_hop_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
-            *le as f64 / 1e6
-        );
-    }
-    let _ = writeln!(
-        out,
-        "strata_relay_hop_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.count()
-    );
-    let _ = writeln!(
-        out,
-        "strata_relay_hop_latency_seconds_sum {}",
-        h.sum_us() as f64 / 1e6
-    );
-    let _ = writeln!(out, "strata_relay_hop_latency_seconds_count {}", h.count());
-    out
-}
-
-/// The egress loops: what players cost and what they tried.
-fn egress_metrics(out: &mut String, state: &NodeState) {
-    let egress = state.rtc.egress();
-    let e = egress.counters();
-    let rows: &[(&str, &str, u64)] = &[
-        (
-            "strata_node_player_keyframe_requests_total",
-            "PLI/FIR received from players",
-            e.keyframe_requests.get(),
-        ),
-        (
-            "strata_node_player_bytes_out_total",
-            "SRTP and SRTCP bytes sent to players, retransmissions included",
-            e.bytes_out.get(),
-        ),
-        (
-            "strata_egress_packets_out_total",
-            "RTP packets sent to players (first transmissions)",
-            e.packets_out.get(),
-        ),
-        (
-            "strata_egress_nacked_packets_total",
-            "Packets players asked for again (generic NACK)",
-            e.nacked_packets.get(),
-        ),
-        (
-            "strata_egress_retransmitted_packets_total",
-            "Packets resent in answer to NACKs",
-            e.retransmitted_packets.get(),
-        ),
-        (
-            "strata_egress_retransmitted_bytes_total",
-            "Bytes resent in answer to NACKs",
-            e.retransmitted_bytes.get(),
-        ),
-        (
-            "strata_egress_nack_over_budget_total",
-            "NACKed packets not resent: the player's retransmission budget was spent",
-            e.nack_over_budget.get(),
-        ),
-        (
-            "strata_egress_nack_duplicates_total",
-            "NACKed packets not resent: resent to that player within about one RTT",
-            e.nack_duplicates.get(),
-        ),
-        (
-            "strata_egress_nack_unknown_total",
-            "NACKed packets not resent: not in the stream's history",
-            e.nack_unknown.get(),
-        ),
-        (
-            "strata_egress_refused_stun_total",
-            "STUN requests refused: wrong username or MESSAGE-INTEGRITY",
-            e.refused_stun.get(),
-        ),
-        (
-            "strata_egress_refused_datagrams_total",
-            "Datagrams refused: unverified address or failed SRTCP",
-            e.refused_datagrams.get(),
-        ),
-        (
-            "strata_egress_connect_timeouts_total",
-            "Players that did not complete DTLS within the connect timeout",
-            e.connect_timeouts.get(),
-        ),
-        (
-            "strata_egress_dtls_failures_total",
-            "DTLS handshakes that failed",
-            e.dtls_failures.get(),
-        ),
-        (
-            "strata_egress_refused_candidates_total",
-            "Remote candidates ignored: over the cap or outside allowed ranges",
-            e.refused_candidates.get(),
-        ),
-        (
-            "strata_egress_layer_switches_total",
-            "Simulcast layer switches made for players (at a keyframe of the new layer)",
-            e.layer_switches.get(),
-        ),
-        (
-            "strata_egress_transport_feedback_total",
-            "Transport-cc feedback packets read from players",
-            e.transport_feedback.get(),
-        ),
-        (
-            "strata_egress_transport_feedback_refused_total",
-            "Transport-cc feedback packets refused as malformed",
-            e.transport_feedback_refused.get(),
-        ),
-        (
-            "strata_egress_probes_total",
-            "Padding probes started before a move up",
-            e.probes.get(),
-        ),
-        (
-            "strata_egress_probes_passed_total",
-            "Padding probes that passed",
-            e.probes_passed.get(),
-        ),
-        (
-            "strata_egress_probes_failed_total",
-            "Padding probes that failed",
-            e.probes_failed.get(),
-        ),
-        (
-            "strata_egress_probes_refused_total",
-            "Padding probes refused by the per-player budget",
-            e.probes_refused.get(),
-        ),
-        (
-            "strata_egress_probe_padding_bytes_total",
-            "Padding bytes sent by probes",
-            e.probe_padding_bytes.get(),
-        ),
-        (
-            "strata_egress_pending_sessions",
-            "Players still connecting (gauge)",
-            egress.pending() as u64,
-        ),
-        (
-            "strata_egress_loops",
-            "Egress loops (gauge)",
-            egress.loop_loads().len() as u64,
-        ),
-    ];
-    for &(name, help, value) in rows {
-        if name.ends_with("_total") {
-            counter(out, name, help, value);
-        } else {
-            gauge(out, name, help, value as f64);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP strata_egress_players_on_layer Players of simulcast streams on each layer\n\
-         # TYPE strata_egress_players_on_layer gauge"
-    );
-    for layer in strata_media::Layer::ALL {
-        let _ = writeln!(
-            out,
-            "strata_egress_players_on_layer{{layer=\"{}\"}} {}",
-            layer.as_str(),
-            e.players_on_layer[layer.index()].get()
-        );
-    }
 }

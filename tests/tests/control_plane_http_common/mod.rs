@@ -157,8 +157,12 @@ pub fn assert_redirect(r: &Response, kind: &str, node: &str, stream: &str) {
 
 pub fn assert_cors(r: &Response) {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{r:?}");
-    let expose = r.header("access-control-expose-headers").unwrap_or("");
-    assert!(expose.contains("Location"), "{r:?}");
+    // Header names are case-insensitive (RFC 9110 §5.1); tower-http lists them in lower case.
+    let expose = r
+        .header("access-control-expose-headers")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(expose.contains("location"), "{r:?}");
 }
 
 pub fn assert_refused(r: &Response, status: u16, text: &str) {

@@ -24,16 +24,15 @@ mod whip_whep;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use strata_common::http::{cors, preflight};
+use strata_common::http;
 use strata_common::names;
 use tracing::debug;
 
@@ -44,33 +43,31 @@ use whip_whep::{session_delete, session_patch, whep_post, whip_post};
 /// Largest request body accepted (an SDP offer is a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The router of one node.
+/// The router of one node: the WHIP/WHEP resources with CORS, the pages, health and
+/// metrics without; every request bounded by the request timeout, in a span.
 pub fn router(state: Arc<NodeState>) -> Router {
-    Router::new()
-        .route("/whip/{stream}", post(whip_post).options(preflight))
+    let timeout = state.cfg.http_request_timeout;
+    let whip_whep = Router::new()
+        .route("/whip/{stream}", post(whip_post))
         .route(
             "/whip/{stream}/{session}",
-            axum::routing::patch(session_patch)
-                .delete(session_delete)
-                .options(preflight),
+            axum::routing::patch(session_patch).delete(session_delete),
         )
-        .route("/whep/{stream}", post(whep_post).options(preflight))
+        .route("/whep/{stream}", post(whep_post))
         .route(
             "/whep/{stream}/{session}",
             axum::routing::patch(session_patch)
                 .delete(session_delete)
-                .get(layers::player_info)
-                .options(preflight),
-        )
+                .get(layers::player_info),
+        );
+    let other = Router::new()
         .route("/play/{stream}", get(play_page))
         .route("/publish/{stream}", get(publish_page))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    let app = http::whip_whep(whip_whep, timeout).merge(http::with_timeout(other, timeout));
+    http::traced(app)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(
-            state.cfg.http_request_timeout,
-            request_timeout,
-        ))
         .layer(middleware::map_response(no_referrer))
         .with_state(state)
 }
@@ -86,21 +83,6 @@ async fn no_referrer(mut resp: Response) -> Response {
     resp
 }
 
-/// Bounds a whole request, body upload included. Session creation runs in a
-/// task of its own (see [`whip_post`]), so a request cut off here never
-/// leaves a half-made session or a dangling origin claim behind.
-async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            let mut resp = ApiError::Unavailable(format!("the request took longer than {limit:?}"))
-                .into_response();
-            cors(resp.headers_mut());
-            resp
-        }
-    }
-}
-
 fn check_stream(stream: &str) -> Result<(), ApiError> {
     if names::is_valid(stream) {
         Ok(())
@@ -114,9 +96,7 @@ fn check_stream(stream: &str) -> Result<(), ApiError> {
 pub(crate) fn failed(state: &NodeState, e: ApiError) -> Response {
     state.counters.refused_total.fetch_add(1, Ordering::Relaxed);
     debug!(error = %e, "request refused");
-    let mut resp = e.into_response();
-    cors(resp.headers_mut());
-    resp
+    e.into_response()
 }
 
 fn page(state: &NodeState, stream: &str, html: &'static str) -> Response {
@@ -153,11 +133,11 @@ async fn healthz(State(state): State<Arc<NodeState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
-    let body = crate::metrics::render(&state);
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
+    match crate::metrics::render(&state) {
+        Ok(text) => {
+            let content_type = strata_common::metrics::CONTENT_TYPE;
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => ApiError::Internal("the metrics could not be encoded".into()).into_response(),
+    }
 }

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use strata_common::http::{content_type_is, cors};
+use strata_common::http::content_type_is;
 use strata_proto::v1::{self, Purpose};
 use strata_rtc::LayerPref;
 use tokio::task::JoinHandle;
@@ -27,7 +27,6 @@ fn created(state: &NodeState, kind: &str, stream: &str, c: Created) -> Response 
     let location = format!("/{kind}/{stream}/{}", c.id);
     let mut resp = (StatusCode::CREATED, c.answer).into_response();
     let h = resp.headers_mut();
-    cors(h);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
@@ -97,7 +96,6 @@ async fn redirect_or_refuse(state: &NodeState, to: Elsewhere<'_>) -> Response {
         location.push_str(&query.join("&"));
     }
     let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
-    cors(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -237,7 +235,6 @@ async fn patch(
         .map_err(|_| ApiError::BadRequest("the sdpfrag is not UTF-8".into()))?;
     candidates.add(frag).await.map_err(ApiError::from_rtc)?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    cors(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -260,7 +257,5 @@ pub(super) async fn session_delete(
     {
         let _ = stop.send(());
     }
-    let mut resp = StatusCode::OK.into_response();
-    cors(resp.headers_mut());
-    resp
+    StatusCode::OK.into_response()
 }

@@ -1,47 +1,15 @@
-//! The WHIP/WHEP HTTP conventions the control plane's front door and the node share: CORS
-//! headers (browsers on other origins publish and play), the preflight answer, content-type
-//! matching, and where a request's bearer token comes from.
+//! The WHIP/WHEP HTTP conventions the control plane's front door and the node share: the
+//! layers both servers put around their routes (CORS, so that browsers on other origins
+//! publish and play, the preflight answer, the whole-request timeout and request spans:
+//! tower-http's, in `layers.rs`), content-type matching, and where a request's bearer token
+//! comes from.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+mod layers;
 
-/// Headers a page on another origin may read from our answers.
-const EXPOSED: &str = "Location, ETag, Link, X-Strata-Node, Retry-After";
+use axum::http::HeaderMap;
+use axum::http::header;
 
-/// Adds the CORS headers every WHIP/WHEP answer carries (success or error), so a page on any
-/// origin can read the answer and follow a redirect.
-pub fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSED),
-    );
-}
-
-/// The answer to `OPTIONS` on a WHIP/WHEP resource: a CORS preflight, and the WHIP/WHEP
-/// `Accept-Post` discovery (RFC 9725 §4.1).
-pub async fn preflight() -> Response {
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    let h = resp.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    resp
-}
+pub use layers::{traced, whip_whep, with_timeout};
 
 /// Whether the request's media type (parameters ignored, case-insensitive) is `want`.
 pub fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -107,6 +75,8 @@ mod tests {
 
     #[test]
     fn content_types_match_without_parameters() {
+        use axum::http::HeaderValue;
+
         let mut h = HeaderMap::new();
         assert!(!content_type_is(&h, "application/sdp"));
         h.insert(
