@@ -1,6 +1,7 @@
 //! Strata integration harness.
 
 pub mod bench;
+pub mod child;
 pub mod cluster;
 pub mod control;
 pub mod dirs;

@@ -1,6 +1,8 @@
 //! `strata.v1.NodeService`: register, keep alive, drain and undrain,
 //! deregister, list.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -8,6 +10,7 @@ use strata_proto::v1::{self, node_service_server::NodeService};
 
 use super::{State, convert, now_ms};
 use crate::auth::{Caller, NodeCert};
+use crate::cache::Versioned;
 use crate::error::{Error, Result};
 use crate::keys::{self, NodeRecord, RevocationRecord, RevokedBy};
 use crate::kv::KvError;
@@ -90,6 +93,17 @@ fn check_hosts(info: &v1::NodeInfo, cert: &NodeCert) -> Result<()> {
 }
 
 impl NodeApi {
+    /// A healthy store, a well-formed name and the node registered under it (NOT_FOUND
+    /// otherwise): what a request about one node starts with.
+    async fn live_node(&self, node_id: &str) -> Result<Arc<Versioned<NodeRecord>>> {
+        let s = &self.state;
+        s.ensure_healthy()?;
+        names::validate(NameKind::Node, node_id)?;
+        s.node(node_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no live node {node_id:?}")))
+    }
+
     /// Whether a certificate is revoked, from the store: a revocation made
     /// through another replica may not have reached this cache yet.
     async fn revoked_in_store(&self, cert: &NodeCert) -> Result<bool> {
@@ -225,12 +239,7 @@ impl NodeApi {
     /// Sets the node record's draining flag (Drain and Undrain).
     async fn set_draining(&self, node_id: &str, draining: bool) -> Result<()> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Node, node_id)?;
-        let node = s
-            .node(node_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no live node {node_id:?}")))?;
+        let node = self.live_node(node_id).await?;
         if node.value.draining != draining {
             let mut record = node.value.clone();
             record.draining = draining;
@@ -251,12 +260,7 @@ impl NodeApi {
 
     async fn deregister(&self, req: v1::DeregisterRequest) -> Result<v1::DeregisterResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Node, &req.node_id)?;
-        let node = s
-            .node(&req.node_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
+        let node = self.live_node(&req.node_id).await?;
         let rev = s.kv().revoke(node.value.lease).await?;
         s.cache().wait_for(rev, s.config().lease_ttl).await;
         info!(node = %req.node_id, "node deregistered");
@@ -369,12 +373,7 @@ impl NodeApi {
 
     async fn get(&self, req: v1::GetNodeRequest) -> Result<v1::Node> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Node, &req.node_id)?;
-        let node = s
-            .node(&req.node_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no live node {:?}", req.node_id)))?;
+        let node = self.live_node(&req.node_id).await?;
         let load = s.cache().read().loads.get(&req.node_id).cloned();
         Ok(convert::node(&node.value, load.as_ref()))
     }

@@ -44,8 +44,11 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// A counter of a table: exposed name, help, where in its owner `T` the count is kept.
+type Row<T, C> = (&'static str, &'static str, fn(&T) -> &C);
+
 /// The node's counters: exposed name, help, where the count is kept.
-const NODE_COUNTERS: [(&str, &str, fn(&NodeCounters) -> &AtomicU64); 9] = [
+const NODE_COUNTERS: [Row<NodeCounters, AtomicU64>; 9] = [
     (
         "strata_node_publishers_total",
         "Publishers accepted (WHIP and RTMP)",
@@ -92,7 +95,7 @@ const NODE_COUNTERS: [(&str, &str, fn(&NodeCounters) -> &AtomicU64); 9] = [
 ];
 
 /// The egress loops' counters: exposed name, help, where the count is kept.
-const EGRESS_COUNTERS: [(&str, &str, fn(&EgressCounters) -> &EgressCounter); 22] = [
+const EGRESS_COUNTERS: [Row<EgressCounters, EgressCounter>; 22] = [
     (
         "strata_node_player_keyframe_requests_total",
         "PLI/FIR received from players",
@@ -206,7 +209,7 @@ const EGRESS_COUNTERS: [(&str, &str, fn(&EgressCounters) -> &EgressCounter); 22]
 ];
 
 /// The relay's counters: exposed name, help, where the count is kept.
-const RELAY_COUNTERS: [(&str, &str, fn(&RelayStats) -> &AtomicU64); 9] = [
+const RELAY_COUNTERS: [Row<RelayStats, AtomicU64>; 9] = [
     (
         "strata_relay_group_resets_total",
         "Relay groups reset for lateness",

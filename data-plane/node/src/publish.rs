@@ -17,8 +17,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::backup::{self, Role};
 use crate::error::ApiError;
-use crate::sessions::{self, Ingest};
 use crate::session_table::{CandidateSink, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::sessions::{self, Ingest};
 use crate::state::NodeState;
 
 /// What the node holds for an admitted publisher before its media starts.

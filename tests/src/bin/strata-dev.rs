@@ -6,9 +6,8 @@
 //! Ctrl-C or SIGTERM; then it stops the publisher, each node (SIGTERM: drain, deregister), the
 //! control plane and etcd, in that order. Run it with `scripts/dev.sh`, which builds first.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -16,15 +15,17 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use serde::Serialize;
 use strata_common::names::{self, NameKind};
 use strata_tests::etcd::EtcdProcess;
 use strata_tests::media::{TestPublisher, vp8_clip};
-use strata_tests::procs::{
-    ProcCluster, ProcOptions, StoreInUse, StoreMode, child_command, etcd_installed,
-};
+use strata_tests::procs::{ProcCluster, ProcOptions, StoreMode, child_command, etcd_installed};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep, timeout};
+
+#[path = "strata-dev/report.rs"]
+mod report;
+
+use report::{print_summary, write_json};
 
 /// The stream the test publisher sends.
 const STREAM: &str = "demo";
@@ -68,30 +69,6 @@ struct Args {
     /// Internal: run etcd in this process's own process group (see `EtcdHolder`).
     #[arg(long, hide = true)]
     etcd_holder: bool,
-}
-
-/// What `--json` gets.
-#[derive(Debug, Serialize)]
-struct ClusterJson {
-    /// gRPC `127.0.0.1:PORT`.
-    control_plane: String,
-    /// The stream the test publisher sends, if it runs.
-    test_stream: Option<String>,
-    /// Nodes by region.
-    regions: BTreeMap<String, Vec<JsonNode>>,
-}
-
-/// A node in the JSON file.
-#[derive(Debug, Serialize)]
-struct JsonNode {
-    id: String,
-    pid: Option<u32>,
-    http: String,
-    relay: String,
-    /// RTMP ingest `127.0.0.1:PORT`: `rtmp://{rtmp}/live/{stream}`.
-    rtmp: String,
-    /// SRT ingest `127.0.0.1:PORT` (UDP).
-    srt: String,
 }
 
 fn main() -> Result<()> {
@@ -279,117 +256,6 @@ async fn watch(cluster: &mut ProcCluster, stop: &mut StopSignals) {
             }
         }
     }
-}
-
-fn write_json(args: &Args, cluster: &ProcCluster, publishing: bool) -> Result<PathBuf> {
-    let path = match &args.json {
-        Some(p) => p.clone(),
-        None => cluster.dir().join("cluster.json"),
-    };
-    let mut regions: BTreeMap<String, Vec<JsonNode>> = BTreeMap::new();
-    for n in cluster.node_list() {
-        regions.entry(n.region).or_default().push(JsonNode {
-            id: n.id,
-            pid: n.pid,
-            http: n.http,
-            relay: n.relay,
-            rtmp: n.rtmp,
-            srt: n.srt,
-        });
-    }
-    let cp = cluster
-        .control_planes()
-        .first()
-        .context("no control plane")?;
-    let doc = ClusterJson {
-        control_plane: cp.addr().to_string(),
-        test_stream: publishing.then(|| STREAM.to_owned()),
-        regions,
-    };
-    // Written aside and renamed: whoever waits for the file never reads half of it.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
-fn print_summary(cluster: &ProcCluster, etcd: Option<&EtcdHolder>, publishing: bool, json: &Path) {
-    let Some(cp) = cluster.control_planes().first() else {
-        return;
-    };
-    let addr = cp.addr();
-    println!();
-    println!("Strata dev cluster is up");
-    match (cluster.store(), etcd) {
-        (StoreInUse::Etcd(_), Some(e)) => {
-            println!("  etcd           {} (pid {})", e.endpoint, e.pid)
-        }
-        (StoreInUse::Etcd(endpoints), None) => println!("  etcd           {}", endpoints.join(",")),
-        (StoreInUse::Memory, _) => println!("  store          MEMORY (etcd not installed)"),
-    }
-    println!(
-        "  control plane  {addr} (gRPC)  {}/metrics  pid {}",
-        cp.http_url(),
-        cp.pid().unwrap_or_default()
-    );
-    let mut by_region: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for n in cluster.nodes() {
-        by_region.entry(n.region()).or_default().push(n);
-    }
-    for (region, nodes) in &by_region {
-        println!("  region {region}");
-        for n in nodes {
-            println!(
-                "    {:<10} {}  relay {}  pid {}",
-                n.id(),
-                n.http_url(),
-                n.relay_addr(),
-                n.pid().unwrap_or_default()
-            );
-            println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
-            println!(
-                "               srt://{}?streamid=#!::r=<stream>,m=publish",
-                n.srt_addr()
-            );
-        }
-    }
-    println!();
-    if publishing {
-        println!("Test stream {STREAM:?} is being published; play it in a browser:");
-        for (region, nodes) in &by_region {
-            if let Some(n) = nodes.first() {
-                println!("  {region:<6} {}/play/{STREAM}", n.http_url());
-            }
-        }
-    } else if let Some(n) = cluster.nodes().first() {
-        println!("Publish from a browser: {}/publish/<stream>", n.http_url());
-    }
-    if let Some(n) = cluster.nodes().first() {
-        println!(
-            "Publish over RTMP:      ffmpeg -re -f lavfi -i testsrc2 -f lavfi -i sine -c:v libx264 \
-             -profile:v baseline -tune zerolatency -c:a aac -f flv rtmp://{}/live/<stream>",
-            n.rtmp_addr()
-        );
-    }
-    println!();
-    println!("grpcurl (reflection is on):");
-    println!("  grpcurl -plaintext {addr} list");
-    println!("  grpcurl -plaintext {addr} strata.v1.NodeService/ListNodes");
-    println!(
-        "  grpcurl -plaintext -d '{{\"stream\":\"{STREAM}\"}}' {addr} strata.v1.RoutingService/GetStream"
-    );
-    println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
-    println!();
-    println!("logs:    {}", cluster.dir().display());
-    println!("json:    {}", json.display());
-    println!();
-    println!(
-        "!!! OPEN CLUSTER, local development only: nodes run with --auth open (anyone may \
-         publish and play, no token) and the control plane with --plaintext (gRPC without TLS \
-         or authentication). Production settings: docs/security.md !!!"
-    );
-    println!("Ctrl-C stops everything.");
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP.

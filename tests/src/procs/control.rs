@@ -35,20 +35,7 @@ impl ControlProc {
         format!("http://{}", self.http)
     }
 
-    /// The process.
-    pub fn process(&mut self) -> &mut Proc {
-        &mut self.proc
-    }
-
-    /// Process id (see [`Proc::pid`]).
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
-    }
+    proc_accessors!();
 
     /// SIGKILL.
     pub fn kill(&mut self) -> Result<()> {
@@ -63,10 +50,7 @@ impl ControlProc {
     /// Stops the process if it runs (SIGTERM), starts it again with the same ports and
     /// arguments, and waits until it serves.
     pub async fn restart(&mut self) -> Result<()> {
-        if self.proc.child.is_some() {
-            self.terminate().await?;
-        }
-        self.proc.spawn()?;
+        self.proc.respawn(CONTROL_STOP_GRACE).await?;
         self.wait_ready().await
     }
 

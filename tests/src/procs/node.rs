@@ -82,20 +82,7 @@ impl NodeProc {
         format!("127.0.0.1:{}", self.rtc_port)
     }
 
-    /// The process.
-    pub fn process(&mut self) -> &mut Proc {
-        &mut self.proc
-    }
-
-    /// Process id (see [`Proc::pid`]).
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// Whether the process is alive.
-    pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
-    }
+    proc_accessors!();
 
     /// SIGKILL: no drain, no deregistration; the lease expires.
     pub fn kill(&mut self) -> Result<()> {
@@ -110,10 +97,7 @@ impl NodeProc {
     /// Stops the process if it runs (SIGTERM), starts it again with the same ports and
     /// arguments, and waits until it is ready.
     pub async fn restart(&mut self) -> Result<()> {
-        if self.proc.child.is_some() {
-            self.terminate().await?;
-        }
-        self.proc.spawn()?;
+        self.proc.respawn(NODE_STOP_GRACE).await?;
         self.wait_ready().await
     }
 

@@ -4,7 +4,6 @@ use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -12,7 +11,8 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep};
 
-use crate::grpcurl::find_executable;
+use crate::child::log_tail;
+pub use crate::child::pdeathsig_wrapper;
 
 use super::*;
 
@@ -142,6 +142,16 @@ impl Proc {
         self.wait_exit(Instant::now() + within).await
     }
 
+    /// Stops the process if it runs (SIGTERM, then up to `grace` for the exit) and starts
+    /// it again with the same command line: the first half of a restart, whose caller
+    /// then waits for its own kind of readiness.
+    pub(super) async fn respawn(&mut self, grace: Duration) -> Result<()> {
+        if self.child.is_some() {
+            self.terminate(grace).await?;
+        }
+        self.spawn()
+    }
+
     pub(super) fn send_sigterm(&mut self) -> Result<()> {
         let Some(child) = self.child.as_mut() else {
             return match self.last_exit {
@@ -234,33 +244,4 @@ pub fn child_command(program: &Path) -> Command {
     };
     cmd.process_group(0);
     cmd
-}
-
-/// `setpriv` if it supports `--pdeathsig` (util-linux 2.33 and later).
-pub fn pdeathsig_wrapper() -> Option<&'static Path> {
-    static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
-    SETPRIV
-        .get_or_init(|| {
-            let path = find_executable("setpriv")?;
-            let help = Command::new(&path)
-                .arg("--help")
-                .stdin(Stdio::null())
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&help.stdout)
-                .contains("--pdeathsig")
-                .then_some(path)
-        })
-        .as_deref()
-}
-
-pub(super) fn log_tail(path: &Path, lines: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(log) => {
-            let all: Vec<&str> = log.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }

@@ -1,26 +1,24 @@
 //! Publish: claiming a stream's main origin, and taking it over from a holder
-//! that is dead (ARCHITECTURE.md, "Taking over a dead main origin").
+//! that is dead (ARCHITECTURE.md, "Taking over a dead main origin"); Unpublish:
+//! ending it at the epoch the caller holds.
 
 use tracing::info;
 
 use strata_proto::v1;
 
-use super::{RoutingApi, create_or_read, versioned};
+use super::{RoutingApi, check_end, create_or_read, main_record, versioned};
 use crate::cache::Versioned;
 use crate::election::{PublishDecision, decide_publish};
 use crate::error::{Error, Result};
 use crate::keys::{self, MainRecord, NodeRecord};
 use crate::kv::{Compare, Op};
-use crate::service::{convert, now_ms};
-use strata_common::names::{self, NameKind};
+use crate::service::convert;
 
 impl RoutingApi {
     pub(super) async fn publish(&self, req: v1::PublishRequest) -> Result<v1::PublishResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
+        let node = self.checked_caller(&req.stream, &req.node_id).await?;
         let _slot = s.admit_claim().await?;
-        let node = s.caller(&req.node_id).await?;
         let node = &node.value;
         let stream = req.stream.as_str();
         let key = s.keys().main(stream);
@@ -48,6 +46,46 @@ impl RoutingApi {
                 self.take_over(stream, node, &current, replace).await
             }
         }
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        req: v1::UnpublishRequest,
+    ) -> Result<v1::UnpublishResponse> {
+        let s = &self.state;
+        let what = ("main origin record", "Publish");
+        check_end(s, &req.stream, &req.node_id, req.epoch, what)?;
+        let key = s.keys().main(&req.stream);
+        let Some(current) = versioned::<MainRecord>(s.kv().get(&key).await?) else {
+            return Ok(v1::UnpublishResponse {});
+        };
+        if current.value.node_id != req.node_id {
+            return Err(Error::FailedPrecondition(format!(
+                "node {:?} is not the main origin of stream {:?} ({:?} is)",
+                req.node_id, req.stream, current.value.node_id
+            )));
+        }
+        if current.epoch() != req.epoch {
+            // The claim the caller means is gone and the stream was published
+            // again since (an old session's cleanup racing a reconnect): the
+            // live record is not the caller's to end.
+            info!(stream = %req.stream, node = %req.node_id, stale = req.epoch,
+                current = current.epoch(), "unpublish of an older epoch; nothing deleted");
+            return Ok(v1::UnpublishResponse {});
+        }
+        // Guarded on the caller's epoch, not on what was just read: the read
+        // only tells whose record it is.
+        let guard = vec![Compare::ModRevision(key, req.epoch)];
+        let all = Op::DeletePrefix(s.keys().stream(&req.stream));
+        let out = s.kv().txn(guard, vec![all], Vec::new()).await?;
+        if out.succeeded {
+            s.cache().wait_for(out.revision, s.config().lease_ttl).await;
+            info!(stream = %req.stream, node = %req.node_id, epoch = req.epoch, "stream unpublished");
+        } else {
+            info!(stream = %req.stream, node = %req.node_id, stale = req.epoch,
+                "main origin record changed during unpublish; nothing deleted");
+        }
+        Ok(v1::UnpublishResponse {})
     }
 
     /// Replaces a dead holder's main origin record, guarded by its epoch.
@@ -105,15 +143,6 @@ impl RoutingApi {
         info!(%stream, node = %node.id, dead = %old.value.node_id, old_epoch = replace,
             epoch = current.epoch(), "main origin taken over from a dead holder");
         Ok(response(stream, &current))
-    }
-}
-
-fn main_record(node: &NodeRecord) -> MainRecord {
-    MainRecord {
-        node_id: node.id.clone(),
-        region: node.region.clone(),
-        relay_addr: node.relay_addr.clone(),
-        started_at_ms: now_ms(),
     }
 }
 

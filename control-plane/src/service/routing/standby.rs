@@ -12,13 +12,12 @@ use tracing::info;
 
 use strata_proto::v1;
 
-use super::{RoutingApi, create_or_read, versioned};
+use super::{RoutingApi, check_end, check_stream, create_or_read, main_record, versioned};
 use crate::cache::Versioned;
 use crate::error::{Error, Result};
 use crate::keys::{self, MainRecord, NodeRecord, StandbyRecord};
 use crate::kv::{Compare, Op};
 use crate::service::{convert, now_ms};
-use strata_common::names::{self, NameKind};
 
 /// Why a standby switches, as a switch request names it.
 const REASONS: [&str; 4] = ["gone", "silent", "unreachable", "operator"];
@@ -26,9 +25,7 @@ const REASONS: [&str; 4] = ["gone", "silent", "unreachable", "operator"];
 impl RoutingApi {
     pub(super) async fn standby(&self, req: v1::StandbyRequest) -> Result<v1::StandbyResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
-        let node = s.caller(&req.node_id).await?;
+        let node = self.checked_caller(&req.stream, &req.node_id).await?;
         let node = &node.value;
         let stream = req.stream.as_str();
         let (key, main_key) = (s.keys().standby(stream), s.keys().main(stream));
@@ -68,14 +65,8 @@ impl RoutingApi {
         req: v1::ReleaseStandbyRequest,
     ) -> Result<v1::ReleaseStandbyResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
-        names::validate(NameKind::Node, &req.node_id)?;
-        if req.epoch <= 0 {
-            return Err(Error::InvalidArgument(
-                "epoch is required: the standby record's epoch as Standby returned it".into(),
-            ));
-        }
+        let what = ("standby record", "Standby");
+        check_end(s, &req.stream, &req.node_id, req.epoch, what)?;
         let key = s.keys().standby(&req.stream);
         let guard = vec![Compare::ModRevision(key.clone(), req.epoch)];
         s.kv().txn(guard, vec![Op::Delete(key)], Vec::new()).await?;
@@ -87,8 +78,7 @@ impl RoutingApi {
         req: v1::SwitchToStandbyRequest,
     ) -> Result<v1::SwitchToStandbyResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
+        check_stream(s, &req.stream)?;
         let reason = REASONS
             .iter()
             .find(|r| **r == req.reason)
@@ -119,8 +109,7 @@ impl RoutingApi {
         req: v1::SwitchPublisherRequest,
     ) -> Result<v1::SwitchToStandbyResponse> {
         let s = &self.state;
-        s.ensure_healthy()?;
-        names::validate(NameKind::Stream, &req.stream)?;
+        check_stream(s, &req.stream)?;
         let stream = req.stream.as_str();
         let held = versioned::<StandbyRecord>(s.kv().get(&s.keys().standby(stream)).await?);
         let main = versioned::<MainRecord>(s.kv().get(&s.keys().main(stream)).await?);
@@ -151,16 +140,10 @@ impl RoutingApi {
     ) -> Result<v1::SwitchToStandbyResponse> {
         let s = &self.state;
         let (key, main_key) = (s.keys().standby(stream), s.keys().main(stream));
-        let record = MainRecord {
-            node_id: node.id.clone(),
-            region: node.region.clone(),
-            relay_addr: node.relay_addr.clone(),
-            started_at_ms: now_ms(),
-        };
         let then = vec![
             Op::Put {
                 key: main_key.clone(),
-                value: keys::encode(&record),
+                value: keys::encode(&main_record(node)),
                 lease: node.lease,
             },
             Op::Delete(key.clone()),

@@ -7,15 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::gate::ResumeRule;
 use super::interest::LayerSet;
-use super::stream::{StreamHandle, StreamShared, lock};
+use super::shared::StreamShared;
 use crate::media::{Catalog, MediaPacket, TrackId};
 
 /// The one producer of a stream. Dropping it detaches it: sinks stay and get
 /// nothing until a new source attaches.
 pub struct Source {
-    shared: Arc<StreamShared>,
+    pub(super) shared: Arc<StreamShared>,
     id: u64,
     keyframe_rx: mpsc::Receiver<TrackId>,
 }
@@ -26,10 +25,6 @@ impl std::fmt::Debug for Source {
             .field("stream", &self.shared.name)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }
 
 impl Source {
@@ -48,26 +43,7 @@ impl Source {
     /// Hand a packet to every sink. Never blocks and never waits for a sink: a
     /// sink whose queue is full skips to the next keyframe.
     pub fn push(&self, pkt: MediaPacket) {
-        let mut guard = lock(&self.shared.inner);
-        let inner = &mut *guard;
-        if inner.source.as_ref().map(|s| s.id) != Some(self.id) {
-            return;
-        }
-        if pkt.keyframe {
-            inner.coalescer.on_keyframe(now(), pkt.track);
-        }
-        inner.gop.push(&inner.rule, &pkt);
-        let rule = inner.rule;
-        let layer = inner.layers.layer_of(pkt.track);
-        let keyframes = inner.source.as_ref().map(|s| &s.keyframe_tx);
-        let at = now();
-        let before = inner.sinks.len();
-        inner
-            .sinks
-            .retain(|_, slot| slot.offer(at, &rule, &pkt, (layer, keyframes)));
-        if inner.sinks.len() != before {
-            self.shared.publish(inner);
-        }
+        self.shared.push(self.id, pkt);
     }
 
     /// The next keyframe request for the source to act on (a PLI to the
@@ -75,12 +51,9 @@ impl Source {
     /// Cancel-safe. Returns `None` only if the source was detached.
     pub async fn keyframe_request(&mut self) -> Option<TrackId> {
         loop {
-            let deadline = {
-                let mut inner = lock(&self.shared.inner);
-                if let Some(track) = inner.coalescer.poll(now()) {
-                    return Some(track);
-                }
-                inner.coalescer.next_deadline()
+            let deadline = match self.shared.due_keyframe_request() {
+                Ok(track) => return Some(track),
+                Err(deadline) => deadline,
             };
             let timer = async {
                 match deadline {
@@ -90,9 +63,7 @@ impl Source {
             };
             tokio::select! {
                 request = self.keyframe_rx.recv() => {
-                    let track = request?;
-                    let mut inner = lock(&self.shared.inner);
-                    if let Some(track) = inner.coalescer.request(now(), track) {
+                    if let Some(track) = self.shared.coalesce_keyframe_request(request?) {
                         return Some(track);
                     }
                 }
@@ -103,45 +74,20 @@ impl Source {
 
     /// The publisher renegotiated, or the upstream announced a new catalog.
     pub fn set_catalog(&self, catalog: Catalog) {
-        let mut inner = lock(&self.shared.inner);
-        if inner.source.as_ref().map(|s| s.id) != Some(self.id) {
-            return;
-        }
-        let rule = ResumeRule::for_catalog(&catalog);
-        if rule != inner.rule {
-            inner.gop.clear();
-            for slot in inner.sinks.values_mut() {
-                slot.rewind();
-            }
-        }
-        inner.set_catalog(catalog);
-        self.shared.publish(&inner);
-    }
-
-    /// The stream this source feeds.
-    pub fn stream(&self) -> StreamHandle {
-        StreamHandle {
-            shared: self.shared.clone(),
-        }
+        self.shared.set_source_catalog(self.id, catalog);
     }
 }
 
 impl Drop for Source {
     fn drop(&mut self) {
-        let id = self.id;
-        self.shared.update_and_release(|inner| {
-            if inner.source.as_ref().map(|s| s.id) == Some(id) {
-                inner.source = None;
-                inner.gop.clear();
-            }
-        });
+        self.shared.detach_source(self.id);
         tracing::debug!(stream = %self.shared.name, "source detached");
     }
 }
 
 /// One consumer of a stream. Dropping it unsubscribes.
 pub struct Sink {
-    shared: Arc<StreamShared>,
+    pub(super) shared: Arc<StreamShared>,
     id: u64,
     rx: mpsc::Receiver<MediaPacket>,
     skipped: Arc<AtomicU64>,
@@ -173,7 +119,7 @@ impl Sink {
 
     /// The next packet. The first one is a keyframe (or any packet of an
     /// audio-only stream), and so is the first one after a skip. Waits across
-    /// source switches; `None` once the stream [closed](StreamHandle::close)
+    /// source switches; `None` once the stream [closed](super::StreamHandle::close)
     /// this sink. Cancel-safe.
     pub async fn recv(&mut self) -> Option<MediaPacket> {
         self.rx.recv().await
@@ -187,11 +133,7 @@ impl Sink {
     /// Ask the source for a keyframe of `track` (coalesced with other sinks'
     /// requests). Dropped silently while the stream has no source.
     pub fn request_keyframe(&self, track: TrackId) {
-        let inner = lock(&self.shared.inner);
-        if let Some(source) = &inner.source {
-            // A full queue already holds requests enough to trigger one.
-            let _ = source.keyframe_tx.try_send(track);
-        }
+        self.shared.request_keyframe(track);
     }
 
     /// The simulcast layers this sink wants (the stream's lowest is always added). A layer
@@ -213,13 +155,6 @@ impl Sink {
     /// How many times this sink fell behind and skipped to the next keyframe.
     pub fn skipped_groups(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
-    }
-
-    /// The stream this sink consumes.
-    pub fn stream(&self) -> StreamHandle {
-        StreamHandle {
-            shared: self.shared.clone(),
-        }
     }
 }
 
@@ -248,9 +183,6 @@ impl SinkLayers {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        let id = self.id;
-        self.shared.update_and_release(|inner| {
-            inner.sinks.remove(&id);
-        });
+        self.shared.remove_sink(self.id);
     }
 }

@@ -11,9 +11,12 @@
 //! - [`KeyframeCoalescer`]: keyframe requests from sinks reach the source at
 //!   most once per track per interval.
 //!
-//! The async shell ([`Hub`], [`StreamHandle`], [`Source`], [`Sink`]) only adds
-//! locking, bounded channels (`try_send`, so [`Source::push`] never blocks)
-//! and a timer for pending keyframe requests.
+//! The async shell only adds locking, bounded channels (`try_send`, so
+//! [`Source::push`] never blocks) and a timer for pending keyframe requests.
+//! All of the locking is in one module, `shared` (the hub's map of streams and
+//! each stream's state, with the lock order: the map first, then a stream);
+//! the rest are leaves that call into it: `registry` ([`Hub`]), `stream`
+//! ([`StreamHandle`]) and `endpoints` ([`Source`], [`Sink`]).
 
 mod coalesce;
 mod config;
@@ -22,6 +25,8 @@ mod gate;
 mod gop;
 mod interest;
 mod registry;
+mod shared;
+mod slot;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -35,4 +40,5 @@ pub use gate::{GateState, ResumeRule, SinkGate, Verdict};
 pub use gop::GopCache;
 pub use interest::{DebounceConfig, InterestDebounce, LayerFilter, LayerSet, LayerVerdict};
 pub use registry::Hub;
-pub use stream::{StreamHandle, StreamState};
+pub use shared::StreamState;
+pub use stream::StreamHandle;

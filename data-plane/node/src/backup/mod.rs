@@ -29,8 +29,8 @@ use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
 use crate::publish::{Feed, Media};
-use crate::sessions::{self, Ingest};
 use crate::session_table::PublishSlot;
+use crate::sessions::{self, Ingest};
 use crate::state::NodeState;
 use monitor::Monitor;
 use rule::{Reason, SwitchRule, Verdict};

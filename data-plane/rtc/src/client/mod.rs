@@ -7,6 +7,36 @@
 //! they announce host candidates on one configured address (127.0.0.1 by default) with mDNS
 //! off, and each uses its own ephemeral UDP port.
 
+/// The lifecycle methods every client has (`connected`, `state`, `closed`, `close`),
+/// forwarded to its `pc` ([`ClientPc`]): written once for the three clients.
+macro_rules! client_lifecycle {
+    () => {
+        /// Waits until connected.
+        pub async fn connected(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), $crate::RtcError> {
+            self.pc.core.connected(timeout).await
+        }
+
+        /// Where the connection stands.
+        pub fn state(&self) -> $crate::SessionState {
+            self.pc.core.state()
+        }
+
+        /// Resolves once the connection is closed.
+        pub async fn closed(&self) {
+            self.pc.core.closed().await
+        }
+
+        /// Closes the connection.
+        pub async fn close(&self) {
+            self.pc.core.close().await
+        }
+    };
+}
+
+mod outgoing;
 mod player;
 mod publisher;
 mod simulcast;

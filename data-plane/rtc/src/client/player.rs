@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -18,9 +18,9 @@ use webrtc::peer_connection::{MediaEngine, Registry};
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::{ClientConfig, ClientPc, exchange_with};
+use crate::RtcError;
 use crate::codec::{Codec, codec_parameters};
 use crate::publisher::codec_kind;
-use crate::{RtcError, SessionState};
 
 /// Packets buffered between the WebRTC stack and [`Player::recv`].
 const RECEIVE_QUEUE: usize = 8192;
@@ -188,16 +188,6 @@ impl Player {
         exchange_with(&self.pc, exchange).await
     }
 
-    /// Waits until connected.
-    pub async fn connected(&self, timeout: Duration) -> Result<(), RtcError> {
-        self.pc.core.connected(timeout).await
-    }
-
-    /// Where the connection stands.
-    pub fn state(&self) -> SessionState {
-        self.pc.core.state()
-    }
-
     /// The next received packet, or `None` once the connection is closed and drained.
     pub async fn recv(&mut self) -> Option<ReceivedPacket> {
         tokio::select! {
@@ -265,15 +255,7 @@ impl Player {
         Ok(())
     }
 
-    /// Resolves once the connection is closed.
-    pub async fn closed(&self) {
-        self.pc.core.closed().await
-    }
-
-    /// Closes the connection.
-    pub async fn close(&self) {
-        self.pc.core.close().await
-    }
+    client_lifecycle!();
 }
 
 async fn read_track(

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::shared::marshal::Unmarshal;
 use strata_media::{Catalog, TrackId, TrackInfo, TrackKind};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -17,12 +15,13 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, Registry};
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
+use super::outgoing::outgoing;
 use super::{ClientConfig, ClientPc, exchange_with};
+use crate::RtcError;
 use crate::codec::{Codec, codec_parameters};
 use crate::fixture::{Clip, ClipPacer};
 use crate::interceptor::{is_keyframe_request, with_keyframe_requests};
 use crate::publisher::codec_kind;
-use crate::{RtcError, SessionState};
 
 struct Track {
     info: TrackInfo,
@@ -178,35 +177,12 @@ impl Publisher {
         Ok(())
     }
 
-    /// Waits until connected.
-    pub async fn connected(&self, timeout: Duration) -> Result<(), RtcError> {
-        self.pc.core.connected(timeout).await
-    }
-
-    /// Where the connection stands.
-    pub fn state(&self) -> SessionState {
-        self.pc.core.state()
-    }
-
     /// Sends one pre-encoded RTP packet on `track`, with this track's SSRC and negotiated
     /// payload type and without header extensions; sequence number and timestamp are kept.
     pub async fn send_packet(&self, track: TrackId, rtp_packet: &[u8]) -> Result<(), RtcError> {
-        if self.state() != SessionState::Connected {
-            return Err(RtcError::NotConnected);
-        }
-        let t = self
-            .tracks
-            .iter()
-            .find(|t| t.info.id == track)
-            .ok_or(RtcError::UnknownTrack(track))?;
-        let mut packet = rtp::Packet::unmarshal(&mut &rtp_packet[..])
-            .map_err(|e| RtcError::MalformedRtp(e.to_string()))?;
-        packet.header.ssrc = t.ssrc;
-        packet.header.payload_type = t.payload_type.load(Ordering::Relaxed);
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.extensions_padding = 0;
-        packet.header.padding = false;
+        let t = self.pc.sending(&self.tracks, track, |t| t.info.id)?;
+        let pt = t.payload_type.load(Ordering::Relaxed);
+        let packet = outgoing(rtp_packet, t.ssrc, pt)?;
         t.local.write_rtp(packet).await?;
         Ok(())
     }
@@ -228,23 +204,10 @@ impl Publisher {
 
     /// The next keyframe request (PLI or FIR) from the server.
     pub async fn keyframe_request(&self) -> Option<TrackId> {
-        let mut requests = self.keyframe_requests.lock().await;
-        tokio::select! {
-            biased;
-            track = requests.recv() => track,
-            () = self.pc.core.closed() => None,
-        }
+        self.pc.keyframe_request(&self.keyframe_requests).await
     }
 
-    /// Resolves once the connection is closed.
-    pub async fn closed(&self) {
-        self.pc.core.closed().await
-    }
-
-    /// Closes the connection.
-    pub async fn close(&self) {
-        self.pc.core.close().await
-    }
+    client_lifecycle!();
 }
 
 async fn read_feedback(

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
@@ -17,7 +16,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::shared::marshal::Unmarshal;
 use strata_media::{Layer, TrackId, TrackInfo, TrackKind};
 use tokio::sync::{Mutex, mpsc};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -25,11 +23,12 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, Registry};
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
 
+use super::outgoing::outgoing;
 use super::{ClientConfig, ClientPc};
+use crate::RtcError;
 use crate::codec::{Codec, codec_parameters};
 use crate::interceptor::{is_keyframe_request, with_keyframe_requests};
 use crate::publisher::codec_kind;
-use crate::{RtcError, SessionState};
 
 const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
@@ -228,40 +227,17 @@ impl SimulcastPublisher {
         Ok(())
     }
 
-    /// Waits until connected.
-    pub async fn connected(&self, timeout: Duration) -> Result<(), RtcError> {
-        self.pc.core.connected(timeout).await
-    }
-
-    /// Where the connection stands.
-    pub fn state(&self) -> SessionState {
-        self.pc.core.state()
-    }
-
     /// Sends one pre-encoded RTP packet of `track` (a layer or a plain track) with that
     /// stream's SSRC, the negotiated payload type and, for a layer, `mid` and `rid`;
     /// sequence number and timestamp are kept.
     pub async fn send_packet(&self, track: TrackId, rtp_packet: &[u8]) -> Result<(), RtcError> {
-        if self.state() != SessionState::Connected {
-            return Err(RtcError::NotConnected);
-        }
-        let stream = self
-            .streams
-            .iter()
-            .find(|s| s.info.id == track)
-            .ok_or(RtcError::UnknownTrack(track))?;
+        let stream = self.pc.sending(&self.streams, track, |s| s.info.id)?;
         let sender = self
             .senders
             .get(stream.sender)
             .ok_or(RtcError::UnknownTrack(track))?;
-        let mut packet = rtp::Packet::unmarshal(&mut &rtp_packet[..])
-            .map_err(|e| RtcError::MalformedRtp(e.to_string()))?;
-        packet.header.ssrc = stream.ssrc;
-        packet.header.payload_type = sender.payload_type.load(Ordering::Relaxed);
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.extensions_padding = 0;
-        packet.header.padding = false;
+        let pt = sender.payload_type.load(Ordering::Relaxed);
+        let mut packet = outgoing(rtp_packet, stream.ssrc, pt)?;
         let ext = sender.ext.lock().ok().and_then(|e| e.clone());
         if let (Some(rid), Some((mid, mid_id, rid_id))) = (stream.rid, ext) {
             let set = |h: &mut rtp::header::Header, id: u8, v: Bytes| {
@@ -281,18 +257,10 @@ impl SimulcastPublisher {
 
     /// The next keyframe request (PLI or FIR) from the server, by the track it names.
     pub async fn keyframe_request(&self) -> Option<TrackId> {
-        let mut requests = self.keyframe_requests.lock().await;
-        tokio::select! {
-            biased;
-            track = requests.recv() => track,
-            () = self.pc.core.closed() => None,
-        }
+        self.pc.keyframe_request(&self.keyframe_requests).await
     }
 
-    /// Closes the connection.
-    pub async fn close(&self) {
-        self.pc.core.close().await
-    }
+    client_lifecycle!();
 }
 
 /// Forwards keyframe requests about any of `ssrcs` as the track they name (the first

@@ -16,7 +16,7 @@
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -26,8 +26,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::child::{log_tail, pdeathsig_wrapper};
 use crate::grpcurl::find_executable;
 use crate::ports::free_tcp_ports;
+
+mod cluster;
+mod ctl;
+
+pub use cluster::EtcdCluster;
+use cluster::wait_all_healthy;
+pub use ctl::{etcdctl, etcdctl_ok};
 
 /// Environment variable naming the etcd binary explicitly (default: `etcd` on `PATH`).
 pub const ETCD_ENV: &str = "STRATA_ETCD";
@@ -213,7 +221,7 @@ impl EtcdProcess {
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let client_url = format!("http://127.0.0.1:{}", self.client_port);
         let peer_url = self.peer_url();
-        let mut cmd = match crate::procs::pdeathsig_wrapper() {
+        let mut cmd = match pdeathsig_wrapper() {
             Some(setpriv) => {
                 let mut cmd = Command::new(setpriv);
                 cmd.args(["--pdeathsig", "KILL", "--"]).arg(etcd);
@@ -289,196 +297,6 @@ impl Drop for EtcdProcess {
     }
 }
 
-/// A multi-member etcd cluster on loopback.
-#[derive(Debug)]
-pub struct EtcdCluster {
-    members: Vec<EtcdProcess>,
-}
-
-impl EtcdCluster {
-    /// Starts a cluster of `size` members and waits until every member is healthy.
-    ///
-    /// If a member loses a race for its ports, the whole cluster is started afresh on new
-    /// ports, a few times at most.
-    pub async fn start(size: usize) -> Result<Self> {
-        if size == 0 {
-            bail!("an etcd cluster needs at least one member");
-        }
-        let etcd = etcd_bin()?;
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let ports = free_tcp_ports(2 * size)?;
-            let (client_ports, peer_ports) = ports.split_at(size);
-            let names: Vec<String> = (0..size).map(|i| format!("strata{i}")).collect();
-            let initial_cluster = names
-                .iter()
-                .zip(peer_ports)
-                .map(|(name, &port)| format!("{name}={}", peer_url(port)))
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut members: Vec<EtcdProcess> = Vec::with_capacity(size);
-            let mut token = None;
-            for (i, name) in names.into_iter().enumerate() {
-                let dir = crate::dirs::fresh_temp_dir("etcd")?;
-                // The first member's directory names the cluster.
-                let token = token.get_or_insert_with(|| cluster_token(&dir)).clone();
-                members.push(EtcdProcess::new(
-                    name,
-                    dir,
-                    client_ports[i],
-                    peer_ports[i],
-                    initial_cluster.clone(),
-                    token,
-                ));
-            }
-            for member in &mut members {
-                member.spawn(&etcd)?;
-            }
-            match wait_all_healthy(&mut members).await {
-                Ok(()) => return Ok(Self { members }),
-                Err(e) if members.iter_mut().any(EtcdProcess::lost_port_race) => {
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow!("etcd cluster did not start"))).context(format!(
-            "etcd lost the race for its ports {START_ATTEMPTS} times"
-        ))
-    }
-
-    /// Client URLs of all members, running or not.
-    pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(EtcdProcess::endpoint).collect()
-    }
-
-    /// Client URLs of the members whose process is alive.
-    pub fn live_endpoints(&mut self) -> Vec<String> {
-        self.members
-            .iter_mut()
-            .filter_map(|m| m.is_running().then(|| m.endpoint()))
-            .collect()
-    }
-
-    /// All members, in order.
-    pub fn members(&self) -> &[EtcdProcess] {
-        &self.members
-    }
-
-    /// Member `i`.
-    pub fn member(&self, i: usize) -> Result<&EtcdProcess> {
-        let len = self.members.len();
-        self.members
-            .get(i)
-            .ok_or_else(|| anyhow!("no etcd member {i} in a cluster of {len}"))
-    }
-
-    /// Member `i`, mutably.
-    pub fn member_mut(&mut self, i: usize) -> Result<&mut EtcdProcess> {
-        let len = self.members.len();
-        self.members
-            .get_mut(i)
-            .ok_or_else(|| anyhow!("no etcd member {i} in a cluster of {len}"))
-    }
-
-    /// Kills member `i` with SIGKILL; its data dir and ports are kept.
-    pub fn kill_member(&mut self, i: usize) -> Result<()> {
-        self.member_mut(i)?.kill()
-    }
-
-    /// Restarts member `i` with its ports and data dir, and waits until it is healthy
-    /// (which needs a quorum of the cluster to be up).
-    pub async fn restart_member(&mut self, i: usize) -> Result<()> {
-        self.member_mut(i)?.restart().await
-    }
-
-    /// Runs `etcdctl` (v3 API) against the live members; returns stdout, or an error.
-    pub async fn ctl(&mut self, args: &[&str]) -> Result<String> {
-        let endpoints = self.live_endpoints();
-        if endpoints.is_empty() {
-            bail!("no etcd member is running");
-        }
-        etcdctl_ok(&endpoints, args).await
-    }
-}
-
-/// Runs `etcdctl` with the v3 API against `endpoints`, returning its output whatever its exit
-/// status. Fails only if etcdctl is missing, cannot start, or runs longer than 30 s.
-pub async fn etcdctl(endpoints: &[String], args: &[&str]) -> Result<Output> {
-    let bin = etcdctl_bin()?;
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg(format!("--endpoints={}", endpoints.join(",")))
-        .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    remove_env_prefixed(cmd.as_std_mut(), "ETCDCTL_");
-    cmd.env("ETCDCTL_API", "3");
-    timeout(ETCDCTL_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| anyhow!("etcdctl {args:?} did not finish within {ETCDCTL_TIMEOUT:?}"))?
-        .with_context(|| format!("running {}", bin.display()))
-}
-
-/// Like [`etcdctl`], but returns stdout and turns a non-zero exit into an error with stderr.
-pub async fn etcdctl_ok(endpoints: &[String], args: &[&str]) -> Result<String> {
-    let out = etcdctl(endpoints, args).await?;
-    if !out.status.success() {
-        bail!(
-            "etcdctl {args:?} against {endpoints:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    String::from_utf8(out.stdout).context("etcdctl printed non-UTF-8 output")
-}
-
-/// Polls until every member answers `/health` with `{"health":"true"}`; fails early with the
-/// member's log tail if one exits, and after [`HEALTHY_WITHIN`] if one is still unhealthy.
-async fn wait_all_healthy(members: &mut [EtcdProcess]) -> Result<()> {
-    let deadline = Instant::now() + HEALTHY_WITHIN;
-    let mut healthy = vec![false; members.len()];
-    loop {
-        for (member, ok) in members.iter_mut().zip(healthy.iter_mut()) {
-            if *ok {
-                continue;
-            }
-            if let Some(status) = member.exit_status() {
-                bail!(
-                    "etcd {} exited ({status}) before becoming healthy; log {}:\n{}",
-                    member.name,
-                    member.log_path.display(),
-                    member.log_tail()
-                );
-            }
-            if member.child.is_none() {
-                bail!("etcd {} is not running", member.name);
-            }
-            // Healthy, and still our process: if etcd exited after losing its port, another
-            // process may be answering on that port.
-            *ok = member.is_healthy().await && member.exit_status().is_none();
-        }
-        if healthy.iter().all(|&ok| ok) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let (member, _) = members
-                .iter()
-                .zip(&healthy)
-                .find(|(_, ok)| !**ok)
-                .ok_or_else(|| anyhow!("no unhealthy member"))?;
-            bail!(
-                "etcd {} ({}) not healthy within {HEALTHY_WITHIN:?}; log {}:\n{}",
-                member.name,
-                member.endpoint(),
-                member.log_path.display(),
-                member.log_tail()
-            );
-        }
-        sleep(POLL).await;
-    }
-}
-
 /// `GET /health` on the client port with a minimal HTTP/1.1 request.
 async fn health_ok(port: u16) -> bool {
     let request = async {
@@ -516,10 +334,6 @@ fn etcd_bin() -> Result<PathBuf> {
     tool(ETCD_ENV, "etcd")
 }
 
-fn etcdctl_bin() -> Result<PathBuf> {
-    tool(ETCDCTL_ENV, "etcdctl")
-}
-
 fn tool(env: &str, name: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
@@ -537,15 +351,5 @@ fn remove_env_prefixed(cmd: &mut Command, prefix: &str) {
         if key.to_string_lossy().starts_with(prefix) {
             cmd.env_remove(key);
         }
-    }
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(log) => {
-            let all: Vec<&str> = log.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
