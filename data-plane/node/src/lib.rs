@@ -13,6 +13,7 @@ pub mod counters;
 pub mod drain;
 pub mod encoder;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod limits;
 pub mod links;

@@ -7,19 +7,47 @@
 //! encoder's codec headers (RTMP, SRT) in between, and hands over its media
 //! as a [`Feed`] and a channel of packets.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use strata_media::{Catalog, MediaPacket, TrackId};
-use strata_rtc::{PublisherHandle, RtcError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::backup::{self, Role};
+use crate::backup;
 use crate::error::ApiError;
+use crate::feed::Role;
+pub(crate) use crate::feed::{EncoderEnd, Feed, Media};
 use crate::session_table::{CandidateSink, PublishSlot, SessionEntry, SessionKind, session_log_id};
 use crate::sessions::{self, Ingest};
 use crate::state::NodeState;
+
+/// Accepts a WHIP offer for `stream` from its primary or backup publisher (`role`): admits
+/// it, negotiates, and starts its session, the same path as RTMP and SRT publishers.
+pub async fn whip(
+    state: &Arc<NodeState>,
+    stream: &str,
+    offer: &str,
+    role: Role,
+) -> Result<sessions::Created, ApiError> {
+    let admitted = admit(state, stream, role).await?;
+    let (session, answer) = match state.rtc.accept_publisher(offer).await {
+        Ok(x) => x,
+        Err(e) => {
+            // Give the claim back: nothing will be published.
+            admitted.give_back(state).await;
+            return Err(ApiError::from_rtc(e));
+        }
+    };
+    let candidates = Arc::new(session.handle());
+    let (handle, packets) = session.into_parts();
+    let media = (Feed::Whip(handle), packets);
+    let started = start(state, admitted, media, candidates, None).await?;
+    Ok(sessions::Created {
+        id: started.id,
+        etag: started.etag,
+        answer,
+    })
+}
 
 /// What the node holds for an admitted publisher before its media starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,76 +139,6 @@ pub(crate) async fn admit(
     })
 }
 
-/// The control side of a publisher, whatever its protocol.
-pub(crate) enum Feed {
-    /// A WHIP publisher's WebRTC session.
-    Whip(PublisherHandle),
-    /// An encoder's RTMP or SRT connection.
-    Encoder(EncoderEnd),
-}
-
-/// The session's end of an encoder connection: the catalog read from its
-/// codec headers, and the signal that ends the connection.
-pub(crate) struct EncoderEnd {
-    catalog: Catalog,
-    close: Mutex<Option<oneshot::Sender<()>>>,
-}
-
-impl EncoderEnd {
-    /// The end of a connection whose media has `catalog`; the connection
-    /// ends when `close` fires or is dropped.
-    pub(crate) fn new(catalog: Catalog, close: oneshot::Sender<()>) -> Self {
-        EncoderEnd {
-            catalog,
-            close: Mutex::new(Some(close)),
-        }
-    }
-}
-
-impl Feed {
-    /// The publisher's tracks.
-    pub(crate) fn catalog(&self) -> &Catalog {
-        match self {
-            Feed::Whip(h) => h.catalog(),
-            Feed::Encoder(e) => &e.catalog,
-        }
-    }
-
-    /// Asks the publisher for a keyframe. An encoder cannot be asked (RTMP
-    /// and SRT have no such message): players wait for its next one.
-    pub(crate) async fn request_keyframe(&self, track: TrackId) -> Result<(), RtcError> {
-        match self {
-            Feed::Whip(h) => h.request_keyframe(track).await,
-            Feed::Encoder(_) => Ok(()),
-        }
-    }
-
-    /// Resolves when the publisher's session is closed. An encoder's
-    /// connection ending shows as the end of its packets instead.
-    pub(crate) async fn closed(&self) {
-        match self {
-            Feed::Whip(h) => h.closed().await,
-            Feed::Encoder(_) => std::future::pending().await,
-        }
-    }
-
-    /// Ends the publisher's session (or connection).
-    pub(crate) async fn close(&self) {
-        match self {
-            Feed::Whip(h) => h.close().await,
-            Feed::Encoder(e) => {
-                let tx = e.close.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(tx) = tx {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    }
-}
-
-/// A publisher's media: its control side and its packets.
-pub(crate) type Media = (Feed, mpsc::Receiver<MediaPacket>);
-
 /// A started publisher session: its id (the DELETE capability) and ETag.
 pub(crate) struct Started {
     pub(crate) id: String,
@@ -255,7 +213,13 @@ pub(crate) async fn start(
         Some(source) => {
             info!(stream, session = %log_id, epoch, ?catalog, "publisher connected");
             let span = info_span!("ingest", stream, session = %log_id);
-            let task = sessions::ingest(state.clone(), ingest, media, source, stop_rx);
+            let state = state.clone();
+            let task = async move {
+                let demoted = sessions::ingest(state.clone(), ingest, media, source, stop_rx);
+                if let Some(demoted) = demoted.await {
+                    backup::demote(state, demoted).await;
+                }
+            };
             tokio::spawn(task.instrument(span));
         }
         None => {

@@ -9,12 +9,12 @@ use strata_media::hub::StreamHandle;
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::backup::Role;
 use crate::error::ApiError;
-use crate::publish::{self, Feed, Media};
+use crate::feed::Media;
 use crate::pull::PullStatus;
 use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
 use crate::state::NodeState;
+use strata_proto::v1;
 
 /// How long a WHEP request waits for an upstream subscription to deliver the
 /// stream's catalog.
@@ -28,44 +28,6 @@ pub struct Created {
     pub etag: String,
     /// The SDP answer.
     pub answer: String,
-}
-
-/// Accepts a WHIP offer for `stream` from its primary publisher: claims the
-/// main origin, negotiates, and feeds the hub until the publisher leaves.
-pub async fn publish(
-    state: &Arc<NodeState>,
-    stream: &str,
-    offer: &str,
-) -> Result<Created, ApiError> {
-    publish_as(state, stream, offer, Role::Primary).await
-}
-
-/// Accepts a WHIP offer for `stream` as `role` ([`crate::publish`]: the same
-/// path as RTMP and SRT publishers).
-pub(crate) async fn publish_as(
-    state: &Arc<NodeState>,
-    stream: &str,
-    offer: &str,
-    role: Role,
-) -> Result<Created, ApiError> {
-    let admitted = publish::admit(state, stream, role).await?;
-    let (session, answer) = match state.rtc.accept_publisher(offer).await {
-        Ok(x) => x,
-        Err(e) => {
-            // Give the claim back: nothing will be published.
-            admitted.give_back(state).await;
-            return Err(ApiError::from_rtc(e));
-        }
-    };
-    let candidates = Arc::new(session.handle());
-    let (handle, packets) = session.into_parts();
-    let media = (Feed::Whip(handle), packets);
-    let started = publish::start(state, admitted, media, candidates, None).await?;
-    Ok(Created {
-        id: started.id,
-        etag: started.etag,
-        answer,
-    })
 }
 
 /// How long a publish waits for this node's puller of the stream to end.
@@ -118,27 +80,37 @@ pub(crate) struct Ingest {
     pub(crate) _slot: PublishSlot,
 }
 
+/// A primary publisher's session whose stream was switched to another node: it goes on as
+/// the standby (`backup::demote`).
+pub(crate) struct Demoted {
+    pub(crate) ingest: Ingest,
+    pub(crate) media: Media,
+    pub(crate) stop: oneshot::Receiver<()>,
+}
+
 /// Feeds the hub from a publisher holding the main origin until the
-/// publisher leaves, then unpublishes.
+/// publisher leaves, then unpublishes; or until the stream is switched to
+/// another node (a backup publisher's), then hands the session back to be
+/// demoted.
 pub(crate) async fn ingest(
     state: Arc<NodeState>,
     ingest: Ingest,
     (handle, mut packets): Media,
     mut source: strata_media::hub::Source,
     mut stop: oneshot::Receiver<()>,
-) {
+) -> Option<Demoted> {
     let (stream, id) = (&ingest.stream, &ingest.id);
     // A stream with a backup publisher can be switched away from this node;
     // the topology watch says so, and the session then becomes the standby.
     let mut topology = None;
     loop {
         tokio::select! {
-            t = crate::backup::next_topology(&state, stream, &mut topology) => {
+            t = next_topology(&state, stream, &mut topology) => {
                 let ours = state.origins.get(stream).unwrap_or(ingest.epoch);
                 if t.is_some_and(|(node, epoch)| node != state.id() && epoch > ours) {
                     drop(source);
-                    crate::backup::demote(state, ingest, (handle, packets), stop).await;
-                    return;
+                    let media = (handle, packets);
+                    return Some(Demoted { ingest, media, stop });
                 }
             }
             p = packets.recv() => match p {
@@ -181,6 +153,46 @@ pub(crate) async fn ingest(
     // the Unpublish: a publisher reconnecting meanwhile gets a 409 and
     // retries, rather than a claim this Unpublish would end.
     drop(ingest);
+    None
+}
+
+/// How long a broken topology watch waits before it is opened again.
+const WATCH_RETRY: Duration = Duration::from_millis(200);
+
+/// The next main origin the stream's topology watch shows (node, epoch;
+/// `None`: the stream has none). Opens the watch when there is none, and
+/// again after it breaks.
+pub(crate) async fn next_topology(
+    state: &NodeState,
+    stream: &str,
+    watch: &mut Option<tonic::Streaming<v1::StreamTopology>>,
+) -> Option<(String, i64)> {
+    loop {
+        if watch.is_none() {
+            let req = v1::WatchStreamRequest {
+                stream: stream.to_owned(),
+                region: state.region().to_owned(),
+            };
+            match state.control.watch_stream(req).await {
+                Ok(w) => *watch = Some(w),
+                Err(e) => {
+                    debug!(error = %e, "topology watch refused; retrying");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let Some(w) = watch.as_mut() else { continue };
+        match w.message().await {
+            Ok(Some(t)) => {
+                return t.main.filter(|_| t.live).map(|m| (m.node_id, m.epoch));
+            }
+            _ => {
+                *watch = None;
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
 }
 
 pub(crate) async fn close_if_still_orphaned(

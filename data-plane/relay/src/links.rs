@@ -28,14 +28,13 @@ pub struct Links {
 
 /// Removes its connection from [`Links`] when dropped.
 pub(crate) struct LinkGuard {
-    links: Arc<crate::stats::RelayStats>,
+    links: Arc<Links>,
     id: usize,
 }
 
 impl Drop for LinkGuard {
     fn drop(&mut self) {
         let mut conns = self
-            .links
             .links
             .conns
             .lock()
@@ -63,21 +62,13 @@ impl Links {
     }
 }
 
-/// Tracks `conn` to `peer` in `stats`' links until the guard is dropped.
-pub(crate) fn track(
-    stats: &Arc<crate::stats::RelayStats>,
-    peer: &str,
-    conn: &quinn::Connection,
-) -> LinkGuard {
+/// Tracks `conn` to `peer` in `links` until the guard is dropped.
+pub(crate) fn track(links: &Arc<Links>, peer: &str, conn: &quinn::Connection) -> LinkGuard {
     let id = conn.stable_id();
-    let mut conns = stats
-        .links
-        .conns
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut conns = links.conns.lock().unwrap_or_else(PoisonError::into_inner);
     conns.insert(id, (peer.to_owned(), conn.clone()));
     LinkGuard {
-        links: stats.clone(),
+        links: links.clone(),
         id,
     }
 }

@@ -99,7 +99,7 @@ impl std::fmt::Debug for ObserverSlot {
 pub struct RelayStats {
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
     /// Live connections, for link measurements (RTT, loss).
-    pub links: crate::links::Links,
+    pub links: Arc<crate::links::Links>,
     /// Group streams reset because they fell too far behind.
     pub group_resets: AtomicU64,
     /// Groups the receiver did not deliver to their end: reset by the

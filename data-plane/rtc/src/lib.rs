@@ -23,6 +23,7 @@ mod egress;
 mod engine;
 mod error;
 pub mod fixture;
+pub(crate) mod ice;
 mod interceptor;
 mod mux;
 mod publisher;
@@ -30,6 +31,8 @@ pub mod rewriter;
 mod sdp;
 mod session;
 mod simulcast;
+#[cfg(test)]
+mod simulcast_offers;
 
 pub use codec::Codec;
 pub use config::RtcConfig;

@@ -12,6 +12,10 @@ use crate::RtcError;
 use crate::codec::Codec;
 use crate::simulcast;
 
+/// The transport-wide congestion control header extension's URI (`a=extmap`).
+pub(crate) const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
 /// Direction of an offered media section, from the offerer's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
@@ -213,7 +217,7 @@ fn transport_cc_fb(value: &str, pt: u8) -> bool {
 fn transport_cc_extmap(value: &str) -> Option<u8> {
     let mut parts = value.split_whitespace();
     let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
-    (parts.next() == Some(crate::egress::TRANSPORT_CC_URI) && (1..=14).contains(&id)).then_some(id)
+    (parts.next() == Some(TRANSPORT_CC_URI) && (1..=14).contains(&id)).then_some(id)
 }
 
 /// `sha-256 AB:CD:…` → (`sha-256`, `ab:cd:…`).

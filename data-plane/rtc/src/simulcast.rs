@@ -225,6 +225,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod offers;

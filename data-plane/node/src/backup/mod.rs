@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::error::ApiError;
-use crate::publish::{Feed, Media};
+use crate::feed::{Feed, Media};
 use crate::session_table::PublishSlot;
-use crate::sessions::{self, Ingest};
+use crate::sessions::{self, Ingest, next_topology};
 use crate::state::NodeState;
 use monitor::Monitor;
 use rule::{Reason, SwitchRule, Verdict};
@@ -42,48 +42,8 @@ const WARM_MAX_PACKETS: usize = 2048;
 /// apart (160 packets: 40 ms).
 const WARM_BURST: usize = 16;
 const WARM_SPACING: Duration = Duration::from_millis(4);
-/// How long a broken topology watch waits before it is opened again.
-const WATCH_RETRY: Duration = Duration::from_millis(200);
 
-/// Which publisher of a stream a WHIP POST is (`?role=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The stream's publisher (the default).
-    Primary,
-    /// Its backup publisher, on another node.
-    Backup,
-}
-
-/// The `role` query parameter: `primary` (the default) or `backup`; any other
-/// value is a 400.
-pub fn role_of(query: Option<&str>) -> Result<Role, ApiError> {
-    let value = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("role="));
-    parse_role(value)
-}
-
-/// A role's name (`None`: not given, a primary); any other name than
-/// `primary` or `backup` is a 400.
-pub fn parse_role(value: Option<&str>) -> Result<Role, ApiError> {
-    match value {
-        None | Some("primary") => Ok(Role::Primary),
-        Some("backup") => Ok(Role::Backup),
-        Some(_) => Err(ApiError::BadRequest(
-            "role must be primary or backup".into(),
-        )),
-    }
-}
-
-/// Accepts a backup publisher's WHIP offer for `stream` (`?role=backup`).
-pub async fn publish(
-    state: &Arc<NodeState>,
-    stream: &str,
-    offer: &str,
-) -> Result<sessions::Created, ApiError> {
-    sessions::publish_as(state, stream, offer, Role::Backup).await
-}
+pub use crate::feed::{Role, parse_role, role_of};
 
 /// Runs a backup publisher's session while its node is the standby
 /// (`ingest.epoch`: the standby record's), and as the main origin's source
@@ -133,12 +93,12 @@ async fn release(state: &NodeState, stream: &str, epoch: i64) {
 /// operator): it becomes the stream's standby, and this node's players
 /// follow the new main origin through its puller. Without the standby
 /// record (another node holds it) the session ends.
-pub(crate) async fn demote(
-    state: Arc<NodeState>,
-    ingest: Ingest,
-    (handle, packets): Media,
-    stop: oneshot::Receiver<()>,
-) {
+pub(crate) async fn demote(state: Arc<NodeState>, demoted: sessions::Demoted) {
+    let sessions::Demoted {
+        ingest,
+        media: (handle, packets),
+        stop,
+    } = demoted;
     state.origins.clear(&ingest.stream);
     let standby = match state.control.standby(&ingest.stream, state.id()).await {
         Ok(r) => r.standby,
@@ -164,7 +124,7 @@ pub(crate) async fn demote(
         epoch: standby.epoch,
         slot: ingest._slot,
     };
-    Box::pin(task.run((handle, packets), stop)).await;
+    task.run((handle, packets), stop).await;
 }
 
 /// How watching the primary ended.
@@ -222,7 +182,11 @@ impl Standby {
             epoch: origin.epoch,
             _slot: self.slot,
         };
-        sessions::ingest(state, ingest, (handle, packets), source, stop).await;
+        if let Some(demoted) =
+            sessions::ingest(state.clone(), ingest, (handle, packets), source, stop).await
+        {
+            Box::pin(demote(state, demoted)).await;
+        }
     }
 
     /// Hands the hub over from this node's puller to the backup publisher,
@@ -356,41 +320,5 @@ fn main_origin(stream: &str, state: &NodeState, epoch: i64) -> v1::MainOrigin {
         relay_addr: String::new(),
         epoch,
         started_at_ms: 0,
-    }
-}
-
-/// The next main origin the stream's topology watch shows (node, epoch;
-/// `None`: the stream has none). Opens the watch when there is none, and
-/// again after it breaks.
-pub(crate) async fn next_topology(
-    state: &NodeState,
-    stream: &str,
-    watch: &mut Option<tonic::Streaming<v1::StreamTopology>>,
-) -> Option<(String, i64)> {
-    loop {
-        if watch.is_none() {
-            let req = v1::WatchStreamRequest {
-                stream: stream.to_owned(),
-                region: state.region().to_owned(),
-            };
-            match state.control.watch_stream(req).await {
-                Ok(w) => *watch = Some(w),
-                Err(e) => {
-                    debug!(error = %e, "topology watch refused; retrying");
-                    tokio::time::sleep(WATCH_RETRY).await;
-                    continue;
-                }
-            }
-        }
-        let Some(w) = watch.as_mut() else { continue };
-        match w.message().await {
-            Ok(Some(t)) => {
-                return t.main.filter(|_| t.live).map(|m| (m.node_id, m.epoch));
-            }
-            _ => {
-                *watch = None;
-                tokio::time::sleep(WATCH_RETRY).await;
-            }
-        }
     }
 }

@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 use super::extract::{Admitted, PlayAction, Post, PublishAction};
 use super::{failed, layers};
 use crate::auth;
-use crate::backup::{self, Role};
 use crate::error::ApiError;
+use crate::feed::Role;
+use crate::publish;
 use crate::session_table::SessionKind;
 use crate::sessions::{self, Created};
 use crate::state::NodeState;
@@ -141,7 +142,7 @@ pub(super) async fn whip_post(
 }
 
 async fn whip(state: &Arc<NodeState>, post: Post<PublishAction>) -> Result<Response, ApiError> {
-    let role = backup::role_of(post.query.as_deref())?;
+    let role = crate::feed::role_of(post.query.as_deref())?;
     if role == Role::Backup {
         let (token, now) = (post.token.as_deref(), auth::unix_now());
         let checked = state.auth.check_backup(token, &post.stream, now);
@@ -155,10 +156,7 @@ async fn whip(state: &Arc<NodeState>, post: Post<PublishAction>) -> Result<Respo
     }
     let (st, s, offer) = (state.clone(), post.stream.clone(), post.offer.clone());
     let c = joined(tokio::spawn(async move {
-        match role {
-            Role::Primary => sessions::publish(&st, &s, &offer).await,
-            Role::Backup => backup::publish(&st, &s, &offer).await,
-        }
+        publish::whip(&st, &s, &offer, role).await
     }))
     .await?;
     Ok(created(state, "whip", &post.stream, c))

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
-use super::key::APP;
+use crate::encoder::key::APP;
 use crate::encoder::{self, Publishing, Stop};
 use crate::state::NodeState;
 

@@ -19,7 +19,6 @@
 //! in front of the library).
 
 mod conn;
-pub mod key;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,5 +74,5 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, mut stop: watch
 
 /// The address of an RTMP listener, for logs and `strata-dev`.
 pub fn url_of(addr: SocketAddr) -> String {
-    format!("rtmp://{addr}/{}", key::APP)
+    format!("rtmp://{addr}/{}", crate::encoder::key::APP)
 }

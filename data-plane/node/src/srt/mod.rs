@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::encoder::key::{self, StreamKey};
 use crate::encoder::{self, Publishing, RefusalKind, Stop};
-use crate::rtmp::key::{self, StreamKey};
 use crate::state::NodeState;
 
 /// What a stream id asks for.

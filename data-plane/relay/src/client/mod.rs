@@ -230,7 +230,7 @@ impl RelayClient {
             .instrument(tracing::debug_span!("relay.upstream", peer = %peer)),
         );
         Ok(Upstream {
-            _link: crate::links::track(&self.inner.stats, &peer, &conn),
+            _link: crate::links::track(&self.inner.stats.links, &peer, &conn),
             conn,
             peer,
             routes,

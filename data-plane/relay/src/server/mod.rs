@@ -136,7 +136,11 @@ async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerCtx>) {
     }
     let peer = tls::peer_node_id(&conn);
     let span = tracing::info_span!("relay.peer", peer = peer.as_deref().unwrap_or("unknown"));
-    let _link = crate::links::track(&ctx.stats, peer.as_deref().unwrap_or("unknown"), &conn);
+    let _link = crate::links::track(
+        &ctx.stats.links,
+        peer.as_deref().unwrap_or("unknown"),
+        &conn,
+    );
     let limit = Arc::new(Semaphore::new(
         usize::try_from(ctx.cfg.max_subscriptions_per_connection).unwrap_or(usize::MAX),
     ));

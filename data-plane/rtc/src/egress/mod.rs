@@ -16,7 +16,6 @@ pub(crate) mod answer;
 mod estimate;
 mod flow;
 mod history;
-pub(crate) mod ice;
 mod layers;
 mod nack;
 mod pacer;
@@ -29,8 +28,6 @@ mod stats;
 mod twcc;
 mod vp8ids;
 mod worker;
-
-pub(crate) use twcc::URI as TRANSPORT_CC_URI;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,11 +50,11 @@ pub use answer::LayerPref;
 pub use player::EgressPlayer;
 pub use stats::{Counter, EgressCounters, Gauge, PlayerInfo};
 
+use crate::ice::IceCredentials;
 use crate::mux::UdpMux;
 use crate::sdp::{self, ParsedOffer};
 use crate::{RtcConfig, RtcError, SessionState};
 use answer::LocalDescription;
-use ice::IceCredentials;
 use nack::NackBudget;
 use player::count_offer_candidates;
 use session::{Session, SessionLimits};

@@ -23,7 +23,6 @@ mod transport;
 use super::answer::Assigned;
 use super::flow::Flow;
 use super::history::History;
-use super::ice::{IceCredentials, looks_like_stun};
 use super::layers::{KEYFRAME_RETRY, Layers};
 use super::nack::NackBudget;
 use super::selector::SelectorConfig;
@@ -31,6 +30,7 @@ use super::stats::{EgressCounters, PlayerInfo};
 use super::vp8ids::Vp8Ids;
 use crate::SessionState;
 use crate::codec::Codec;
+use crate::ice::{IceCredentials, looks_like_stun};
 use crate::rewriter::RtpRewriter;
 
 /// The DTLS endpoint keys associations by address; the session has one, wherever the player

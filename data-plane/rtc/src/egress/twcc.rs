@@ -12,8 +12,7 @@
 //! acknowledged at most once.
 
 /// The header extension's URI, as negotiated in SDP (`a=extmap`).
-pub(crate) const URI: &str =
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+pub(crate) use crate::sdp::TRANSPORT_CC_URI as URI;
 
 /// Packets remembered per player for their feedback (16 bytes each, 16 KiB a player): at
 /// 1,000 packets/s (a 10 Mbit/s player) one second, ten times the ~100 ms between two

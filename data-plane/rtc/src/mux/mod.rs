@@ -247,7 +247,7 @@ impl Shared {
                     // Only a request signed with the connection's password moves an address:
                     // a forged one would steer that connection's traffic to its sender.
                     let verified = pwd.as_deref().is_some_and(|pwd| {
-                        crate::egress::ice::integrity_ok(data, pwd, self.crypto.crypto())
+                        crate::ice::integrity_ok(data, pwd, self.crypto.crypto())
                     });
                     if !verified {
                         return None;

@@ -2,6 +2,8 @@
 //! publish is accepted, then the conversion of its media (FLV tags, or
 //! MPEG-TS) into the stream's hub source, and the cleanup.
 
+pub mod key;
+
 use std::sync::Arc;
 
 use strata_common::names;
@@ -18,9 +20,9 @@ use crate::auth::{self, Action};
 use crate::backup::{self, Role};
 use crate::error::ApiError;
 use crate::publish::{self, Admitted, EncoderEnd, Feed};
-use crate::rtmp::key::{self, StreamKey};
 use crate::session_table::SessionKind;
 use crate::state::NodeState;
+use key::StreamKey;
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
