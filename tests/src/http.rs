@@ -37,6 +37,17 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The session a WHIP/WHEP POST created: its `Location`, resolved against the URL that
+    /// answered when relative.
+    pub fn session_url(&self) -> Result<String> {
+        let location = self.header("location").context("no Location")?;
+        if location.starts_with("http") {
+            return Ok(location.to_owned());
+        }
+        let (authority, _) = split_url(&self.url)?;
+        Ok(format!("http://{authority}{location}"))
+    }
 }
 
 /// Splits `http://host:port/path` into (`host:port`, `/path`).

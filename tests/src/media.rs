@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use strata_media::TrackKind;
-use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher};
+use strata_rtc::client::{ClientConfig, Player, PlayerOptions, Publisher, ReceivedPacket};
 use strata_rtc::fixture::{Clip, ClipPacer, fixture_path};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -202,6 +202,70 @@ pub struct PlayStats {
     pub video_holes: SeqHoles,
 }
 
+impl PlayStats {
+    /// Counts packet `p`; `last_seq` holds the last (SSRC, sequence number) per kind.
+    fn on_packet(&mut self, p: &ReceivedPacket, last_seq: &mut HashMap<TrackKind, (u32, u16)>) {
+        let st = self;
+        st.bytes += p.payload.len() as u64;
+        if let Some((ssrc, seq)) = last_seq.get(&p.kind) {
+            if *ssrc != p.ssrc {
+                st.ssrc_changes += 1;
+                if p.kind == TrackKind::Video {
+                    st.video_holes = SeqHoles::default();
+                }
+            } else if p.sequence_number != seq.wrapping_add(1) {
+                st.seq_gaps += 1;
+                if st.gap_log.len() < 8 {
+                    let n = st.video_packets + st.audio_packets;
+                    st.gap_log.push((p.kind, *seq, p.sequence_number, n));
+                }
+            }
+        }
+        last_seq.insert(p.kind, (p.ssrc, p.sequence_number));
+        match p.kind {
+            TrackKind::Video => {
+                st.video_packets += 1;
+                st.video_holes.on_packet(p.sequence_number);
+                if st.first_video_is_keyframe.is_none() {
+                    st.first_video_is_keyframe = Some(p.is_keyframe());
+                    st.first_video = Some(p.arrival);
+                }
+                if p.is_keyframe() {
+                    st.keyframes += 1;
+                }
+                if let Some(last) = st.last_video {
+                    let gap = p.arrival.saturating_duration_since(last);
+                    st.longest_video_gap = st.longest_video_gap.max(gap);
+                }
+                st.last_video = Some(p.arrival);
+            }
+            TrackKind::Audio => st.audio_packets += 1,
+        }
+    }
+}
+
+/// A test player's receive loop: counts every packet into `stats`, asks for a keyframe on
+/// each message of `keyframes`, ends with the connection.
+async fn play(
+    mut player: Player,
+    stats: Arc<Mutex<PlayStats>>,
+    mut keyframes: tokio::sync::mpsc::Receiver<()>,
+) {
+    let mut last_seq: HashMap<TrackKind, (u32, u16)> = HashMap::new();
+    loop {
+        let p = tokio::select! {
+            p = player.recv() => p,
+            Some(()) = keyframes.recv() => {
+                let _ = player.request_keyframe(TrackKind::Video).await;
+                continue;
+            }
+        };
+        let Some(p) = p else { break };
+        let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.on_packet(&p, &mut last_seq);
+    }
+}
+
 /// A player receiving a stream over WHEP.
 pub struct TestPlayer {
     /// Absolute URL of the WHEP session.
@@ -251,67 +315,12 @@ impl TestPlayer {
             None => None,
         };
         player.set_answer(&answer).await?;
-        let location = resp.header("location").context("no Location")?.to_owned();
+        let session_url = resp.session_url()?;
         let node = resp.header("x-strata-node").unwrap_or_default().to_owned();
         let stats = Arc::new(Mutex::new(PlayStats::default()));
         let s = stats.clone();
-        let (keyframes, mut kf_rx) = tokio::sync::mpsc::channel::<()>(8);
-        let task = tokio::spawn(async move {
-            let mut player = player;
-            let mut last_seq: HashMap<TrackKind, (u32, u16)> = HashMap::new();
-            loop {
-                let p = tokio::select! {
-                    p = player.recv() => p,
-                    Some(()) = kf_rx.recv() => {
-                        let _ = player.request_keyframe(TrackKind::Video).await;
-                        continue;
-                    }
-                };
-                let Some(p) = p else { break };
-                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
-                st.bytes += p.payload.len() as u64;
-                if let Some((ssrc, seq)) = last_seq.get(&p.kind) {
-                    if *ssrc != p.ssrc {
-                        st.ssrc_changes += 1;
-                        if p.kind == TrackKind::Video {
-                            st.video_holes = SeqHoles::default();
-                        }
-                    } else if p.sequence_number != seq.wrapping_add(1) {
-                        st.seq_gaps += 1;
-                        if st.gap_log.len() < 8 {
-                            let n = st.video_packets + st.audio_packets;
-                            st.gap_log.push((p.kind, *seq, p.sequence_number, n));
-                        }
-                    }
-                }
-                last_seq.insert(p.kind, (p.ssrc, p.sequence_number));
-                match p.kind {
-                    TrackKind::Video => {
-                        st.video_packets += 1;
-                        st.video_holes.on_packet(p.sequence_number);
-                        if st.first_video_is_keyframe.is_none() {
-                            st.first_video_is_keyframe = Some(p.is_keyframe());
-                            st.first_video = Some(p.arrival);
-                        }
-                        if p.is_keyframe() {
-                            st.keyframes += 1;
-                        }
-                        if let Some(last) = st.last_video {
-                            let gap = p.arrival.saturating_duration_since(last);
-                            st.longest_video_gap = st.longest_video_gap.max(gap);
-                        }
-                        st.last_video = Some(p.arrival);
-                    }
-                    TrackKind::Audio => st.audio_packets += 1,
-                }
-            }
-        });
-        let (authority, _) = http::split_url(&resp.url)?;
-        let session_url = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{authority}{location}")
-        };
+        let (keyframes, kf_rx) = tokio::sync::mpsc::channel::<()>(8);
+        let task = tokio::spawn(play(player, s, kf_rx));
         let player = TestPlayer {
             session_url,
             node,

@@ -95,31 +95,8 @@ async fn run(args: Args) -> Result<()> {
     // Installed before anything starts, so that a signal during start-up is not lost.
     let mut stop = StopSignals::new()?;
 
-    let mut etcd_holder = None;
-    let store = if etcd_installed() {
-        let holder = EtcdHolder::start().await?;
-        let endpoint = holder.endpoint.clone();
-        etcd_holder = Some(holder);
-        StoreMode::External(vec![endpoint])
-    } else {
-        eprintln!();
-        eprintln!("!!! etcd is not installed: the control plane runs on its MEMORY store.");
-        eprintln!("!!! Single replica, nothing survives a restart. Run scripts/setup.sh for etcd.");
-        eprintln!();
-        StoreMode::Memory
-    };
-    let nodes: Vec<(String, String)> = args
-        .regions
-        .iter()
-        .flat_map(|r| (1..=args.nodes_per_region).map(move |i| (format!("{r}-{i}"), r.clone())))
-        .collect();
-    let opts = ProcOptions {
-        store,
-        nodes,
-        port_base: args.port_base,
-        keep_dir: true,
-        ..ProcOptions::default()
-    };
+    let (etcd_holder, store) = start_store().await?;
+    let opts = cluster_options(&args, store);
     let store_name = match opts.store {
         StoreMode::Memory => "the memory store",
         _ => "etcd",
@@ -164,7 +141,48 @@ async fn run(args: Args) -> Result<()> {
     if let Err(e) = &result {
         eprintln!("strata-dev: {e:#}");
     }
+    shutdown(&args, publisher, cluster, etcd_holder, result).await
+}
 
+/// etcd when installed (a private one, stopped with the cluster), else the memory store.
+async fn start_store() -> Result<(Option<EtcdHolder>, StoreMode)> {
+    if etcd_installed() {
+        let holder = EtcdHolder::start().await?;
+        let endpoint = holder.endpoint.clone();
+        return Ok((Some(holder), StoreMode::External(vec![endpoint])));
+    }
+    eprintln!();
+    eprintln!("!!! etcd is not installed: the control plane runs on its MEMORY store.");
+    eprintln!("!!! Single replica, nothing survives a restart. Run scripts/setup.sh for etcd.");
+    eprintln!();
+    Ok((None, StoreMode::Memory))
+}
+
+/// The cluster: `--nodes-per-region` nodes in each of `--regions`, on `store`.
+fn cluster_options(args: &Args, store: StoreMode) -> ProcOptions {
+    let nodes: Vec<(String, String)> = args
+        .regions
+        .iter()
+        .flat_map(|r| (1..=args.nodes_per_region).map(move |i| (format!("{r}-{i}"), r.clone())))
+        .collect();
+    ProcOptions {
+        store,
+        nodes,
+        port_base: args.port_base,
+        keep_dir: true,
+        ..ProcOptions::default()
+    }
+}
+
+/// Stops everything in order (publisher, cluster, etcd); `result` with any failure to stop
+/// added. The cluster's directory is kept with `--keep-logs` or on failure.
+async fn shutdown(
+    args: &Args,
+    publisher: Option<TestPublisher>,
+    mut cluster: ProcCluster,
+    etcd_holder: Option<EtcdHolder>,
+    mut result: Result<()>,
+) -> Result<()> {
     println!("stopping…");
     if let Some(p) = publisher
         && let Err(e) = timeout(Duration::from_secs(5), p.stop())
@@ -192,7 +210,6 @@ async fn run(args: Args) -> Result<()> {
     result
 }
 
-/// Publishes the fixture clip, looped, as `demo` into the first `eu` node (or the first node).
 async fn start_publisher(cluster: &ProcCluster) -> Result<TestPublisher> {
     let first = cluster
         .nodes()

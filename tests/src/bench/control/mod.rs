@@ -263,6 +263,28 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
     rows.push(runner.row(Call::Resolve, 1, resolve).await?);
     let resolve_revisions = (before, revision(&mut etcd0).await?);
 
+    rows.extend(claim_rows(&runner, &channels, &etcds, lease).await?);
+
+    Ok(Measured {
+        rows,
+        etcd_version,
+        resolve_revisions,
+        keepalive_failures: fixture.keepalive_failures(),
+    })
+}
+
+/// The claim and raw-transaction rows: one caller first (the latency comparison), then
+/// `--concurrency` callers, alternating claim and raw transaction so that both see an etcd
+/// of about the same size.
+async fn claim_rows(
+    runner: &Runner<'_>,
+    channels: &[Channel],
+    etcds: &[etcd_client::Client],
+    lease: i64,
+) -> Result<Vec<Row>> {
+    let (n, ch) = (runner.plan.concurrency, |i: usize| {
+        channels[i % channels.len()].clone()
+    });
     let claim = |tag: &'static str| {
         move |i: usize| Claim {
             client: v1::routing_service_client::RoutingServiceClient::new(ch(i)),
@@ -277,7 +299,7 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
         started_at_ms: 0,
     });
     let raw = |tag: &'static str| {
-        let (etcds, value) = (&etcds, value.clone());
+        let value = value.clone();
         move |i: usize| RawTxn {
             client: etcds[i % etcds.len()].clone(),
             keys: Keys::new(RAW_PREFIX),
@@ -286,19 +308,12 @@ async fn measure(plan: &Plan, etcd: &EtcdProcess, target: &Target) -> Result<Mea
             names: FreshNames::new(format!("{tag}{i}")),
         }
     };
-    // One caller first (the latency comparison), alternating claim and raw transaction so
-    // that both see an etcd of about the same size.
-    rows.push(runner.row(Call::Claim, 1, claim("s")).await?);
-    rows.push(runner.row(Call::RawTxn, 1, raw("s")).await?);
-    rows.push(runner.row(Call::Claim, n, claim("c")).await?);
-    rows.push(runner.row(Call::RawTxn, n, raw("c")).await?);
-
-    Ok(Measured {
-        rows,
-        etcd_version,
-        resolve_revisions,
-        keepalive_failures: fixture.keepalive_failures(),
-    })
+    Ok(vec![
+        runner.row(Call::Claim, 1, claim("s")).await?,
+        runner.row(Call::RawTxn, 1, raw("s")).await?,
+        runner.row(Call::Claim, n, claim("c")).await?,
+        runner.row(Call::RawTxn, n, raw("c")).await?,
+    ])
 }
 
 /// Runs the rows of one benchmark run and measures the CPU its processes use.

@@ -95,8 +95,15 @@ impl Report {
     }
 
     fn write(&self, out: &mut String) -> std::fmt::Result {
-        let (plan, m) = (&self.plan, &self.measured);
         writeln!(out, "### Control plane: `strata-bench control`\n")?;
+        self.write_calls(out)?;
+        self.write_ratios(out)?;
+        self.write_conditions(out)
+    }
+
+    /// The table of calls, one row per measurement.
+    fn write_calls(&self, out: &mut String) -> std::fmt::Result {
+        let (plan, m) = (&self.plan, &self.measured);
         let separate = matches!(plan.placement, Placement::Process(_));
         let cpu_head = if separate {
             "CPU µs/call: bench · control plane · etcd"
@@ -131,8 +138,12 @@ impl Report {
                 s.errors
             )?;
         }
-        writeln!(out)?;
-        let n = plan.concurrency;
+        writeln!(out)
+    }
+
+    /// The table of ratios against their targets.
+    fn write_ratios(&self, out: &mut String) -> std::fmt::Result {
+        let n = self.plan.concurrency;
         let tput = |call| self.sample(call, n).map_or(0.0, Sample::throughput);
         let (claim1, raw1) = (self.sample(Call::Claim, 1), self.sample(Call::RawTxn, 1));
         let lat = |f: fn(&Sample) -> Option<std::time::Duration>| {
@@ -177,7 +188,13 @@ impl Report {
             };
             writeln!(out, "| {name} | {} | {t} | {met} |", fmt_ratio(value))?;
         }
-        writeln!(out)?;
+        writeln!(out)
+    }
+
+    /// The conditions of the run: machine, build, placement, etcd, load, side effects.
+    fn write_conditions(&self, out: &mut String) -> std::fmt::Result {
+        let (plan, m) = (&self.plan, &self.measured);
+        let n = plan.concurrency;
         let build = if self.machine.release {
             "release (debug assertions off)"
         } else {

@@ -63,55 +63,7 @@ pub async fn encode(videos: &[VideoOut], seconds: u32) -> Result<Vec<u8>> {
     for s in &sockets {
         ports.push(s.local_addr()?.port());
     }
-    let ffmpeg = find_executable("ffmpeg").context("ffmpeg")?;
-    let secs = seconds.to_string();
-    let mut cmd = child_command(&ffmpeg);
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-t", &secs, "-f", "lavfi", "-i"])
-        .arg(format!(
-            "testsrc2=size={}x{}:rate=30",
-            videos[videos.len() - 1].width,
-            videos[videos.len() - 1].height
-        ))
-        .args(["-t", &secs, "-f", "lavfi", "-i"])
-        .arg("sine=frequency=440:sample_rate=48000")
-        .args(["-filter_complex", &filter(videos)]);
-    for (i, (v, port)) in videos.iter().zip(&ports).enumerate() {
-        let bufsize = format!("{}k", rate_kbit(v.rate) / 2);
-        cmd.args(["-map", &format!("[v{i}]"), "-g", "60", "-keyint_min", "60"])
-            .args(["-c:v", "libvpx", "-b:v", v.rate, "-minrate", v.rate])
-            .args(["-maxrate", v.rate, "-bufsize", &bufsize])
-            .args([
-                "-deadline",
-                "realtime",
-                "-cpu-used",
-                "8",
-                "-lag-in-frames",
-                "0",
-            ])
-            .args(["-auto-alt-ref", "0", "-error-resilient", "1"])
-            .args(["-payload_type", &VIDEO_PT.to_string()])
-            .args(["-ssrc", &(287_454_020 + i as u32).to_string()])
-            .args(["-pkt_size", "1200", "-f", "rtp"])
-            .arg(format!("rtp://127.0.0.1:{port}"));
-    }
-    let aport = ports[videos.len()];
-    cmd.args([
-        "-map", "1:a", "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-ar", "48000",
-    ])
-    .args(["-frame_duration", "20", "-application", "lowdelay"])
-    .args([
-        "-payload_type",
-        &AUDIO_PT.to_string(),
-        "-ssrc",
-        "1432778632",
-    ])
-    .args(["-pkt_size", "1200", "-f", "rtp"])
-    .arg(format!("rtp://127.0.0.1:{aport}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd)
+    let mut child = tokio::process::Command::from(ffmpeg_command(videos, seconds, &ports)?)
         .kill_on_drop(true)
         .spawn()
         .context("spawning ffmpeg")?;
@@ -154,6 +106,64 @@ pub async fn encode(videos: &[VideoOut], seconds: u32) -> Result<Vec<u8>> {
         bail!("ffmpeg failed ({status}): {}", err.trim());
     }
     build_strm(videos.len(), &captured, seconds)
+}
+
+/// ffmpeg encoding `seconds` of test pattern and tone: each of `videos` as VP8 over RTP to
+/// `ports[i]`, the audio as Opus to the last port.
+fn ffmpeg_command(
+    videos: &[VideoOut],
+    seconds: u32,
+    ports: &[u16],
+) -> Result<std::process::Command> {
+    let ffmpeg = find_executable("ffmpeg").context("ffmpeg")?;
+    let secs = seconds.to_string();
+    let mut cmd = child_command(&ffmpeg);
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-t", &secs, "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size={}x{}:rate=30",
+            videos[videos.len() - 1].width,
+            videos[videos.len() - 1].height
+        ))
+        .args(["-t", &secs, "-f", "lavfi", "-i"])
+        .arg("sine=frequency=440:sample_rate=48000")
+        .args(["-filter_complex", &filter(videos)]);
+    for (i, (v, port)) in videos.iter().zip(ports).enumerate() {
+        let bufsize = format!("{}k", rate_kbit(v.rate) / 2);
+        cmd.args(["-map", &format!("[v{i}]"), "-g", "60", "-keyint_min", "60"])
+            .args(["-c:v", "libvpx", "-b:v", v.rate, "-minrate", v.rate])
+            .args(["-maxrate", v.rate, "-bufsize", &bufsize])
+            .args([
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-lag-in-frames",
+                "0",
+            ])
+            .args(["-auto-alt-ref", "0", "-error-resilient", "1"])
+            .args(["-payload_type", &VIDEO_PT.to_string()])
+            .args(["-ssrc", &(287_454_020 + i as u32).to_string()])
+            .args(["-pkt_size", "1200", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}"));
+    }
+    let aport = ports[videos.len()];
+    cmd.args([
+        "-map", "1:a", "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-ar", "48000",
+    ])
+    .args(["-frame_duration", "20", "-application", "lowdelay"])
+    .args([
+        "-payload_type",
+        &AUDIO_PT.to_string(),
+        "-ssrc",
+        "1432778632",
+    ])
+    .args(["-pkt_size", "1200", "-f", "rtp"])
+    .arg(format!("rtp://127.0.0.1:{aport}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    Ok(cmd)
 }
 
 /// The filter graph: noise once, then one scaled branch per output `[vN]`.

@@ -55,56 +55,44 @@ pub struct Janus {
     pub rtp_ports: Vec<(TrackKind, u16)>,
 }
 
-impl Janus {
-    /// Starts Janus (pinned to the `taskset` CPU list `cpus` when given) with a mountpoint for `clip`'s VP8 and Opus
-    /// tracks, ICE on interface `iface` (which carries `ice_ip`), and waits until it answers.
-    pub async fn start(
-        dir: &Path,
-        clip: &Clip,
-        iface: &str,
-        ice_ip: Ipv4Addr,
-        cpus: Option<&str>,
-        event_loops: usize,
-    ) -> Result<Janus> {
+/// The generated configuration's folders.
+struct Layout {
+    /// `janus/`: the log lives here.
+    dir: PathBuf,
+    cfg: PathBuf,
+    plugins: PathBuf,
+    transports: PathBuf,
+}
+
+impl Layout {
+    /// Creates the folders under `dir`; only the two shared objects the bench needs are made
+    /// visible to Janus.
+    fn create(dir: &Path) -> Result<Layout> {
         let lib = janus_lib_dir().context("Janus plugins not found")?;
         let dir = dir.join("janus");
-        let cfg = dir.join("cfg");
-        let plugins = dir.join("plugins");
-        let transports = dir.join("transports");
-        for d in [&cfg, &plugins, &transports] {
+        let layout = Layout {
+            cfg: dir.join("cfg"),
+            plugins: dir.join("plugins"),
+            transports: dir.join("transports"),
+            dir,
+        };
+        for d in [&layout.cfg, &layout.plugins, &layout.transports] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        // Only the two shared objects the bench needs are visible to Janus.
         std::os::unix::fs::symlink(
             lib.join("plugins/libjanus_streaming.so"),
-            plugins.join("libjanus_streaming.so"),
+            layout.plugins.join("libjanus_streaming.so"),
         )?;
         std::os::unix::fs::symlink(
             lib.join("transports/libjanus_http.so"),
-            transports.join("libjanus_http.so"),
+            layout.transports.join("libjanus_http.so"),
         )?;
-        let http_port = free_tcp_port()?;
-        let mut rtp_ports = Vec::new();
-        let mut media = String::new();
-        for t in clip.tracks() {
-            let port = free_udp_port()?;
-            rtp_ports.push((t.kind, port));
-            let (kind, codec) = match t.kind {
-                TrackKind::Video => ("video", "vp8"),
-                TrackKind::Audio => ("audio", "opus"),
-            };
-            ensure!(
-                t.mime.eq_ignore_ascii_case(&format!("{kind}/{codec}")),
-                "the Janus mountpoint takes VP8 + Opus, not {}",
-                t.mime
-            );
-            media.push_str(&format!(
-                "\t{kind} = true\n\t{kind}port = {port}\n\t{kind}iface = \"127.0.0.1\"\n\
-                 \t{kind}pt = {}\n\t{kind}codec = \"{codec}\"\n",
-                t.payload_type
-            ));
-        }
-        let none = dir.join("none");
+        Ok(layout)
+    }
+
+    /// Writes `janus.jcfg` (ICE on `iface` only, `event_loops` when not 0).
+    fn write_main(&self, iface: &str, event_loops: usize) -> Result<()> {
+        let none = self.dir.join("none");
         // STRATA_BENCH_JANUS_DEBUG=1: Janus's verbose log and libnice's (kept with
         // STRATA_KEEP_TEST_LOGS=1), for when a connection does not come up.
         let verbose = std::env::var_os("STRATA_BENCH_JANUS_DEBUG").is_some_and(|v| v == "1");
@@ -114,7 +102,7 @@ impl Janus {
             n => format!("\tevent_loops = {n}\n"),
         };
         fs::write(
-            cfg.join("janus.jcfg"),
+            self.cfg.join("janus.jcfg"),
             format!(
                 r#"general: {{
 	configs_folder = "{cfg}"
@@ -138,14 +126,19 @@ transports: {{}}
 loggers: {{}}
 events: {{ broadcast = false }}
 "#,
-                cfg = cfg.display(),
-                plugins = plugins.display(),
-                transports = transports.display(),
+                cfg = self.cfg.display(),
+                plugins = self.plugins.display(),
+                transports = self.transports.display(),
                 none = none.display(),
             ),
         )?;
+        Ok(())
+    }
+
+    /// Writes the HTTP transport's and the streaming plugin's configuration.
+    fn write_http_and_mountpoint(&self, http_port: u16, media: &str) -> Result<()> {
         fs::write(
-            cfg.join("janus.transport.http.jcfg"),
+            self.cfg.join("janus.transport.http.jcfg"),
             format!(
                 "general: {{\n\tjson = \"plain\"\n\tbase_path = \"/janus\"\n\thttp = true\n\
                  \tport = {http_port}\n\tip = \"127.0.0.1\"\n\thttps = false\n}}\n\
@@ -153,34 +146,84 @@ events: {{ broadcast = false }}
             ),
         )?;
         fs::write(
-            cfg.join("janus.plugin.streaming.jcfg"),
+            self.cfg.join("janus.plugin.streaming.jcfg"),
             format!(
                 "general: {{}}\nbench: {{\n\ttype = \"rtp\"\n\tid = {MOUNTPOINT}\n\
                  \tdescription = \"strata-bench fan-out source\"\n{media}}}\n"
             ),
         )?;
-        let log_path = dir.join("janus.log");
-        let log = fs::File::create(&log_path)?;
-        let janus = find_executable("janus").context("janus not on PATH")?;
-        let janus_args = [
-            "-F".to_owned(),
-            cfg.display().to_string(),
-            "-C".to_owned(),
-            cfg.join("janus.jcfg").display().to_string(),
-        ];
-        let mut cmd = match (cpus, find_executable("taskset")) {
-            (Some(cpus), Some(taskset)) => {
-                let mut cmd = child_command(&taskset);
-                cmd.arg("-c").arg(cpus).arg(&janus);
-                cmd
-            }
-            _ => child_command(&janus),
+        Ok(())
+    }
+}
+
+/// A free RTP port per track of `clip`, and the mountpoint's media lines for them.
+fn mountpoint_media(clip: &Clip) -> Result<(Vec<(TrackKind, u16)>, String)> {
+    let mut rtp_ports = Vec::new();
+    let mut media = String::new();
+    for t in clip.tracks() {
+        let port = free_udp_port()?;
+        rtp_ports.push((t.kind, port));
+        let (kind, codec) = match t.kind {
+            TrackKind::Video => ("video", "vp8"),
+            TrackKind::Audio => ("audio", "opus"),
         };
-        cmd.args(janus_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd.spawn().context("spawning janus")?;
+        ensure!(
+            t.mime.eq_ignore_ascii_case(&format!("{kind}/{codec}")),
+            "the Janus mountpoint takes VP8 + Opus, not {}",
+            t.mime
+        );
+        media.push_str(&format!(
+            "\t{kind} = true\n\t{kind}port = {port}\n\t{kind}iface = \"127.0.0.1\"\n\
+             \t{kind}pt = {}\n\t{kind}codec = \"{codec}\"\n",
+            t.payload_type
+        ));
+    }
+    Ok((rtp_ports, media))
+}
+
+/// Spawns Janus on `cfg`, under `taskset -c cpus` when given and installed, logging to `log`.
+fn spawn(cfg: &Path, log: fs::File, cpus: Option<&str>) -> Result<Child> {
+    let janus = find_executable("janus").context("janus not on PATH")?;
+    let janus_args = [
+        "-F".to_owned(),
+        cfg.display().to_string(),
+        "-C".to_owned(),
+        cfg.join("janus.jcfg").display().to_string(),
+    ];
+    let mut cmd = match (cpus, find_executable("taskset")) {
+        (Some(cpus), Some(taskset)) => {
+            let mut cmd = child_command(&taskset);
+            cmd.arg("-c").arg(cpus).arg(&janus);
+            cmd
+        }
+        _ => child_command(&janus),
+    };
+    cmd.args(janus_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    cmd.spawn().context("spawning janus")
+}
+
+impl Janus {
+    /// Starts Janus (pinned to the `taskset` CPU list `cpus` when given) with a mountpoint for `clip`'s VP8 and Opus
+    /// tracks, ICE on interface `iface` (which carries `ice_ip`), and waits until it answers.
+    pub async fn start(
+        dir: &Path,
+        clip: &Clip,
+        iface: &str,
+        ice_ip: Ipv4Addr,
+        cpus: Option<&str>,
+        event_loops: usize,
+    ) -> Result<Janus> {
+        let layout = Layout::create(dir)?;
+        let http_port = free_tcp_port()?;
+        let (rtp_ports, media) = mountpoint_media(clip)?;
+        layout.write_main(iface, event_loops)?;
+        layout.write_http_and_mountpoint(http_port, &media)?;
+        let log_path = layout.dir.join("janus.log");
+        let log = fs::File::create(&log_path)?;
+        let child = spawn(&layout.cfg, log, cpus)?;
         let mut janus = Janus {
             child,
             api: format!("http://127.0.0.1:{http_port}/janus"),

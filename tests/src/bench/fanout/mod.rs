@@ -20,26 +20,21 @@ mod encode;
 mod janus;
 mod plot;
 pub(crate) mod procstat;
+mod ramp;
 mod report;
 mod results;
+mod server;
 pub mod simulcast;
 pub(crate) mod source;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
-use tokio::task::JoinHandle;
 
-use self::client::{LoadPeer, RecvLoop, Tally};
-use self::procstat::{CpuMark, rss_bytes};
 use self::simulcast::Mode;
-use self::source::{Fed, Source};
 use crate::bench::machine::Machine;
-use crate::bench::wan::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
 use crate::bench::wan::netns;
 
 pub use report::{Latency, ServerResult, StepResult};
@@ -195,6 +190,73 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     };
     let machine = Machine::detect();
     let load_before = procstat::load_average();
+    let (targets, mut notes) = targets(&args)?;
+    let source = source::load(quick).await?;
+    let simulcast_source = match args.simulcast {
+        true => Some(simulcast::load(quick).await?),
+        false => None,
+    };
+    let placement = Placement::new(&args, &machine);
+    if placement.pin_client {
+        procstat::pin_self(args.client_cpu)?;
+    }
+    let cfg = ramp_config(&args, &placement);
+    let mut results = Vec::new();
+    for (kind, workers, mode) in targets {
+        let label = report::label(kind, workers, mode);
+        eprintln!("fanout: {label}");
+        let src = match (mode.simulcast(), &simulcast_source) {
+            (true, Some(s)) => s,
+            _ => &source,
+        };
+        let r = ramp::measure_server(kind, workers, mode, src, &cfg).await;
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) if quick => return Err(e.context(format!("{label} fan-out"))),
+            Err(e) => notes.push(format!("{label} failed: {e:#}")),
+        }
+    }
+    if placement.pin_client {
+        procstat::unpin_self();
+    }
+    let placement = placement.text(&args);
+    let text = report::render(&report::Context {
+        machine: &machine,
+        source: &source,
+        simulcast_source: simulcast_source.as_ref(),
+        window: cfg.window,
+        max_loss: args.max_loss,
+        placement: &placement,
+        server_cores: cfg.server_cores,
+        janus_event_loops: args.janus_event_loops,
+        load_before,
+        load_after: procstat::load_average(),
+        results: &results,
+        notes: &notes,
+    });
+    let run = results::Run {
+        machine: machine.to_string(),
+        source: source.label.clone(),
+        window_s: cfg.window.as_secs_f64(),
+        max_loss: args.max_loss,
+        server_cores: cfg.server_cores,
+        placement,
+        results: results.clone(),
+    };
+    let (files, text) = write_results(&run, &args, &before, text);
+    Ok(FanoutReport {
+        results,
+        notes,
+        text,
+        files,
+    })
+}
+
+/// A ramp to run: the server, Strata's `--rtc-workers`, how the players choose layers.
+type Target = (Kind, Option<usize>, Mode);
+
+/// The ramps to run, and notes on servers skipped.
+fn targets(args: &FanoutArgs) -> Result<(Vec<Target>, Vec<String>)> {
     let mut targets = Vec::new();
     let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
     if want("strata") {
@@ -221,6 +283,69 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
             Some(why) => bail!("cannot run Janus: {why}"),
         }
     }
+    Ok((targets, notes))
+}
+
+/// How each ramp runs, the same for every server.
+struct RampConfig {
+    steps: Vec<usize>,
+    window: Duration,
+    settle: Duration,
+    max_loss: f64,
+    /// `taskset -c` list for the server, when pinned.
+    server_cpus: Option<String>,
+    server_cores: usize,
+    perf: bool,
+    janus_event_loops: usize,
+}
+
+/// Where the server and the load client run.
+struct Placement {
+    /// Whether anything is pinned.
+    pin: bool,
+    server_cores: usize,
+    /// `taskset -c` list for the server.
+    server_cpus: String,
+    /// With more than one core for the server, the client shares them (not pinned).
+    pin_client: bool,
+}
+
+impl Placement {
+    fn new(args: &FanoutArgs, machine: &Machine) -> Self {
+        let pin = !args.no_pin && !args.quick && machine.nproc >= 2;
+        let server_cores = args.server_cores.clamp(1, machine.nproc.max(1));
+        let server_cpus = match server_cores {
+            1 => args.server_cpu.to_string(),
+            n => format!("0-{}", n - 1),
+        };
+        Self {
+            pin,
+            server_cores,
+            server_cpus,
+            pin_client: pin && server_cores == 1,
+        }
+    }
+
+    /// The report's sentence on placement.
+    fn text(&self, args: &FanoutArgs) -> String {
+        match (self.pin, self.server_cores) {
+            (false, _) => "Nothing pinned.".to_owned(),
+            (true, 1) => format!(
+                "Server pinned to CPU {} (`taskset`), load client to CPU {}.",
+                args.server_cpu, args.client_cpu
+            ),
+            (true, n) => format!(
+                "Server pinned to CPUs {} ({n} cores, `taskset`); the load client is \
+                 not pinned and shares them.",
+                self.server_cpus
+            ),
+        }
+    }
+}
+
+/// Steps, window and settle time (defaults by `--quick`), and the server's placement.
+fn ramp_config(args: &FanoutArgs, placement: &Placement) -> RampConfig {
+    let quick = args.quick;
     let steps = match args.steps.is_empty() {
         false => args.steps.clone(),
         true if quick => vec![2],
@@ -239,459 +364,34 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     } else {
         Duration::from_secs(3)
     });
-    let source = source::load(quick).await?;
-    let simulcast_source = match args.simulcast {
-        true => Some(simulcast::load(quick).await?),
-        false => None,
-    };
-    let pin = !args.no_pin && !quick && machine.nproc >= 2;
-    let server_cores = args.server_cores.clamp(1, machine.nproc.max(1));
-    let server_cpus = match server_cores {
-        1 => args.server_cpu.to_string(),
-        n => format!("0-{}", n - 1),
-    };
-    // With more than one core for the server, the client shares them (not pinned).
-    let pin_client = pin && server_cores == 1;
-    if pin_client {
-        procstat::pin_self(args.client_cpu)?;
-    }
-    let cfg = RampConfig {
+    RampConfig {
         steps,
         window,
         settle,
         max_loss: args.max_loss,
-        server_cpus: pin.then(|| server_cpus.clone()),
-        server_cores,
+        server_cpus: placement.pin.then(|| placement.server_cpus.clone()),
+        server_cores: placement.server_cores,
         perf: args.perf,
         janus_event_loops: args.janus_event_loops,
-    };
-    let mut results = Vec::new();
-    for (kind, workers, mode) in targets {
-        let label = report::label(kind, workers, mode);
-        eprintln!("fanout: {label}");
-        let src = match (mode.simulcast(), &simulcast_source) {
-            (true, Some(s)) => s,
-            _ => &source,
-        };
-        let r = measure_server(kind, workers, mode, src, &cfg).await;
-        match r {
-            Ok(r) => results.push(r),
-            Err(e) if quick => return Err(e.context(format!("{label} fan-out"))),
-            Err(e) => notes.push(format!("{label} failed: {e:#}")),
-        }
     }
-    if pin_client {
-        procstat::unpin_self();
-    }
-    let placement = match (pin, server_cores) {
-        (false, _) => "Nothing pinned.".to_owned(),
-        (true, 1) => format!(
-            "Server pinned to CPU {} (`taskset`), load client to CPU {}.",
-            args.server_cpu, args.client_cpu
-        ),
-        (true, n) => format!(
-            "Server pinned to CPUs {server_cpus} ({n} cores, `taskset`); the load client is \
-             not pinned and shares them."
-        ),
-    };
-    let text = report::render(&report::Context {
-        machine: &machine,
-        source: &source,
-        simulcast_source: simulcast_source.as_ref(),
-        window,
-        max_loss: args.max_loss,
-        placement: &placement,
-        server_cores,
-        janus_event_loops: args.janus_event_loops,
-        load_before,
-        load_after: procstat::load_average(),
-        results: &results,
-        notes: &notes,
-    });
-    let run = results::Run {
-        machine: machine.to_string(),
-        source: source.label.clone(),
-        window_s: window.as_secs_f64(),
-        max_loss: args.max_loss,
-        server_cores,
-        placement,
-        results: results.clone(),
-    };
-    let (files, text) = match results::write(&run, &args, &before) {
+}
+
+/// Writes `fanout.json` and the plot; the report with the files written (or why not) added.
+fn write_results(
+    run: &results::Run,
+    args: &FanoutArgs,
+    before: &[plot::Series],
+    text: String,
+) -> (Vec<PathBuf>, String) {
+    match results::write(run, args, before) {
         Ok(files) => {
             let list: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
-            (files, format!("{text}\nFiles: {}.\n", list.join(", ")))
+            let text = format!("{text}\nFiles: {}.\n", list.join(", "));
+            (files, text)
         }
         Err(e) => (
             Vec::new(),
             format!("{text}\nNote: results not written: {e:#}\n"),
         ),
-    };
-    Ok(FanoutReport {
-        results,
-        notes,
-        text,
-        files,
-    })
-}
-
-struct RampConfig {
-    steps: Vec<usize>,
-    window: Duration,
-    settle: Duration,
-    max_loss: f64,
-    /// `taskset -c` list for the server, when pinned.
-    server_cpus: Option<String>,
-    server_cores: usize,
-    perf: bool,
-    janus_event_loops: usize,
-}
-
-/// A server under test with its source running.
-struct Server {
-    kind: Kind,
-    /// How players choose layers.
-    mode: Mode,
-    /// Per clip track, whether a player on each layer receives it: `[low, mid, high]`, or
-    /// one entry (every track) for a single-layer source.
-    received: Vec<Vec<bool>>,
-    pid: u32,
-    /// Signalling target: WHEP URL or Janus API URL.
-    url: String,
-    bind_ip: IpAddr,
-    fed: Arc<Fed>,
-    feeder: JoinHandle<Result<()>>,
-    /// Receives every player's media.
-    recv: RecvLoop,
-    // Kept alive while the server runs.
-    _parts: Parts,
-}
-
-enum Parts {
-    Strata {
-        _node: NodeProcess,
-        _control: InProcessControl,
-        _dir: ClusterDir,
-    },
-    Janus {
-        _janus: janus::Janus,
-        _iface: Option<netns::Veth>,
-        _dir: ClusterDir,
-    },
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.feeder.abort();
     }
-}
-
-async fn start_server(
-    kind: Kind,
-    rtc_workers: Option<usize>,
-    mode: Mode,
-    source: &Source,
-    cfg: &RampConfig,
-) -> Result<Server> {
-    let cpus = cfg.server_cpus.clone();
-    let fed = Arc::new(Fed::new(source.tracks.len()));
-    let clip = Arc::clone(&source.clip);
-    let received = match source.simulcast() {
-        true => strata_media::Layer::ALL
-            .iter()
-            .map(|&l| source.received_by(Some(l)))
-            .collect(),
-        false => vec![source.received_by(None)],
-    };
-    match kind {
-        Kind::Strata => {
-            let dir = ClusterDir::new("fanout")?;
-            let control =
-                InProcessControl::start(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(3)).await?;
-            let mut args = vec!["--capacity".to_owned(), "100000".to_owned()];
-            if let Some(w) = rtc_workers {
-                args.extend(["--rtc-workers".to_owned(), w.to_string()]);
-            }
-            let spec = NodeSpec {
-                id: "fanout-1".into(),
-                region: "bench".into(),
-                ip: Ipv4Addr::LOCALHOST,
-                netns: None,
-                cpus,
-                args,
-            };
-            let mut node = NodeProcess::spawn(&dir, &control.url(), &spec)?;
-            node.wait_ready(Duration::from_secs(40)).await?;
-            let whip = format!("{}/whip/fanout", node.http);
-            let feeder = source::feed_source_whip(source, &whip, Arc::clone(&fed)).await?;
-            Ok(Server {
-                kind,
-                mode,
-                received,
-                pid: node.pid(),
-                url: format!("{}/whep/fanout", node.http),
-                bind_ip: Ipv4Addr::LOCALHOST.into(),
-                fed,
-                feeder,
-                recv: RecvLoop::start()?,
-                _parts: Parts::Strata {
-                    _node: node,
-                    _control: control,
-                    _dir: dir,
-                },
-            })
-        }
-        Kind::Janus => {
-            let dir = ClusterDir::new("fanout-janus")?;
-            let ice_ip = Ipv4Addr::new(127, 0, 0, 2);
-            let iface = netns::Veth::loopback_alias(ice_ip)?;
-            let janus = janus::Janus::start(
-                dir.path(),
-                &clip,
-                iface.name(),
-                ice_ip,
-                cpus.as_deref(),
-                cfg.janus_event_loops,
-            )
-            .await?;
-            let feeder =
-                source::feed_rtp(Arc::clone(&clip), janus.rtp_ports.clone(), Arc::clone(&fed));
-            Ok(Server {
-                kind,
-                mode,
-                received,
-                pid: janus.pid(),
-                url: janus.api.clone(),
-                // libnice sends from its 127.0.0.2 socket out of that interface: a player on
-                // 127.0.0.1 would never hear back, one on 127.0.0.2 is delivered locally.
-                bind_ip: ice_ip.into(),
-                fed,
-                feeder,
-                recv: RecvLoop::start()?,
-                _parts: Parts::Janus {
-                    _janus: janus,
-                    _iface: Some(iface),
-                    _dir: dir,
-                },
-            })
-        }
-    }
-}
-
-impl Server {
-    /// Player `index` of the ramp (its index decides its layer in a mixed run).
-    async fn new_peer(&self, index: usize) -> Result<LoadPeer> {
-        match self.kind {
-            Kind::Strata => {
-                let url = match self.mode.pinned(index) {
-                    Some(layer) => format!("{}?layer={}", self.url, layer.as_str()),
-                    None => self.url.clone(),
-                };
-                LoadPeer::whep(&url, self.bind_ip, &self.recv.handle()).await
-            }
-            Kind::Janus => {
-                LoadPeer::janus(
-                    &self.url,
-                    janus::MOUNTPOINT,
-                    self.bind_ip,
-                    &self.recv.handle(),
-                )
-                .await
-            }
-        }
-    }
-
-    /// Packets sent per clip track so far.
-    fn fed(&self) -> Vec<u64> {
-        self.fed.snapshot()
-    }
-
-    /// Of the packets sent between two [`fed`](Self::fed) snapshots, those player `index`
-    /// should have received.
-    fn expected(&self, index: usize, before: &[u64], after: &[u64]) -> u64 {
-        let layer = self.mode.expected(index).map_or(0, |l| l.index());
-        let Some(received) = self.received.get(layer).or(self.received.first()) else {
-            return 0;
-        };
-        (after.iter().zip(before))
-            .zip(received)
-            .filter(|(_, r)| **r)
-            .map(|((a, b), _)| a.saturating_sub(*b))
-            .sum()
-    }
-}
-
-/// Players connected at once while a step adds players.
-const CONNECT_CONCURRENCY: usize = 16;
-/// How long a new player may take to receive its first packet.
-const FIRST_PACKET_WITHIN: Duration = Duration::from_secs(20);
-
-async fn measure_server(
-    kind: Kind,
-    rtc_workers: Option<usize>,
-    mode: Mode,
-    source: &Source,
-    cfg: &RampConfig,
-) -> Result<ServerResult> {
-    let server = start_server(kind, rtc_workers, mode, source, cfg).await?;
-    let label = report::label(kind, rtc_workers, mode);
-    // Idle with the source flowing: the baseline for memory.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let base_mark = CpuMark::take(server.pid);
-    tokio::time::sleep(Duration::from_secs(2).min(cfg.window)).await;
-    let idle_cores = CpuMark::take(server.pid).cores_since(&base_mark);
-    let base_rss = rss_bytes(server.pid);
-    let mut peers: Vec<LoadPeer> = Vec::new();
-    let mut steps: Vec<StepResult> = Vec::new();
-    let mut connect_failures = 0usize;
-    // Up the steps until one fails. Never down again: a server that was overloaded may carry
-    // backlog into the next window, so every measured step starts from a lighter one.
-    let mut pass: Option<usize> = None;
-    for &target in &cfg.steps {
-        let t0 = Instant::now();
-        let mut first_packet = Vec::new();
-        let failed_now = set_players(&server, &mut peers, target, &mut first_packet).await;
-        connect_failures += failed_now;
-        let setup = t0.elapsed();
-        tokio::time::sleep(cfg.settle).await;
-        let mut step = measure_step(&server, &peers, target, failed_now, setup, cfg.window).await;
-        step.first_packet = Latency::of(first_packet);
-        eprintln!("  {}", step.progress_line(&label));
-        let failed = step.loss() > cfg.max_loss || step.failed * 50 > target.max(1);
-        steps.push(step);
-        if failed {
-            break;
-        }
-        pass = Some(target);
-    }
-    // Profiled back at the capacity found, players connected: where the time goes under load.
-    let perf_report = match cfg.perf {
-        true => {
-            let at = pass.unwrap_or(1);
-            set_players(&server, &mut peers, at, &mut Vec::new()).await;
-            tokio::time::sleep(cfg.settle).await;
-            match report::perf_profile(server.pid).await {
-                Ok(p) => Some(format!("at {at} players\n{p}")),
-                Err(e) => Some(format!("perf failed: {e:#}")),
-            }
-        }
-        false => None,
-    };
-    for p in peers {
-        tokio::spawn(p.close());
-    }
-    drop(server);
-    Ok(ServerResult {
-        kind,
-        rtc_workers,
-        mode,
-        server_cores: cfg.server_cores,
-        steps,
-        idle_cores,
-        base_rss,
-        connect_failures,
-        perf: perf_report,
-    })
-}
-
-/// Adds or removes players until `target` are connected; returns how many failed to connect
-/// or to receive media. New players' first-packet times go to `first_packet`.
-async fn set_players(
-    server: &Server,
-    peers: &mut Vec<LoadPeer>,
-    target: usize,
-    first_packet: &mut Vec<Duration>,
-) -> usize {
-    while peers.len() > target {
-        if let Some(p) = peers.pop() {
-            // Closed in the background: ending sessions takes a while.
-            tokio::spawn(p.close());
-        }
-    }
-    let already = peers.len();
-    let mut failed = 0;
-    while peers.len() + failed < target {
-        let batch = (target - peers.len() - failed).min(CONNECT_CONCURRENCY);
-        let first = peers.len() + failed;
-        let tasks: Vec<_> = (first..first + batch).map(|i| server.new_peer(i)).collect();
-        for r in futures::future::join_all(tasks).await {
-            match r {
-                Ok(p) => peers.push(p),
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(error = %format!("{e:#}"), "player failed to connect");
-                }
-            }
-        }
-    }
-    let waits: Vec<_> = peers[already..]
-        .iter()
-        .map(|p| p.first_packet(FIRST_PACKET_WITHIN))
-        .collect();
-    for r in futures::future::join_all(waits).await {
-        match r {
-            Ok(d) => first_packet.push(d),
-            Err(_) => failed += 1,
-        }
-    }
-    failed
-}
-
-/// One measurement window with `peers` connected.
-async fn measure_step(
-    server: &Server,
-    peers: &[LoadPeer],
-    target: usize,
-    failed: usize,
-    setup: Duration,
-    window_len: Duration,
-) -> StepResult {
-    let before: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
-    let fed_before = server.fed();
-    let udp_before = procstat::udp_drops();
-    let server_mark = CpuMark::take(server.pid);
-    let client_mark = CpuMark::take(std::process::id());
-    tokio::time::sleep(window_len).await;
-    let after: Vec<Tally> = peers.iter().map(|p| p.counters().tally()).collect();
-    let fed_after = server.fed();
-    let cores = CpuMark::take(server.pid).cores_since(&server_mark);
-    let client_cores = CpuMark::take(std::process::id()).cores_since(&client_mark);
-    let udp_drops = procstat::udp_drops().saturating_sub(udp_before);
-    let rss = rss_bytes(server.pid);
-    let mut window = Tally::default();
-    let mut starved = 0;
-    for (a, b) in after.iter().zip(&before) {
-        let d = a.since(b);
-        if d.received == 0 {
-            starved += 1;
-        }
-        window.received += d.received;
-        window.expected += d.expected;
-        window.bytes += d.bytes;
-    }
-    let offered: u64 = (0..peers.len())
-        .map(|i| server.expected(i, &fed_before, &fed_after))
-        .sum();
-    StepResult {
-        target,
-        players: peers.len(),
-        failed,
-        starved,
-        setup,
-        cores,
-        client_cores,
-        rss,
-        loss_seq: loss(window.lost(), window.expected),
-        loss_rate: loss(offered.saturating_sub(window.received), offered),
-        udp_drops,
-        mbit_out: window.bytes as f64 * 8.0 / window_len.as_secs_f64() / 1e6,
-        first_packet: None,
-    }
-}
-
-fn loss(lost: u64, of: u64) -> f64 {
-    if of == 0 {
-        return 0.0;
-    }
-    lost as f64 / of as f64
 }

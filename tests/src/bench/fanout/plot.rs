@@ -93,6 +93,55 @@ pub fn render(title: &str, after: &[Series], before: &[Series], max_loss: f64) -
         loss_max,
     };
     let mut o = String::new();
+    frame(&mut o, &ax, title, max_loss);
+    let mut legend = 0usize;
+    for (set, dashed) in [(before, true), (after, false)] {
+        let (mut si, mut ji) = (0, 0);
+        for s in set {
+            let colour = match s.kind {
+                Kind::Strata => {
+                    si += 1;
+                    STRATA[(si - 1) % STRATA.len()]
+                }
+                Kind::Janus => {
+                    ji += 1;
+                    JANUS[(ji - 1) % JANUS.len()]
+                }
+            };
+            curve(&mut o, &ax, s, colour, dashed);
+            legend_entry(&mut o, legend, s, colour, dashed);
+            legend += 1;
+        }
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
+/// Entry `n` of the legend, right of the panels: the curve's line style and its label.
+fn legend_entry(o: &mut String, n: usize, s: &Series, colour: &str, dashed: bool) {
+    let y = CPU_TOP + 8.0 + n as f64 * 20.0;
+    let x = W - RIGHT + 20.0;
+    let dash = if dashed {
+        r#" stroke-dasharray="6,4" opacity="0.6""#
+    } else {
+        ""
+    };
+    let label = match dashed {
+        true => format!("{} (before)", s.label),
+        false => s.label.clone(),
+    };
+    let _ = writeln!(
+        o,
+        r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+        x + 28.0,
+        x + 34.0,
+        y + 4.0,
+        escape(&label)
+    );
+}
+
+/// The picture's frame: title, both panels with their axes, the x label and the pass line.
+fn frame(o: &mut String, ax: &Axes, title: &str, max_loss: f64) {
     let _ = writeln!(
         o,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
@@ -104,23 +153,17 @@ pub fn render(title: &str, after: &[Series], before: &[Series], max_loss: f64) -
         escape(title)
     );
     panel(
-        &mut o,
-        &ax,
+        o,
+        ax,
         CPU_TOP,
         CPU_BOTTOM,
-        cpu_max,
+        ax.cpu_max,
         "server CPU (cores)",
         |v| format!("{v:.1}"),
     );
-    panel(
-        &mut o,
-        &ax,
-        LOSS_TOP,
-        LOSS_BOTTOM,
-        loss_max,
-        "loss (%)",
-        |v| format!("{v}"),
-    );
+    panel(o, ax, LOSS_TOP, LOSS_BOTTOM, ax.loss_max, "loss (%)", |v| {
+        format!("{v}")
+    });
     let _ = writeln!(
         o,
         r#"<text x="{}" y="{}" text-anchor="middle">players</text>"#,
@@ -137,45 +180,6 @@ pub fn render(title: &str, after: &[Series], before: &[Series], max_loss: f64) -
         y - 4.0,
         max_loss * 100.0
     );
-    let mut legend = 0usize;
-    for (set, dashed) in [(before, true), (after, false)] {
-        let (mut si, mut ji) = (0, 0);
-        for s in set {
-            let colour = match s.kind {
-                Kind::Strata => {
-                    si += 1;
-                    STRATA[(si - 1) % STRATA.len()]
-                }
-                Kind::Janus => {
-                    ji += 1;
-                    JANUS[(ji - 1) % JANUS.len()]
-                }
-            };
-            curve(&mut o, &ax, s, colour, dashed);
-            let y = CPU_TOP + 8.0 + legend as f64 * 20.0;
-            let x = W - RIGHT + 20.0;
-            let dash = if dashed {
-                r#" stroke-dasharray="6,4" opacity="0.6""#
-            } else {
-                ""
-            };
-            let label = match dashed {
-                true => format!("{} (before)", s.label),
-                false => s.label.clone(),
-            };
-            let _ = writeln!(
-                o,
-                r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-                x + 28.0,
-                x + 34.0,
-                y + 4.0,
-                escape(&label)
-            );
-            legend += 1;
-        }
-    }
-    o.push_str("</svg>\n");
-    o
 }
 
 /// Frame, grid and y ticks of one panel; x ticks along its bottom.

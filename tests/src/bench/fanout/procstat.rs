@@ -6,18 +6,7 @@ use anyhow::{Context, Result};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 
-/// `USER_HZ`: CPU times in `/proc/PID/stat` are in 1/100 s on Linux.
-const USER_HZ: f64 = 100.0;
-
-/// User + system CPU time of `pid` (all threads), if readable.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
-}
+use crate::bench::cpu::cpu_time;
 
 /// Resident set size of `pid` in bytes (`VmRSS`), if readable.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -55,18 +44,7 @@ impl CpuMark {
 pub fn pin_self(cpu: usize) -> Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu)?;
-    let tasks = std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")?;
-    for task in tasks.flatten() {
-        if let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        {
-            // A thread may have exited since the listing.
-            let _ = sched_setaffinity(Pid::from_raw(tid), &set);
-        }
-    }
-    Ok(())
+    set_affinity_all(&set)
 }
 
 /// Lets every thread of this process run on every CPU again.
@@ -75,17 +53,23 @@ pub fn unpin_self() {
     for cpu in 0..CpuSet::count() {
         let _ = set.set(cpu);
     }
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            if let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            {
-                let _ = sched_setaffinity(Pid::from_raw(tid), &set);
-            }
+    let _ = set_affinity_all(&set);
+}
+
+/// Sets the affinity of every thread of this process to `set`.
+fn set_affinity_all(set: &CpuSet) -> Result<()> {
+    let tasks = std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")?;
+    for task in tasks.flatten() {
+        if let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
+            // A thread may have exited since the listing.
+            let _ = sched_setaffinity(Pid::from_raw(tid), set);
         }
     }
+    Ok(())
 }
 
 /// UDP datagrams dropped so far for full socket buffers in this network namespace

@@ -3,15 +3,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
-
+mod figures;
+mod perf;
 mod simulcast;
+
+pub use self::figures::{Latency, ServerResult, StepResult, label};
+pub use self::perf::perf_profile;
 
 use super::Kind;
 use super::simulcast::Mode;
 use super::source::Source;
 use crate::bench::machine::Machine;
-use crate::grpcurl::find_executable;
 
 /// Strata must carry at least this many times Janus's players per core.
 pub const GOAL: f64 = 2.0;
@@ -21,195 +23,6 @@ pub const GOAL_CPU: f64 = 0.5;
 pub const GOAL_RSS_SLOPE: f64 = 64.0 * 1024.0;
 /// Strata's first packet p50 (WHEP offer → first RTP) on loopback must stay under this.
 pub const GOAL_FIRST_PACKET: Duration = Duration::from_millis(100);
-
-/// Percentiles of the time from a player's request to its first RTP packet.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Latency {
-    /// Median.
-    pub p50: Duration,
-    /// 95th percentile.
-    pub p95: Duration,
-    /// Players measured.
-    pub n: usize,
-}
-
-impl Latency {
-    /// The percentiles of `samples`, if there are any.
-    pub fn of(mut samples: Vec<Duration>) -> Option<Latency> {
-        if samples.is_empty() {
-            return None;
-        }
-        samples.sort();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Some(Latency {
-            p50: at(0.5),
-            p95: at(0.95),
-            n: samples.len(),
-        })
-    }
-
-    fn text(l: Option<&Latency>) -> String {
-        l.map_or_else(
-            || "–".into(),
-            |l| {
-                format!(
-                    "{:.0} / {:.0} ms",
-                    l.p50.as_secs_f64() * 1e3,
-                    l.p95.as_secs_f64() * 1e3
-                )
-            },
-        )
-    }
-}
-
-/// The name of a ramp: the server, and Strata's RTC workers when set.
-pub fn label(kind: Kind, rtc_workers: Option<usize>, mode: Mode) -> String {
-    let workers = match rtc_workers {
-        Some(1) => " (1 RTC worker)".to_owned(),
-        Some(w) => format!(" ({w} RTC workers)"),
-        None => String::new(),
-    };
-    format!("{}{}{workers}", kind.name(), mode.suffix())
-}
-
-/// One step of a ramp.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StepResult {
-    /// Players asked for.
-    pub target: usize,
-    /// Players connected.
-    pub players: usize,
-    /// Players that failed to connect or never received media.
-    pub failed: usize,
-    /// Connected players that received nothing in the window.
-    pub starved: usize,
-    /// Time to connect this step's new players.
-    pub setup: Duration,
-    /// Server CPU in the window, in cores.
-    pub cores: Option<f64>,
-    /// Load-client CPU in the window, in cores.
-    pub client_cores: Option<f64>,
-    /// Server resident memory after the window.
-    pub rss: Option<u64>,
-    /// Loss from sequence-number gaps.
-    pub loss_seq: f64,
-    /// Loss from packets received against packets the source sent in the window.
-    pub loss_rate: f64,
-    /// UDP datagrams the kernel dropped in the window for full socket buffers (receive and
-    /// send), in the bench's namespace: server and client together.
-    pub udp_drops: u64,
-    /// RTP delivered to all players, Mbit/s.
-    pub mbit_out: f64,
-    /// Request → first RTP of the players this step added.
-    #[serde(default)]
-    pub first_packet: Option<Latency>,
-}
-
-impl StepResult {
-    /// The loss that counts: the larger of the two measures (a server that skips packets and
-    /// renumbers shows no sequence gaps, only a short count).
-    pub fn loss(&self) -> f64 {
-        self.loss_seq.max(self.loss_rate)
-    }
-
-    /// A progress line for stderr.
-    pub fn progress_line(&self, server: &str) -> String {
-        format!(
-            "{server}: {} players ({} failed) cpu {} client {} loss {:.2}% (seq {:.2}%) udp drops {} rss {} out {:.0} Mbit/s first packet p50/p95 {} (setup {:.1}s)",
-            self.players,
-            self.failed,
-            fmt_cores(self.cores),
-            fmt_cores(self.client_cores),
-            self.loss_rate * 100.0,
-            self.loss_seq * 100.0,
-            self.udp_drops,
-            fmt_mib(self.rss),
-            self.mbit_out,
-            Latency::text(self.first_packet.as_ref()),
-            self.setup.as_secs_f64()
-        )
-    }
-}
-
-/// One server's ramp.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ServerResult {
-    /// Which server.
-    pub kind: Kind,
-    /// Strata's `--rtc-workers`, when set.
-    #[serde(default)]
-    pub rtc_workers: Option<usize>,
-    /// Single-layer publisher, or simulcast and how the players chose layers.
-    #[serde(default)]
-    pub mode: Mode,
-    /// CPUs the server was given.
-    #[serde(default = "one")]
-    pub server_cores: usize,
-    /// Steps in order; the last one failed unless the ramp ran out of steps.
-    pub steps: Vec<StepResult>,
-    /// CPU with the source flowing and no players.
-    pub idle_cores: Option<f64>,
-    /// Resident memory with the source flowing and no players.
-    pub base_rss: Option<u64>,
-    /// Players that failed to connect over the whole ramp.
-    pub connect_failures: usize,
-    /// `perf report` of the server under the last step's load.
-    pub perf: Option<String>,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl ServerResult {
-    /// The ramp's name.
-    pub fn label(&self) -> String {
-        label(self.kind, self.rtc_workers, self.mode)
-    }
-
-    /// Request → first RTP at the first (lightest) step.
-    pub fn first_packet(&self) -> Option<&Latency> {
-        self.steps.first().and_then(|s| s.first_packet.as_ref())
-    }
-
-    /// Memory per player: least-squares slope of RSS against players over the passing steps
-    /// (the idle baseline included), in bytes.
-    pub fn rss_slope(&self, max_loss: f64) -> Option<f64> {
-        let mut pts: Vec<(f64, f64)> = self
-            .passing(max_loss)
-            .filter_map(|s| Some((s.players as f64, s.rss? as f64)))
-            .collect();
-        if let Some(b) = self.base_rss {
-            pts.push((0.0, b as f64));
-        }
-        let n = pts.len() as f64;
-        if pts.len() < 2 {
-            return None;
-        }
-        let (mx, my) = pts
-            .iter()
-            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
-        let sxx: f64 = pts.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-        let sxy: f64 = pts.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-        (sxx > 0.0).then(|| sxy / sxx)
-    }
-    fn passing(&self, max_loss: f64) -> impl Iterator<Item = &StepResult> {
-        self.steps
-            .iter()
-            .filter(move |s| s.loss() <= max_loss && s.failed * 50 <= s.target.max(1))
-    }
-
-    /// The largest step with loss within bounds, and whether the ramp ever failed.
-    pub fn capacity(&self, max_loss: f64) -> (Option<&StepResult>, bool) {
-        let best = self.passing(max_loss).max_by_key(|s| s.players);
-        let failed = self.steps.len() > self.passing(max_loss).count();
-        (best, failed)
-    }
-
-    fn at(&self, players: usize, max_loss: f64) -> Option<&StepResult> {
-        self.passing(max_loss).find(|s| s.target == players)
-    }
-}
 
 /// What the report describes.
 pub struct Context<'a> {
@@ -335,6 +148,38 @@ fn render_goals(summary: &[Summary], every_ramp_failed: bool) -> String {
 
 /// The markdown report.
 pub fn render(c: &Context<'_>) -> String {
+    let mut out = render_preamble(c);
+    let (summary, every_ramp_failed) = render_summary(&mut out, c);
+    let janus = summary.iter().find(|s| s.kind == Kind::Janus);
+    for s in summary.iter().filter(|s| s.kind == Kind::Strata) {
+        if let Some(j) = janus {
+            let _ = writeln!(
+                out,
+                "| **{} ÷ Janus** | **{}** | {} | {} | | |",
+                s.label,
+                ratio(s.per_core, j.per_core),
+                ratio(s.cpu, j.cpu),
+                ratio(s.memory, j.memory),
+            );
+        }
+    }
+    let _ = write!(out, "{}", simulcast::ratio_rows(&summary));
+    let mut goals = render_goals(&summary, every_ramp_failed);
+    goals.push_str(&simulcast::goal_lines(&summary, every_ramp_failed));
+    if !goals.is_empty() {
+        let _ = writeln!(out, "\nGoals:\n{goals}");
+    }
+    for r in c.results {
+        render_ramp(&mut out, r);
+    }
+    for n in c.notes {
+        let _ = writeln!(out, "\nNote: {n}");
+    }
+    out
+}
+
+/// The heading and what was run where: machine, source, placement, loss rule.
+fn render_preamble(c: &Context<'_>) -> String {
     let mut out = String::new();
     let load = |l: Option<f64>| l.map_or_else(|| "?".into(), |l| format!("{l:.2}"));
     let _ = writeln!(
@@ -369,9 +214,12 @@ pub fn render(c: &Context<'_>) -> String {
         c.window.as_secs_f64(),
         c.max_loss * 100.0
     );
+    out
+}
 
-    // Per-player figures at equal load: the largest step every server passed below 90 % of
-    // its cores (at saturation CPU ÷ players is only cores ÷ players), else the largest passed.
+/// Per-player figures at equal load: the largest step every server passed below 90 % of
+/// its cores (at saturation CPU ÷ players is only cores ÷ players), else the largest passed.
+fn common_load(c: &Context<'_>) -> Option<usize> {
     let common_where = |unsaturated: bool| {
         c.results
             .iter()
@@ -386,8 +234,13 @@ pub fn render(c: &Context<'_>) -> String {
             .reduce(|a, b| a.intersection(&b).copied().collect())
             .and_then(|s| s.last().copied())
     };
-    let common = common_where(true).or_else(|| common_where(false));
+    common_where(true).or_else(|| common_where(false))
+}
 
+/// The summary table, one row per ramp; returns each ramp's headline figures and whether
+/// every ramp ended on a failed step.
+fn render_summary(out: &mut String, c: &Context<'_>) -> (Vec<Summary>, bool) {
+    let common = common_load(c);
     let per_core = match c.server_cores {
         1 => "players per core".to_owned(),
         n => format!("players on {n} cores (per core)"),
@@ -401,178 +254,99 @@ pub fn render(c: &Context<'_>) -> String {
     let mut summary: Vec<Summary> = Vec::new();
     let mut every_ramp_failed = true;
     for r in c.results {
-        let (best, failed) = r.capacity(c.max_loss);
+        let (row, s, failed) = summary_row(r, c.max_loss, common);
         every_ramp_failed &= failed;
-        let cap = best.map(|s| s.players);
-        let cores = r.server_cores.max(1);
-        let capped = match (cap, cores) {
-            (Some(n), 1) => n.to_string(),
-            (Some(n), k) => format!("{n} ({:.0})", n as f64 / k as f64),
-            (None, _) => "0".into(),
-        };
-        let capped = match (cap, failed) {
-            (Some(_), false) => format!("≥ {capped} (ramp ended)"),
-            _ => capped,
-        };
-        let client_bound = r
-            .steps
-            .last()
-            .filter(|_| failed)
-            .and_then(|s| s.client_cores)
-            .is_some_and(|c| c > 0.9);
-        // At the load every server carried, else at this server's own largest passing step.
-        let at = common.and_then(|n| r.at(n, c.max_loss)).or(best);
-        let pp = at.map(per_player);
-        let slope = r.rss_slope(c.max_loss);
-        let _ = writeln!(
-            out,
-            "| {} | {capped}{} | {} of a core{} | {} | {} cores | {} |",
-            r.label(),
-            if client_bound { " (client-bound)" } else { "" },
-            fmt_pct_core(pp.as_ref().and_then(|p| p.cpu)),
-            at.map_or_else(String::new, |s| format!(" (N = {})", s.players)),
-            fmt_kib(slope),
-            fmt_cores(r.idle_cores),
-            Latency::text(r.first_packet()),
-        );
-        summary.push(Summary {
-            label: r.label(),
-            kind: r.kind,
-            mode: r.mode,
-            rtc_workers: r.rtc_workers,
-            per_core: cap.map(|n| n as f64 / cores as f64),
-            cpu: pp.as_ref().and_then(|p| p.cpu),
-            memory: slope,
-            first_packet: r.first_packet().map(|l| l.p50),
-        });
+        let _ = writeln!(out, "{row}");
+        summary.push(s);
     }
-    let janus = summary.iter().find(|s| s.kind == Kind::Janus);
-    for s in summary.iter().filter(|s| s.kind == Kind::Strata) {
-        if let Some(j) = janus {
-            let _ = writeln!(
-                out,
-                "| **{} ÷ Janus** | **{}** | {} | {} | | |",
-                s.label,
-                ratio(s.per_core, j.per_core),
-                ratio(s.cpu, j.cpu),
-                ratio(s.memory, j.memory),
-            );
-        }
-    }
-    let _ = write!(out, "{}", simulcast::ratio_rows(&summary));
-    let mut goals = render_goals(&summary, every_ramp_failed);
-    goals.push_str(&simulcast::goal_lines(&summary, every_ramp_failed));
-    if !goals.is_empty() {
-        let _ = writeln!(out, "\nGoals:\n{goals}");
-    }
-    for r in c.results {
-        let _ = writeln!(out, "\n#### {} ramp\n", r.label());
-        let _ = writeln!(
-            out,
-            "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | UDP buffer drops | client CPU | delivered | first packet p50 / p95 |"
-        );
-        let _ = writeln!(
-            out,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for s in &r.steps {
-            let pp = per_player(s);
-            let client_bound = s.client_cores.is_some_and(|c| c > 0.9);
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {}{} | {:.0} Mbit/s | {} |",
-                s.players,
-                s.failed,
-                fmt_cores(s.cores),
-                fmt_pct_core(pp.cpu),
-                fmt_mib(s.rss),
-                s.loss_rate * 100.0,
-                s.loss_seq * 100.0,
-                s.udp_drops,
-                fmt_cores(s.client_cores),
-                if client_bound { " (client-bound)" } else { "" },
-                s.mbit_out,
-                Latency::text(s.first_packet.as_ref()),
-            );
-        }
-        if let Some(p) = &r.perf {
-            let (at, body) = p.split_once('\n').unwrap_or((p.as_str(), ""));
-            let _ = writeln!(
-                out,
-                "\n`perf` profile of the {} server (self time, top symbols), {at}:\n\n```\n{}\n```",
-                r.label(),
-                body.trim_end()
-            );
-        }
-    }
-    for n in c.notes {
-        let _ = writeln!(out, "\nNote: {n}");
-    }
-    out
+    (summary, every_ramp_failed)
 }
 
-/// Samples `pid` with `perf record -g` for 8 s and returns the top of `perf report`.
-pub async fn perf_profile(pid: u32) -> Result<String> {
-    let perf = find_executable("perf").context("perf is not installed")?;
-    let dir = std::env::temp_dir().join(format!("strata-bench-perf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let data = dir.join("perf.data");
-    let rec = tokio::process::Command::new(&perf)
-        .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
-        .arg(&data)
-        .args(["--", "sleep", "8"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await?;
-    ensure!(rec.success(), "perf record failed: {rec}");
-    let report = |sort: &'static str, limit: &'static str, take: usize| {
-        let perf = perf.clone();
-        let data = data.clone();
-        async move {
-            let rep = tokio::process::Command::new(&perf)
-                .args([
-                    "report",
-                    "--stdio",
-                    "--no-children",
-                    "-g",
-                    "none",
-                    "--sort",
-                    sort,
-                ])
-                .args(["--percent-limit", limit, "-i"])
-                .arg(&data)
-                .output()
-                .await?;
-            ensure!(
-                rep.status.success(),
-                "perf report failed: {}",
-                String::from_utf8_lossy(&rep.stderr).trim()
-            );
-            let text = String::from_utf8_lossy(&rep.stdout).into_owned();
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .take(take)
-                .map(|l| {
-                    // Drop the empty IPC columns and cut long (generic) symbol names.
-                    let l = l.trim_end().trim_end_matches(['-', ' ']);
-                    l.chars().take(150).collect()
-                })
-                .collect();
-            ensure!(
-                !lines.is_empty(),
-                "perf report is empty: {}",
-                String::from_utf8_lossy(&rep.stderr).trim()
-            );
-            Ok::<_, anyhow::Error>(lines.join("\n"))
-        }
+/// One ramp's row of the summary table, its headline figures, and whether it ever failed.
+fn summary_row(r: &ServerResult, max_loss: f64, common: Option<usize>) -> (String, Summary, bool) {
+    let (best, failed) = r.capacity(max_loss);
+    let cap = best.map(|s| s.players);
+    let cores = r.server_cores.max(1);
+    let capped = match (cap, cores) {
+        (Some(n), 1) => n.to_string(),
+        (Some(n), k) => format!("{n} ({:.0})", n as f64 / k as f64),
+        (None, _) => "0".into(),
     };
-    let by_dso = report("dso", "0.5", 12).await;
-    let by_symbol = report("dso,symbol", "0.7", 40).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(format!(
-        "by binary:\n{}\n\nby symbol:\n{}",
-        by_dso?, by_symbol?
-    ))
+    let capped = match (cap, failed) {
+        (Some(_), false) => format!("≥ {capped} (ramp ended)"),
+        _ => capped,
+    };
+    let client_bound = r
+        .steps
+        .last()
+        .filter(|_| failed)
+        .and_then(|s| s.client_cores)
+        .is_some_and(|c| c > 0.9);
+    // At the load every server carried, else at this server's own largest passing step.
+    let at = common.and_then(|n| r.at(n, max_loss)).or(best);
+    let pp = at.map(per_player);
+    let slope = r.rss_slope(max_loss);
+    let row = format!(
+        "| {} | {capped}{} | {} of a core{} | {} | {} cores | {} |",
+        r.label(),
+        if client_bound { " (client-bound)" } else { "" },
+        fmt_pct_core(pp.as_ref().and_then(|p| p.cpu)),
+        at.map_or_else(String::new, |s| format!(" (N = {})", s.players)),
+        fmt_kib(slope),
+        fmt_cores(r.idle_cores),
+        Latency::text(r.first_packet()),
+    );
+    let summary = Summary {
+        label: r.label(),
+        kind: r.kind,
+        mode: r.mode,
+        rtc_workers: r.rtc_workers,
+        per_core: cap.map(|n| n as f64 / cores as f64),
+        cpu: pp.as_ref().and_then(|p| p.cpu),
+        memory: slope,
+        first_packet: r.first_packet().map(|l| l.p50),
+    };
+    (row, summary, failed)
+}
+
+/// One ramp's table, step by step, and its `perf` profile if one was taken.
+fn render_ramp(out: &mut String, r: &ServerResult) {
+    let _ = writeln!(out, "\n#### {} ramp\n", r.label());
+    let _ = writeln!(
+        out,
+        "| players | failed | server CPU (cores) | CPU per player | RSS | loss (count) | loss (seq) | UDP buffer drops | client CPU | delivered | first packet p50 / p95 |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for s in &r.steps {
+        let pp = per_player(s);
+        let client_bound = s.client_cores.is_some_and(|c| c > 0.9);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.2} % | {:.2} % | {} | {}{} | {:.0} Mbit/s | {} |",
+            s.players,
+            s.failed,
+            fmt_cores(s.cores),
+            fmt_pct_core(pp.cpu),
+            fmt_mib(s.rss),
+            s.loss_rate * 100.0,
+            s.loss_seq * 100.0,
+            s.udp_drops,
+            fmt_cores(s.client_cores),
+            if client_bound { " (client-bound)" } else { "" },
+            s.mbit_out,
+            Latency::text(s.first_packet.as_ref()),
+        );
+    }
+    if let Some(p) = &r.perf {
+        let (at, body) = p.split_once('\n').unwrap_or((p.as_str(), ""));
+        let _ = writeln!(
+            out,
+            "\n`perf` profile of the {} server (self time, top symbols), {at}:\n\n```\n{}\n```",
+            r.label(),
+            body.trim_end()
+        );
+    }
 }

@@ -111,6 +111,28 @@ pub async fn measure(args: RelayArgs) -> Result<RelayReport> {
         lat.push(r);
     }
     let rounds = args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let paths = throughput_rounds(&tls, rounds, many, warmup, duration).await?;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (raw, others) = paths.split_first().context("no throughput measured")?;
+    let load_before = load_before.split_whitespace().next().unwrap_or("?");
+    let load_after = load.split_whitespace().next().unwrap_or("?");
+    let context = format!(
+        "{machine}; {} build; 1-min load average {load_before} before, {load_after} after",
+        machine.profile()
+    );
+    let text = report::render(&context, &lat, raw, others);
+    Ok(RelayReport { latency: lat, text })
+}
+
+/// The throughput paths (raw quinn, relay ×1, relay ×`many`, raw quinn in frame-sized
+/// writes), each summed over `rounds` rounds.
+async fn throughput_rounds(
+    tls: &fixture::Tls,
+    rounds: usize,
+    many: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Vec<throughput::Throughput>> {
     let frame_write = latency::PACKET_BYTES + strata_relay::framing::FRAME_HEADER_LEN;
     let mut paths: Vec<throughput::Throughput> = Vec::new();
     for round in 1..=rounds {
@@ -118,18 +140,12 @@ pub async fn measure(args: RelayArgs) -> Result<RelayReport> {
             "throughput round {round}/{rounds}: raw quinn, relay ×1, relay ×{many}, raw quinn small writes…"
         );
         let measured = [
+            throughput::raw_quinn(tls, 64 * 1024, "raw quinn, 64 KiB writes", warmup, duration)
+                .await?,
+            throughput::relay(tls, 1, warmup, duration).await?,
+            throughput::relay(tls, many, warmup, duration).await?,
             throughput::raw_quinn(
-                &tls,
-                64 * 1024,
-                "raw quinn, 64 KiB writes",
-                warmup,
-                duration,
-            )
-            .await?,
-            throughput::relay(&tls, 1, warmup, duration).await?,
-            throughput::relay(&tls, many, warmup, duration).await?,
-            throughput::raw_quinn(
-                &tls,
+                tls,
                 frame_write,
                 "raw quinn, 1220-byte writes",
                 warmup,
@@ -145,14 +161,5 @@ pub async fn measure(args: RelayArgs) -> Result<RelayReport> {
             }
         }
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let (raw, others) = paths.split_first().context("no throughput measured")?;
-    let load_before = load_before.split_whitespace().next().unwrap_or("?");
-    let load_after = load.split_whitespace().next().unwrap_or("?");
-    let context = format!(
-        "{machine}; {} build; 1-min load average {load_before} before, {load_after} after",
-        machine.profile()
-    );
-    let text = report::render(&context, &lat, raw, others);
-    Ok(RelayReport { latency: lat, text })
+    Ok(paths)
 }

@@ -25,6 +25,14 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Machine: {context}.\n");
+    render_latency(&mut out, lat);
+    render_throughput(&mut out, raw, others);
+    render_targets(&mut out, lat, raw, others);
+    out
+}
+
+/// The hop-latency table, a row per stream count.
+fn render_latency(out: &mut String, lat: &[LatencyResult]) {
     let _ = writeln!(
         out,
         "### Hop latency: N streams × {:.1} Mbit/s ({PACKET_BYTES}-byte packets, a group per ~1 s)\n",
@@ -66,7 +74,10 @@ pub fn render(
          seconds per second; waiting for CPU: seconds per second its threads were runnable \
          but not running (other load on the machine).\n"
     );
+}
 
+/// The throughput table: raw quinn first, then the relay's paths.
+fn render_throughput(out: &mut String, raw: &Throughput, others: &[Throughput]) {
     let _ = writeln!(out, "### Throughput\n");
     let _ = writeln!(
         out,
@@ -95,6 +106,15 @@ pub fn render(
             t.mb_per_cpu_s() / raw.mb_per_cpu_s(),
         );
     }
+}
+
+/// The targets and whether this run met them.
+fn render_targets(
+    out: &mut String,
+    lat: &[LatencyResult],
+    raw: &Throughput,
+    others: &[Throughput],
+) {
     let _ = writeln!(out, "\n### Targets\n");
     if let Some(r) = lat.iter().max_by_key(|r| r.streams) {
         let p99 = r.wire.percentile(0.99);
@@ -118,7 +138,6 @@ pub fn render(
             verdict(ratio >= THROUGHPUT_TARGET),
         );
     }
-    out
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -135,44 +135,15 @@ async fn measure(
 ) -> Result<StepResult> {
     let keys = KeyWatch::start(etcd, "/strata/").await?;
     let counters = Arc::new(Counters::default());
-    let spares = spares(plan, step);
-    let mut nodes = Vec::with_capacity(step.nodes + spares);
-    for i in 0..step.nodes + spares {
-        let life = if i < step.nodes {
-            Life::Alive
-        } else {
-            Life::Spare
-        };
-        let region = format!("r{}", i % plan.regions);
-        nodes.push(Arc::new(SimNode::new(
-            format!("n{i}"),
-            region,
-            &urls[i % urls.len()],
-            life,
-        )?));
-    }
-    let nodes = Arc::new(nodes);
+    let nodes = Arc::new(sim_nodes(plan, step, urls)?);
     let keepalives = world::register_all(&nodes, &counters, 16).await?;
     let register = counters.register.take();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let ops = Ops {
-        nodes: nodes.clone(),
-        counters: counters.clone(),
-        permits: Arc::new(Semaphore::new(IN_FLIGHT)),
-        done: tx,
-        publisher_watches: plan.publisher_watches,
-    };
-    let mut world = World::new(ops, rx, plan.regions);
+    let mut world = new_world(plan, &nodes, &counters);
     let mark = || Mark::take(etcd, &keys.counts, &counters, pids);
     let mut phases = Vec::new();
 
     let a = mark().await?;
-    for _ in 0..step.streams {
-        world.start_stream(None);
-    }
-    world.settle().await;
-    world.pull_everywhere(plan.pulls);
-    world.settle().await;
+    populate(&mut world, plan, step).await;
     let b = mark().await?;
     let populate_secs = (b_at(&a, &b)).as_secs_f64();
     let mut setup = meter::phase("setup", &a, &b, &counters, &keys.counts, pids);
@@ -215,12 +186,7 @@ async fn measure(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    for n in nodes.iter() {
-        n.set_life(Life::Dead);
-    }
-    for k in keepalives {
-        k.abort();
-    }
+    stop_nodes(&nodes, keepalives);
     Ok(StepResult {
         nodes: step.nodes,
         streams: step.streams,
@@ -236,6 +202,61 @@ async fn measure(
         skipped: world.skipped,
         first_error,
     })
+}
+
+/// The step's simulated nodes: `step.nodes` alive, then the spares, spread over the regions
+/// and the replicas.
+fn sim_nodes(plan: &Plan, step: &Step, urls: &[String]) -> Result<Vec<Arc<SimNode>>> {
+    let spares = spares(plan, step);
+    let mut nodes = Vec::with_capacity(step.nodes + spares);
+    for i in 0..step.nodes + spares {
+        let life = if i < step.nodes {
+            Life::Alive
+        } else {
+            Life::Spare
+        };
+        let region = format!("r{}", i % plan.regions);
+        nodes.push(Arc::new(SimNode::new(
+            format!("n{i}"),
+            region,
+            &urls[i % urls.len()],
+            life,
+        )?));
+    }
+    Ok(nodes)
+}
+
+/// The world the driver runs on `nodes`, with [`IN_FLIGHT`] operations at most.
+fn new_world(plan: &Plan, nodes: &Arc<Vec<Arc<SimNode>>>, counters: &Arc<Counters>) -> World {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ops = Ops {
+        nodes: nodes.clone(),
+        counters: counters.clone(),
+        permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+        done: tx,
+        publisher_watches: plan.publisher_watches,
+    };
+    World::new(ops, rx, plan.regions)
+}
+
+/// The setup phase's work: the step's streams, then pulls of them everywhere.
+async fn populate(world: &mut World, plan: &Plan, step: &Step) {
+    for _ in 0..step.streams {
+        world.start_stream(None);
+    }
+    world.settle().await;
+    world.pull_everywhere(plan.pulls);
+    world.settle().await;
+}
+
+/// Ends the step's nodes: dead to the world, keep-alives stopped.
+fn stop_nodes(nodes: &[Arc<SimNode>], keepalives: Vec<tokio::task::JoinHandle<()>>) {
+    for n in nodes {
+        n.set_life(Life::Dead);
+    }
+    for k in keepalives {
+        k.abort();
+    }
 }
 
 fn b_at(a: &Mark, b: &Mark) -> Duration {

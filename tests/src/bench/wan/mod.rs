@@ -25,6 +25,7 @@
 //! Needs root (namespaces). Namespaces are deleted on exit, including on failure and Ctrl-C;
 //! ones left by a killed run are deleted by the next.
 
+mod cluster;
 pub mod graph;
 pub mod launch;
 pub(crate) mod netns;
@@ -42,11 +43,11 @@ use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
 
 pub use self::graph::{GraphMode, Parent};
-use self::launch::{ClusterDir, InProcessControl, NodeProcess, NodeSpec};
-use self::netns::{Namespaces, ip};
+use self::launch::{ClusterDir, InProcessControl, NodeProcess};
+use self::netns::Namespaces;
 use self::probe::{ProbePlayer, StampedPublisher};
 pub use self::proxy::DirTotals;
-use self::proxy::{Link, NodeProxy};
+use self::proxy::Link;
 pub use self::report::{FirstFrames, LinkResult, RegionLatency, WanResult};
 use self::util::{LoAddr, hop_latency, node_metrics, wait_cold};
 use crate::bench::machine::Machine;
@@ -102,6 +103,27 @@ impl WanArgs {
     }
 }
 
+impl WanArgs {
+    /// Nodes per region, repeats and window, defaults filled in.
+    fn resolved(&self) -> (usize, usize, Duration) {
+        let quick = self.quick;
+        let per_region = self.nodes.unwrap_or(if quick { 1 } else { 2 }).clamp(1, 9);
+        let repeats = self.repeats.unwrap_or(if quick { 1 } else { 3 }).max(1);
+        let window = self.window.unwrap_or(if quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        });
+        (per_region, repeats, window)
+    }
+}
+
+/// The clip's RTP rate, bit/s.
+fn clip_bps(clip: &strata_rtc::fixture::Clip) -> f64 {
+    let bytes: usize = clip.packets().iter().map(|p| p.rtp.len()).sum();
+    bytes as f64 * 8.0 / clip.duration().as_secs_f64()
+}
+
 /// Why the benchmark cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
     if !netns::is_root() {
@@ -148,136 +170,20 @@ pub(crate) struct Region {
 /// Runs the benchmark in this (private) namespace; cleans up everything it made.
 pub async fn measure(args: WanArgs) -> Result<WanResult> {
     let quick = args.quick;
-    let per_region = args.nodes.unwrap_or(if quick { 1 } else { 2 }).clamp(1, 9);
-    let repeats = args.repeats.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    let window = args.window.unwrap_or(if quick {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(10)
-    });
+    let (per_region, repeats, window) = args.resolved();
     let machine = Machine::detect();
     let started = Instant::now();
 
     // Declared first, dropped last: the namespaces outlive everything that runs in them.
     let mut namespaces = Namespaces::new("wan");
     let _hub = LoAddr::add(HUB_IP)?;
-    let mut regions = Vec::new();
-    for (i, name) in REGIONS.iter().enumerate() {
-        let ns = namespaces.add(name)?;
-        let n = i as u8 + 1;
-        let here = format!("sw{}b{i}", std::process::id() % 100_000);
-        namespaces.link_to(
-            &ns,
-            &here,
-            "hub0",
-            Ipv4Addr::new(10, 98, n, 1),
-            Ipv4Addr::new(10, 98, n, 2),
-        )?;
-        ip(&[
-            "route",
-            "add",
-            &format!("10.99.{n}.0/24"),
-            "via",
-            &format!("10.98.{n}.2"),
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "10.99.0.0/24",
-            "via",
-            &format!("10.98.{n}.1"),
-        ])?;
-        for k in 1..=per_region {
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.99.{n}.{k}/32"),
-                "dev",
-                "lo",
-            ])?;
-        }
-        regions.push(Region {
-            name,
-            ns,
-            nodes: Vec::new(),
-        });
-    }
-
+    let mut regions = cluster::regions(&mut namespaces, per_region)?;
     let control = InProcessControl::start(HUB_IP.into(), Duration::from_secs(3)).await?;
     let mut dir = ClusterDir::new("wan")?;
-    for (i, region) in regions.iter_mut().enumerate() {
-        for k in 1..=per_region {
-            let spec = NodeSpec {
-                id: format!("{}-{k}", region.name),
-                region: region.name.to_owned(),
-                ip: Ipv4Addr::new(10, 99, i as u8 + 1, k as u8),
-                netns: Some(region.ns.clone()),
-                cpus: None,
-                args: vec!["--linger".into(), "1s".into()],
-            };
-            region
-                .nodes
-                .push(NodeProcess::spawn(&dir, &control.url(), &spec)?);
-        }
-    }
-    let links: Vec<Arc<Link>> = LINKS
-        .iter()
-        .map(|&(a, b, rtt, loss)| {
-            Arc::new(Link {
-                a,
-                b,
-                one_way: Duration::from_millis(rtt / 2),
-                loss,
-                ab: Default::default(),
-                ba: Default::default(),
-            })
-        })
-        .collect();
-    // Every node, as seen from every other region, behind the link between the two.
-    let mut proxies = Vec::new();
-    for link in &links {
-        for (near, far, forward) in [(link.a, link.b, true), (link.b, link.a, false)] {
-            for node in &regions[far].nodes {
-                let ip_far = node.relay.ip().to_string();
-                ip(&[
-                    "-n",
-                    &regions[near].ns,
-                    "addr",
-                    "add",
-                    &format!("{ip_far}/32"),
-                    "dev",
-                    "lo",
-                ])?;
-                proxies.push(
-                    NodeProxy::start(
-                        &regions[near].ns,
-                        &regions[far].ns,
-                        node.relay,
-                        Arc::clone(link),
-                        forward,
-                    )
-                    .await?,
-                );
-            }
-        }
-    }
-    let ready: Result<()> = async {
-        for region in &mut regions {
-            for node in &mut region.nodes {
-                node.wait_ready(Duration::from_secs(40)).await?;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = ready {
-        dir.keep();
-        return Err(e);
-    }
+    cluster::spawn_nodes(&dir, &control, &mut regions, per_region)?;
+    let links = cluster::links();
+    let proxies = cluster::proxies(&links, &regions).await?;
+    cluster::wait_ready(&mut regions, &mut dir).await?;
     eprintln!(
         "wan: {} nodes up in {:.1}s",
         REGIONS.len() * per_region,
@@ -289,10 +195,7 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
         .await?;
     graph::pin_costs(channel.clone(), args.graph).await?;
     let clip = crate::media::vp8_clip()?;
-    let stream_bps = {
-        let bytes: usize = clip.packets().iter().map(|p| p.rtp.len()).sum();
-        bytes as f64 * 8.0 / clip.duration().as_secs_f64()
-    };
+    let stream_bps = clip_bps(&clip);
     let origin = &regions[0].nodes[0];
     let publisher =
         StampedPublisher::start(&origin.http, STREAM, Arc::clone(&clip), HUB_IP.into()).await?;
@@ -300,126 +203,15 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let mut clients = crate::control::Clients::new(channel.clone())?;
-    let within = Duration::from_secs(20);
-    let mut first: Vec<FirstFrames> = REGIONS
-        .iter()
-        .map(|r| FirstFrames {
-            region: r,
-            ..Default::default()
-        })
-        .collect();
-    let mut playing: Vec<(usize, ProbePlayer)> = Vec::new();
-    for round in 0..repeats {
-        if round > 0 {
-            for (_, p) in playing.drain(..) {
-                p.stop().await;
-            }
-            wait_cold(&mut clients, within).await?;
-        }
-        for (i, region) in regions.iter().enumerate() {
-            let f = &mut first[i];
-            // The first node of a region; in the origin's region it already has the stream.
-            let n1 = &region.nodes[0];
-            let p1 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
-            let t1 = p1.first_frame(within).await?;
-            if i == 0 {
-                f.warm.push(t1);
-            } else {
-                f.cold_region.push(t1);
-            }
-            playing.push((i, p1));
-            if let Some(n2) = region.nodes.get(1) {
-                let p2 = ProbePlayer::start(&n2.id, &n2.http, STREAM, HUB_IP.into()).await?;
-                f.cold_node.push(p2.first_frame(within).await?);
-                playing.push((i, p2));
-            }
-            if i != 0 {
-                let p3 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
-                f.warm.push(p3.first_frame(within).await?);
-                playing.push((i, p3));
-            }
-        }
-    }
+    let (first, mut playing) = first_frames(&regions, repeats, &mut clients).await?;
 
     // Steady state: every region plays. Glass-to-glass and bytes over one window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let parents = graph::parents(channel.clone()).await?;
-    let metrics_before = node_metrics(&regions).await;
-    let links_before: Vec<(DirTotals, DirTotals)> = links
-        .iter()
-        .map(|l| (l.ab.totals(), l.ba.totals()))
-        .collect();
-    let sent_before = publisher.sent_bytes.load(Ordering::Relaxed);
-    for (_, p) in &playing {
-        p.collect(true);
-    }
-    let t0 = Instant::now();
-    tokio::time::sleep(window).await;
-    for (_, p) in &playing {
-        p.collect(false);
-    }
-    let elapsed = t0.elapsed();
-    let sent = publisher.sent_bytes.load(Ordering::Relaxed) - sent_before;
-    let links_after: Vec<(DirTotals, DirTotals)> = links
-        .iter()
-        .map(|l| (l.ab.totals(), l.ba.totals()))
-        .collect();
-    let metrics_after = node_metrics(&regions).await;
-
-    let latency: Vec<RegionLatency> = REGIONS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut samples: Vec<Duration> = playing
-                .iter()
-                .filter(|(ri, _)| *ri == i)
-                .flat_map(|(_, p)| p.latencies())
-                .collect();
-            samples.sort();
-            RegionLatency {
-                region: r,
-                floor: graph::path_one_way(&parents, r),
-                samples,
-            }
-        })
-        .collect();
-    let link_results: Vec<LinkResult> = links
-        .iter()
-        .zip(links_before.iter().zip(&links_after))
-        .map(|(l, ((ab0, ba0), (ab1, ba1)))| {
-            let relay = |from: usize, to: usize| {
-                // Media bytes region `to`'s nodes received from region `from`, per the nodes.
-                let sum = |m: &[String]| -> f64 {
-                    regions[to]
-                        .nodes
-                        .iter()
-                        .zip(m)
-                        .map(|(_, text)| {
-                            crate::http::metric_sum(
-                                text,
-                                "strata_relay_region_bytes_total",
-                                &[("peer_region", REGIONS[from]), ("direction", "in")],
-                            )
-                        })
-                        .sum()
-                };
-                let i0 = regions[..to].iter().map(|r| r.nodes.len()).sum::<usize>();
-                let n = regions[to].nodes.len();
-                (sum(&metrics_after[i0..i0 + n]) - sum(&metrics_before[i0..i0 + n])).max(0.0)
-            };
-            LinkResult {
-                a: REGIONS[l.a],
-                b: REGIONS[l.b],
-                rtt: l.one_way * 2,
-                loss: l.loss,
-                ab: ab1.since(ab0),
-                ba: ba1.since(ba0),
-                relay_ab: relay(l.a, l.b),
-                relay_ba: relay(l.b, l.a),
-            }
-        })
-        .collect();
-    let hop = hop_latency(&metrics_before, &metrics_after, &regions);
+    let w = measure_window(&regions, &links, &publisher, &playing, window).await;
+    let latency = region_latency(&playing, &parents);
+    let link_results = link_results(&links, &w, &regions);
+    let hop = hop_latency(&w.metrics_before, &w.metrics_after, &regions);
 
     for (_, p) in playing.drain(..) {
         p.stop().await;
@@ -438,13 +230,185 @@ pub async fn measure(args: WanArgs) -> Result<WanResult> {
         parents,
         nodes_per_region: per_region,
         repeats,
-        window: elapsed,
+        window: w.elapsed,
         stream_bps,
-        stream_sent_bps: sent as f64 * 8.0 / elapsed.as_secs_f64(),
+        stream_sent_bps: w.sent as f64 * 8.0 / w.elapsed.as_secs_f64(),
         first,
         latency,
         links: link_results,
         hop,
         runtime: started.elapsed(),
     })
+}
+
+/// First-frame times, `repeats` rounds over every region (each round after the last one's
+/// players stopped and the cluster went cold); returns them with the last round's players,
+/// each with its region's index.
+async fn first_frames(
+    regions: &[Region],
+    repeats: usize,
+    clients: &mut crate::control::Clients,
+) -> Result<(Vec<FirstFrames>, Vec<(usize, ProbePlayer)>)> {
+    let within = Duration::from_secs(20);
+    let mut first: Vec<FirstFrames> = REGIONS
+        .iter()
+        .map(|r| FirstFrames {
+            region: r,
+            ..Default::default()
+        })
+        .collect();
+    let mut playing: Vec<(usize, ProbePlayer)> = Vec::new();
+    for round in 0..repeats {
+        if round > 0 {
+            for (_, p) in playing.drain(..) {
+                p.stop().await;
+            }
+            wait_cold(clients, within).await?;
+        }
+        for (i, region) in regions.iter().enumerate() {
+            first_frames_in(i, region, &mut first[i], &mut playing, within).await?;
+        }
+    }
+    Ok((first, playing))
+}
+
+/// One round's first-frame times in region `i`; the players started are added to `playing`.
+async fn first_frames_in(
+    i: usize,
+    region: &Region,
+    f: &mut FirstFrames,
+    playing: &mut Vec<(usize, ProbePlayer)>,
+    within: Duration,
+) -> Result<()> {
+    // The first node of a region; in the origin's region it already has the stream.
+    let n1 = &region.nodes[0];
+    let p1 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
+    let t1 = p1.first_frame(within).await?;
+    if i == 0 {
+        f.warm.push(t1);
+    } else {
+        f.cold_region.push(t1);
+    }
+    playing.push((i, p1));
+    if let Some(n2) = region.nodes.get(1) {
+        let p2 = ProbePlayer::start(&n2.id, &n2.http, STREAM, HUB_IP.into()).await?;
+        f.cold_node.push(p2.first_frame(within).await?);
+        playing.push((i, p2));
+    }
+    if i != 0 {
+        let p3 = ProbePlayer::start(&n1.id, &n1.http, STREAM, HUB_IP.into()).await?;
+        f.warm.push(p3.first_frame(within).await?);
+        playing.push((i, p3));
+    }
+    Ok(())
+}
+
+/// Counters on both sides of the steady-state window.
+struct Window {
+    elapsed: Duration,
+    /// Bytes the publisher sent in the window.
+    sent: u64,
+    metrics_before: Vec<String>,
+    metrics_after: Vec<String>,
+    links_before: Vec<(DirTotals, DirTotals)>,
+    links_after: Vec<(DirTotals, DirTotals)>,
+}
+
+/// Collects the players' latencies over one window and snapshots the counters around it.
+async fn measure_window(
+    regions: &[Region],
+    links: &[Arc<Link>],
+    publisher: &StampedPublisher,
+    playing: &[(usize, ProbePlayer)],
+    window: Duration,
+) -> Window {
+    let totals = || -> Vec<(DirTotals, DirTotals)> {
+        links
+            .iter()
+            .map(|l| (l.ab.totals(), l.ba.totals()))
+            .collect()
+    };
+    let metrics_before = node_metrics(regions).await;
+    let links_before = totals();
+    let sent_before = publisher.sent_bytes.load(Ordering::Relaxed);
+    for (_, p) in playing {
+        p.collect(true);
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    for (_, p) in playing {
+        p.collect(false);
+    }
+    let elapsed = t0.elapsed();
+    let sent = publisher.sent_bytes.load(Ordering::Relaxed) - sent_before;
+    let links_after = totals();
+    let metrics_after = node_metrics(regions).await;
+    Window {
+        elapsed,
+        sent,
+        metrics_before,
+        metrics_after,
+        links_before,
+        links_after,
+    }
+}
+
+/// Glass-to-glass samples per region, sorted, with the region's path floor.
+fn region_latency(playing: &[(usize, ProbePlayer)], parents: &[Parent]) -> Vec<RegionLatency> {
+    REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut samples: Vec<Duration> = playing
+                .iter()
+                .filter(|(ri, _)| *ri == i)
+                .flat_map(|(_, p)| p.latencies())
+                .collect();
+            samples.sort();
+            RegionLatency {
+                region: r,
+                floor: graph::path_one_way(parents, r),
+                samples,
+            }
+        })
+        .collect()
+}
+
+/// Bytes over each link in the window: the proxy's counters and the nodes' own.
+fn link_results(links: &[Arc<Link>], w: &Window, regions: &[Region]) -> Vec<LinkResult> {
+    links
+        .iter()
+        .zip(w.links_before.iter().zip(&w.links_after))
+        .map(|(l, ((ab0, ba0), (ab1, ba1)))| LinkResult {
+            a: REGIONS[l.a],
+            b: REGIONS[l.b],
+            rtt: l.one_way * 2,
+            loss: l.loss,
+            ab: ab1.since(ab0),
+            ba: ba1.since(ba0),
+            relay_ab: relay_bytes(w, regions, l.a, l.b),
+            relay_ba: relay_bytes(w, regions, l.b, l.a),
+        })
+        .collect()
+}
+
+/// Media bytes region `to`'s nodes received from region `from` in the window, per the nodes.
+fn relay_bytes(w: &Window, regions: &[Region], from: usize, to: usize) -> f64 {
+    let sum = |m: &[String]| -> f64 {
+        regions[to]
+            .nodes
+            .iter()
+            .zip(m)
+            .map(|(_, text)| {
+                crate::http::metric_sum(
+                    text,
+                    "strata_relay_region_bytes_total",
+                    &[("peer_region", REGIONS[from]), ("direction", "in")],
+                )
+            })
+            .sum()
+    };
+    let i0 = regions[..to].iter().map(|r| r.nodes.len()).sum::<usize>();
+    let n = regions[to].nodes.len();
+    (sum(&w.metrics_after[i0..i0 + n]) - sum(&w.metrics_before[i0..i0 + n])).max(0.0)
 }

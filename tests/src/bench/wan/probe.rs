@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bytes::{Bytes, BytesMut};
 use strata_media::TrackKind;
 use strata_rtc::Codec;
@@ -152,13 +152,7 @@ impl ProbePlayer {
             bail!("WHEP POST {url}: {} {}", resp.status, resp.text());
         }
         player.set_answer(&resp.text()).await?;
-        let location = resp.header("location").context("no Location")?.to_owned();
-        let session_url = if location.starts_with("http") {
-            location
-        } else {
-            let (authority, _) = http::split_url(&resp.url)?;
-            format!("http://{authority}{location}")
-        };
+        let session_url = resp.session_url()?;
         let state = Arc::new(Mutex::new(ProbeState::default()));
         let collect = Arc::new(AtomicBool::new(false));
         let (st, col) = (Arc::clone(&state), Arc::clone(&collect));

@@ -124,7 +124,15 @@ impl WanResult {
 
 fn render(r: &WanResult) -> String {
     let mut out = String::new();
-    let secs = r.window.as_secs_f64().max(1e-9);
+    render_setup(&mut out, r);
+    render_first_frames(&mut out, r);
+    render_latency(&mut out, r);
+    render_links(&mut out, r);
+    out
+}
+
+/// What ran where: machine, regions, the links and the tree the control plane built.
+fn render_setup(out: &mut String, r: &WanResult) {
     let _ = writeln!(
         out,
         "### Regions over a WAN\n\n\
@@ -167,7 +175,10 @@ fn render(r: &WanResult) -> String {
             p.region, p.from, p.depth, p.link_cost_ms
         );
     }
+}
 
+/// First-frame times per region, cold and warm.
+fn render_first_frames(out: &mut String, r: &WanResult) {
     let _ = writeln!(
         out,
         "\n#### First frame (WHEP POST → last packet of the first keyframe), median (min–max) of {} run(s)\n",
@@ -191,7 +202,11 @@ fn render(r: &WanResult) -> String {
             spread(&f.warm),
         );
     }
+}
 
+/// Glass-to-glass latency per region, and the nodes' relay hop latency.
+fn render_latency(out: &mut String, r: &WanResult) {
+    let secs = r.window.as_secs_f64().max(1e-9);
     let _ = writeln!(
         out,
         "\n#### Glass-to-glass (publisher's stack → player's stack, stamped audio, one clock), {:.0} s window\n",
@@ -233,7 +248,11 @@ fn render(r: &WanResult) -> String {
         "\nMean relay hop latency over all hops into a region's nodes (its WAN hop and its in-region hop; `strata_relay_hop_latency_seconds`): {}.",
         hops.join(", ")
     );
+}
 
+/// Bytes over each link and direction, on the wire and per the nodes.
+fn render_links(out: &mut String, r: &WanResult) {
+    let secs = r.window.as_secs_f64().max(1e-9);
     let _ = writeln!(
         out,
         "\n#### Bytes crossing each link, one stream ({:.0} kbit/s sent by the publisher in the window)\n",
@@ -259,5 +278,4 @@ fn render(r: &WanResult) -> String {
             );
         }
     }
-    out
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use strata_tests::procs::{ProcCluster, StoreInUse};
+use strata_tests::procs::{NodeProc, ProcCluster, StoreInUse};
 
 use super::{Args, EtcdHolder, STREAM};
 
@@ -98,18 +98,7 @@ pub(super) fn print_summary(
     for (region, nodes) in &by_region {
         println!("  region {region}");
         for n in nodes {
-            println!(
-                "    {:<10} {}  relay {}  pid {}",
-                n.id(),
-                n.http_url(),
-                n.relay_addr(),
-                n.pid().unwrap_or_default()
-            );
-            println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
-            println!(
-                "               srt://{}?streamid=#!::r=<stream>,m=publish",
-                n.srt_addr()
-            );
+            print_node(n);
         }
     }
     println!();
@@ -130,15 +119,7 @@ pub(super) fn print_summary(
             n.rtmp_addr()
         );
     }
-    println!();
-    println!("grpcurl (reflection is on):");
-    println!("  grpcurl -plaintext {addr} list");
-    println!("  grpcurl -plaintext {addr} strata.v1.NodeService/ListNodes");
-    println!(
-        "  grpcurl -plaintext -d '{{\"stream\":\"{STREAM}\"}}' {addr} strata.v1.RoutingService/GetStream"
-    );
-    println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
-    println!();
+    print_grpcurl(&addr);
     println!("logs:    {}", cluster.dir().display());
     println!("json:    {}", json.display());
     println!();
@@ -148,4 +129,33 @@ pub(super) fn print_summary(
          or authentication). Production settings: docs/security.md !!!"
     );
     println!("Ctrl-C stops everything.");
+}
+
+/// A node's line: its id, URLs and pid, and where it takes RTMP and SRT.
+fn print_node(n: &NodeProc) {
+    println!(
+        "    {:<10} {}  relay {}  pid {}",
+        n.id(),
+        n.http_url(),
+        n.relay_addr(),
+        n.pid().unwrap_or_default()
+    );
+    println!("               rtmp://{}/live/<stream>", n.rtmp_addr());
+    println!(
+        "               srt://{}?streamid=#!::r=<stream>,m=publish",
+        n.srt_addr()
+    );
+}
+
+/// grpcurl calls to try against the control plane at `addr`.
+fn print_grpcurl(addr: &std::net::SocketAddr) {
+    println!();
+    println!("grpcurl (reflection is on):");
+    println!("  grpcurl -plaintext {addr} list");
+    println!("  grpcurl -plaintext {addr} strata.v1.NodeService/ListNodes");
+    println!(
+        "  grpcurl -plaintext -d '{{\"stream\":\"{STREAM}\"}}' {addr} strata.v1.RoutingService/GetStream"
+    );
+    println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
+    println!();
 }
