@@ -204,6 +204,37 @@ impl LiveTls {
         }
     }
 
+    // Handshake signatures: both directions check them with the provider's
+    // algorithms, the ones the WebPKI verifiers in `Current` were built with
+    // (and all their own `verify_tls1x_signature` does), so the checks are
+    // here once rather than per side.
+    fn verify_tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.inner.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.inner.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn signature_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+
     pub(crate) fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
         Arc::new(Verifier(self.clone()))
     }
@@ -277,10 +308,7 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .clients
-            .verify_tls12_signature(message, cert, dss)
+        self.0.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -289,14 +317,11 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .clients
-            .verify_tls13_signature(message, cert, dss)
+        self.0.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current().clients.supported_verify_schemes()
+        self.0.signature_schemes()
     }
 }
 
@@ -326,10 +351,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .servers
-            .verify_tls12_signature(message, cert, dss)
+        self.0.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -338,13 +360,10 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .servers
-            .verify_tls13_signature(message, cert, dss)
+        self.0.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current().servers.supported_verify_schemes()
+        self.0.signature_schemes()
     }
 }
