@@ -36,6 +36,19 @@ macro_rules! client_lifecycle {
     };
 }
 
+/// [`client_lifecycle!`] and what the publishing clients add: the server's keyframe requests
+/// (the type has `pc` and a `keyframe_requests` receiver).
+macro_rules! publishing_client {
+    () => {
+        /// The next keyframe request (PLI or FIR) from the server, by the track it names.
+        pub async fn keyframe_request(&self) -> Option<strata_media::TrackId> {
+            self.pc.keyframe_request(&self.keyframe_requests).await
+        }
+
+        client_lifecycle!();
+    };
+}
+
 mod outgoing;
 mod player;
 mod publisher;

@@ -202,12 +202,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// The next keyframe request (PLI or FIR) from the server.
-    pub async fn keyframe_request(&self) -> Option<TrackId> {
-        self.pc.keyframe_request(&self.keyframe_requests).await
-    }
-
-    client_lifecycle!();
+    publishing_client!();
 }
 
 async fn read_feedback(

@@ -255,12 +255,7 @@ impl SimulcastPublisher {
         Ok(())
     }
 
-    /// The next keyframe request (PLI or FIR) from the server, by the track it names.
-    pub async fn keyframe_request(&self) -> Option<TrackId> {
-        self.pc.keyframe_request(&self.keyframe_requests).await
-    }
-
-    client_lifecycle!();
+    publishing_client!();
 }
 
 /// Forwards keyframe requests about any of `ssrcs` as the track they name (the first
