@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -204,35 +204,11 @@ impl LiveTls {
         }
     }
 
-    // Handshake signatures: both directions check them with the provider's
-    // algorithms, the ones the WebPKI verifiers in `Current` were built with
-    // (and all their own `verify_tls1x_signature` does), so the checks are
-    // here once rather than per side.
-    fn verify_tls12(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.inner.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-
-    fn verify_tls13(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.inner.provider.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
-
-    fn signature_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+    /// The algorithms handshake signatures are checked with, in both directions: the
+    /// provider's, which the WebPKI verifiers in `Current` were built with (their own
+    /// `verify_tls1x_signature` is `rustls::crypto::verify_tls1x_signature` with these).
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.inner.provider.signature_verification_algorithms
     }
 
     pub(crate) fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
@@ -276,6 +252,36 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
+/// The handshake-signature checks, the same for both verifier traits (see
+/// [`LiveTls::signature_algorithms`]).
+macro_rules! signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = self.0.signature_algorithms();
+            rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = self.0.signature_algorithms();
+            rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_algorithms().supported_schemes()
+        }
+    };
+}
+
 /// Verifies peers with the current CAs (WebPKI), then the revocation list.
 #[derive(Debug)]
 struct Verifier(LiveTls);
@@ -302,27 +308,7 @@ impl ClientCertVerifier for Verifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_schemes()
-    }
+    signature_checks!();
 }
 
 impl ServerCertVerifier for Verifier {
@@ -345,25 +331,5 @@ impl ServerCertVerifier for Verifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_schemes()
-    }
+    signature_checks!();
 }

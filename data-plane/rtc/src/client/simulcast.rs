@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, Registry};
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
+use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::outgoing::outgoing;
 use super::{ClientConfig, ClientPc};
@@ -152,18 +152,7 @@ impl SimulcastPublisher {
             kind,
             encodings,
         )));
-        let transceiver = self
-            .pc
-            .pc()
-            .add_transceiver_from_track(
-                Arc::clone(&local) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
+        let transceiver = self.pc.add_sendonly(&local).await?;
         let ssrcs: Vec<(u32, TrackId)> = streams.iter().map(|s| (s.ssrc, s.info.id)).collect();
         tokio::spawn(read_feedback(Arc::clone(&local), ssrcs, requests));
         self.senders.push(Sender {
