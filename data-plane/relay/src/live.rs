@@ -256,29 +256,25 @@ impl ResolvesClientCert for Resolver {
 /// [`LiveTls::signature_algorithms`]).
 macro_rules! signature_checks {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = self.0.signature_algorithms();
-            rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = self.0.signature_algorithms();
-            rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-        }
+        signature_checks!(verify_tls12_signature, verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_algorithms().supported_schemes()
         }
+    };
+    // Each trait method is the rustls::crypto function of the same name.
+    ($($check:ident),*) => {
+        $(
+            fn $check(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                let algorithms = self.0.signature_algorithms();
+                rustls::crypto::$check(message, cert, dss, algorithms)
+            }
+        )*
     };
 }
 
