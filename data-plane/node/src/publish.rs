@@ -10,14 +10,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::oneshot;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::backup;
 use crate::error::ApiError;
 use crate::feed::Role;
 pub(crate) use crate::feed::{EncoderEnd, Feed, Media};
-use crate::session_table::{CandidateSink, PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::session_table::{CandidateSink, Opened, PublishSlot, SessionKind, session_log_id};
 use crate::sessions::{self, Ingest};
 use crate::state::NodeState;
 
@@ -175,20 +174,13 @@ pub(crate) async fn start(
         }
         Held::Standby(_) => None,
     };
-    let id = state.sessions.new_id();
-    let etag = format!("\"{id}-1\"");
-    let (stop_tx, stop_rx) = oneshot::channel();
-    state.sessions.insert(
-        id.clone(),
-        SessionEntry {
-            kind: SessionKind::Publisher,
-            stream: stream.clone(),
-            etag: etag.clone(),
-            candidates,
-            stop: Some(stop_tx),
-            connecting: None,
-        },
-    );
+    let Opened {
+        id,
+        etag,
+        stop: stop_rx,
+    } = state
+        .sessions
+        .open(SessionKind::Publisher, stream.clone(), candidates, None);
     let total = match admitted.held {
         Held::Main(_) => &state.counters.publishers_total,
         Held::Standby(_) => &state.counters.backup_publishers_total,

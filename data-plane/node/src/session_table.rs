@@ -33,6 +33,16 @@ pub struct SessionEntry {
     pub connecting: Option<watch::Receiver<strata_rtc::SessionState>>,
 }
 
+/// A session just registered by [`SessionTable::open`].
+pub struct Opened {
+    /// Its id (the capability in its URL).
+    pub id: String,
+    /// Its first ETag.
+    pub etag: String,
+    /// Fires when the session is asked to stop (DELETE, shutdown).
+    pub stop: oneshot::Receiver<()>,
+}
+
 /// Something that takes trickled ICE candidates (an `sdpfrag`).
 #[tonic::async_trait]
 pub trait CandidateSink: Send + Sync {
@@ -112,6 +122,32 @@ impl SessionTable {
     pub fn new_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         format!("{n:x}{:032x}", rand::random::<u128>())
+    }
+
+    /// Registers a new session under a new id (see [`SessionTable::new_id`]), with its first
+    /// ETag and a stop channel, whose receiving end comes back for the session's task.
+    pub fn open(
+        &self,
+        kind: SessionKind,
+        stream: String,
+        candidates: Arc<dyn CandidateSink>,
+        connecting: Option<watch::Receiver<strata_rtc::SessionState>>,
+    ) -> Opened {
+        let id = self.new_id();
+        let etag = format!("\"{id}-1\"");
+        let (stop_tx, stop) = oneshot::channel();
+        self.insert(
+            id.clone(),
+            SessionEntry {
+                kind,
+                stream,
+                etag: etag.clone(),
+                candidates,
+                stop: Some(stop_tx),
+                connecting,
+            },
+        );
+        Opened { id, etag, stop }
     }
 
     /// Registers a session.

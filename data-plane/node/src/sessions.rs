@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::ApiError;
 use crate::feed::Media;
 use crate::pull::PullStatus;
-use crate::session_table::{PublishSlot, SessionEntry, SessionKind, session_log_id};
+use crate::session_table::{Opened, PublishSlot, SessionKind, session_log_id};
 use crate::state::NodeState;
 use strata_proto::v1;
 
@@ -242,19 +242,15 @@ pub async fn play(
         .await
         .map_err(ApiError::from_rtc)?;
     let player = Arc::new(player);
-    let id = state.sessions.new_id();
-    let etag = format!("\"{id}-1\"");
-    let (stop_tx, stop_rx) = oneshot::channel();
-    state.sessions.insert(
-        id.clone(),
-        SessionEntry {
-            kind: SessionKind::Player,
-            stream: stream.to_owned(),
-            etag: etag.clone(),
-            candidates: Arc::clone(&player) as Arc<dyn crate::session_table::CandidateSink>,
-            stop: Some(stop_tx),
-            connecting: Some(player.state_changes()),
-        },
+    let Opened {
+        id,
+        etag,
+        stop: stop_rx,
+    } = state.sessions.open(
+        SessionKind::Player,
+        stream.to_owned(),
+        Arc::clone(&player) as Arc<dyn crate::session_table::CandidateSink>,
+        Some(player.state_changes()),
     );
     state.counters.players_total.fetch_add(1, Ordering::Relaxed);
     let log_id = session_log_id(&id);

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -204,6 +204,13 @@ impl LiveTls {
         }
     }
 
+    /// The algorithms handshake signatures are checked with, in both directions: the
+    /// provider's, which the WebPKI verifiers in `Current` were built with (their own
+    /// `verify_tls1x_signature` is `rustls::crypto::verify_tls1x_signature` with these).
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.inner.provider.signature_verification_algorithms
+    }
+
     pub(crate) fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
         Arc::new(Verifier(self.clone()))
     }
@@ -245,6 +252,32 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
+/// The handshake-signature checks, the same for both verifier traits (see
+/// [`LiveTls::signature_algorithms`]).
+macro_rules! signature_checks {
+    () => {
+        signature_checks!(verify_tls12_signature, verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_algorithms().supported_schemes()
+        }
+    };
+    // Each trait method is the rustls::crypto function of the same name.
+    ($($check:ident),*) => {
+        $(
+            fn $check(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                let algorithms = self.0.signature_algorithms();
+                rustls::crypto::$check(message, cert, dss, algorithms)
+            }
+        )*
+    };
+}
+
 /// Verifies peers with the current CAs (WebPKI), then the revocation list.
 #[derive(Debug)]
 struct Verifier(LiveTls);
@@ -271,33 +304,7 @@ impl ClientCertVerifier for Verifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .clients
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .clients
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current().clients.supported_verify_schemes()
-    }
+    signature_checks!();
 }
 
 impl ServerCertVerifier for Verifier {
@@ -320,31 +327,5 @@ impl ServerCertVerifier for Verifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .servers
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .current()
-            .servers
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.current().servers.supported_verify_schemes()
-    }
+    signature_checks!();
 }

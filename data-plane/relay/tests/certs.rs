@@ -95,12 +95,7 @@ async fn a_server_only_certificate_is_no_client_credential() {
         )
         .unwrap();
     refused(&RelayTls::Mutual(server_only), &up).await;
-    assert_eq!(
-        up.stats
-            .subscriptions_served
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(up.subscriptions_served(), 0);
     up.stop().await;
 }
 

@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use common::*;
-use strata_relay::certs::{DevCa, NodeCredentials};
+use strata_relay::certs::DevCa;
 use strata_relay::framing::{
     ControlMessage, decode_control, decode_datagram, decode_frame, decode_group_header,
     encode_control,
@@ -18,30 +16,12 @@ use strata_relay::framing::{
 use strata_relay::{RelayConfig, RelayTls, SubscriptionEvent};
 use tokio::time::timeout;
 
-/// A bare quinn client with the relay's ALPN; datagrams accepted.
-fn raw_endpoint(creds: &NodeCredentials) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(creds.ca.clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
-        .unwrap();
-    tls.alpn_protocols = vec![strata_relay::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-}
-
 #[tokio::test]
 async fn audio_goes_as_datagrams_and_video_on_the_group_stream() {
     let ca = DevCa::generate().unwrap();
     let up = Upstream::start(&RelayTls::Mutual(creds(&ca, "node-a")), None);
     let source = up.hub.attach_source("cam", catalog()).unwrap();
-    let endpoint = raw_endpoint(&creds(&ca, "node-b"));
+    let endpoint = raw_endpoint(&creds(&ca, "node-b"), strata_relay::ALPN);
     let conn = timeout(DEADLINE, endpoint.connect(up.addr, "node-a").unwrap())
         .await
         .unwrap()

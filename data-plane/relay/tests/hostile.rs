@@ -3,11 +3,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use strata_relay::certs::{DevCa, NodeCredentials};
+use strata_relay::certs::DevCa;
 use strata_relay::{RelayTls, Subscription, SubscriptionEvent};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -17,25 +16,6 @@ async fn expect_packet(sub: &mut Subscription, seq: u64) {
         Some(SubscriptionEvent::Packet(p)) => assert_eq!(p.ingest_us, seq),
         other => panic!("expected packet {seq}, got {other:?}"),
     }
-}
-
-/// A bare quinn client with the given ALPN and node credentials.
-#[allow(clippy::unwrap_used)] // test helper
-fn raw_endpoint(creds: &NodeCredentials, alpn: &[u8]) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(creds.ca.clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
-        .unwrap();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
 }
 
 #[tokio::test]

@@ -110,11 +110,30 @@ pub(crate) fn looks_like_stun(data: &[u8]) -> bool {
     data.first().is_some_and(|b| *b <= 3)
 }
 
+/// A Binding request from `username`, signed with `pwd` (short-term MESSAGE-INTEGRITY), with
+/// a FINGERPRINT: what a player sends. For tests here and of the mux.
+#[cfg(test)]
+pub(crate) fn signed_binding_request(username: &str, pwd: &str, crypto: &dyn RTCCrypto) -> Vec<u8> {
+    use rtc::stun::message::TransactionId;
+    use rtc::stun::textattrs::Username;
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            pwd.to_owned(),
+            crypto,
+        )),
+        Box::new(FINGERPRINT),
+    ])
+    .expect("build");
+    m.raw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::message::TransactionId;
-    use rtc::stun::textattrs::Username;
 
     fn creds() -> IceCredentials {
         IceCredentials {
@@ -124,21 +143,7 @@ mod tests {
         }
     }
 
-    fn request(username: &str, pwd: &str, crypto: &dyn RTCCrypto) -> Vec<u8> {
-        let mut m = Message::new();
-        m.build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                pwd.to_owned(),
-                crypto,
-            )),
-            Box::new(FINGERPRINT),
-        ])
-        .expect("build");
-        m.raw
-    }
+    use super::signed_binding_request as request;
 
     #[test]
     fn answers_only_requests_for_this_session_with_its_password() {

@@ -13,7 +13,7 @@ use strata_media::{Catalog, Layer, MediaPacket, TrackId, TrackInfo};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, instrument, trace};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{MediaEngine, RTCSessionDescription, Registry};
+use webrtc::peer_connection::{MediaEngine, PeerConnection, Registry};
 
 use crate::codec::{Codec, codec_parameters};
 use crate::interceptor::with_keyframe_requests;
@@ -260,57 +260,18 @@ pub(crate) async fn accept(
     let offer = sdp::parse_offer(offer_sdp, max_bytes, max_lines)?;
     let (catalog, sources) = catalog_of(&offer)?;
 
-    // Only the chosen codecs: negotiation cannot pick anything else.
-    let mut media_engine = MediaEngine::default();
-    for track in &catalog.tracks {
-        let codec = Codec::from_mime(&track.mime).ok_or(RtcError::NoUsableCodec)?;
-        media_engine.register_codec(
-            codec_parameters(codec, track.payload_type, track.channels, &track.fmtp),
-            codec_kind(track.kind),
-        )?;
-    }
-    // The default interceptors also register the mid, rid and repaired-rid header
-    // extensions, through which the stack matches a simulcast layer's SSRC to its rid.
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
-    let registry = with_keyframe_requests(registry);
-
+    let (media_engine, registry) = media_engine_for(&catalog)?;
     let mut built = engine.new_pc(media_engine, registry, true).await?;
     let pc = Arc::clone(&built.pc);
-    let description = RTCSessionDescription::offer(offer_sdp.to_owned())
-        .map_err(|e| RtcError::InvalidSdp(e.to_string()))?;
-    if let Err(e) = pc.set_remote_description(description).await {
-        let _ = pc.close().await;
-        return Err(RtcError::OfferRejected(e.to_string()));
-    }
-    let answer = match session::answer(
+    let answer = session::answer_offer(
         &pc,
+        offer_sdp,
         &mut built.events.gathered,
         &built.conn,
         engine.candidates(),
     )
-    .await
-    {
-        Ok(answer) => answer,
-        Err(e) => {
-            let _ = pc.close().await;
-            return Err(e);
-        }
-    };
-
-    let mut receivers = HashMap::new();
-    for transceiver in pc.get_transceivers().await {
-        let Ok(Some(mid)) = transceiver.mid().await else {
-            continue;
-        };
-        let receiver = RTCRtpReceiverId::from(transceiver.id());
-        for (index, (_, rid)) in sources
-            .iter()
-            .enumerate()
-            .filter(|(_, (m, _))| m.as_deref() == Some(mid.as_str()))
-        {
-            receivers.insert((receiver, rid.clone()), catalog.tracks[index].id);
-        }
-    }
+    .await?;
+    let receivers = receivers_of(pc.as_ref(), &catalog, &sources).await;
 
     let (packets_tx, packets) = mpsc::channel(engine.config().queue_packets.max(1));
     let ingest = Arc::new(Ingest {
@@ -320,19 +281,8 @@ pub(crate) async fn accept(
         packets: packets_tx,
         counters: Counters::default(),
     });
-    if let Some(mut tracks) = built.events.tracks.take() {
-        let ingest = Arc::downgrade(&ingest);
-        tokio::spawn(
-            async move {
-                while let Some(track) = tracks.recv().await {
-                    let Some(ingest) = ingest.upgrade() else {
-                        break;
-                    };
-                    tokio::spawn(read_track(track, ingest).in_current_span());
-                }
-            }
-            .in_current_span(),
-        );
+    if let Some(tracks) = built.events.tracks.take() {
+        spawn_track_readers(tracks, Arc::downgrade(&ingest));
     }
     let core = SessionCore::start(
         pc,
@@ -347,6 +297,64 @@ pub(crate) async fn accept(
         inner: Arc::new(Inner { core, ingest }),
     };
     Ok((PublisherSession { handle, packets }, answer))
+}
+
+/// A media engine with only the catalog's codecs (negotiation cannot pick anything else) and
+/// the interceptors a publisher needs.
+fn media_engine_for(catalog: &Catalog) -> Result<(MediaEngine, Registry), RtcError> {
+    let mut media_engine = MediaEngine::default();
+    for track in &catalog.tracks {
+        let codec = Codec::from_mime(&track.mime).ok_or(RtcError::NoUsableCodec)?;
+        media_engine.register_codec(
+            codec_parameters(codec, track.payload_type, track.channels, &track.fmtp),
+            codec_kind(track.kind),
+        )?;
+    }
+    // The default interceptors also register the mid, rid and repaired-rid header
+    // extensions, through which the stack matches a simulcast layer's SSRC to its rid.
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    Ok((media_engine, with_keyframe_requests(registry)))
+}
+
+/// The catalog track each (receiver, rid) carries, by the negotiated mids.
+async fn receivers_of(
+    pc: &dyn PeerConnection,
+    catalog: &Catalog,
+    sources: &[TrackSource],
+) -> HashMap<(RTCRtpReceiverId, Option<String>), TrackId> {
+    let mut receivers = HashMap::new();
+    for transceiver in pc.get_transceivers().await {
+        let Ok(Some(mid)) = transceiver.mid().await else {
+            continue;
+        };
+        let receiver = RTCRtpReceiverId::from(transceiver.id());
+        for (index, (_, rid)) in sources
+            .iter()
+            .enumerate()
+            .filter(|(_, (m, _))| m.as_deref() == Some(mid.as_str()))
+        {
+            receivers.insert((receiver, rid.clone()), catalog.tracks[index].id);
+        }
+    }
+    receivers
+}
+
+/// Reads each remote track the peer connection opens, for as long as the ingest lives.
+fn spawn_track_readers(
+    mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    ingest: std::sync::Weak<Ingest>,
+) {
+    tokio::spawn(
+        async move {
+            while let Some(track) = tracks.recv().await {
+                let Some(ingest) = ingest.upgrade() else {
+                    break;
+                };
+                tokio::spawn(read_track(track, ingest).in_current_span());
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 pub(crate) fn codec_kind(

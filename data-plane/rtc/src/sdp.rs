@@ -4,7 +4,7 @@
 use std::io::Cursor;
 use std::net::SocketAddr;
 
-use rtc::sdp::SessionDescription;
+use rtc::sdp::{MediaDescription, SessionDescription};
 use strata_media::{Layer, TrackKind};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
@@ -130,68 +130,7 @@ pub(crate) fn parse_offer(
         {
             fingerprints.extend(parse_fingerprint(fp));
         }
-        let kind = match media.media_name.media.as_str() {
-            "audio" => Some(TrackKind::Audio),
-            "video" => Some(TrackKind::Video),
-            _ => None,
-        };
-        let direction = if media.has_attribute("sendonly") {
-            Direction::SendOnly
-        } else if media.has_attribute("recvonly") {
-            Direction::RecvOnly
-        } else if media.has_attribute("inactive") {
-            Direction::Inactive
-        } else {
-            Direction::SendRecv
-        };
-        let offered = media.codecs();
-        let codecs = media
-            .media_name
-            .formats
-            .iter()
-            .filter_map(|format| format.parse::<u8>().ok())
-            .filter_map(|pt| {
-                let c = offered.get(&pt)?;
-                let codec = Codec::from_encoding_name(&c.name)?;
-                let channels = c.encoding_parameters.parse::<u16>().unwrap_or(0);
-                let usable = kind == Some(codec.kind())
-                    && c.clock_rate == codec.clock_rate()
-                    && codec.accepts_fmtp(&c.fmtp);
-                usable.then(|| OfferedCodec {
-                    payload_type: pt,
-                    codec,
-                    channels: if codec == Codec::Opus { 2 } else { channels },
-                    fmtp: c.fmtp.clone(),
-                    transport_cc: media.attributes.iter().any(|a| {
-                        a.key == "rtcp-fb"
-                            && a.value.as_deref().is_some_and(|v| transport_cc_fb(v, pt))
-                    }),
-                })
-            })
-            .collect();
-        let layers = if kind == Some(TrackKind::Video) && direction.offerer_sends() {
-            simulcast::send_layers(
-                media
-                    .attributes
-                    .iter()
-                    .map(|a| (a.key.as_str(), a.value.as_deref())),
-            )?
-        } else {
-            Vec::new()
-        };
-        sections.push(OfferSection {
-            mid: media.attribute("mid").flatten().map(str::to_owned),
-            kind,
-            direction,
-            rejected: media.media_name.port.value == 0,
-            codecs,
-            layers,
-            transport_cc: media
-                .attributes
-                .iter()
-                .filter(|a| a.key == "extmap")
-                .find_map(|a| transport_cc_extmap(a.value.as_deref()?)),
-        });
+        sections.push(parse_section(media)?);
     }
     Ok(ParsedOffer {
         sections,
@@ -201,6 +140,81 @@ pub(crate) fn parse_offer(
         setup: setup.map(|s| s.to_ascii_lowercase()),
         bundle,
     })
+}
+
+/// One `m=` section of an offer: its kind, direction, the codecs Strata can use, simulcast layers
+/// and the transport-cc extension id.
+fn parse_section(media: &MediaDescription) -> Result<OfferSection, RtcError> {
+    let kind = match media.media_name.media.as_str() {
+        "audio" => Some(TrackKind::Audio),
+        "video" => Some(TrackKind::Video),
+        _ => None,
+    };
+    let direction = section_direction(media);
+    let layers = if kind == Some(TrackKind::Video) && direction.offerer_sends() {
+        simulcast::send_layers(
+            media
+                .attributes
+                .iter()
+                .map(|a| (a.key.as_str(), a.value.as_deref())),
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(OfferSection {
+        mid: media.attribute("mid").flatten().map(str::to_owned),
+        kind,
+        direction,
+        rejected: media.media_name.port.value == 0,
+        codecs: usable_codecs(media, kind),
+        layers,
+        transport_cc: media
+            .attributes
+            .iter()
+            .filter(|a| a.key == "extmap")
+            .find_map(|a| transport_cc_extmap(a.value.as_deref()?)),
+    })
+}
+
+fn section_direction(media: &MediaDescription) -> Direction {
+    if media.has_attribute("sendonly") {
+        Direction::SendOnly
+    } else if media.has_attribute("recvonly") {
+        Direction::RecvOnly
+    } else if media.has_attribute("inactive") {
+        Direction::Inactive
+    } else {
+        Direction::SendRecv
+    }
+}
+
+/// The section's offered codecs Strata supports, in the offerer's order: a known encoding of the
+/// section's kind, at its clock rate, with a format line it accepts.
+fn usable_codecs(media: &MediaDescription, kind: Option<TrackKind>) -> Vec<OfferedCodec> {
+    let offered = media.codecs();
+    media
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|format| format.parse::<u8>().ok())
+        .filter_map(|pt| {
+            let c = offered.get(&pt)?;
+            let codec = Codec::from_encoding_name(&c.name)?;
+            let channels = c.encoding_parameters.parse::<u16>().unwrap_or(0);
+            let usable = kind == Some(codec.kind())
+                && c.clock_rate == codec.clock_rate()
+                && codec.accepts_fmtp(&c.fmtp);
+            usable.then(|| OfferedCodec {
+                payload_type: pt,
+                codec,
+                channels: if codec == Codec::Opus { 2 } else { channels },
+                fmtp: c.fmtp.clone(),
+                transport_cc: media.attributes.iter().any(|a| {
+                    a.key == "rtcp-fb" && a.value.as_deref().is_some_and(|v| transport_cc_fb(v, pt))
+                }),
+            })
+        })
+        .collect()
 }
 
 /// `a=rtcp-fb:` value naming transport-cc feedback for `pt` (or every payload type).

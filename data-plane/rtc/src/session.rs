@@ -12,6 +12,7 @@ use tracing::{Instrument, Span, debug};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription,
 };
 
 use crate::RtcError;
@@ -263,6 +264,27 @@ async fn dtls_closed(pc: &Arc<dyn PeerConnection>) -> bool {
         }
     }
     false
+}
+
+/// Sets a remote offer and [`answer`]s it; the peer connection is closed if either fails.
+pub(crate) async fn answer_offer(
+    pc: &Arc<dyn PeerConnection>,
+    offer_sdp: &str,
+    gathered: &mut watch::Receiver<bool>,
+    conn: &MuxConn,
+    candidates: &[std::net::SocketAddr],
+) -> Result<String, RtcError> {
+    let description = RTCSessionDescription::offer(offer_sdp.to_owned())
+        .map_err(|e| RtcError::InvalidSdp(e.to_string()))?;
+    if let Err(e) = pc.set_remote_description(description).await {
+        let _ = pc.close().await;
+        return Err(RtcError::OfferRejected(e.to_string()));
+    }
+    let answered = answer(pc, gathered, conn, candidates).await;
+    if answered.is_err() {
+        let _ = pc.close().await;
+    }
+    answered
 }
 
 /// Answers a remote offer that is already set: creates and applies the answer, registers the

@@ -15,14 +15,16 @@ use std::sync::atomic::Ordering;
 use futures::{SinkExt, StreamExt};
 use srt_protocol::packet::{RejectReason, ServerRejectReason};
 use srt_tokio::access::AccessControlList;
-use srt_tokio::{ConnectionRequest, SrtListener};
+use srt_tokio::{ConnectionRequest, SrtListener, SrtSocket};
 use strata_common::limits::{ConnectionLimiter, ConnectionPermit};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::backup::Role;
 use crate::encoder::key::{self, StreamKey};
 use crate::encoder::{self, Publishing, RefusalKind, Stop};
+use crate::publish::Admitted;
 use crate::state::NodeState;
 
 /// What a stream id asks for.
@@ -150,34 +152,9 @@ async fn caller(
     _peer: SocketAddr,
     _permit: ConnectionPermit,
 ) {
-    let id = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
-    let Some(asked) = parse_stream_id(&id) else {
-        let why = "the stream id must be #!::r={stream},m=publish,t={token}";
-        return refuse(&state, req, server(ServerRejectReason::BadRequest), why).await;
-    };
-    if !asked.publish {
-        let why = "this node takes publishers over SRT (m=publish); play over WHEP";
-        return refuse(&state, req, server(ServerRejectReason::BadMode), why).await;
-    }
-    let role = match crate::backup::parse_role(asked.role.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            let why = e.to_string();
-            return refuse(&state, req, server(ServerRejectReason::BadRequest), &why).await;
-        }
-    };
-    let token = asked.token.as_deref();
-    let claim = match encoder::claim_named(&state, &asked.stream, token, role).await {
-        Ok(c) => c,
-        Err(r) => {
-            let reason = match r.kind {
-                RefusalKind::Unauthorized => ServerRejectReason::Unauthorized,
-                RefusalKind::BadName => ServerRejectReason::BadRequest,
-                RefusalKind::Conflict => ServerRejectReason::Conflict,
-                RefusalKind::Unavailable => ServerRejectReason::Overload,
-            };
-            return refuse(&state, req, server(reason), &r.description).await;
-        }
+    let (claim, role) = match admit(&state, &req).await {
+        Ok(admitted) => admitted,
+        Err((reason, why)) => return refuse(&state, req, server(reason), &why).await,
     };
     let mut publishing = Publishing::new_ts(state.clone(), claim);
     let mut socket = match req.accept(None).await {
@@ -188,6 +165,46 @@ async fn caller(
         }
     };
     info!(stream = publishing.stream(), ?role, "SRT publish accepted");
+    receive(&state, &mut publishing, &mut socket).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.close()).await;
+    publishing.finish().await;
+}
+
+/// Checks the caller's stream id and claims the stream it names; else why not, as the SRT
+/// rejection to send.
+async fn admit(
+    state: &Arc<NodeState>,
+    req: &ConnectionRequest,
+) -> Result<(Admitted, Role), (ServerRejectReason, String)> {
+    let id = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
+    let Some(asked) = parse_stream_id(&id) else {
+        let why = "the stream id must be #!::r={stream},m=publish,t={token}";
+        return Err((ServerRejectReason::BadRequest, why.into()));
+    };
+    if !asked.publish {
+        let why = "this node takes publishers over SRT (m=publish); play over WHEP";
+        return Err((ServerRejectReason::BadMode, why.into()));
+    }
+    let role = crate::backup::parse_role(asked.role.as_deref())
+        .map_err(|e| (ServerRejectReason::BadRequest, e.to_string()))?;
+    let token = asked.token.as_deref();
+    match encoder::claim_named(state, &asked.stream, token, role).await {
+        Ok(claim) => Ok((claim, role)),
+        Err(r) => {
+            let reason = match r.kind {
+                RefusalKind::Unauthorized => ServerRejectReason::Unauthorized,
+                RefusalKind::BadName => ServerRejectReason::BadRequest,
+                RefusalKind::Conflict => ServerRejectReason::Conflict,
+                RefusalKind::Unavailable => ServerRejectReason::Overload,
+            };
+            Err((reason, r.description))
+        }
+    }
+}
+
+/// Feeds what the caller sends into the hub until it leaves, stalls for the idle timeout,
+/// sends a codec players cannot take, or the stream is taken from it.
+async fn receive(state: &NodeState, publishing: &mut Publishing, socket: &mut SrtSocket) {
     let idle = state.cfg.srt_idle_timeout;
     let mut deadline = Instant::now() + idle;
     loop {
@@ -233,8 +250,6 @@ async fn caller(
             }
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.close()).await;
-    publishing.finish().await;
 }
 
 #[cfg(test)]

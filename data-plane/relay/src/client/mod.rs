@@ -118,20 +118,12 @@ impl RelayClient {
     /// Subscribe to `stream` on the node at `addr`, whose certificate must name
     /// `server_name` (its node id). Reuses the connection to that node if one
     /// is open. Fails with [`RelayError::Refused`] if the upstream says no.
+    #[tracing::instrument(
+        name = "relay.subscribe",
+        skip(self, addr, server_name),
+        fields(upstream = %addr)
+    )]
     pub async fn subscribe(
-        &self,
-        addr: SocketAddr,
-        server_name: &str,
-        stream: &str,
-        epoch: u64,
-    ) -> Result<Subscription, RelayError> {
-        let span = tracing::info_span!("relay.subscribe", stream, epoch, upstream = %addr);
-        self.subscribe_inner(addr, server_name, stream, epoch)
-            .instrument(span)
-            .await
-    }
-
-    async fn subscribe_inner(
         &self,
         addr: SocketAddr,
         server_name: &str,

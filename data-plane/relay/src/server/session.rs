@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use strata_media::Catalog;
 use strata_media::hub::{Sink, StreamHandle};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -141,6 +142,46 @@ impl Session {
         verdict
     }
 
+    fn group_sender(&self, id: u64, catalog: &Catalog) -> GroupSender {
+        let peer = self.peer.as_deref().unwrap_or("unknown");
+        GroupSender::new(
+            self.conn.clone(),
+            id,
+            catalog,
+            &self.ctx.cfg,
+            self.ctx.stats.clone(),
+            self.ctx.stats.peer(peer),
+        )
+    }
+
+    /// Applies a control message from the subscriber (`None`: it unsubscribed). `Some` ends
+    /// the subscription with that result.
+    fn on_control(
+        &self,
+        msg: Option<ControlMessage>,
+        sink: &mut Sink,
+        interest: &mut InterestIn,
+    ) -> Option<Result<(), RelayError>> {
+        match msg {
+            Some(ControlMessage::KeyframeRequest { track }) => {
+                add(&self.ctx.stats.keyframe_requests_in, 1);
+                sink.request_keyframe(track);
+                None
+            }
+            Some(ControlMessage::LayerInterest { layers }) => {
+                add(&self.ctx.stats.layer_interest_in, 1);
+                if let Some(layers) = interest.on_message(Instant::now().into_std(), layers) {
+                    sink.set_layers(layers);
+                }
+                None
+            }
+            Some(_) => Some(Err(RelayError::Unexpected(
+                "only KeyframeRequest or LayerInterest after Subscribe",
+            ))),
+            None => Some(Ok(())), // unsubscribed
+        }
+    }
+
     async fn serve(
         &self,
         id: u64,
@@ -158,15 +199,7 @@ impl Session {
             },
         )
         .await?;
-        let peer = self.peer.as_deref().unwrap_or("unknown");
-        let mut groups = GroupSender::new(
-            self.conn.clone(),
-            id,
-            &catalog,
-            &self.ctx.cfg,
-            self.ctx.stats.clone(),
-            self.ctx.stats.peer(peer),
-        );
+        let mut groups = self.group_sender(id, &catalog);
         let grace = self.ctx.cfg.source_grace;
         let mut ended_at = (!handle.has_source()).then(|| Instant::now() + grace);
         let mut interest = InterestIn::default();
@@ -174,19 +207,8 @@ impl Session {
             let reset_at = groups.next_deadline();
             let interest_at = interest.deadline().map(Instant::from_std);
             tokio::select! {
-                msg = ctrl.next() => match msg? {
-                    Some(ControlMessage::KeyframeRequest { track }) => {
-                        add(&self.ctx.stats.keyframe_requests_in, 1);
-                        sink.request_keyframe(track);
-                    }
-                    Some(ControlMessage::LayerInterest { layers }) => {
-                        add(&self.ctx.stats.layer_interest_in, 1);
-                        if let Some(layers) = interest.on_message(Instant::now().into_std(), layers) {
-                            sink.set_layers(layers);
-                        }
-                    }
-                    Some(_) => break Err(RelayError::Unexpected("only KeyframeRequest or LayerInterest after Subscribe")),
-                    None => break Ok(()), // unsubscribed
+                msg = ctrl.next() => if let Some(end) = self.on_control(msg?, &mut sink, &mut interest) {
+                    break end;
                 },
                 pkt = sink.recv() => match pkt {
                     Some(pkt) => groups.send_batch(pkt, || sink.try_recv()).await?,

@@ -75,6 +75,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Subscriptions the server has served so far.
+    pub fn subscriptions_served(&self) -> u64 {
+        self.stats
+            .subscriptions_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn start(tls: &RelayTls, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
         Self::start_with(tls, authorizer, RelayConfig::default())
     }
@@ -127,4 +134,23 @@ pub fn client_with(tls: &RelayTls, cfg: RelayConfig) -> (RelayClient, Arc<RelayS
     let stats = RelayStats::new();
     let client = RelayClient::new(udp(), tls, cfg, stats.clone()).unwrap();
     (client, stats)
+}
+
+/// A bare quinn client with the given ALPN and node credentials (datagrams accepted), to
+/// speak to a relay server without the relay client.
+pub fn raw_endpoint(creds: &NodeCredentials, alpn: &[u8]) -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(creds.ca.clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+        .unwrap();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
 }

@@ -36,6 +36,19 @@ macro_rules! client_lifecycle {
     };
 }
 
+/// [`client_lifecycle!`] and what the publishing clients add: the server's keyframe requests
+/// (the type has `pc` and a `keyframe_requests` receiver).
+macro_rules! publishing_client {
+    () => {
+        /// The next keyframe request (PLI or FIR) from the server, by the track it names.
+        pub async fn keyframe_request(&self) -> Option<strata_media::TrackId> {
+            self.pc.keyframe_request(&self.keyframe_requests).await
+        }
+
+        client_lifecycle!();
+    };
+}
+
 mod outgoing;
 mod player;
 mod publisher;
@@ -47,9 +60,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, RTCSessionDescription, Registry,
 };
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
 
 pub use player::{ClientCodec, Player, PlayerOptions, ReceivedPacket};
 pub use publisher::Publisher;
@@ -128,6 +144,23 @@ impl ClientPc {
 
     fn pc(&self) -> &Arc<dyn PeerConnection> {
         &self.core.pc
+    }
+
+    /// Adds a send-only transceiver for `local`.
+    async fn add_sendonly(
+        &self,
+        local: &Arc<TrackLocalStaticRTP>,
+    ) -> Result<Arc<dyn RtpTransceiver>, RtcError> {
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        let local = Arc::clone(local) as Arc<dyn TrackLocal>;
+        Ok(self
+            .pc()
+            .add_transceiver_from_track(local, Some(init))
+            .await?)
     }
 
     /// Creates and applies the local offer, waits for ICE gathering, returns the offer SDP.

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, Registry};
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::outgoing::outgoing;
 use super::{ClientConfig, ClientPc, exchange_with};
@@ -74,17 +73,7 @@ impl Publisher {
                     ..Default::default()
                 }],
             )));
-            let transceiver = pc
-                .pc()
-                .add_transceiver_from_track(
-                    Arc::clone(&local) as Arc<dyn TrackLocal>,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Sendonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                )
-                .await?;
+            let transceiver = pc.add_sendonly(&local).await?;
             let sender = transceiver
                 .sender()
                 .await?
@@ -202,12 +191,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// The next keyframe request (PLI or FIR) from the server.
-    pub async fn keyframe_request(&self) -> Option<TrackId> {
-        self.pc.keyframe_request(&self.keyframe_requests).await
-    }
-
-    client_lifecycle!();
+    publishing_client!();
 }
 
 async fn read_feedback(

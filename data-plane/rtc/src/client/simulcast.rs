@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, Registry};
-use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpTransceiver};
+use webrtc::rtp_transceiver::RtpTransceiver;
 
 use super::outgoing::outgoing;
 use super::{ClientConfig, ClientPc};
@@ -152,18 +152,7 @@ impl SimulcastPublisher {
             kind,
             encodings,
         )));
-        let transceiver = self
-            .pc
-            .pc()
-            .add_transceiver_from_track(
-                Arc::clone(&local) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
+        let transceiver = self.pc.add_sendonly(&local).await?;
         let ssrcs: Vec<(u32, TrackId)> = streams.iter().map(|s| (s.ssrc, s.info.id)).collect();
         tokio::spawn(read_feedback(Arc::clone(&local), ssrcs, requests));
         self.senders.push(Sender {
@@ -255,12 +244,7 @@ impl SimulcastPublisher {
         Ok(())
     }
 
-    /// The next keyframe request (PLI or FIR) from the server, by the track it names.
-    pub async fn keyframe_request(&self) -> Option<TrackId> {
-        self.pc.keyframe_request(&self.keyframe_requests).await
-    }
-
-    client_lifecycle!();
+    publishing_client!();
 }
 
 /// Forwards keyframe requests about any of `ssrcs` as the track they name (the first

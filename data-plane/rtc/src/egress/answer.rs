@@ -156,6 +156,25 @@ pub(crate) fn write(
     assigned: &[Assigned],
     local: &LocalDescription<'_>,
 ) -> Result<String, RtcError> {
+    let mids = assigned_mids(offer, assigned)?;
+    let mut out = String::with_capacity(1024 + 512 * offer.sections.len());
+    session_header(&mut out, offer.bundle.then_some(&mids[..]), local);
+    for (index, section) in offer.sections.iter().enumerate() {
+        let mid = section.mid.as_deref();
+        match assigned.iter().find(|a| a.section == index) {
+            Some(a) => send_section(&mut out, a, mid.unwrap_or_default(), local),
+            None => reject(&mut out, section.kind, mid),
+        }
+    }
+    Ok(out)
+}
+
+/// The mids of the sections that carry a track, for `a=group:BUNDLE`. Refuses an offer that
+/// would need more than one transport, or names no mid on one of them.
+fn assigned_mids<'a>(
+    offer: &'a ParsedOffer,
+    assigned: &[Assigned],
+) -> Result<Vec<&'a str>, RtcError> {
     if assigned.len() > 1 && !offer.bundle {
         return Err(RtcError::OfferRejected(
             "the offer does not bundle its media sections (a=group:BUNDLE)".into(),
@@ -170,6 +189,14 @@ pub(crate) fn write(
             "a media section has no a=mid".into(),
         ));
     }
+    Ok(mids)
+}
+
+// Writing to a String cannot fail; the results of `write!` are ignored below for that reason.
+
+/// The session-level lines: origin on the first announced address, the bundle group when the
+/// offer has one, ICE-lite.
+fn session_header(out: &mut String, bundle: Option<&[&str]>, local: &LocalDescription<'_>) {
     let ip_version = |addr: &SocketAddr| if addr.is_ipv6() { "IP6" } else { "IP4" };
     let origin = local
         .candidates
@@ -177,80 +204,83 @@ pub(crate) fn write(
         .map_or(("IP4", "127.0.0.1".to_owned()), |a| {
             (ip_version(a), a.ip().to_string())
         });
-    let mut out = String::with_capacity(1024 + 512 * offer.sections.len());
-    // Writing to a String cannot fail; the results are ignored below for that reason.
     let _ = write!(
         out,
         "v=0\r\no=strata {} 2 IN {} {}\r\ns=-\r\nt=0 0\r\n",
         local.session_id, origin.0, origin.1
     );
-    if offer.bundle {
+    if let Some(mids) = bundle {
         let _ = write!(out, "a=group:BUNDLE {}\r\n", mids.join(" "));
     }
     out.push_str("a=ice-lite\r\na=msid-semantic: WMS strata\r\n");
-    for (index, section) in offer.sections.iter().enumerate() {
-        let Some(a) = assigned.iter().find(|a| a.section == index) else {
-            reject(&mut out, section.kind, section.mid.as_deref());
-            continue;
-        };
-        let kind = match a.track.kind {
-            TrackKind::Audio => "audio",
-            TrackKind::Video => "video",
-        };
-        let pt = a.offered.payload_type;
-        let _ = write!(
-            out,
-            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
-             a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n\
-             a=setup:passive\r\na=mid:{}\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n",
-            local.ice_ufrag,
-            local.ice_pwd,
-            local.fingerprint,
-            section.mid.as_deref().unwrap_or_default(),
-        );
-        let (name, rate) = (a.codec.encoding_name(), a.codec.clock_rate());
-        if a.codec == Codec::Opus {
-            let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}/2\r\n");
-        } else {
-            let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}\r\n");
-        }
-        if !a.offered.fmtp.is_empty() {
-            let _ = write!(out, "a=fmtp:{pt} {}\r\n", a.offered.fmtp);
-        }
-        if a.track.kind == TrackKind::Video {
-            let _ = write!(
-                out,
-                "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
-            );
-        }
-        if let Some(id) = a.transport_cc {
-            let _ = write!(
-                out,
-                "a=rtcp-fb:{pt} transport-cc\r\na=extmap:{id} {}\r\n",
-                super::twcc::URI
-            );
-        }
-        let track_id = format!("strata-{kind}-{}", a.track.id);
-        let _ = write!(
-            out,
-            "a=msid:strata {track_id}\r\na=ssrc:{ssrc} cname:strata\r\n\
-             a=ssrc:{ssrc} msid:strata {track_id}\r\n",
-            ssrc = a.ssrc
-        );
-        for (i, addr) in local.candidates.iter().enumerate() {
-            // Host type preference 126, descending local preference per address.
-            let priority = (126u32 << 24) | ((65535 - (i as u32 % 65536)) << 8) | 255;
-            let _ = write!(
-                out,
-                "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
-                i + 1,
-                addr.ip(),
-                addr.port()
-            );
-        }
-        out.push_str("a=end-of-candidates\r\n");
+}
+
+/// A send-only section carrying the assigned track: transport, codec and feedback, the
+/// track's SSRC and msid, the node's candidates.
+fn send_section(out: &mut String, a: &Assigned, mid: &str, local: &LocalDescription<'_>) {
+    let kind = match a.track.kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    };
+    let pt = a.offered.payload_type;
+    let _ = write!(
+        out,
+        "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n\
+         a=setup:passive\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n",
+        local.ice_ufrag, local.ice_pwd, local.fingerprint,
+    );
+    codec_lines(out, a, pt);
+    let track_id = format!("strata-{kind}-{}", a.track.id);
+    let _ = write!(
+        out,
+        "a=msid:strata {track_id}\r\na=ssrc:{ssrc} cname:strata\r\n\
+         a=ssrc:{ssrc} msid:strata {track_id}\r\n",
+        ssrc = a.ssrc
+    );
+    host_candidates(out, local.candidates);
+}
+
+/// `rtpmap`, `fmtp` and the feedback the node answers for the assigned codec.
+fn codec_lines(out: &mut String, a: &Assigned, pt: u8) {
+    let (name, rate) = (a.codec.encoding_name(), a.codec.clock_rate());
+    if a.codec == Codec::Opus {
+        let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}/2\r\n");
+    } else {
+        let _ = write!(out, "a=rtpmap:{pt} {name}/{rate}\r\n");
     }
-    Ok(out)
+    if !a.offered.fmtp.is_empty() {
+        let _ = write!(out, "a=fmtp:{pt} {}\r\n", a.offered.fmtp);
+    }
+    if a.track.kind == TrackKind::Video {
+        let _ = write!(
+            out,
+            "a=rtcp-fb:{pt} nack\r\na=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n"
+        );
+    }
+    if let Some(id) = a.transport_cc {
+        let _ = write!(
+            out,
+            "a=rtcp-fb:{pt} transport-cc\r\na=extmap:{id} {}\r\n",
+            super::twcc::URI
+        );
+    }
+}
+
+/// One host candidate per announced address, then `a=end-of-candidates`.
+fn host_candidates(out: &mut String, candidates: &[SocketAddr]) {
+    for (i, addr) in candidates.iter().enumerate() {
+        // Host type preference 126, descending local preference per address.
+        let priority = (126u32 << 24) | ((65535 - (i as u32 % 65536)) << 8) | 255;
+        let _ = write!(
+            out,
+            "a=candidate:{} 1 udp {priority} {} {} typ host\r\n",
+            i + 1,
+            addr.ip(),
+            addr.port()
+        );
+    }
+    out.push_str("a=end-of-candidates\r\n");
 }
 
 /// A section the node does not serve: port 0, same kind and mid (RFC 8843 §7.3.3).

@@ -197,18 +197,7 @@ impl Egress {
         if inner.pending.load(Ordering::Relaxed) >= inner.config.max_pending {
             return Err(RtcError::Busy("too many players still connecting".into()));
         }
-        let offer = sdp::parse_offer(
-            offer_sdp,
-            inner.config.max_sdp_bytes,
-            inner.config.max_sdp_lines,
-        )?;
-        let remote_ufrag = offer
-            .ice_ufrag
-            .clone()
-            .ok_or_else(|| RtcError::InvalidSdp("no a=ice-ufrag".into()))?;
-        if offer.ice_pwd.is_none() {
-            return Err(RtcError::InvalidSdp("no a=ice-pwd".into()));
-        }
+        let (offer, remote_ufrag) = self.parse_offer(offer_sdp)?;
         let dtls = self.dtls_config(&offer)?;
         let catalog = stream.catalog();
         let (assigned, ice) = {
@@ -245,24 +234,12 @@ impl Egress {
             &assigned,
             state_tx,
             Instant::now(),
-            SessionLimits {
-                connect_timeout: inner.config.connect_timeout,
-                idle_timeout: inner.config.idle_timeout,
-            },
+            self.session_limits(),
             NackBudget::new(),
             Arc::clone(&inner.counters),
         )
         .with_info(Arc::clone(&info));
-        let chosen = inner
-            .loops
-            .iter()
-            .min_by_key(|l| l.load.load(Ordering::Relaxed))
-            .ok_or_else(|| RtcError::Config("no egress loop".into()))?;
-        chosen
-            .commands
-            .send(Command::Add(Box::new(session), stream.clone()))
-            .await
-            .map_err(|_| RtcError::Closed)?;
+        let chosen = self.add_to_least_loaded(session, stream).await?;
         inner.pending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(count_pending(state.clone(), Arc::clone(&inner.pending)));
         debug!(
@@ -284,6 +261,48 @@ impl Egress {
             },
             answer,
         ))
+    }
+
+    /// The player's offer, within the size limits, with the ICE credentials a session needs
+    /// (returned: the remote ufrag).
+    fn parse_offer(&self, offer_sdp: &str) -> Result<(ParsedOffer, String), RtcError> {
+        let config = &self.inner.config;
+        let offer = sdp::parse_offer(offer_sdp, config.max_sdp_bytes, config.max_sdp_lines)?;
+        let remote_ufrag = offer
+            .ice_ufrag
+            .clone()
+            .ok_or_else(|| RtcError::InvalidSdp("no a=ice-ufrag".into()))?;
+        if offer.ice_pwd.is_none() {
+            return Err(RtcError::InvalidSdp("no a=ice-pwd".into()));
+        }
+        Ok((offer, remote_ufrag))
+    }
+
+    fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            connect_timeout: self.inner.config.connect_timeout,
+            idle_timeout: self.inner.config.idle_timeout,
+        }
+    }
+
+    /// Hands the session to the loop with the fewest players; returns that loop.
+    async fn add_to_least_loaded(
+        &self,
+        session: Session,
+        stream: &StreamHandle,
+    ) -> Result<&LoopHandle, RtcError> {
+        let chosen = self
+            .inner
+            .loops
+            .iter()
+            .min_by_key(|l| l.load.load(Ordering::Relaxed))
+            .ok_or_else(|| RtcError::Config("no egress loop".into()))?;
+        chosen
+            .commands
+            .send(Command::Add(Box::new(session), stream.clone()))
+            .await
+            .map_err(|_| RtcError::Closed)?;
+        Ok(chosen)
     }
 
     /// A DTLS server configuration that accepts only the certificate the offer names.

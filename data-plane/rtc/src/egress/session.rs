@@ -405,6 +405,58 @@ impl Session {
         }
     }
 
+    /// Before DTLS completes: retransmits the handshake when due. True when it failed and the
+    /// session closed.
+    fn handshake_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> bool {
+        // The association exists from the player's first DTLS record on.
+        let due = self
+            .dtls
+            .poll_timeout(&DTLS_PEER)
+            .is_some_and(|at| at <= now);
+        if due && self.dtls.handle_timeout(DTLS_PEER, now).is_err() {
+            self.counters.dtls_failures.inc();
+            self.close(now, out);
+            return true;
+        }
+        self.flush_dtls(out);
+        false
+    }
+
+    /// Media may flow: the player is told it is connected, and every video track asks for a
+    /// keyframe to start on.
+    fn start_media(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
+        self.media_at = None;
+        self.media_ready = true;
+        events.push(SessionEvent::Connected);
+        for track in self
+            .tracks
+            .iter_mut()
+            .filter(|t| t.kind == TrackKind::Video)
+        {
+            track.keyframe_asked = Some(now);
+            events.push(SessionEvent::KeyframeRequest(track.id));
+        }
+    }
+
+    /// Keyframes the tracks want now: for a layer switch, or again for one still awaited.
+    fn keyframe_requests(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
+        for track in &mut self.tracks {
+            if let Some(id) = track.layers.poll(now) {
+                events.push(SessionEvent::KeyframeRequest(id));
+            }
+            // A request may be lost on its way upstream (an upstream still subscribing,
+            // a coalesced duplicate): ask again while the player waits.
+            if track.waiting_for_keyframe
+                && track
+                    .keyframe_asked
+                    .is_none_or(|at| now >= at + KEYFRAME_RETRY)
+            {
+                track.keyframe_asked = Some(now);
+                events.push(SessionEvent::KeyframeRequest(track.id));
+            }
+        }
+    }
+
     /// Timers: DTLS retransmissions, the connect and idle timeouts, sender reports. Returns
     /// true when the session ended here.
     pub(crate) fn handle_timeout(
@@ -431,33 +483,12 @@ impl Session {
             return true;
         }
         if !connected {
-            // The association exists from the player's first DTLS record on.
-            let due = self
-                .dtls
-                .poll_timeout(&DTLS_PEER)
-                .is_some_and(|at| at <= now);
-            if due && self.dtls.handle_timeout(DTLS_PEER, now).is_err() {
-                self.counters.dtls_failures.inc();
-                self.close(now, out);
-                return true;
-            }
-            self.flush_dtls(out);
-            return false;
+            return self.handshake_timeout(now, out);
         }
         if let Some(at) = self.media_at
             && now >= at
         {
-            self.media_at = None;
-            self.media_ready = true;
-            events.push(SessionEvent::Connected);
-            for track in self
-                .tracks
-                .iter_mut()
-                .filter(|t| t.kind == TrackKind::Video)
-            {
-                track.keyframe_asked = Some(now);
-                events.push(SessionEvent::KeyframeRequest(track.id));
-            }
+            self.start_media(now, events);
         }
         if !self.backlog.is_empty() {
             self.catch_up(wall_us, out);
@@ -466,21 +497,7 @@ impl Session {
             let (layer, estimate, transport_cc) = self.layer();
             self.info.set(layer, estimate, transport_cc);
             self.pacer.set_estimate(estimate);
-            for track in &mut self.tracks {
-                if let Some(id) = track.layers.poll(now) {
-                    events.push(SessionEvent::KeyframeRequest(id));
-                }
-                // A request may be lost on its way upstream (an upstream still subscribing,
-                // a coalesced duplicate): ask again while the player waits.
-                if track.waiting_for_keyframe
-                    && track
-                        .keyframe_asked
-                        .is_none_or(|at| now >= at + KEYFRAME_RETRY)
-                {
-                    track.keyframe_asked = Some(now);
-                    events.push(SessionEvent::KeyframeRequest(track.id));
-                }
-            }
+            self.keyframe_requests(now, events);
             self.drive_probe(now, wall_us, out);
         }
         if now >= self.next_report {

@@ -375,23 +375,8 @@ mod tests {
 
     /// A Binding request signed with `pwd` (short-term MESSAGE-INTEGRITY).
     fn signed_request(username: &str, pwd: &str) -> Vec<u8> {
-        use rtc::stun::attributes::ATTR_USERNAME;
-        use rtc::stun::integrity::MessageIntegrity;
-        use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
-        use rtc::stun::textattrs::Username;
         let provider = rtc::crypto::default_provider().expect("crypto");
-        let mut m = Message::new();
-        m.build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                pwd.to_owned(),
-                provider.crypto(),
-            )),
-        ])
-        .expect("build");
-        m.raw
+        crate::ice::signed_binding_request(username, pwd, provider.crypto())
     }
 
     #[test]
