@@ -154,6 +154,44 @@ async fn netns_bench_fanout_simulcast_smoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
+async fn netns_bench_fanout_transport_cc_smoke() {
+    strata_tests::ports::require_netns("netns_bench_fanout_transport_cc_smoke");
+    let args = FanoutArgs {
+        servers: vec!["strata".into()],
+        transport_cc: true,
+        ..FanoutArgs::quick()
+    };
+    let report = fanout::measure(args)
+        .await
+        .expect("fanout --quick --transport-cc");
+    println!("{}", report.text);
+    let step = report
+        .results
+        .first()
+        .and_then(|r| r.steps.first())
+        .expect("one step");
+    assert_eq!(
+        (step.players, step.failed, step.starved),
+        (2, 0, 0),
+        "{step:?}"
+    );
+    let [fb] = report.transport_feedback.as_slice() else {
+        panic!(
+            "one Strata ramp's feedback: {:?}",
+            report.transport_feedback
+        );
+    };
+    // Every player negotiated transport-cc and sent feedback (settle + window ≥ 1.5 s at
+    // one packet per 100 ms); the node read feedback and refused none.
+    assert_eq!(fb.players, (2, 2), "{fb}");
+    assert!(fb.sent >= 10, "{fb}");
+    assert!(fb.read.is_some_and(|n| n > 0), "{fb}");
+    assert_eq!(fb.refused, Some(0), "{fb}");
+    assert!(report.text.contains("transport-cc on"), "{}", report.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs in the loopback-only network namespace: scripts/test.sh"]
 async fn netns_bench_wan_smoke() {
     strata_tests::ports::require_netns("netns_bench_wan_smoke");
     if let Some(why) = wan::unavailable() {

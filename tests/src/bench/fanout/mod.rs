@@ -33,6 +33,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use strata_control::config::parse_duration;
 
+use self::client::NodeFeedback;
 use self::simulcast::Mode;
 use crate::bench::machine::Machine;
 use crate::bench::wan::netns;
@@ -101,6 +102,11 @@ pub struct FanoutArgs {
     /// third each pinned to `low`, `mid` and `high` (ratios against the single-layer ramp).
     #[arg(long)]
     pub simulcast: bool,
+    /// Strata's players offer transport-cc and send transport feedback every 100 ms, as
+    /// browsers do, so the node runs its bandwidth estimate (Janus's players do not)
+    /// [default: off].
+    #[arg(long)]
+    pub transport_cc: bool,
 }
 
 impl FanoutArgs {
@@ -124,6 +130,7 @@ impl FanoutArgs {
             svg: None,
             compare: None,
             simulcast: false,
+            transport_cc: false,
         }
     }
 }
@@ -177,6 +184,8 @@ pub struct FanoutReport {
     pub text: String,
     /// Files written: the results (`fanout.json`) and the plot.
     pub files: Vec<PathBuf>,
+    /// With `--transport-cc`, each Strata ramp's transport feedback.
+    pub transport_feedback: Vec<NodeFeedback>,
 }
 
 /// Runs the benchmark. Must run in a private network namespace
@@ -202,6 +211,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     }
     let cfg = ramp_config(&args, &placement);
     let mut results = Vec::new();
+    let mut feedback = Vec::new();
     for (kind, workers, mode) in targets {
         let label = report::label(kind, workers, mode);
         eprintln!("fanout: {label}");
@@ -209,7 +219,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
             (true, Some(s)) => s,
             _ => &source,
         };
-        let r = ramp::measure_server(kind, workers, mode, src, &cfg).await;
+        let r = ramp::measure_server(kind, workers, mode, src, &cfg, &mut feedback).await;
         match r {
             Ok(r) => results.push(r),
             Err(e) if quick => return Err(e.context(format!("{label} fan-out"))),
@@ -219,6 +229,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
     if placement.pin_client {
         procstat::unpin_self();
     }
+    notes.extend(feedback.iter().map(|f| f.to_string()));
     let placement = placement.text(&args);
     let text = report::render(&report::Context {
         machine: &machine,
@@ -249,6 +260,7 @@ pub async fn measure(args: FanoutArgs) -> Result<FanoutReport> {
         notes,
         text,
         files,
+        transport_feedback: feedback,
     })
 }
 
@@ -273,6 +285,9 @@ fn targets(args: &FanoutArgs) -> Result<(Vec<Target>, Vec<String>)> {
         }
     }
     let mut notes = Vec::new();
+    if want("strata") && !args.transport_cc {
+        notes.push("transport-cc off: Strata's players send no transport feedback.".to_owned());
+    }
     if want("janus") {
         let reason = janus::unavailable().or_else(|| {
             (!netns::is_root()).then(|| "Janus needs root for its extra interface".to_owned())
@@ -297,6 +312,7 @@ struct RampConfig {
     server_cores: usize,
     perf: bool,
     janus_event_loops: usize,
+    transport_cc: bool,
 }
 
 /// Where the server and the load client run.
@@ -373,6 +389,7 @@ fn ramp_config(args: &FanoutArgs, placement: &Placement) -> RampConfig {
         server_cores: placement.server_cores,
         perf: args.perf,
         janus_event_loops: args.janus_event_loops,
+        transport_cc: args.transport_cc,
     }
 }
 

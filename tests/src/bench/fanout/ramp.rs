@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{LoadPeer, Tally};
+use super::client::{LoadPeer, NodeFeedback, Tally};
 use super::procstat::{self, CpuMark, rss_bytes};
 use super::report::{self, Latency, ServerResult, StepResult};
 use super::server::{Server, start_server};
@@ -22,6 +22,7 @@ pub(super) async fn measure_server(
     mode: Mode,
     source: &Source,
     cfg: &RampConfig,
+    transport_feedback: &mut Vec<NodeFeedback>,
 ) -> Result<ServerResult> {
     let server = start_server(kind, rtc_workers, mode, source, cfg).await?;
     let label = report::label(kind, rtc_workers, mode);
@@ -58,6 +59,9 @@ pub(super) async fn measure_server(
         true => Some(profile_at(&server, &mut peers, pass.unwrap_or(1), cfg.settle).await),
         false => None,
     };
+    if server.transport_cc {
+        transport_feedback.push(NodeFeedback::read(&label, &server.url, &peers).await);
+    }
     for p in peers {
         tokio::spawn(p.close());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::task::JoinHandle;
 
-use super::client::{LoadPeer, RecvLoop};
+use super::client::{LoadPeer, Offer, RecvLoop};
 use super::janus;
 use super::simulcast::Mode;
 use super::source::{self, Fed, Source};
@@ -26,12 +26,14 @@ pub(super) struct Server {
     received: Vec<Vec<bool>>,
     pub(super) pid: u32,
     /// Signalling target: WHEP URL or Janus API URL.
-    url: String,
+    pub(super) url: String,
     bind_ip: IpAddr,
     fed: Arc<Fed>,
     feeder: JoinHandle<Result<()>>,
     /// Receives every player's media.
     recv: RecvLoop,
+    /// Players offer transport-cc (Strata only).
+    pub(super) transport_cc: bool,
     // Kept alive while the server runs.
     _parts: Parts,
 }
@@ -125,6 +127,7 @@ async fn start_strata(
         fed: common.fed,
         feeder,
         recv: RecvLoop::start()?,
+        transport_cc: cfg.transport_cc,
         _parts: Parts::Strata {
             _node: node,
             _control: control,
@@ -165,6 +168,7 @@ async fn start_janus(common: Common, source: &Source, cfg: &RampConfig) -> Resul
         fed: common.fed,
         feeder,
         recv: RecvLoop::start()?,
+        transport_cc: false,
         _parts: Parts::Janus {
             _janus: janus,
             _iface: Some(iface),
@@ -182,7 +186,11 @@ impl Server {
                     Some(layer) => format!("{}?layer={}", self.url, layer.as_str()),
                     None => self.url.clone(),
                 };
-                LoadPeer::whep(&url, self.bind_ip, &self.recv.handle()).await
+                let offer = Offer {
+                    transport_cc: self.transport_cc,
+                    ..Offer::default()
+                };
+                LoadPeer::whep_offering(&url, self.bind_ip, &self.recv.handle(), offer).await
             }
             Kind::Janus => {
                 LoadPeer::janus(

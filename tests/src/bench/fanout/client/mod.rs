@@ -9,25 +9,34 @@
 //! no task wake-up or channel hop per packet per player, which keeps it from being the
 //! bottleneck when it shares a machine with the server under test.
 //!
+//! A WHEP player may also offer transport-cc ([`Offer::transport_cc`]): the loop then reads
+//! each media packet's transport-wide sequence number from the clear-text header extension
+//! too, and the player sends transport feedback every 100 ms (`twcc.rs`).
+//!
 //! A peer is negotiated either way round: [`LoadPeer::whep`] offers (WHEP, Strata) and
 //! [`LoadPeer::janus`] answers the offer Janus's streaming plugin makes on `watch`.
 
+mod counters;
+mod janus_api;
 mod recv;
+mod twcc;
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use async_trait::async_trait;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
-use serde_json::{Value, json};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use serde_json::json;
 use tokio::sync::watch;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -40,7 +49,11 @@ use webrtc::runtime::{
     TokioRuntime,
 };
 
+use self::counters::rtp_header;
+pub use self::counters::{Counters, Tally};
+use self::janus_api::{janus_call, janus_id, janus_offer};
 pub use self::recv::{RecvHandle, RecvLoop};
+pub use self::twcc::NodeFeedback;
 use crate::http;
 
 /// How long ICE gathering (host candidates only) may take.
@@ -49,121 +62,6 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Receive buffer of each load-client socket.
 const RECEIVE_BUFFER: usize = 4 << 20;
-
-/// Packet counts of one peer, by SSRC.
-#[derive(Debug, Default)]
-pub struct Counters {
-    state: Mutex<CountState>,
-}
-
-#[derive(Debug, Default)]
-struct CountState {
-    streams: Vec<SeqTrack>,
-    packets: u64,
-    bytes: u64,
-    first_at: Option<Instant>,
-}
-
-#[derive(Debug)]
-struct SeqTrack {
-    ssrc: u32,
-    /// First extended sequence number seen.
-    base: i64,
-    /// Highest extended sequence number seen.
-    highest: i64,
-    received: u64,
-}
-
-/// Totals of one peer at one moment; differences of two give a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// RTP packets received.
-    pub received: u64,
-    /// RTP packets the sequence numbers say were sent (highest − first + 1, summed over SSRCs).
-    pub expected: u64,
-    /// RTP bytes received (header included).
-    pub bytes: u64,
-}
-
-impl Tally {
-    /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &Tally) -> Tally {
-        Tally {
-            received: self.received.saturating_sub(earlier.received),
-            expected: self.expected.saturating_sub(earlier.expected),
-            bytes: self.bytes.saturating_sub(earlier.bytes),
-        }
-    }
-
-    /// Packets lost (expected but not received; never negative).
-    pub fn lost(&self) -> u64 {
-        self.expected.saturating_sub(self.received)
-    }
-}
-
-impl Counters {
-    fn record(&self, ssrc: u32, seq: u16, len: usize) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.packets += 1;
-        st.bytes += len as u64;
-        if st.first_at.is_none() {
-            st.first_at = Some(Instant::now());
-        }
-        match st.streams.iter_mut().find(|s| s.ssrc == ssrc) {
-            Some(s) => {
-                // Extend the 16-bit sequence number around the highest one seen.
-                let delta = i64::from(seq.wrapping_sub(s.highest as u16) as i16);
-                let ext = s.highest + delta;
-                s.highest = s.highest.max(ext);
-                s.base = s.base.min(ext);
-                s.received += 1;
-            }
-            None => {
-                // Start high so that early reordering never goes below zero.
-                let ext = (1 << 20) + i64::from(seq);
-                st.streams.push(SeqTrack {
-                    ssrc,
-                    base: ext,
-                    highest: ext,
-                    received: 1,
-                });
-            }
-        }
-    }
-
-    /// The totals so far.
-    pub fn tally(&self) -> Tally {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        Tally {
-            received: st.packets,
-            expected: st
-                .streams
-                .iter()
-                .map(|s| (s.highest - s.base + 1).max(0) as u64)
-                .sum(),
-            bytes: st.bytes,
-        }
-    }
-
-    /// When the first RTP packet arrived.
-    pub fn first_packet(&self) -> Option<Instant> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first_at
-    }
-}
-
-/// SSRC and sequence number of an RTP (not RTCP, RFC 5761 §4) packet; the header is in the
-/// clear under SRTP.
-fn rtp_header(data: &[u8]) -> Option<(u32, u16)> {
-    if data.len() < 12 || data[0] >> 6 != 2 || (192..=223).contains(&data[1]) {
-        return None;
-    }
-    let seq = u16::from_be_bytes([data[2], data[3]]);
-    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-    Some((ssrc, seq))
-}
 
 /// Tokio, except that UDP sockets are [`CountingSocket`]s read by the [`RecvLoop`].
 struct CountingRuntime {
@@ -260,12 +158,24 @@ enum Teardown {
     Janus { session_url: String },
 }
 
+/// What a WHEP player offers beside audio and video.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offer {
+    /// H.264 baseline rather than VP8 (streams ingested over RTMP/SRT).
+    pub h264: bool,
+    /// Transport-cc: the transport-wide sequence number extension and `transport-cc`
+    /// feedback, which the player then sends every 100 ms.
+    pub transport_cc: bool,
+}
+
 /// One receive-only peer connection of the load client.
 pub struct LoadPeer {
     pc: Arc<dyn PeerConnection>,
     counters: Arc<Counters>,
     state: watch::Receiver<RTCPeerConnectionState>,
     teardown: Option<Teardown>,
+    /// Sends transport feedback (transport-cc negotiated); stopped with the peer.
+    feedback: Option<AbortOnDrop>,
     /// When the request that leads to media was sent: the WHEP offer, or Janus's `watch`.
     pub requested: Instant,
 }
@@ -277,11 +187,25 @@ struct Built {
     state: watch::Receiver<RTCPeerConnectionState>,
 }
 
-/// A peer connection that receives VP8 (96) or, with `h264`, H.264 baseline (102), and Opus
-/// (111), with no interceptors (the media never reaches the stack), mDNS off and one host
-/// candidate on `bind_ip`.
-async fn build(bind_ip: IpAddr, recv: &RecvHandle, h264: bool) -> Result<Built> {
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The codecs a player receives (and transport-cc on both, if `offer` asks).
+fn media_engine(offer: Offer) -> Result<MediaEngine> {
     let mut media_engine = MediaEngine::default();
+    let rtcp_feedback = match offer.transport_cc {
+        true => vec![RTCPFeedback {
+            typ: "transport-cc".to_owned(),
+            parameter: String::new(),
+        }],
+        false => Vec::new(),
+    };
     let codec =
         |mime: &str, clock_rate, channels, fmtp: &str, payload_type| RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -289,11 +213,11 @@ async fn build(bind_ip: IpAddr, recv: &RecvHandle, h264: bool) -> Result<Built> 
                 clock_rate,
                 channels,
                 sdp_fmtp_line: fmtp.to_owned(),
-                rtcp_feedback: Vec::new(),
+                rtcp_feedback: rtcp_feedback.clone(),
             },
             payload_type,
         };
-    let video = match h264 {
+    let video = match offer.h264 {
         false => codec("video/VP8", 90_000, 0, "", 96),
         true => codec(
             "video/H264",
@@ -308,6 +232,24 @@ async fn build(bind_ip: IpAddr, recv: &RecvHandle, h264: bool) -> Result<Built> 
         codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
         RtpCodecKind::Audio,
     )?;
+    if offer.transport_cc {
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let uri = rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned();
+            media_engine.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri },
+                kind,
+                None,
+            )?;
+        }
+    }
+    Ok(media_engine)
+}
+
+/// A peer connection that receives VP8 (96) or, with `h264`, H.264 baseline (102), and Opus
+/// (111), with no interceptors (the media never reaches the stack), mDNS off and one host
+/// candidate on `bind_ip`; offering transport-cc on both if asked.
+async fn build(bind_ip: IpAddr, recv: &RecvHandle, offer: Offer) -> Result<Built> {
+    let media_engine = media_engine(offer)?;
     let counters = Arc::new(Counters::default());
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -361,21 +303,27 @@ async fn apply_local(b: &mut Built, desc: RTCSessionDescription) -> Result<Strin
 impl LoadPeer {
     /// Plays `url` (`http://…/whep/{stream}`) over WHEP: offers receive-only audio and video.
     pub async fn whep(url: &str, bind_ip: IpAddr, recv: &RecvHandle) -> Result<LoadPeer> {
-        Self::whep_with(url, bind_ip, recv, false).await
+        Self::whep_offering(url, bind_ip, recv, Offer::default()).await
     }
 
     /// [`whep`](Self::whep) offering H.264 rather than VP8 (streams ingested over RTMP/SRT).
     pub async fn whep_h264(url: &str, bind_ip: IpAddr, recv: &RecvHandle) -> Result<LoadPeer> {
-        Self::whep_with(url, bind_ip, recv, true).await
+        let offer = Offer {
+            h264: true,
+            ..Offer::default()
+        };
+        Self::whep_offering(url, bind_ip, recv, offer).await
     }
 
-    async fn whep_with(
+    /// [`whep`](Self::whep) offering what `offer` says. With transport-cc the player sends
+    /// transport feedback if the answer accepts it (see [`Self::transport_cc`]).
+    pub async fn whep_offering(
         url: &str,
         bind_ip: IpAddr,
         recv: &RecvHandle,
-        h264: bool,
+        offer: Offer,
     ) -> Result<LoadPeer> {
-        let mut b = build(bind_ip, recv, h264).await?;
+        let mut b = build(bind_ip, recv, offer).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             b.pc.add_transceiver_from_kind(
                 kind,
@@ -387,10 +335,10 @@ impl LoadPeer {
             )
             .await?;
         }
-        let offer = b.pc.create_offer(None).await?;
-        let offer = apply_local(&mut b, offer).await?;
+        let local = b.pc.create_offer(None).await?;
+        let local = apply_local(&mut b, local).await?;
         let requested = Instant::now();
-        let resp = http::post_sdp(url, &offer).await?;
+        let resp = http::post_sdp(url, &local).await?;
         if resp.status != 201 {
             b.pc.close().await.ok();
             bail!("WHEP POST {url}: {} {}", resp.status, resp.text());
@@ -402,13 +350,21 @@ impl LoadPeer {
             let (authority, _) = http::split_url(&resp.url)?;
             format!("http://{authority}{location}")
         };
-        let answer = RTCSessionDescription::answer(resp.text())?;
-        b.pc.set_remote_description(answer).await?;
+        let answer = resp.text();
+        let twcc_id = twcc::extmap_id(&answer).filter(|_| offer.transport_cc);
+        b.pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        let feedback = twcc_id.map(|id| {
+            b.counters.enable_transport_cc(id);
+            let task = twcc::send_feedback(Arc::clone(&b.pc), Arc::clone(&b.counters));
+            AbortOnDrop(tokio::spawn(task))
+        });
         Ok(LoadPeer {
             pc: b.pc,
             counters: b.counters,
             state: b.state,
             teardown: Some(Teardown::Whep(session_url)),
+            feedback,
             requested,
         })
     }
@@ -447,7 +403,7 @@ impl LoadPeer {
         let handle_url = format!("{session_url}/{}", janus_id(&attached)?);
         // Built before `watch`, as the WHEP player is before its offer: both clocks then
         // start at the request and count only the server's answer, ICE and DTLS.
-        let mut b = build(bind_ip, recv, false).await?;
+        let mut b = build(bind_ip, recv, Offer::default()).await?;
         let requested = Instant::now();
         janus_call(
             &handle_url,
@@ -481,6 +437,7 @@ impl LoadPeer {
             teardown: Some(Teardown::Janus {
                 session_url: session_url.to_owned(),
             }),
+            feedback: None,
             requested,
         })
     }
@@ -488,6 +445,11 @@ impl LoadPeer {
     /// The packet counters.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// Whether transport-cc was negotiated: the player sends transport feedback.
+    pub fn transport_cc(&self) -> bool {
+        self.feedback.is_some()
     }
 
     /// Whether the connection failed or closed.
@@ -517,6 +479,7 @@ impl LoadPeer {
 
     /// Ends the session (WHEP DELETE or Janus destroy) and closes the connection.
     pub async fn close(mut self) {
+        self.feedback.take();
         match self.teardown.take() {
             Some(Teardown::Whep(url)) => {
                 let _ = http::request("DELETE", &url, &[], &[]).await;
@@ -528,56 +491,6 @@ impl LoadPeer {
         }
         let _ = self.pc.close().await;
     }
-}
-
-/// One Janus API request; fails unless Janus answers `success` or `ack`.
-async fn janus_call(url: &str, mut body: Value) -> Result<Value> {
-    body["transaction"] = json!(transaction());
-    let bytes = serde_json::to_vec(&body)?;
-    let resp = http::request("POST", url, &[("Content-Type", "application/json")], &bytes).await?;
-    ensure!(resp.status == 200, "Janus {url}: HTTP {}", resp.status);
-    let v: Value = serde_json::from_slice(&resp.body).context("Janus reply is not JSON")?;
-    match v["janus"].as_str() {
-        Some("success" | "ack") => Ok(v),
-        _ => bail!("Janus {url}: {v}"),
-    }
-}
-
-fn janus_id(v: &Value) -> Result<u64> {
-    v["data"]["id"]
-        .as_u64()
-        .context("Janus reply without an id")
-}
-
-/// Long-polls the session's events until one carries the JSEP offer.
-async fn janus_offer(session_url: &str) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let resp = http::get(&format!("{session_url}?maxev=5")).await?;
-        ensure!(resp.status == 200, "Janus events: HTTP {}", resp.status);
-        let v: Value = serde_json::from_slice(&resp.body).context("Janus event is not JSON")?;
-        let events = match v {
-            Value::Array(events) => events,
-            one => vec![one],
-        };
-        for e in events {
-            if let Some(err) = e["plugindata"]["data"]["error"].as_str() {
-                bail!("Janus watch failed: {err}");
-            }
-            if e["jsep"]["type"] == "offer"
-                && let Some(sdp) = e["jsep"]["sdp"].as_str()
-            {
-                return Ok(sdp.to_owned());
-            }
-        }
-    }
-    bail!("no offer from Janus within 20 s")
-}
-
-fn transaction() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! A thread waits on all players' UDP sockets at once (`epoll`) and drains each ready socket
 //! with `recvmmsg`. RTP is counted from its clear-text header and dropped right there; the few
 //! other datagrams (STUN, DTLS, RTCP) are handed to that player's peer connection through a
-//! channel, which its [`CountingSocket`] reads. Media therefore costs no task wake-up, channel
+//! channel, which its [`CountingSocket`] reads (with transport-cc, also the first RTP packet
+//! of each SSRC). Media therefore costs no task wake-up, channel
 //! hop or syscall per packet per player: the per-player `webrtc` driver only runs for ICE,
 //! DTLS and its timers. Sends go straight out of the player's socket.
 
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -23,6 +25,7 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
+use super::twcc::transport_seq;
 use super::{Counters, rtp_header};
 
 /// Datagrams read per `recvmmsg`.
@@ -49,6 +52,8 @@ struct Shared {
     players: Mutex<HashMap<u64, Arc<Player>>>,
     next: AtomicU64,
     stop: AtomicBool,
+    /// Arrival times (transport-cc) are µs since this.
+    epoch: Instant,
 }
 
 /// The receive loop; stops when dropped.
@@ -77,6 +82,7 @@ impl RecvLoop {
             players: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             stop: AtomicBool::new(false),
+            epoch: Instant::now(),
         });
         let thread = std::thread::Builder::new()
             .name("fanout-recv".into())
@@ -162,7 +168,7 @@ fn run(shared: &Shared) {
         for ev in &events[..n] {
             let player = lock(&shared.players).get(&ev.data()).cloned();
             if let Some(player) = player {
-                batch.drain(&player);
+                batch.drain(&player, shared.epoch);
             }
         }
     }
@@ -184,8 +190,9 @@ impl Batch {
         }
     }
 
-    /// Reads everything `player`'s socket holds.
-    fn drain(&mut self, player: &Player) {
+    /// Reads everything `player`'s socket holds. Arrival times (for transport-cc) are taken
+    /// once per `recvmmsg`, as µs since `epoch`.
+    fn drain(&mut self, player: &Player, epoch: Instant) {
         let fd = player.socket.as_raw_fd();
         loop {
             self.got.clear();
@@ -215,10 +222,24 @@ impl Batch {
                     }
                 }
             }
+            let arrival_us = epoch.elapsed().as_micros() as i64;
+            let twcc_id = player.counters.transport_cc_id();
             for (buf, &(len, from)) in self.bufs.iter().zip(&self.got) {
                 let data = &buf[..len.min(DATAGRAM)];
                 if let Some((ssrc, seq)) = rtp_header(data) {
-                    player.counters.record(ssrc, seq, len);
+                    let twcc = match twcc_id {
+                        0 => None,
+                        id => transport_seq(data, id).map(|t| (t, arrival_us)),
+                    };
+                    let first = player.counters.record(ssrc, seq, len, twcc);
+                    // The `webrtc` crate opens a stream's receiver, through which transport
+                    // feedback is written, on its first packet: that one goes to the stack.
+                    if first
+                        && twcc_id != 0
+                        && let Some(from) = from
+                    {
+                        let _ = player.to_stack.send((data.to_vec(), from));
+                    }
                 } else if let Some(from) = from {
                     // The stack is gone once the player closed: nothing to deliver to.
                     let _ = player.to_stack.send((data.to_vec(), from));

@@ -26,9 +26,9 @@ fn tells_rtp_from_rtcp_stun_and_dtls() {
 fn counts_loss_across_wrap_and_reordering() {
     let c = Counters::default();
     for seq in [65_533u16, 65_534, 65_535, 1, 0, 3] {
-        c.record(9, seq, 100);
+        c.record(9, seq, 100, None);
     }
-    c.record(10, 5, 50);
+    c.record(10, 5, 50, None);
     let t = c.tally();
     // SSRC 9: 65533..=3 is 7 numbers, 6 received (2 missing); SSRC 10: 1 of 1.
     assert_eq!(t.received, 7);
