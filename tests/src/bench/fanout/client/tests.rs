@@ -80,3 +80,56 @@ async fn receive_loop_counts_rtp_and_passes_the_rest_on() {
     assert_eq!((t.received, t.expected), (40, 40));
     assert!(counters.first_packet().is_some());
 }
+
+/// `rtp(seq, ssrc)` with the transport-wide sequence number `tseq` in extension 3.
+fn rtp_twcc(seq: u16, ssrc: u32, tseq: u16) -> Vec<u8> {
+    let mut p = rtp(seq, ssrc);
+    p[0] |= 0x10;
+    let [hi, lo] = tseq.to_be_bytes();
+    p.splice(12..12, [0xbe, 0xde, 0, 1, (3 << 4) | 1, hi, lo, 0]);
+    p
+}
+
+#[tokio::test]
+async fn with_transport_cc_the_loop_records_arrivals_and_opens_each_stream() {
+    let recv = RecvLoop::start().expect("receive loop");
+    let counters = Arc::new(Counters::default());
+    counters.enable_transport_cc(3);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = socket.local_addr().expect("addr");
+    let socket = recv
+        .handle()
+        .register(socket, Arc::clone(&counters))
+        .expect("register");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..10u16 {
+        peer.send_to(&rtp_twcc(100 + i, 7, 500 + i), to)
+            .expect("send");
+    }
+    peer.send_to(&rtp_twcc(1, 8, 510), to).expect("send");
+    // The first packet of each SSRC goes to the stack (which opens the stream's receiver).
+    let mut passed = Vec::new();
+    for _ in 0..2 {
+        let mut buf = [0u8; 64];
+        let mut meta = [webrtc::runtime::RecvMeta::default()];
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::future::poll_fn(|cx| {
+                let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+                socket.poll_recv(cx, &mut bufs, &mut meta)
+            }),
+        )
+        .await
+        .expect("first packet passed on")
+        .expect("poll_recv");
+        passed.push(buf[..meta[0].len].to_vec());
+    }
+    assert_eq!(passed, [rtp_twcc(100, 7, 500), rtp_twcc(1, 8, 510)]);
+    // Every packet's transport-wide number was recorded, in arrival order.
+    let mut arrivals = Vec::new();
+    assert_eq!(counters.take_arrivals(&mut arrivals), Some(8));
+    let seqs: Vec<u16> = arrivals.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (500..=510).collect::<Vec<_>>());
+    assert!(arrivals.windows(2).all(|w| w[0].1 <= w[1].1));
+    assert_eq!(counters.tally().received, 11);
+}
