@@ -43,23 +43,23 @@ fn counts_loss_across_wrap_and_reordering() {
     assert_eq!(later.since(&t).lost(), 2);
 }
 
-#[tokio::test]
-async fn receive_loop_counts_rtp_and_passes_the_rest_on() {
-    let recv = RecvLoop::start().expect("receive loop");
-    let counters = Arc::new(Counters::default());
+/// A socket registered with `recv` for `counters`, its address, and a peer socket.
+fn registered(
+    recv: &RecvLoop,
+    counters: &Arc<Counters>,
+) -> (recv::CountingSocket, SocketAddr, std::net::UdpSocket) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let to = socket.local_addr().expect("addr");
     let socket = recv
         .handle()
-        .register(socket, Arc::clone(&counters))
+        .register(socket, Arc::clone(counters))
         .expect("register");
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    for seq in 0..40u16 {
-        peer.send_to(&rtp(seq, 7), to).expect("send");
-    }
-    let stun = [0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
-    peer.send_to(&stun, to).expect("send");
-    // The one non-RTP datagram comes out of the socket, from the peer.
+    (socket, to, peer)
+}
+
+/// The next datagram the loop passes on to the stack, and its sender.
+async fn passed_on(socket: &recv::CountingSocket) -> (Vec<u8>, SocketAddr) {
     let mut buf = [0u8; 64];
     let mut meta = [webrtc::runtime::RecvMeta::default()];
     let n = tokio::time::timeout(
@@ -70,11 +70,26 @@ async fn receive_loop_counts_rtp_and_passes_the_rest_on() {
         }),
     )
     .await
-    .expect("STUN passed on")
+    .expect("a datagram passed on")
     .expect("poll_recv");
     assert_eq!(n, 1);
-    assert_eq!(&buf[..meta[0].len], &stun);
-    assert_eq!(meta[0].addr, peer.local_addr().expect("addr"));
+    (buf[..meta[0].len].to_vec(), meta[0].addr)
+}
+
+#[tokio::test]
+async fn receive_loop_counts_rtp_and_passes_the_rest_on() {
+    let recv = RecvLoop::start().expect("receive loop");
+    let counters = Arc::new(Counters::default());
+    let (socket, to, peer) = registered(&recv, &counters);
+    for seq in 0..40u16 {
+        peer.send_to(&rtp(seq, 7), to).expect("send");
+    }
+    let stun = [0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    peer.send_to(&stun, to).expect("send");
+    // The one non-RTP datagram comes out of the socket, from the peer.
+    let (data, from) = passed_on(&socket).await;
+    assert_eq!(data, stun);
+    assert_eq!(from, peer.local_addr().expect("addr"));
     // RTP was counted before it, on the same socket, in order.
     let t = counters.tally();
     assert_eq!((t.received, t.expected), (40, 40));
@@ -95,35 +110,14 @@ async fn with_transport_cc_the_loop_records_arrivals_and_opens_each_stream() {
     let recv = RecvLoop::start().expect("receive loop");
     let counters = Arc::new(Counters::default());
     counters.enable_transport_cc(3);
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let to = socket.local_addr().expect("addr");
-    let socket = recv
-        .handle()
-        .register(socket, Arc::clone(&counters))
-        .expect("register");
-    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let (socket, to, peer) = registered(&recv, &counters);
     for i in 0..10u16 {
         peer.send_to(&rtp_twcc(100 + i, 7, 500 + i), to)
             .expect("send");
     }
     peer.send_to(&rtp_twcc(1, 8, 510), to).expect("send");
     // The first packet of each SSRC goes to the stack (which opens the stream's receiver).
-    let mut passed = Vec::new();
-    for _ in 0..2 {
-        let mut buf = [0u8; 64];
-        let mut meta = [webrtc::runtime::RecvMeta::default()];
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            futures::future::poll_fn(|cx| {
-                let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
-                socket.poll_recv(cx, &mut bufs, &mut meta)
-            }),
-        )
-        .await
-        .expect("first packet passed on")
-        .expect("poll_recv");
-        passed.push(buf[..meta[0].len].to_vec());
-    }
+    let passed = [passed_on(&socket).await.0, passed_on(&socket).await.0];
     assert_eq!(passed, [rtp_twcc(100, 7, 500), rtp_twcc(1, 8, 510)]);
     // Every packet's transport-wide number was recorded, in arrival order.
     let mut arrivals = Vec::new();
