@@ -103,6 +103,9 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
-        assert!(process_cpu() > before, "no CPU time counted in 60 s ({x} turns)");
+        assert!(
+            process_cpu() > before,
+            "no CPU time counted in 60 s ({x} turns)"
+        );
     }
 }
