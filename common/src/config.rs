@@ -16,6 +16,11 @@ use clap::parser::ValueSource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The control plane's gRPC address that nodes and the operator CLI dial when
+/// `--control-plane` is not given: the control plane's default `--listen`
+/// address on this machine.
+pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:7400";
+
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use strata_common::backoff::Backoff;
@@ -269,88 +269,23 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
     let view = Arc::new(RwLock::new(View::default()));
     let (rev_tx, rev_rx) = watch::channel(0i64);
     let (health_tx, health_rx) = watch::channel(false);
-    let health_tx = Arc::new(health_tx);
     let healthy_now = Arc::new(AtomicBool::new(false));
-    let watch_ok = Arc::new(AtomicBool::new(false));
     let signals = Arc::new(Signals::default());
-    let probe_ok = Arc::new(AtomicBool::new(true));
-    let update_health = {
-        let (w, p, h) = (watch_ok.clone(), probe_ok.clone(), health_tx.clone());
-        let flag = healthy_now.clone();
-        move || {
-            use Ordering::Relaxed;
-            let now = w.load(Relaxed) && p.load(Relaxed);
-            h.send_if_modified(|old| {
-                // Under the channel's lock: concurrent updates leave the
-                // flag and the channel agreeing.
-                flag.store(now, Ordering::Release);
-                let changed = *old != now;
-                if changed {
-                    if now {
-                        info!("store reachable; serving");
-                    } else {
-                        warn!("store unreachable; answering UNAVAILABLE");
-                    }
-                }
-                *old = now;
-                changed
-            });
-        }
-    };
-    {
-        let (kv, view, update_health, watch_ok) = (
-            kv.clone(),
-            view.clone(),
-            update_health.clone(),
-            watch_ok.clone(),
-        );
-        let signals = signals.clone();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-            loop {
-                if rev_tx.is_closed() {
-                    return;
-                }
-                let sync = Sync {
-                    kv: &kv,
-                    keys: &keys,
-                    view: &view,
-                    rev_tx: &rev_tx,
-                    signals: &signals,
-                };
-                match follow(&sync, &watch_ok, &update_health).await {
-                    // An established watch broke: resync at once. Health is
-                    // only lost if the resync itself fails, so a blip of
-                    // the watch connection is not an outage.
-                    Ok(()) => {
-                        debug!("cache watch ended; resyncing");
-                        backoff.reset();
-                        continue;
-                    }
-                    Err(e) => debug!(error = %e, "cache sync failed"),
-                }
-                watch_ok.store(false, Ordering::Relaxed);
-                update_health();
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        });
-    }
-    {
-        // Ends once the server and the sync task have let go of the view.
-        let alive = Arc::downgrade(&view);
-        tokio::spawn(async move {
-            while alive.strong_count() > 0 {
-                let result = kv.probe().await;
-                if let Err(e) = &result {
-                    debug!(error = %e, "store probe failed");
-                }
-                let ok = result.is_ok();
-                probe_ok.store(ok, Ordering::Relaxed);
-                update_health();
-                tokio::time::sleep(probe_every).await;
-            }
-        });
-    }
+    let health = Arc::new(Health {
+        watch_ok: AtomicBool::new(false),
+        probe_ok: AtomicBool::new(true),
+        now: healthy_now.clone(),
+        tx: health_tx,
+    });
+    spawn_sync(
+        kv.clone(),
+        keys,
+        view.clone(),
+        rev_tx,
+        signals.clone(),
+        health.clone(),
+    );
+    spawn_probe(kv, Arc::downgrade(&view), health, probe_every);
     Cache {
         view,
         revision: rev_rx,
@@ -358,6 +293,104 @@ pub fn spawn(kv: Kv, keys: Keys, probe_every: Duration) -> Cache {
         healthy_now,
         signals,
     }
+}
+
+/// The cache's health: the watch is established and the store answers the
+/// probe. Sent on a watch channel, and mirrored in a flag for the per-request
+/// check.
+struct Health {
+    watch_ok: AtomicBool,
+    probe_ok: AtomicBool,
+    /// The flag ([`Cache::healthy_now`]).
+    now: Arc<AtomicBool>,
+    tx: watch::Sender<bool>,
+}
+
+impl Health {
+    fn set_watch_ok(&self, ok: bool) {
+        self.watch_ok.store(ok, Ordering::Relaxed);
+        self.update();
+    }
+
+    fn set_probe_ok(&self, ok: bool) {
+        self.probe_ok.store(ok, Ordering::Relaxed);
+        self.update();
+    }
+
+    fn update(&self) {
+        use Ordering::Relaxed;
+        let now = self.watch_ok.load(Relaxed) && self.probe_ok.load(Relaxed);
+        self.tx.send_if_modified(|old| {
+            // Under the channel's lock: concurrent updates leave the
+            // flag and the channel agreeing.
+            self.now.store(now, Ordering::Release);
+            let changed = *old != now;
+            if changed {
+                if now {
+                    info!("store reachable; serving");
+                } else {
+                    warn!("store unreachable; answering UNAVAILABLE");
+                }
+            }
+            *old = now;
+            changed
+        });
+    }
+}
+
+/// The sync task: load and follow, again after every break, until every
+/// cache handle is gone.
+fn spawn_sync(
+    kv: Kv,
+    keys: Keys,
+    view: Arc<RwLock<View>>,
+    rev_tx: watch::Sender<i64>,
+    signals: Arc<Signals>,
+    health: Arc<Health>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        loop {
+            if rev_tx.is_closed() {
+                return;
+            }
+            let sync = Sync {
+                kv: &kv,
+                keys: &keys,
+                view: &view,
+                rev_tx: &rev_tx,
+                signals: &signals,
+            };
+            match follow(&sync, &health).await {
+                // An established watch broke: resync at once. Health is
+                // only lost if the resync itself fails, so a blip of
+                // the watch connection is not an outage.
+                Ok(()) => {
+                    debug!("cache watch ended; resyncing");
+                    backoff.reset();
+                    continue;
+                }
+                Err(e) => debug!(error = %e, "cache sync failed"),
+            }
+            health.set_watch_ok(false);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    });
+}
+
+/// The probe task. Ends once the server and the sync task have let go of the
+/// view (`alive`).
+fn spawn_probe(kv: Kv, alive: Weak<RwLock<View>>, health: Arc<Health>, probe_every: Duration) {
+    tokio::spawn(async move {
+        while alive.strong_count() > 0 {
+            let result = kv.probe().await;
+            if let Err(e) = &result {
+                debug!(error = %e, "store probe failed");
+            }
+            health.set_probe_ok(result.is_ok());
+            tokio::time::sleep(probe_every).await;
+        }
+    });
 }
 
 fn write(view: &RwLock<View>) -> RwLockWriteGuard<'_, View> {
@@ -374,11 +407,7 @@ struct Sync<'a> {
 }
 
 /// One sync cycle: load, then follow the watch until it breaks.
-async fn follow(
-    sync: &Sync<'_>,
-    watch_ok: &AtomicBool,
-    update_health: &impl Fn(),
-) -> Result<(), crate::kv::KvError> {
+async fn follow(sync: &Sync<'_>, health: &Health) -> Result<(), crate::kv::KvError> {
     let Sync {
         kv,
         keys,
@@ -402,8 +431,7 @@ async fn follow(
     };
     rev_tx.send_replace(revision);
     signals.notify_all();
-    watch_ok.store(true, Ordering::Relaxed);
-    update_health();
+    health.set_watch_ok(true);
     debug!(revision, keys = kvs.len(), "cache loaded");
     clean_orphans(kv, keys, orphans);
     loop {

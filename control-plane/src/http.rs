@@ -240,50 +240,14 @@ fn front_door(
             );
         }
     };
-    let placed = (|| {
-        let region = match (params.get("region"), &http.options.default_region) {
-            (Some(r), _) => r.clone(),
-            (None, Some(d)) => d.clone(),
-            (None, None) => {
-                return Err(Error::InvalidArgument(
-                    "the region query parameter is required, e.g. ?region=eu".into(),
-                ));
-            }
-        };
-        // Bad names are told apart from an outage even while the store is down.
-        names::validate(NameKind::Stream, stream)?;
-        names::validate(NameKind::Region, &region)?;
-        state.ensure_healthy()?;
-        let view = state.cache().read();
-        service::place(
-            &view,
-            &v1::PlaceRequest {
-                region,
-                stream: stream.to_owned(),
-                purpose: kind.purpose() as i32,
-                exclude_node_id: String::new(),
-            },
-        )
-    })();
-    let placed = match placed {
+    let placed = match place(kind, http, stream, &params) {
         Ok(p) => p,
         Err(e) => return refused(state, e),
     };
-    let Some(node) = placed.node else {
+    let Some(node) = &placed.node else {
         return refused(state, Error::Internal("placement returned no node".into()));
     };
-    let mut to = format!(
-        "{}/{}/{stream}",
-        node.http_url.trim_end_matches('/'),
-        kind.path()
-    );
-    // Browsers drop `Authorization` on a cross-origin redirect: the node takes the
-    // token from the query instead (as a node's own redirect does).
-    if let Some(t) = token(headers, &params) {
-        to.push_str("?token=");
-        to.push_str(t);
-    }
-    let Ok(location) = HeaderValue::from_str(&to) else {
+    let Some(location) = location(kind, node, stream, token(headers, &params)) else {
         return refused(
             state,
             Error::Internal(format!("node {:?} has an unusable URL", node.id)),
@@ -306,6 +270,62 @@ fn front_door(
         h.insert("x-strata-node", v);
     }
     resp
+}
+
+/// Placement's answer for a front-door request: the region from the query
+/// (else the replica's default), both names checked before the store's health.
+fn place(
+    kind: Kind,
+    http: &Http,
+    stream: &str,
+    params: &HashMap<String, String>,
+) -> Result<v1::PlaceResponse, Error> {
+    let state = &http.state;
+    let region = match (params.get("region"), &http.options.default_region) {
+        (Some(r), _) => r.clone(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "the region query parameter is required, e.g. ?region=eu".into(),
+            ));
+        }
+    };
+    // Bad names are told apart from an outage even while the store is down.
+    names::validate(NameKind::Stream, stream)?;
+    names::validate(NameKind::Region, &region)?;
+    state.ensure_healthy()?;
+    let view = state.cache().read();
+    service::place(
+        &view,
+        &v1::PlaceRequest {
+            region,
+            stream: stream.to_owned(),
+            purpose: kind.purpose() as i32,
+            exclude_node_id: String::new(),
+        },
+    )
+}
+
+/// Where the redirect sends the client: the stream's WHIP/WHEP resource on
+/// `node`, carrying the client's token. `None` when that is no header value.
+fn location(
+    kind: Kind,
+    node: &v1::NodeInfo,
+    stream: &str,
+    token: Option<&str>,
+) -> Option<HeaderValue> {
+    let mut to = format!(
+        "{}/{}/{stream}",
+        node.http_url.trim_end_matches('/'),
+        kind.path()
+    );
+    // Browsers drop `Authorization` on a cross-origin redirect: the node takes the
+    // token from the query instead (as a node's own redirect does).
+    if let Some(t) = token {
+        to.push_str("?token=");
+        to.push_str(t);
+    }
+    HeaderValue::from_str(&to).ok()
 }
 
 /// The topology document from this replica's cache, in one consistent read.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use strata_common::limits::ConnectionLimiter;
 use tokio::net::TcpListener;
+use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::info;
@@ -150,6 +151,45 @@ pub async fn run_with_listeners(
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (state, cache) = start_state(&config, kv)?;
+    let health_service = health_service(&cache).await;
+
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha =
+        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+
+    let policy = Arc::new(policy(&config, &cache)?);
+    let shutdown = spawn_http(&config, http, &state, &policy, shutdown)?;
+
+    info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,
+        lease_ttl = ?config.lease_ttl, "control plane listening");
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls(&config)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    add_apis(router, &state, &policy)
+        // Capped, with TCP_NODELAY (see `incoming`).
+        .serve_with_incoming_shutdown(
+            crate::incoming::limited(
+                listener,
+                ConnectionLimiter::new(config.grpc_max_connections, 0),
+            ),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The services' shared state over `kv`, and the cache it reads from (started here).
+fn start_state(config: &Config, kv: Kv) -> anyhow::Result<(State, cache::Cache)> {
     let keys = Keys::new(&config.prefix);
     let mut link_costs = BTreeMap::new();
     for l in &config.link_costs {
@@ -173,7 +213,14 @@ pub async fn run_with_listeners(
         },
         metrics,
     );
+    Ok((state, cache))
+}
 
+/// `grpc.health.v1`, following the cache's health: every service reports
+/// SERVING while the cache is in sync with the store, NOT_SERVING otherwise.
+async fn health_service(
+    cache: &cache::Cache,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // The reporter starts at SERVING; nothing is served until the cache has
     // synced with the store.
@@ -185,36 +232,36 @@ pub async fn run_with_listeners(
             .set_service_status(s, ServingStatus::NotServing)
             .await;
     }
-    {
-        let mut health = cache.health();
-        tokio::spawn(async move {
-            loop {
-                let status = if *health.borrow_and_update() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                reporter.set_service_status("", status).await;
-                for s in SERVICES {
-                    reporter.set_service_status(s, status).await;
-                }
-                if health.changed().await.is_err() {
-                    return;
-                }
+    let mut health = cache.health();
+    tokio::spawn(async move {
+        loop {
+            let status = if *health.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            for s in SERVICES {
+                reporter.set_service_status(s, status).await;
             }
-        });
-    }
+            if health.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    health_service
+}
 
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        b.register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
-    let reflection_v1alpha =
-        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-
-    let policy = Arc::new(policy(&config, &cache)?);
-    // The HTTP side stops with gRPC, or when this future is dropped (the sender with it).
+/// Starts the HTTP side on `http`, if any; returns `shutdown` extended to stop
+/// it too. The HTTP side also stops when the returned future is dropped (the
+/// sender with it).
+fn spawn_http(
+    config: &Config,
+    http: Option<TcpListener>,
+    state: &State,
+    policy: &Arc<Policy>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     if let Some(http) = http {
         info!(addr = %http.local_addr()?, "HTTP listening");
@@ -233,22 +280,16 @@ pub async fn run_with_listeners(
         };
         tokio::spawn(crate::http::serve(http, state.clone(), options, stopped));
     }
-    let shutdown = async move {
+    Ok(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
-    };
+    })
+}
 
-    info!(addr = %listener.local_addr()?, store = ?config.store, prefix = %config.prefix,
-        lease_ttl = ?config.lease_ttl, "control plane listening");
-    let mut builder = Server::builder();
-    if let Some(tls) = server_tls(&config)? {
-        builder = builder.tls_config(tls)?;
-    }
+/// The Strata gRPC services, each behind the authorization interceptor.
+fn add_apis(router: Router, state: &State, policy: &Arc<Policy>) -> Router {
     let intercept = || policy.clone().interceptor();
-    builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    router
         .add_service(
             v1::node_service_server::NodeServiceServer::with_interceptor(
                 NodeApi::new(state.clone()),
@@ -279,14 +320,4 @@ pub async fn run_with_listeners(
                 intercept(),
             ),
         )
-        // Capped, with TCP_NODELAY (see `incoming`).
-        .serve_with_incoming_shutdown(
-            crate::incoming::limited(
-                listener,
-                ConnectionLimiter::new(config.grpc_max_connections, 0),
-            ),
-            shutdown,
-        )
-        .await?;
-    Ok(())
 }

@@ -124,7 +124,7 @@ pub struct Common {
         long,
         env = "STRATA_CONTROL_PLANE",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:7400"
+        default_value = strata_common::config::DEFAULT_CONTROL_PLANE
     )]
     pub control_plane: Vec<String>,
 

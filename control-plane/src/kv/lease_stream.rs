@@ -200,81 +200,128 @@ async fn run(
     mut requests: mpsc::Receiver<Request>,
     timeout: Duration,
 ) {
-    let mut core: Renewals<Waiter> = Renewals::new(timeout, WINDOW, JOIN_AGE);
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let mut member = 0;
-    let mut failed_members = 0;
-    let mut retry_at = Instant::now();
-    let mut link: Option<Link> = None;
-    let mut opening: Option<Opening> = None;
+    let mut s = Shard {
+        shard,
+        channels,
+        timeout,
+        core: Renewals::new(timeout, WINDOW, JOIN_AGE),
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
+        member: 0,
+        failed_members: 0,
+        retry_at: Instant::now(),
+        link: None,
+        opening: None,
+    };
     loop {
-        let now = Instant::now();
-        if let Some(l) = &link {
-            while let Some(lease) = core.poll_send(now) {
+        let sleep = tokio::time::sleep_until(s.step(Instant::now()));
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(r) => s.core.request(Instant::now(), r.lease, r.reply),
+                None => return,
+            },
+            answer = next_answer(&mut s.link) => s.answer(answer),
+            result = opened(&mut s.opening) => s.opened(result),
+            _ = sleep => s.tick(Instant::now()),
+        }
+    }
+}
+
+/// What one stream's task holds: the renewals, and the stream open or opening on one
+/// member.
+struct Shard {
+    shard: usize,
+    channels: Arc<[Channel]>,
+    timeout: Duration,
+    core: Renewals<Waiter>,
+    backoff: Backoff,
+    /// The member streams are opened on.
+    member: usize,
+    /// Members that failed to open a stream in a row.
+    failed_members: usize,
+    /// No stream is opened before this.
+    retry_at: Instant,
+    link: Option<Link>,
+    opening: Option<Opening>,
+}
+
+impl Shard {
+    /// Writes the renewals due on the open stream, starts opening one when renewals want
+    /// it; returns when to wake next.
+    fn step(&mut self, now: Instant) -> Instant {
+        if let Some(l) = &self.link {
+            while let Some(lease) = self.core.poll_send(now) {
                 // The window is smaller than the channel: this never fails for room.
                 let _ = l.tx.try_send(KeepAliveRequest { id: lease });
             }
         }
-        if opening.is_none()
-            && core.wants_stream()
-            && retry_at <= now
-            && let Some(first) = core.open(now)
+        if self.opening.is_none()
+            && self.core.wants_stream()
+            && self.retry_at <= now
+            && let Some(first) = self.core.open(now)
         {
-            opening = Some(Box::pin(open(channels[member].clone(), first, timeout)));
+            let channel = self.channels[self.member].clone();
+            self.opening = Some(Box::pin(open(channel, first, self.timeout)));
         }
-        let mut wake_at = core.next_deadline();
-        if opening.is_none() && core.wants_stream() {
-            wake_at = Some(wake_at.map_or(retry_at, |w| w.min(retry_at)));
+        let mut wake_at = self.core.next_deadline();
+        if self.opening.is_none() && self.core.wants_stream() {
+            wake_at = Some(wake_at.map_or(self.retry_at, |w| w.min(self.retry_at)));
         }
-        let sleep = tokio::time::sleep_until(wake_at.unwrap_or(now + timeout));
-        tokio::select! {
-            request = requests.recv() => match request {
-                Some(r) => core.request(Instant::now(), r.lease, r.reply),
-                None => return,
-            },
-            answer = next_answer(&mut link) => match answer {
-                Ok(Some(a)) => deliver(core.answered(a.id, a.ttl)),
-                ended => {
-                    let why = ended.err().map(|s| s.to_string()).unwrap_or_default();
-                    debug!(shard, member, %why, "lease keep-alive stream ended; reopening");
-                    link = None;
-                    core.disconnected();
-                    retry_at = Instant::now() + backoff.next_delay();
-                }
-            },
-            result = opened(&mut opening) => {
-                opening = None;
-                match result {
-                    Ok(l) => {
-                        core.opened();
-                        link = Some(l);
-                        backoff.reset();
-                        failed_members = 0;
-                    }
-                    Err(e) => {
-                        core.disconnected();
-                        debug!(shard, member, error = %e, "no lease keep-alive stream; trying the next member");
-                        member = (member + 1) % channels.len();
-                        failed_members += 1;
-                        if failed_members >= channels.len() {
-                            failed_members = 0;
-                            warn!(shard, error = %e, "no etcd member opens a lease keep-alive stream");
-                            deliver(core.fail_all(&e.to_string()));
-                            retry_at = Instant::now() + backoff.next_delay();
-                        }
-                    }
-                }
-            },
-            _ = sleep => {
-                let now = Instant::now();
-                deliver(core.expire(now));
-                if link.is_some() && core.stalled(now) {
-                    warn!(shard, member, "lease keep-alive stream stalled; reopening on the next member");
-                    link = None;
-                    core.disconnected();
-                    member = (member + 1) % channels.len();
+        wake_at.unwrap_or(now + self.timeout)
+    }
+
+    /// An answer on the open stream, or its end.
+    fn answer(&mut self, answer: Result<Option<KeepAliveResponse>, tonic::Status>) {
+        let (shard, member) = (self.shard, self.member);
+        match answer {
+            Ok(Some(a)) => deliver(self.core.answered(a.id, a.ttl)),
+            ended => {
+                let why = ended.err().map(|s| s.to_string()).unwrap_or_default();
+                debug!(shard, member, %why, "lease keep-alive stream ended; reopening");
+                self.link = None;
+                self.core.disconnected();
+                self.retry_at = Instant::now() + self.backoff.next_delay();
+            }
+        }
+    }
+
+    /// A stream opened, or the member could not open one.
+    fn opened(&mut self, result: Result<Link, KvError>) {
+        let (shard, member) = (self.shard, self.member);
+        self.opening = None;
+        match result {
+            Ok(l) => {
+                self.core.opened();
+                self.link = Some(l);
+                self.backoff.reset();
+                self.failed_members = 0;
+            }
+            Err(e) => {
+                self.core.disconnected();
+                debug!(shard, member, error = %e, "no lease keep-alive stream; trying the next member");
+                self.member = (self.member + 1) % self.channels.len();
+                self.failed_members += 1;
+                if self.failed_members >= self.channels.len() {
+                    self.failed_members = 0;
+                    warn!(shard, error = %e, "no etcd member opens a lease keep-alive stream");
+                    deliver(self.core.fail_all(&e.to_string()));
+                    self.retry_at = Instant::now() + self.backoff.next_delay();
                 }
             }
+        }
+    }
+
+    /// The wake-up: expires what waited too long, and leaves a stalled stream.
+    fn tick(&mut self, now: Instant) {
+        deliver(self.core.expire(now));
+        if self.link.is_some() && self.core.stalled(now) {
+            let (shard, member) = (self.shard, self.member);
+            warn!(
+                shard,
+                member, "lease keep-alive stream stalled; reopening on the next member"
+            );
+            self.link = None;
+            self.core.disconnected();
+            self.member = (self.member + 1) % self.channels.len();
         }
     }
 }

@@ -127,76 +127,30 @@ impl MemoryKv {
         otherwise: Vec<Op>,
     ) -> Result<TxnOutcome, KvError> {
         let mut st = self.lock();
-        let holds = compares.iter().all(|c| match c {
-            Compare::CreateRevision(k, r) => {
-                st.keys.get(k).map(|kv| kv.create_revision).unwrap_or(0) == *r
-            }
-            Compare::ModRevision(k, r) => {
-                st.keys.get(k).map(|kv| kv.mod_revision).unwrap_or(0) == *r
-            }
-        });
+        let holds = compares.iter().all(|c| st.holds(c));
         let ops = if holds { then } else { otherwise };
         // Check leases before changing anything: a transaction is all or nothing.
-        for op in &ops {
-            if let Op::Put { lease, .. } = op
-                && *lease != 0
-                && !st.leases.contains_key(lease)
-            {
-                return Err(KvError::LeaseNotFound(*lease));
-            }
-        }
+        st.check_leases(&ops)?;
         let writes = ops.iter().any(|op| !matches!(op, Op::Get(_)));
         let rev = if writes { st.revision + 1 } else { st.revision };
         let mut events = Vec::new();
         let mut gets = Vec::new();
+        let deleted = |key| WatchEvent::Delete {
+            key,
+            mod_revision: rev,
+        };
         for op in ops {
             match op {
                 Op::Put { key, value, lease } => {
-                    let old = st.keys.get(&key).map(|o| (o.lease, o.create_revision));
-                    let create_revision = match old {
-                        Some((old_lease, created)) => {
-                            if let Some(l) = st.leases.get_mut(&old_lease) {
-                                l.keys.remove(&key);
-                            }
-                            created
-                        }
-                        None => rev,
-                    };
-                    if let Some(l) = st.leases.get_mut(&lease) {
-                        l.keys.insert(key.clone());
-                    }
-                    let kv = KeyValue {
-                        key: key.clone(),
-                        value,
-                        create_revision,
-                        mod_revision: rev,
-                        lease,
-                    };
-                    st.keys.insert(key, kv.clone());
-                    events.push(WatchEvent::Put(kv));
+                    events.push(WatchEvent::Put(st.put(key, value, lease, rev)));
                 }
                 Op::Delete(key) => {
                     if st.remove(&key) {
-                        events.push(WatchEvent::Delete {
-                            key,
-                            mod_revision: rev,
-                        });
+                        events.push(deleted(key));
                     }
                 }
                 Op::DeletePrefix(prefix) => {
-                    let doomed: Vec<String> = st
-                        .keys
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for key in doomed {
-                        st.remove(&key);
-                        events.push(WatchEvent::Delete {
-                            key,
-                            mod_revision: rev,
-                        });
-                    }
+                    events.extend(st.remove_prefix(&prefix).into_iter().map(deleted));
                 }
                 Op::Get(key) => gets.push(st.keys.get(&key).cloned()),
             }
@@ -243,6 +197,72 @@ impl MemoryKv {
 }
 
 impl State {
+    /// Whether the compare holds (a missing key has revisions 0).
+    fn holds(&self, compare: &Compare) -> bool {
+        match compare {
+            Compare::CreateRevision(k, r) => {
+                self.keys.get(k).map(|kv| kv.create_revision).unwrap_or(0) == *r
+            }
+            Compare::ModRevision(k, r) => {
+                self.keys.get(k).map(|kv| kv.mod_revision).unwrap_or(0) == *r
+            }
+        }
+    }
+
+    /// Every lease the puts of `ops` bind to exists.
+    fn check_leases(&self, ops: &[Op]) -> Result<(), KvError> {
+        for op in ops {
+            if let Op::Put { lease, .. } = op
+                && *lease != 0
+                && !self.leases.contains_key(lease)
+            {
+                return Err(KvError::LeaseNotFound(*lease));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `key` at revision `rev`, bound to `lease` (moved off its old
+    /// one); returns what is stored.
+    fn put(&mut self, key: String, value: Vec<u8>, lease: i64, rev: i64) -> KeyValue {
+        let old = self.keys.get(&key).map(|o| (o.lease, o.create_revision));
+        let create_revision = match old {
+            Some((old_lease, created)) => {
+                if let Some(l) = self.leases.get_mut(&old_lease) {
+                    l.keys.remove(&key);
+                }
+                created
+            }
+            None => rev,
+        };
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.insert(key.clone());
+        }
+        let kv = KeyValue {
+            key: key.clone(),
+            value,
+            create_revision,
+            mod_revision: rev,
+            lease,
+        };
+        self.keys.insert(key, kv.clone());
+        kv
+    }
+
+    /// Removes every key under `prefix`; returns them in key order.
+    fn remove_prefix(&mut self, prefix: &str) -> Vec<String> {
+        let doomed: Vec<String> = self
+            .keys
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            self.remove(key);
+        }
+        doomed
+    }
+
     fn remove(&mut self, key: &str) -> bool {
         match self.keys.remove(key) {
             Some(old) => {

@@ -33,9 +33,31 @@ fn per_region<N>(
     )
 }
 
-/// The cluster gauges of `view` (`healthy`: the cache is in sync with a reachable store),
-/// in a registry of their own, for one scrape.
-pub fn gauges(view: &View, healthy: bool) -> Registry {
+/// One region's value of a gauge.
+type OfRegion = fn(&Region) -> i64;
+
+/// Per-region gauges of whole numbers: name, help, and the value of one region.
+const PER_REGION: [(&str, &str, OfRegion); 4] = [
+    ("strata_control_nodes", "Live nodes per region", |r| r.nodes),
+    (
+        "strata_control_nodes_draining",
+        "Draining nodes per region",
+        |r| r.draining,
+    ),
+    (
+        "strata_control_players",
+        "Players per region, from the nodes' load reports",
+        |r| r.players,
+    ),
+    (
+        "strata_control_publishers",
+        "Publishers per region, from the nodes' load reports",
+        |r| r.publishers,
+    ),
+];
+
+/// Nodes and their load reports, summed per region (in name order).
+fn tally_regions(view: &View) -> BTreeMap<String, Region> {
     let mut regions = BTreeMap::<String, Region>::new();
     for n in view.nodes.values() {
         let r = regions.entry(n.value.region.clone()).or_default();
@@ -47,6 +69,13 @@ pub fn gauges(view: &View, healthy: bool) -> Registry {
             r.egress_bps += l.egress_bps as f64;
         }
     }
+    regions
+}
+
+/// The cluster gauges of `view` (`healthy`: the cache is in sync with a reachable store),
+/// in a registry of their own, for one scrape.
+pub fn gauges(view: &View, healthy: bool) -> Registry {
+    let regions = tally_regions(view);
     let (mut streams, mut regional, mut subscribers) = (0i64, 0i64, 0i64);
     for s in view.streams.values().filter(|s| s.main.is_some()) {
         streams += 1;
@@ -56,55 +85,39 @@ pub fn gauges(view: &View, healthy: bool) -> Registry {
 
     let mut reg = Registry::default();
     let r = &mut reg;
-    r.register(
-        "strata_control_nodes",
-        "Live nodes per region",
-        per_region(&regions, |r| r.nodes),
-    );
-    r.register(
-        "strata_control_nodes_draining",
-        "Draining nodes per region",
-        per_region(&regions, |r| r.draining),
-    );
-    r.register(
-        "strata_control_players",
-        "Players per region, from the nodes' load reports",
-        per_region(&regions, |r| r.players),
-    );
-    r.register(
-        "strata_control_publishers",
-        "Publishers per region, from the nodes' load reports",
-        per_region(&regions, |r| r.publishers),
-    );
+    for (name, help, value) in PER_REGION {
+        r.register(name, help, per_region(&regions, value));
+    }
     r.register(
         "strata_control_egress_bytes_per_second",
         "Egress per region in bytes per second, from the nodes' load reports",
         per_region(&regions, |r| r.egress_bps / 8.0),
     );
-    r.register(
-        "strata_control_streams",
-        "Live streams",
-        ConstGauge::new(streams),
-    );
-    r.register(
-        "strata_control_regional_origins",
-        "Regional origin records of live streams",
-        ConstGauge::new(regional),
-    );
-    r.register(
-        "strata_control_subscribers",
-        "Subscriber records (nodes pulling a stream without being an origin)",
-        ConstGauge::new(subscribers),
-    );
-    r.register(
-        "strata_control_cache_revision",
-        "Store revision the cache reflects",
-        ConstGauge::new(view.revision),
-    );
-    r.register(
-        "strata_control_store_healthy",
-        "1 when the store is reachable and the cache in sync",
-        ConstGauge::new(i64::from(healthy)),
-    );
+    let totals = [
+        ("strata_control_streams", "Live streams", streams),
+        (
+            "strata_control_regional_origins",
+            "Regional origin records of live streams",
+            regional,
+        ),
+        (
+            "strata_control_subscribers",
+            "Subscriber records (nodes pulling a stream without being an origin)",
+            subscribers,
+        ),
+        (
+            "strata_control_cache_revision",
+            "Store revision the cache reflects",
+            view.revision,
+        ),
+        (
+            "strata_control_store_healthy",
+            "1 when the store is reachable and the cache in sync",
+            i64::from(healthy),
+        ),
+    ];
+    for (name, help, value) in totals {
+        r.register(name, help, ConstGauge::new(value));
+    }
     reg
 }

@@ -12,9 +12,13 @@ use super::{State, convert, now_ms};
 use crate::auth::{Caller, NodeCert};
 use crate::cache::Versioned;
 use crate::error::{Error, Result};
-use crate::keys::{self, NodeRecord, RevocationRecord, RevokedBy};
+use crate::keys::{self, NodeRecord, RevokedBy};
 use crate::kv::KvError;
 use strata_common::names::{self, NameKind};
+
+mod revoke;
+
+use revoke::revoked_list;
 
 /// The node lifecycle service.
 #[derive(Clone)]
@@ -288,120 +292,12 @@ impl NodeApi {
         Ok(v1::ListNodesResponse { nodes, revoked })
     }
 
-    async fn revoke(
-        &self,
-        req: v1::RevokeCertificateRequest,
-        by: &str,
-    ) -> Result<v1::RevokeCertificateResponse> {
-        use strata_common::cert::{normalize_serial, normalize_sha256};
-        let s = &self.state;
-        s.ensure_healthy()?;
-        let (kind, id) = match (req.serial.trim(), req.sha256.trim()) {
-            (serial, "") if !serial.is_empty() => (
-                RevokedBy::Serial,
-                normalize_serial(serial).ok_or_else(|| {
-                    Error::InvalidArgument("serial must be 1 to 40 hex digits".into())
-                })?,
-            ),
-            ("", sha) if !sha.is_empty() => (
-                RevokedBy::Sha256,
-                normalize_sha256(sha)
-                    .ok_or_else(|| Error::InvalidArgument("sha256 must be 64 hex digits".into()))?,
-            ),
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "set exactly one of serial and sha256".into(),
-                ));
-            }
-        };
-        if req.reason.len() > MAX_FIELD {
-            return Err(Error::InvalidArgument(
-                "reason is longer than 512 bytes".into(),
-            ));
-        }
-        let key = s.keys().revoked(kind, &id);
-        let record = match s.kv().get(&key).await? {
-            // Idempotent: the first revocation's reason and time stay.
-            Some(kv) => keys::decode::<RevocationRecord>(&kv.value),
-            None => None,
-        };
-        let record = match record {
-            Some(r) => r,
-            None => {
-                let r = RevocationRecord {
-                    reason: req.reason,
-                    revoked_by: by.to_owned(),
-                    revoked_at_ms: now_ms(),
-                };
-                // No lease: a revocation outlives every node and replica.
-                let rev = s.kv().put(&key, keys::encode(&r), 0).await?;
-                s.cache().wait_for(rev, s.config().lease_ttl).await;
-                r
-            }
-        };
-        warn!(?kind, %id, by, reason = %record.reason, "certificate revoked");
-        // End the registrations made with it now, rather than at their next
-        // keep-alive (which the interceptor refuses anyway).
-        let holders: Vec<(String, i64)> = s
-            .cache()
-            .read()
-            .nodes
-            .values()
-            .filter(|n| match kind {
-                RevokedBy::Serial => n.value.cert_serial == id,
-                RevokedBy::Sha256 => n.value.cert_sha256 == id,
-            })
-            .map(|n| (n.value.id.clone(), n.value.lease))
-            .collect();
-        let mut deregistered = Vec::new();
-        for (node, lease) in holders {
-            match s.kv().revoke(lease).await {
-                Ok(rev) => {
-                    s.cache().wait_for(rev, s.config().lease_ttl).await;
-                    warn!(%node, "registration made with a revoked certificate ended");
-                    deregistered.push(node);
-                }
-                Err(KvError::LeaseNotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(v1::RevokeCertificateResponse {
-            revoked: Some(revoked_message(kind, &id, &record)),
-            deregistered,
-        })
-    }
-
     async fn get(&self, req: v1::GetNodeRequest) -> Result<v1::Node> {
         let s = &self.state;
         let node = self.live_node(&req.node_id).await?;
         let load = s.cache().read().loads.get(&req.node_id).cloned();
         Ok(convert::node(&node.value, load.as_ref()))
     }
-}
-
-fn revoked_message(kind: RevokedBy, id: &str, r: &RevocationRecord) -> v1::RevokedCertificate {
-    let (serial, sha256) = match kind {
-        RevokedBy::Serial => (id.to_owned(), String::new()),
-        RevokedBy::Sha256 => (String::new(), id.to_owned()),
-    };
-    v1::RevokedCertificate {
-        serial,
-        sha256,
-        reason: r.reason.clone(),
-        revoked_by: r.revoked_by.clone(),
-        revoked_at_ms: r.revoked_at_ms,
-    }
-}
-
-/// Every revocation in the view, oldest first.
-fn revoked_list(view: &crate::cache::View) -> Vec<v1::RevokedCertificate> {
-    let mut list: Vec<v1::RevokedCertificate> = view
-        .revoked
-        .iter()
-        .map(|((kind, id), r)| revoked_message(*kind, id, r))
-        .collect();
-    list.sort_by_key(|r| r.revoked_at_ms);
-    list
 }
 
 use crate::auth::{self, Need};

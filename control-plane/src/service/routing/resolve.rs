@@ -1,6 +1,8 @@
 //! Resolve: where a node gets a stream from (the steady state from the cache, else the
 //! general path: store reads on cache misses, claims, subscriber records).
 
+use std::sync::Arc;
+
 use tracing::{debug, info};
 
 use strata_proto::v1;
@@ -9,13 +11,35 @@ use super::{RoutingApi, check_stream, upstream, upstream_main, upstream_regional
 use crate::cache::{StreamState, Versioned};
 use crate::election::{Decision, decide};
 use crate::error::{Error, Result};
-use crate::keys::{self, MainRecord, NodeRecord, SubscriberRecord};
+use crate::keys::{self, MainRecord, NodeRecord, RegionalRecord, SubscriberRecord};
 use crate::kv::Op;
 use crate::service::convert;
 use strata_common::names::{self, NameKind};
 
 /// Attempts of one resolve under contention before giving up.
 const MAX_ATTEMPTS: usize = 5;
+
+/// A stream's main origin record, as cached or read.
+type Main = Option<Arc<Versioned<MainRecord>>>;
+/// A region's origin record of a stream, as cached or read.
+type Regional = Option<Arc<Versioned<RegionalRecord>>>;
+
+/// What one attempt of the general resolve is about; `node` registered in `region`.
+struct Attempt<'a> {
+    stream: &'a str,
+    region: &'a str,
+    node: &'a NodeRecord,
+    unreachable: Option<(&'a str, i64)>,
+}
+
+/// Where one attempt of the general resolve ended.
+enum Step {
+    /// The answer.
+    Done(v1::ResolveResponse),
+    /// Decide again on these records (a claim was lost, or a record the
+    /// decision named was missing).
+    Again(Main, Regional),
+}
 
 fn answer(
     stream: &str,
@@ -84,9 +108,29 @@ impl RoutingApi {
         }
         s.metrics().resolves.inc();
         let (stream, region) = (req.stream.as_str(), req.region.as_str());
+        let (mut main, mut regional) = self.records(stream, region).await?;
+        let at = Attempt {
+            stream,
+            region,
+            node,
+            unreachable,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            match self.attempt(&at, main, regional).await? {
+                Step::Done(answer) => return Ok(answer),
+                Step::Again(m, r) => (main, regional) = (m, r),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "stream {stream:?} region {region:?}: origin changed during every attempt; retry"
+        )))
+    }
 
-        // First from the cache; after a lost transaction, from what it read.
-        let (mut main, mut regional) = {
+    /// The stream's main origin and the region's origin records: from the
+    /// cache, or from the store when the cache has no main origin.
+    async fn records(&self, stream: &str, region: &str) -> Result<(Main, Regional)> {
+        let s = &self.state;
+        let (main, regional) = {
             let view = s.cache().read();
             let st = view.streams.get(stream);
             (
@@ -96,120 +140,169 @@ impl RoutingApi {
         };
         if main.is_some() {
             s.metrics().cache_hits.inc();
-        } else {
-            // A publish through another replica may not have reached this
-            // cache yet: a miss is confirmed by the store.
-            s.metrics().cache_misses.inc();
-            let out = s
-                .kv()
-                .txn(
-                    Vec::new(),
-                    vec![
-                        Op::Get(s.keys().main(stream)),
-                        Op::Get(s.keys().regional(stream, region)),
-                    ],
-                    Vec::new(),
-                )
-                .await?;
-            let mut gets = out.gets.into_iter();
-            main = versioned(gets.next().flatten());
-            regional = versioned(gets.next().flatten());
+            return Ok((main, regional));
         }
-        for _ in 0..MAX_ATTEMPTS {
-            let decision = {
-                let view = s.cache().read();
-                let is_live = |n: &str| view.nodes.contains_key(n);
-                decide(
-                    main.as_deref(),
-                    regional.as_deref(),
-                    &node.id,
-                    region,
-                    unreachable,
-                    &is_live,
-                )
-            };
-            let Some(m) = main.as_deref() else {
-                return Err(Error::NotFound(format!("stream {stream:?} is not live")));
-            };
-            match decision {
-                Decision::NotLive => {
-                    return Err(Error::NotFound(format!("stream {stream:?} is not live")));
-                }
-                Decision::Main => {
-                    s.metrics().resolves_cached.inc();
-                    return Ok(answer(stream, m, v1::Role::MainOrigin, None, m.epoch()));
-                }
-                Decision::PullFromMain => {
-                    self.ensure_subscriber(stream, node, &m.value.node_id)
-                        .await?;
-                    let up = upstream_main(m);
-                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), m.epoch()));
-                }
-                Decision::HoldsRegional => {
-                    let Some(r) = regional.as_deref() else {
-                        continue;
-                    };
-                    let held = {
-                        let view = s.cache().read();
-                        upstream::held_upstream(s, &view, stream, m, &r.value, unreachable)
-                    };
-                    if let Some(up) = held {
-                        s.metrics().resolves_cached.inc();
-                        let epoch = r.epoch();
-                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
-                    }
-                    // Its upstream region's origin died, drained or moved:
-                    // re-parent by the same rule, in place (guarded on the
-                    // record being still this one).
-                    let avoid = unreachable.map(|(n, _)| n);
-                    let (won, m2, r2, up) = self
-                        .claim(stream, region, node, m, r.mod_revision, avoid)
-                        .await?;
-                    if won {
-                        let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
-                        info!(%stream, %region, node = %node.id, epoch, upstream = %up.node_id,
-                            upstream_region = %up.region, "regional origin re-parented");
-                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
-                    }
-                    main = m2;
-                    regional = r2;
-                }
-                Decision::PullFromRegional(holder) => {
-                    let Some(r) = regional.as_deref() else {
-                        continue;
-                    };
-                    self.ensure_subscriber(stream, node, holder).await?;
-                    let up = upstream_regional(region, r);
-                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), r.epoch()));
-                }
-                Decision::Claim { .. } if node.draining => {
-                    // A draining node must not become an origin (it is about to
-                    // leave): it pulls from the main origin directly until then.
-                    self.ensure_subscriber(stream, node, &m.value.node_id)
-                        .await?;
-                    let up = upstream_main(m);
-                    return Ok(answer(stream, m, v1::Role::Edge, Some(up), m.epoch()));
-                }
-                Decision::Claim { replace } => {
-                    let avoid = unreachable.map(|(n, _)| n);
-                    let (won, m2, r2, up) =
-                        self.claim(stream, region, node, m, replace, avoid).await?;
-                    if won {
-                        s.metrics().claims_won.inc();
-                        let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
-                        info!(%stream, %region, node = %node.id, epoch, upstream = %up.node_id,
-                            upstream_region = %up.region, "regional origin claimed");
-                        return Ok(answer(stream, m, v1::Role::RegionalOrigin, Some(up), epoch));
-                    }
+        // A publish through another replica may not have reached this
+        // cache yet: a miss is confirmed by the store.
+        s.metrics().cache_misses.inc();
+        let out = s
+            .kv()
+            .txn(
+                Vec::new(),
+                vec![
+                    Op::Get(s.keys().main(stream)),
+                    Op::Get(s.keys().regional(stream, region)),
+                ],
+                Vec::new(),
+            )
+            .await?;
+        let mut gets = out.gets.into_iter();
+        let main = versioned(gets.next().flatten());
+        let regional = versioned(gets.next().flatten());
+        Ok((main, regional))
+    }
+
+    /// Decides on `main` and `regional` (first from the cache; after a lost
+    /// transaction, from what it read) and acts on the decision.
+    async fn attempt(&self, at: &Attempt<'_>, main: Main, regional: Regional) -> Result<Step> {
+        let (s, stream, node) = (&self.state, at.stream, at.node);
+        let decision = {
+            let view = s.cache().read();
+            let is_live = |n: &str| view.nodes.contains_key(n);
+            decide(
+                main.as_deref(),
+                regional.as_deref(),
+                &node.id,
+                at.region,
+                at.unreachable,
+                &is_live,
+            )
+        };
+        let Some(m) = main.as_deref() else {
+            return Err(Error::NotFound(format!("stream {stream:?} is not live")));
+        };
+        match decision {
+            Decision::NotLive => Err(Error::NotFound(format!("stream {stream:?} is not live"))),
+            Decision::Main => {
+                s.metrics().resolves_cached.inc();
+                Ok(Step::Done(answer(
+                    stream,
+                    m,
+                    v1::Role::MainOrigin,
+                    None,
+                    m.epoch(),
+                )))
+            }
+            Decision::PullFromMain => self.pull_from_main(stream, node, m).await,
+            Decision::HoldsRegional => match regional.as_deref() {
+                None => Ok(Step::Again(main.clone(), regional.clone())),
+                Some(r) => self.holds_regional(at, m, r).await,
+            },
+            Decision::PullFromRegional(holder) => {
+                let Some(r) = regional.as_deref() else {
+                    return Ok(Step::Again(main.clone(), regional.clone()));
+                };
+                self.ensure_subscriber(stream, node, holder).await?;
+                let up = upstream_regional(at.region, r);
+                Ok(Step::Done(answer(
+                    stream,
+                    m,
+                    v1::Role::Edge,
+                    Some(up),
+                    r.epoch(),
+                )))
+            }
+            // A draining node must not become an origin (it is about to
+            // leave): it pulls from the main origin directly until then.
+            Decision::Claim { .. } if node.draining => self.pull_from_main(stream, node, m).await,
+            Decision::Claim { replace } => {
+                let avoid = at.unreachable.map(|(n, _)| n);
+                let (won, m2, r2, up) = self
+                    .claim(stream, at.region, node, m, replace, avoid)
+                    .await?;
+                if !won {
                     s.metrics().claims_lost.inc();
-                    debug!(%stream, %region, node = %node.id, "regional claim lost; re-deciding");
-                    main = m2;
-                    regional = r2;
+                    debug!(%stream, region = %at.region, node = %node.id,
+                        "regional claim lost; re-deciding");
+                    return Ok(Step::Again(m2, r2));
                 }
+                s.metrics().claims_won.inc();
+                let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
+                info!(%stream, region = %at.region, node = %node.id, epoch,
+                    upstream = %up.node_id, upstream_region = %up.region, "regional origin claimed");
+                Ok(Step::Done(answer(
+                    stream,
+                    m,
+                    v1::Role::RegionalOrigin,
+                    Some(up),
+                    epoch,
+                )))
             }
         }
-        Err(Error::Unavailable(format!(
-            "stream {stream:?} region {region:?}: origin changed during every attempt; retry"
+    }
+
+    /// `node` pulls the stream from the main origin as an edge.
+    async fn pull_from_main(
+        &self,
+        stream: &str,
+        node: &NodeRecord,
+        m: &Versioned<MainRecord>,
+    ) -> Result<Step> {
+        self.ensure_subscriber(stream, node, &m.value.node_id)
+            .await?;
+        let up = upstream_main(m);
+        Ok(Step::Done(answer(
+            stream,
+            m,
+            v1::Role::Edge,
+            Some(up),
+            m.epoch(),
+        )))
+    }
+
+    /// The caller holds the region's origin record `r`: it keeps its upstream
+    /// while that is still usable, else it is re-parented.
+    async fn holds_regional(
+        &self,
+        at: &Attempt<'_>,
+        m: &Versioned<MainRecord>,
+        r: &Versioned<RegionalRecord>,
+    ) -> Result<Step> {
+        let (s, stream, region, node) = (&self.state, at.stream, at.region, at.node);
+        let held = {
+            let view = s.cache().read();
+            upstream::held_upstream(s, &view, stream, m, &r.value, at.unreachable)
+        };
+        if let Some(up) = held {
+            s.metrics().resolves_cached.inc();
+            let epoch = r.epoch();
+            return Ok(Step::Done(answer(
+                stream,
+                m,
+                v1::Role::RegionalOrigin,
+                Some(up),
+                epoch,
+            )));
+        }
+        // Its upstream region's origin died, drained or moved:
+        // re-parent by the same rule, in place (guarded on the
+        // record being still this one).
+        let avoid = at.unreachable.map(|(n, _)| n);
+        let (won, m2, r2, up) = self
+            .claim(stream, region, node, m, r.mod_revision, avoid)
+            .await?;
+        if !won {
+            return Ok(Step::Again(m2, r2));
+        }
+        let epoch = r2.as_ref().map(|r| r.epoch()).unwrap_or(0);
+        info!(%stream, %region, node = %node.id, epoch, upstream = %up.node_id,
+            upstream_region = %up.region, "regional origin re-parented");
+        Ok(Step::Done(answer(
+            stream,
+            m,
+            v1::Role::RegionalOrigin,
+            Some(up),
+            epoch,
         )))
     }
 
