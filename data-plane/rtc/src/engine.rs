@@ -13,7 +13,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::egress::{Egress, EgressPlayer};
-use crate::mux::{MuxConn, MuxRuntime, UdpMux};
+use crate::mux::{MuxConn, UdpMux, mux_runtime};
 use crate::publisher::{self, PublisherSession};
 use crate::session::{self, PcEvents, Timeouts};
 use crate::{RtcConfig, RtcError};
@@ -165,7 +165,7 @@ impl RtcEngine {
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .with_handler(handler)
-            .with_runtime(Arc::new(MuxRuntime::new(Arc::clone(&conn))))
+            .with_runtime(Arc::new(mux_runtime(Arc::clone(&conn))))
             .with_udp_addrs(vec![internal])
             .build()
             .await?;

@@ -34,6 +34,8 @@ mod simulcast;
 #[cfg(test)]
 mod simulcast_offers;
 
+pub mod udp_runtime;
+
 pub use codec::Codec;
 pub use config::RtcConfig;
 pub use egress::{Counter, Egress, EgressCounters, EgressPlayer, Gauge, LayerPref, PlayerInfo};

@@ -1,7 +1,7 @@
 //! One UDP port for every peer connection of a node.
 //!
 //! The `webrtc` crate binds sockets per connection and has no ICE UDP mux, but it takes its
-//! sockets from a [`Runtime`]. Each engine connection gets a [`MuxRuntime`] whose
+//! sockets from a [`Runtime`]. Each engine connection gets a runtime ([`mux_runtime`]) whose
 //! `wrap_udp_socket` discards the socket the driver bound (on an ephemeral loopback port) and
 //! returns a [`MuxSocket`]: a view of the shared socket that receives only this connection's
 //! datagrams and sends from the shared port.
@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
-pub(crate) use runtime::MuxRuntime;
+pub(crate) use runtime::mux_runtime;
 
 /// Datagrams queued per connection between the shared socket and its driver.
 const CONN_QUEUE: usize = 512;

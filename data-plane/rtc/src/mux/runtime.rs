@@ -3,20 +3,15 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    TokioRuntime, Transmit,
-};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 use super::{Datagram, MuxConn};
+use crate::udp_runtime::{UdpRuntime, WrapUdp};
 
 /// The socket the WebRTC driver of one connection uses.
 struct MuxSocket {
@@ -104,32 +99,19 @@ fn fill(buf: &mut IoSliceMut<'_>, meta: &mut RecvMeta, datagram: Datagram) {
     meta.stride = len.max(1);
 }
 
-/// The runtime of one engine connection: Tokio, except that UDP sockets are views of the
-/// shared socket.
-pub(crate) struct MuxRuntime {
+/// Where one engine connection's UDP sockets come from: views of the shared socket. Its
+/// runtime is `UdpRuntime<MuxSockets>` ([`mux_runtime`]): Tokio for everything else.
+pub(crate) struct MuxSockets {
     conn: Arc<MuxConn>,
 }
 
-impl MuxRuntime {
-    pub(crate) fn new(conn: Arc<MuxConn>) -> Self {
-        MuxRuntime { conn }
-    }
+/// The runtime of one engine connection.
+pub(crate) fn mux_runtime(conn: Arc<MuxConn>) -> UdpRuntime<MuxSockets> {
+    UdpRuntime::new("strata-mux", MuxSockets { conn })
 }
 
-impl fmt::Debug for MuxRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MuxRuntime").finish_non_exhaustive()
-    }
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl Runtime for MuxRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn(future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+impl WrapUdp for MuxSockets {
+    fn wrap(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         // The driver's own socket only reserves a name for the host candidate; it is closed
         // here and all traffic goes through the shared socket.
         let local_addr = socket.local_addr()?;
@@ -139,45 +121,5 @@ impl Runtime for MuxRuntime {
             local_addr,
             claimed: Mutex::new(HashSet::new()),
         }))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        TokioRuntime.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> BoxFuture<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
-        let tokio: &'static TokioRuntime = &TokioRuntime;
-        tokio.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
-        let tokio: &'static TokioRuntime = &TokioRuntime;
-        tokio.resolve_host(host)
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        TokioRuntime.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        TokioRuntime.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        TokioRuntime.block_on(future)
-    }
-
-    fn yield_now(&self) -> BoxFuture<'static, ()> {
-        TokioRuntime.yield_now()
-    }
-
-    fn name(&self) -> &'static str {
-        "strata-mux"
     }
 }

@@ -21,11 +21,8 @@ mod janus_api;
 mod recv;
 mod twcc;
 
-use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +41,7 @@ use webrtc::peer_connection::{
     Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
-    TokioRuntime,
-};
+use webrtc::runtime::AsyncUdpSocket;
 
 use self::counters::rtp_header;
 pub use self::counters::{Counters, Tally};
@@ -55,6 +49,7 @@ use self::janus_api::{janus_call, janus_id, janus_offer};
 pub use self::recv::{RecvHandle, RecvLoop};
 pub use self::twcc::NodeFeedback;
 use crate::http;
+use strata_rtc::udp_runtime::{UdpRuntime, WrapUdp};
 
 /// How long ICE gathering (host candidates only) may take.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -63,26 +58,15 @@ const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// Receive buffer of each load-client socket.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
-/// Tokio, except that UDP sockets are [`CountingSocket`]s read by the [`RecvLoop`].
-struct CountingRuntime {
+/// Where the load peers' UDP sockets come from: [`CountingSocket`]s read by the
+/// [`RecvLoop`] (the runtime is otherwise Tokio: `strata_rtc::udp_runtime`).
+struct CountingSockets {
     counters: Arc<Counters>,
     recv: RecvHandle,
 }
 
-impl fmt::Debug for CountingRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountingRuntime").finish_non_exhaustive()
-    }
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl Runtime for CountingRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn(future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+impl WrapUdp for CountingSockets {
+    fn wrap(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         // Room for a keyframe burst to every player at once while the client is busy with
         // others: drops here would be counted against the server. Above `rmem_max` only as
         // root (SO_RCVBUFFORCE); otherwise as much as the system allows.
@@ -93,42 +77,6 @@ impl Runtime for CountingRuntime {
         Ok(Arc::new(
             self.recv.register(socket, Arc::clone(&self.counters))?,
         ))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        TokioRuntime.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> BoxFuture<'a, io::Result<Arc<dyn AsyncTcpStream>>> {
-        let tokio: &'static TokioRuntime = &TokioRuntime;
-        tokio.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
-        let tokio: &'static TokioRuntime = &TokioRuntime;
-        tokio.resolve_host(host)
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        TokioRuntime.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        TokioRuntime.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        TokioRuntime.block_on(future)
-    }
-
-    fn name(&self) -> &'static str {
-        "strata-bench-counting"
     }
 }
 
@@ -274,10 +222,13 @@ async fn build(bind_ip: IpAddr, recv: &RecvHandle, offer: Offer) -> Result<Built
             gathered: gathered_tx,
             state: state_tx,
         }))
-        .with_runtime(Arc::new(CountingRuntime {
-            counters: Arc::clone(&counters),
-            recv: recv.clone(),
-        }))
+        .with_runtime(Arc::new(UdpRuntime::new(
+            "strata-bench-counting",
+            CountingSockets {
+                counters: Arc::clone(&counters),
+                recv: recv.clone(),
+            },
+        )))
         .with_udp_addrs(vec![SocketAddr::new(bind_ip, 0)])
         .build()
         .await?;
