@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certs_common;
+
 use std::time::{Duration, Instant};
 
 use strata_node::NodeConfig;
@@ -86,30 +88,6 @@ async fn relay_refuses_peers_that_are_not_registered_nodes() {
     assert_eq!(code, SubscribeErrorCode::NotFound, "{reason}");
     assert!(reason.contains("not an origin"), "{reason}");
     up.stop().await.unwrap();
-}
-
-/// A gRPC channel to `addr` over TLS trusting `dir/ca.pem`, presenting `dir/{id}.pem` when
-/// `id` is given.
-async fn tls_channel(
-    addr: std::net::SocketAddr,
-    dir: &std::path::Path,
-    id: Option<&str>,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("cp");
-    if let Some(id) = id {
-        let cert = std::fs::read(dir.join(format!("{id}.pem"))).unwrap();
-        let key = std::fs::read(dir.join(format!("{id}.key"))).unwrap();
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +195,7 @@ async fn control_plane_over_tls_knows_nodes_and_operators() {
         .unwrap();
 
     // No certificate and no token: unauthenticated.
-    let anon_ch = tls_channel(addr, &dir, None).await.unwrap();
+    let anon_ch = certs_common::channel_with(addr, &dir, None).await.unwrap();
     let e = NodeServiceClient::new(anon_ch.clone())
         .list_nodes(v1::ListNodesRequest::default())
         .await
