@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::backup;
 use crate::error::ApiError;
 use crate::feed::Role;
-pub(crate) use crate::feed::{EncoderEnd, Feed, Media};
+use crate::feed::{Feed, Media};
 use crate::session_table::{CandidateSink, Opened, PublishSlot, SessionKind, session_log_id};
 use crate::sessions::{self, Ingest};
 use crate::state::NodeState;

@@ -43,8 +43,6 @@ const WARM_MAX_PACKETS: usize = 2048;
 const WARM_BURST: usize = 16;
 const WARM_SPACING: Duration = Duration::from_millis(4);
 
-pub use crate::feed::{Role, parse_role, role_of};
-
 /// Runs a backup publisher's session while its node is the standby
 /// (`ingest.epoch`: the standby record's), and as the main origin's source
 /// after a switch.

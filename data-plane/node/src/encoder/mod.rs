@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Action};
-use crate::backup::{self, Role};
 use crate::error::ApiError;
-use crate::publish::{self, Admitted, EncoderEnd, Feed};
+use crate::feed::{self, EncoderEnd, Feed, Role};
+use crate::publish::{self, Admitted};
 use crate::session_table::SessionKind;
 use crate::state::NodeState;
 use key::StreamKey;
@@ -74,7 +74,7 @@ pub(crate) async fn claim(state: &Arc<NodeState>, stream_key: &str) -> Result<Ad
             token,
             query,
         } => {
-            let role = backup::role_of(query).map_err(bad_role)?;
+            let role = feed::role_of(query).map_err(bad_role)?;
             claim_named(state, stream, token, role).await
         }
         StreamKey::Token(token) => {

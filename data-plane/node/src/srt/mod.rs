@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::backup::Role;
 use crate::encoder::key::{self, StreamKey};
 use crate::encoder::{self, Publishing, RefusalKind, Stop};
+use crate::feed::Role;
 use crate::publish::Admitted;
 use crate::state::NodeState;
 
@@ -185,7 +185,7 @@ async fn admit(
         let why = "this node takes publishers over SRT (m=publish); play over WHEP";
         return Err((ServerRejectReason::BadMode, why.into()));
     }
-    let role = crate::backup::parse_role(asked.role.as_deref())
+    let role = crate::feed::parse_role(asked.role.as_deref())
         .map_err(|e| (ServerRejectReason::BadRequest, e.to_string()))?;
     let token = asked.token.as_deref();
     match encoder::claim_named(state, &asked.stream, token, role).await {
