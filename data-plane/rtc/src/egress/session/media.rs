@@ -1,7 +1,7 @@
 //! A player session's media path: each packet of the stream rewritten for the player, the
 //! simulcast layer it follows, the catch-up after connecting, and SRTP sealing.
 
-use strata_media::{MediaPacket, TrackKind};
+use strata_media::{MediaPacket, TrackId, TrackKind};
 
 use super::super::layers::Admit;
 use super::super::rtp::RtpView;
@@ -27,11 +27,7 @@ impl Session {
         }
         // Catching up, or paced: live packets wait their turn, in order (only those the
         // player is sent).
-        if !self
-            .tracks
-            .iter()
-            .any(|t| t.id == packet.track || t.layers.carries(packet.track))
-        {
+        if self.track_index(packet.track).is_none() {
             return;
         }
         let paced_full = !self.catching_up && self.backlog_bytes > self.pacer.queue_limit();
@@ -75,14 +71,17 @@ impl Session {
         }
     }
 
+    /// The player's track that `track` (a stream track, or one of its simulcast layers) feeds.
+    fn track_index(&self, track: TrackId) -> Option<usize> {
+        self.tracks
+            .iter()
+            .position(|t| t.id == track || t.layers.carries(track))
+    }
+
     /// Rewrites, seals and queues one packet; returns the bytes sent (0 for none).
     fn send_now(&mut self, packet: &MediaPacket, wall_us: u64, out: &mut Vec<Transmit>) -> usize {
         let Some(to) = self.remote else { return 0 };
-        let Some(index) = self
-            .tracks
-            .iter()
-            .position(|t| t.id == packet.track || t.layers.carries(packet.track))
-        else {
+        let Some(index) = self.track_index(packet.track) else {
             return 0;
         };
         let Some(view) = RtpView::parse(&packet.rtp) else {
