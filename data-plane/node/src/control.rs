@@ -74,7 +74,7 @@ macro_rules! rpc {
     }};
 }
 
-mod pushback;
+pub mod pushback;
 mod standby;
 
 /// A cheap-to-clone client of every control-plane service.

@@ -22,24 +22,44 @@ const MAX: Duration = Duration::from_secs(1);
 
 /// Runs `attempt` again while it is refused RESOURCE_EXHAUSTED, as the hint and the
 /// backoff say, within [`PUSHBACK_BUDGET`].
-pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, ControlError>
+pub async fn retrying<T, F, Fut>(attempt: F) -> Result<T, ControlError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ControlError>>,
 {
-    let deadline = Instant::now() + PUSHBACK_BUDGET;
+    let hint = |e: &ControlError| match e {
+        ControlError::Status(s) => pushback::retry_after(s),
+        _ => None,
+    };
+    retry_refused(PUSHBACK_BUDGET, hint, attempt).await.0
+}
+
+/// Runs `attempt` until its error carries no pushback hint (`hint_of`: a RESOURCE_EXHAUSTED
+/// refusal's `grpc-retry-pushback-ms`), or until waiting the longer of the hint and the
+/// backoff would pass `budget`. Returns the last answer and how many refusals came before
+/// it. `strata-node`'s calls go through [`retrying`]; the scale bench's simulated nodes and
+/// the admission tests call this with their own budget.
+pub async fn retry_refused<T, E, F, Fut>(
+    budget: Duration,
+    hint_of: impl Fn(&E) -> Option<Duration>,
+    mut attempt: F,
+) -> (Result<T, E>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + budget;
     let mut backoff = Backoff::new(FIRST, MAX);
+    let mut refusals = 0;
     loop {
-        let status = match attempt().await {
-            Err(ControlError::Status(s)) => s,
-            other => return other,
+        let result = attempt().await;
+        let Some(hint) = result.as_ref().err().and_then(&hint_of) else {
+            return (result, refusals);
         };
-        let Some(hint) = pushback::retry_after(&status) else {
-            return Err(status.into());
-        };
+        refusals += 1;
         let wait = hint.max(backoff.next_delay());
         if Instant::now() + wait > deadline {
-            return Err(status.into());
+            return (result, refusals);
         }
         tokio::time::sleep(wait).await;
     }
